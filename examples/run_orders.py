@@ -1,0 +1,86 @@
+"""The demo: orders through Kafka into a DuckDB star schema, then a short report.
+
+    python examples/run_orders.py [--count N] [--duckdb-path PATH]
+                                  [--bootstrap-servers HOST:PORT] [--topic NAME]
+
+Without --bootstrap-servers a local broker is started (needs `starload[local]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import uuid
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, LocalBroker, StarLoader, produce
+
+REPORTS = {
+    "Rows per table": """
+        SELECT 'DIM_CUSTOMER' AS "table", count(*) AS "rows" FROM DIM_CUSTOMER
+        UNION ALL SELECT 'DIM_PRODUCT', count(*) FROM DIM_PRODUCT
+        UNION ALL SELECT 'DIM_DATE', count(*) FROM DIM_DATE
+        UNION ALL SELECT 'FACT_ORDERS', count(*) FROM FACT_ORDERS
+        UNION ALL SELECT 'STARLOAD_REJECTS', count(*) FROM STARLOAD_REJECTS""",
+    "Revenue by customer region": """
+        SELECT c.CUSTOMER_REGION AS region, count(*) AS orders, sum(f.TOTAL_AMOUNT) AS revenue
+        FROM FACT_ORDERS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) GROUP BY 1 ORDER BY revenue DESC""",
+    "Revenue by category": """
+        SELECT p.CATEGORY AS category, sum(f.QUANTITY) AS units, sum(f.TOTAL_AMOUNT) AS revenue
+        FROM FACT_ORDERS f JOIN DIM_PRODUCT p USING (PRODUCT_KEY) GROUP BY 1 ORDER BY revenue DESC""",
+    "Top customers": """
+        SELECT c.CUSTOMER_NAME AS customer, count(*) AS orders, sum(f.TOTAL_AMOUNT) AS revenue
+        FROM FACT_ORDERS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) GROUP BY 1 ORDER BY revenue DESC LIMIT 5""",
+    "Revenue by weekday": """
+        SELECT d.DAY_NAME AS day, count(*) AS orders, sum(f.TOTAL_AMOUNT) AS revenue
+        FROM FACT_ORDERS f JOIN DIM_DATE d USING (DATE_KEY) GROUP BY d.DAY_OF_WEEK, 1 ORDER BY d.DAY_OF_WEEK""",
+}
+
+
+def report(path: str, console: Console) -> None:
+    """Print the star's row counts and a few revenue breakdowns."""
+    with duckdb.connect(path, read_only=True) as con:
+        for title, sql in REPORTS.items():
+            result = con.execute(sql)
+            names = [d[0] for d in result.description]
+            table = Table(*names, title=title, title_justify="left")
+            for row in result.fetchall():
+                table.add_row(*(f"{v:,}" if isinstance(v, (int, float)) or hasattr(v, "as_tuple") else str(v) for v in row))
+            console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=10_000, help="orders to produce (default 10000)")
+    parser.add_argument("--duckdb-path", default="orders.duckdb")
+    parser.add_argument("--bootstrap-servers", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--topic", default=None, help="topic (default: a new one per run)")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    console = Console()
+    topic = args.topic or f"orders-{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as stack:
+        if args.bootstrap_servers:
+            bootstrap = args.bootstrap_servers
+        else:
+            bootstrap = stack.enter_context(LocalBroker()).bootstrap_servers
+            console.print(f"started a local broker at {bootstrap}")
+        stats = produce(bootstrap, topic, ORDERS_GENERATOR, args.count, seed=args.seed)
+        console.print(f"produced {stats.produced:,} orders to {topic!r} in {stats.seconds:.1f} s")
+        with DuckDBSink(args.duckdb_path) as sink:
+            loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=bootstrap, topic=topic, group="run-orders")
+            loaded = loader.run(until_idle=2.0)
+        console.print(
+            f"loaded {loaded.facts_loaded:,} facts ({loaded.duplicates:,} duplicates, {loaded.rejected:,} rejected) "
+            f"into {args.duckdb_path}"
+        )
+    report(args.duckdb_path, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

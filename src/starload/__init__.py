@@ -1,0 +1,55 @@
+"""starload: stream business events from Kafka into a star schema (Snowflake, DuckDB), exactly once."""
+
+from starload.broker import LocalBroker
+from starload.engine import LoadStats, StarLoader
+from starload.exceptions import SinkError, SpecError, StarloadError
+from starload.generators.base import Event, Generator
+from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
+from starload.hookspecs import hookimpl
+from starload.produce import produce
+from starload.sinks.base import Sink, SinkType, StagedBatch, WriteResult
+from starload.sinks.duckdb import DuckDBSink
+from starload.spec import (
+    Check,
+    DateDimension,
+    Decimal,
+    Dimension,
+    Fact,
+    Field,
+    Integer,
+    Measure,
+    StarSchema,
+    String,
+    Timestamp,
+)
+
+__all__ = [
+    "ORDERS_GENERATOR",
+    "ORDERS_SCHEMA",
+    "Check",
+    "DateDimension",
+    "Decimal",
+    "Dimension",
+    "DuckDBSink",
+    "Event",
+    "Fact",
+    "Field",
+    "Generator",
+    "Integer",
+    "LoadStats",
+    "LocalBroker",
+    "Measure",
+    "Sink",
+    "SinkError",
+    "SinkType",
+    "SpecError",
+    "StagedBatch",
+    "StarLoader",
+    "StarSchema",
+    "StarloadError",
+    "String",
+    "Timestamp",
+    "WriteResult",
+    "hookimpl",
+    "produce",
+]

@@ -1,0 +1,273 @@
+"""StarLoader: the consume → map → write → commit loop.
+
+The main thread only consumes: it gathers messages into a batch until
+``batch_rows`` messages or ``batch_seconds`` have passed, whichever first, then
+hands the batch to one worker thread that maps it (:mod:`starload.mapping`) and
+writes it (one sink transaction that also stores the offsets). While the worker
+writes batch *n*, the main thread gathers batch *n + 1*; if that one is full before
+the worker is done, consumption is paused (not buffered), so memory is bounded by
+two batches whatever the stream length.
+
+Kafka offsets are committed only after the sink committed, and only as a hint for
+lag monitoring: on every partition assignment the loader seeks to the offsets
+stored in the sink, which is what makes the warehouse exactly-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
+from typing import Any
+
+import attrs
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from starload.kafka import consumer_config, seek_positions
+from starload.mapping import RAW_SCHEMA, Mapper
+from starload.sinks.base import Sink, WriteResult
+from starload.spec import StarSchema
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class LoadStats:
+    """Running counters of a load; every consumed message is a fact, a duplicate or a reject."""
+
+    consumed: int = 0
+    facts_loaded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    statements: int = 0
+    dimension_rows_inserted: int = 0
+    dimension_rows_updated: int = 0
+    lag: int | None = None
+    started: float = attrs.field(factory=time.monotonic)
+    first_assignment: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Consumed messages per second since start."""
+        return self.consumed / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, result: WriteResult, consumed: int) -> None:
+        self.consumed += consumed
+        self.facts_loaded += result.facts_inserted
+        self.duplicates += result.duplicates
+        self.rejected += result.rejects
+        self.batches += 1
+        self.statements += result.statements
+        self.dimension_rows_inserted += result.dimension_rows_inserted
+        self.dimension_rows_updated += result.dimension_rows_updated
+
+
+def raw_table(messages: list[Message]) -> pa.Table:
+    """The raw Arrow table of consumed messages (error events are left out and logged)."""
+    good = [m for m in messages if m.error() is None]
+    for m in messages:
+        if m.error() is not None:
+            if m.error().fatal():
+                raise KafkaException(m.error())
+            log.warning("consumer event: %s", m.error())
+    return pa.Table.from_arrays(
+        [
+            pa.array([m.partition() for m in good], pa.int32()),
+            pa.array([m.offset() for m in good], pa.int64()),
+            pa.array([m.key() for m in good], pa.binary()),
+            pa.array([m.value() for m in good], pa.binary()),
+        ],
+        schema=RAW_SCHEMA,
+    )
+
+
+@attrs.define
+class _Batch:
+    """Messages gathered for the next write, in arrival order."""
+
+    chunks: list[list[Message]] = attrs.field(factory=list)
+    count: int = 0
+    opened: float = 0.0
+
+    def add(self, messages: list[Message]) -> None:
+        if not self.count:
+            self.opened = time.monotonic()
+        self.chunks.append(messages)
+        self.count += len(messages)
+
+    def messages(self) -> list[Message]:
+        return list(chain.from_iterable(self.chunks))
+
+
+class StarLoader:
+    """Loads one topic into a star schema through a sink, exactly once.
+
+    >>> loader = StarLoader(ORDERS_SCHEMA, DuckDBSink("orders.duckdb"),   # doctest: +SKIP
+    ...                     bootstrap_servers="127.0.0.1:9092", topic="orders", group="starload")
+    >>> stats = loader.run(until_idle=5)                                # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        schema: StarSchema,
+        sink: Sink,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        group: str = "starload",
+        batch_rows: int = 50_000,
+        batch_seconds: float = 1.0,
+        consumer_overrides: Mapping[str, Any] | None = None,
+        progress: Callable[[LoadStats], None] | None = None,
+        progress_interval: float = 1.0,
+    ) -> None:
+        if batch_rows < 1 or batch_seconds <= 0:
+            msg = f"batch_rows must be >= 1 and batch_seconds > 0 (got {batch_rows}, {batch_seconds})"
+            raise ValueError(msg)
+        self.schema = schema
+        self.sink = sink
+        self.topic = topic
+        self.group = group
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self.config = consumer_config(bootstrap_servers, group, consumer_overrides)
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.stats = LoadStats()
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+        self._pending: Future[tuple[WriteResult, int, dict[int, int]]] | None = None
+        self._batch = _Batch()
+        self._last_message = 0.0
+        self._paused = False
+        self._mapper: Mapper
+        self._executor: ThreadPoolExecutor
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the current batch and return (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(self, *, until_idle: float | None = None) -> LoadStats:
+        """Load until :meth:`stop`, or until ``until_idle`` seconds pass without a message.
+
+        Idle time counts from the first partition assignment, not from start-up.
+        """
+        self.sink.prepare(self.schema)
+        self._mapper = Mapper(self.schema)
+        consumer = self._consumer = Consumer(self.config)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
+        last_progress = time.monotonic()
+        try:
+            consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            while not self._stop.is_set():
+                room = self.batch_rows - self._batch.count
+                messages = consumer.consume(num_messages=max(1, min(room, 10_000)), timeout=0.1)
+                now = time.monotonic()
+                if messages:
+                    self._batch.add(messages)
+                    self._last_message = now
+                if self._pending is not None and self._pending.done():
+                    self._finish_pending()
+                idle = until_idle is not None and self._idle_for(now) >= until_idle
+                if idle and self._pending is None and not self._batch.count:
+                    break
+                full = self._batch.count >= self.batch_rows
+                if full or (self._batch.count and (idle or now - self._batch.opened >= self.batch_seconds)):
+                    if self._pending is None:
+                        self._submit()
+                    elif full and not self._paused:
+                        # The writer is behind: stop fetching instead of buffering more.
+                        consumer.pause(consumer.assignment())
+                        self._paused = True
+                if self.progress and now - last_progress >= self.progress_interval:
+                    last_progress = now
+                    self.stats.lag = self._lag()
+                    self.progress(self.stats)
+            if self._pending is not None:
+                self._finish_pending()
+            if self._batch.count:
+                self._submit()
+                self._finish_pending()
+        finally:
+            self._executor.shutdown(wait=True)
+            consumer.close()
+            self._mapper.close()
+            self._consumer = None
+        if self.progress:
+            self.stats.lag = None
+            self.progress(self.stats)
+        return self.stats
+
+    def _submit(self) -> None:
+        """Hand the gathered batch to the writer thread and start gathering the next."""
+        assert self._consumer is not None
+        self._pending = self._executor.submit(self._map_and_write, self._batch.messages())
+        self._batch = _Batch()
+        if self._paused:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def _idle_for(self, now: float) -> float:
+        if self.stats.first_assignment is None:
+            return 0.0
+        return now - max(self.stats.first_assignment, self._last_message)
+
+    def _map_and_write(self, messages: list[Message]) -> tuple[WriteResult, int, dict[int, int]]:
+        batch = self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
+        result = self.sink.write(batch)
+        return result, batch.consumed, dict(batch.next_offsets)
+
+    def _finish_pending(self) -> None:
+        """Wait for the in-flight write; then count it and commit its offsets to Kafka (a hint)."""
+        assert self._pending is not None
+        pending, self._pending = self._pending, None
+        result, consumed, next_offsets = pending.result()
+        self.stats.add(result, consumed)
+        if next_offsets and self._consumer is not None:
+            offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.debug("Kafka commit (a hint only) failed: %s", exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.sink.stored_offsets(self.group, self.topic)
+        positions = seek_positions(partitions, stored)
+        log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in positions))
+        consumer.assign(positions)
+        self._paused = False
+        if self.stats.first_assignment is None:
+            self.stats.first_assignment = time.monotonic()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish the write in flight and drop what was gathered: after the rebalance
+        # every partition restarts from the offsets stored in the sink.
+        if self._pending is not None:
+            self._finish_pending()
+        self._batch = _Batch()
+        consumer.unassign()
+
+    def _lag(self) -> int | None:
+        """Messages behind the high watermark over the assignment (None when unknown)."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        try:
+            positions = consumer.position(consumer.assignment())
+            total = 0
+            for tp in positions:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                if tp.offset >= 0:
+                    total += max(0, high - tp.offset)
+            return total
+        except KafkaException:
+            return None

@@ -1,0 +1,28 @@
+"""Every error starload raises on purpose derives from :class:`StarloadError`."""
+
+from __future__ import annotations
+
+
+class StarloadError(Exception):
+    """Base class of starload's own errors."""
+
+
+class SpecError(StarloadError, ValueError):
+    """A star schema spec is invalid; the message lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        msg = "invalid star schema spec:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+class PluginError(StarloadError):
+    """A plugin is broken or two plugins claim the same name."""
+
+
+class BrokerNotFoundError(StarloadError):
+    """No Tansu broker binary could be found for the local broker."""
+
+
+class SinkError(StarloadError):
+    """A sink failed to write a batch; nothing of the batch was committed."""

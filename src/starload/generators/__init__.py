@@ -1,0 +1,1 @@
+"""Built-in event generators (registered as plugins through :mod:`starload.hookspecs`)."""

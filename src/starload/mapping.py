@@ -1,0 +1,302 @@
+"""Raw Kafka messages → a typed, columnar :class:`~starload.sinks.base.StagedBatch`.
+
+The whole batch is decoded, validated and typed in one embedded (in-memory) DuckDB
+connection, as SQL over an Arrow column of raw values: no Python dict is built per
+message, the JSON parser runs in C++, and DuckDB releases the GIL, so mapping one
+batch overlaps with consuming the next.
+
+A message is rejected, with every reason found, when it is empty or null, not UTF-8,
+not valid JSON, not a JSON object, lacks a required field, has a value of the wrong
+type (see :mod:`starload.spec` for the typing rules), fails a range check, or yields
+a measure out of range. Within a batch the first message of a grain value wins (by
+partition, offset); the others are counted as duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import attrs
+import duckdb
+import pyarrow as pa
+
+from starload.sinks.base import StagedBatch
+from starload.spec import Check, ColumnType, Decimal, Integer, StarSchema, String, Timestamp
+
+_RAW = "_sl_raw"
+_PARSED = "_sl_parsed"
+_REASON = "_SL_REASON"
+_EVENT = "_SL_EVENT"
+_DATE = "_SL_DATE"
+_JSON_SPACE = " \t\n\r"
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("KAFKA_PARTITION", pa.int32()),
+        ("KAFKA_OFFSET", pa.int64()),
+        ("MESSAGE_KEY", pa.binary()),
+        ("MESSAGE_VALUE", pa.binary()),
+    ]
+)
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted SQL identifier (identifiers are validated by the spec)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def natural_key_column(table: str, column: str) -> str:
+    """Name of a dimension's natural-key column inside the staged fact table."""
+    return f"_SL_NK_{table}_{column}"
+
+
+def raw_batch(
+    values: Sequence[bytes | None],
+    *,
+    partitions: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    keys: Sequence[bytes | None] | None = None,
+) -> pa.Table:
+    """Raw messages as the Arrow table the mapper reads (partition 0, offsets 0… by default)."""
+    n = len(values)
+    return pa.Table.from_arrays(
+        [
+            pa.array(partitions if partitions is not None else [0] * n, pa.int32()),
+            pa.array(offsets if offsets is not None else range(n), pa.int64()),
+            pa.array(keys if keys is not None else [None] * n, pa.binary()),
+            pa.array(values, pa.binary()),
+        ],
+        schema=RAW_SCHEMA,
+    )
+
+
+def duckdb_type(column_type: ColumnType) -> str:
+    """The DuckDB type of a spec type (the staged batch carries these)."""
+    if isinstance(column_type, Decimal):
+        return f"DECIMAL({column_type.precision}, {column_type.scale})"
+    if isinstance(column_type, Integer):
+        return "BIGINT"
+    if isinstance(column_type, Timestamp):
+        return "TIMESTAMPTZ"
+    return "VARCHAR"
+
+
+def _typed_value(column_type: ColumnType, r: str, s: str) -> tuple[str, str]:
+    """(typed value expression, 'wrong type' message) for one source field.
+
+    ``r`` is the field's JSON text as re-serialised by the parser (numbers are in
+    canonical form), ``s`` the unescaped text when the field is a JSON string.
+    """
+    if isinstance(column_type, Integer):
+        value = f"TRY_CAST({r} AS BIGINT)"
+        return (f"CASE WHEN CAST({value} AS VARCHAR) = {r} THEN {value} END", "expected a 64-bit integer")
+    if isinstance(column_type, Decimal):
+        number = f"coalesce({s}, {r})"
+        value = f"TRY_CAST({number} AS {duckdb_type(column_type)})"
+        exact = f"TRY_CAST({number} AS DOUBLE) = CAST({value} AS DOUBLE)"
+        return (
+            f"CASE WHEN {exact} THEN {value} END",
+            f"expected a number with at most {column_type.precision - column_type.scale} digits "
+            f"before and {column_type.scale} after the decimal point",
+        )
+    if isinstance(column_type, Timestamp):
+        value = f"TRY_CAST({s} AS TIMESTAMPTZ)"
+        return (f"CASE WHEN isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
+    return (s, "expected a string")
+
+
+def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
+    """SQL text of a range-check problem (NULL when the value passes)."""
+    conditions = []
+    if check is Check.POSITIVE:
+        conditions.append((f"{value} <= 0", "must be > 0"))
+    elif check is Check.NON_NEGATIVE:
+        conditions.append((f"{value} < 0", "must be >= 0"))
+    if isinstance(column_type, String) and column_type.max_length is not None:
+        conditions.append((f"length({value}) > {column_type.max_length}", f"longer than {column_type.max_length} characters"))
+    if not conditions:
+        return None
+    whens = " ".join(f"WHEN {cond} THEN {_literal(f'{name}: {msg}')}" for cond, msg in conditions)
+    return f"CASE {whens} END"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@attrs.frozen
+class MappingSQL:
+    """The SQL that stages one batch for ``schema``, built once per schema."""
+
+    schema: StarSchema
+    parse: str
+    valid: str
+    facts: str
+    dimensions: dict[str, str]
+    dates: str | None
+    rejects: str
+    offsets: str
+
+    @classmethod
+    def build(cls, schema: StarSchema) -> MappingSQL:
+        sources = schema.source_fields()
+        index = {name: i for i, name in enumerate(sources)}
+        paths = ", ".join(_literal(f'$."{name}"') for name in sources)
+
+        typed, problems = [], []
+        for name, column_type in sources.items():
+            i = index[name]
+            r, v = f"_sl_r{i}", f"_sl_v{i}"
+            value, wrong_type = _typed_value(column_type, r, f"_sl_s{i}")
+            typed.append(f"{value} AS {v}")
+            when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
+            check = _check_problem(name, column_type, schema.check_of(name), v)
+            problems.append(
+                f"CASE WHEN {r} IS NULL THEN {when_missing} "
+                f"WHEN {v} IS NULL THEN {_literal(f'{name}: {wrong_type}')} "
+                f"{'ELSE ' + check if check else ''} END"
+            )
+        fact_fields = {f.column: f for f in schema.fact.fields}
+        for measure in schema.fact.measures:
+            product = " * ".join(f"_sl_v{index[fact_fields[c].source]}" for c in measure.factors)
+            typed.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {quote(measure.column)}")
+            all_present = " AND ".join(f"_sl_v{index[fact_fields[c].source]} IS NOT NULL" for c in measure.factors)
+            problems.append(
+                f"CASE WHEN {all_present} AND {quote(measure.column)} IS NULL "
+                f"THEN {_literal(f'{measure.column}: out of range for {duckdb_type(measure.type)}')} END"
+            )
+        event = f"_sl_v{index[schema.fact.event_time.source]}"
+
+        structure = _literal(json.dumps({name: "JSON" for name in sources}))
+        raw_values = ", ".join(
+            f"CAST(struct_extract(_sl_f, {_literal(name)}) AS VARCHAR) AS _sl_r{i}" for name, i in index.items()
+        )
+        unquoted = ", ".join(
+            f"CASE WHEN starts_with(_sl_r{i}, '\"') THEN CASE WHEN contains(_sl_r{i}, '\\') "
+            f"THEN json_extract_string(_sl_r{i}, '$') ELSE _sl_r{i}[2:-2] END END AS _sl_s{i}"
+            for i in index.values()
+        )
+        parse = f"""
+CREATE OR REPLACE TEMP TABLE {_PARSED} AS
+WITH text AS (
+    SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_text FROM {_RAW}
+), objects AS (
+    SELECT *, starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object FROM text
+), fields AS (
+    SELECT *, CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {structure})) END AS _sl_f FROM objects
+), raw_values AS (
+    SELECT *, {raw_values} FROM fields
+), strings AS (
+    SELECT *, {unquoted} FROM raw_values
+), typed AS (
+    SELECT *, {", ".join(typed)} FROM strings
+)
+SELECT KAFKA_PARTITION, KAFKA_OFFSET,
+    {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
+    {", ".join(quote(m.column) for m in schema.fact.measures) + "," if schema.fact.measures else ""}
+    CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
+    {event} AS {_EVENT},
+    CASE
+        WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
+        WHEN _sl_text IS NULL THEN 'not UTF-8 text'
+        WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
+        WHEN _sl_f IS NULL THEN 'not valid JSON'
+        ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
+    END AS {_REASON}
+FROM typed
+"""
+        valid = f"{_PARSED} WHERE {_REASON} IS NULL"
+        order = "(KAFKA_PARTITION, KAFKA_OFFSET)"
+        date_key = f"CAST(strftime({_DATE}, '%Y%m%d') AS INTEGER)"
+        fact_cols = [f"_sl_v{index[f.source]} AS {quote(f.column)}" for f in schema.fact.fields]
+        fact_cols += [
+            f"_sl_v{index[f.source]} AS {quote(natural_key_column(d.table, f.column))}"
+            for d in schema.referenced_dimensions
+            for f in d.natural_key
+        ]
+        fact_cols += [quote(m.column) for m in schema.fact.measures]
+        if schema.date_dimension:
+            fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
+        grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
+        facts = f"""
+SELECT {", ".join(fact_cols)}, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET
+FROM {valid}
+QUALIFY row_number() OVER (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET) = 1
+"""
+        dimensions = {}
+        for dim in schema.dimensions:
+            keys = [f"_sl_v{index[f.source]}" for f in dim.natural_key]
+            cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
+            cols += [
+                f"arg_max(_sl_v{index[f.source]}, {order}) FILTER (WHERE _sl_v{index[f.source]} IS NOT NULL) AS {quote(f.column)}"
+                for f in dim.attributes
+            ]
+            dimensions[dim.name] = f"""
+SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT
+FROM {valid} GROUP BY {", ".join(keys)}
+"""
+        dates = None
+        if schema.date_dimension:
+            d = _DATE
+            dates = f"""
+SELECT {date_key} AS {quote(schema.date_dimension.key)}, {d} AS FULL_DATE,
+    CAST(day({d}) AS INTEGER) AS DAY, CAST(month({d}) AS INTEGER) AS MONTH, monthname({d}) AS MONTH_NAME,
+    CAST(quarter({d}) AS INTEGER) AS QUARTER, CAST(year({d}) AS INTEGER) AS YEAR,
+    CAST(isodow({d}) AS INTEGER) AS DAY_OF_WEEK, dayname({d}) AS DAY_NAME,
+    CAST(weekofyear({d}) AS INTEGER) AS WEEK_OF_YEAR, isodow({d}) >= 6 AS IS_WEEKEND
+FROM (SELECT DISTINCT {d} FROM {valid}) ORDER BY 1
+"""
+        rejects = f"""
+SELECT CAST(? AS VARCHAR) AS KAFKA_TOPIC, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE,
+    p.{_REASON} AS REASON
+FROM {_RAW} r JOIN {_PARSED} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
+WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
+"""
+        offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {_RAW} GROUP BY 1"
+        return cls(schema, parse, valid, facts, dimensions, dates, rejects, offsets)
+
+
+class Mapper:
+    """Stages raw batches for one schema on a private in-memory DuckDB connection.
+
+    Not thread-safe: the engine uses one mapper from one worker thread at a time.
+    """
+
+    def __init__(self, schema: StarSchema, *, threads: int | None = None) -> None:
+        self.sql = MappingSQL.build(schema)
+        self._con = duckdb.connect(":memory:")
+        self._con.execute("SET TimeZone = 'UTC'")
+        if threads:
+            self._con.execute(f"SET threads = {int(threads)}")
+
+    def stage(self, raw: pa.Table, *, topic: str, group: str) -> StagedBatch:
+        """Map ``raw`` (see :data:`RAW_SCHEMA`) to a staged batch for ``group``/``topic``."""
+        con = self._con
+        con.register(_RAW, raw)
+        try:
+            con.execute(self.sql.parse)
+            facts = con.sql(self.sql.facts, params=[topic]).to_arrow_table()
+            (valid,), = con.execute(f"SELECT count(*) FROM {self.sql.valid}").fetchall()
+            dims = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.dimensions.items()}
+            dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
+            rejects = con.sql(self.sql.rejects, params=[topic]).to_arrow_table()
+            next_offsets = dict(con.execute(self.sql.offsets).fetchall())
+        finally:
+            con.unregister(_RAW)
+        return StagedBatch(
+            schema=self.sql.schema,
+            group=group,
+            topic=topic,
+            facts=facts,
+            dimensions=dims,
+            dates=dates,
+            rejects=rejects,
+            next_offsets=next_offsets,
+            consumed=raw.num_rows,
+            duplicates_in_batch=valid - facts.num_rows,
+        )
+
+    def close(self) -> None:
+        """Close the private connection."""
+        self._con.close()

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from starload import ORDERS_SCHEMA, DuckDBSink, SinkError
+from starload.mapping import Mapper, raw_batch
+from starload.sinks.sql import DUCKDB, StarSQL
+
+
+@pytest.fixture
+def mapper():
+    m = Mapper(ORDERS_SCHEMA)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def sink(memory_sink):
+    memory_sink.prepare(ORDERS_SCHEMA)
+    return memory_sink
+
+
+def write(sink, mapper, values, start=0, partition=0, group="g"):
+    raw = raw_batch(values, partitions=[partition] * len(values), offsets=range(start, start + len(values)))
+    return sink.write(mapper.stage(raw, topic="orders", group=group))
+
+
+def test_write_builds_the_star(sink, mapper, orders):
+    result = write(sink, mapper, [orjson.dumps(o) for o in orders])
+    assert result.facts_inserted == len(orders) and result.duplicates == 0 and result.rejects == 0
+    con = sink.connection
+    assert con.execute("SELECT count(*) FROM FACT_ORDERS").fetchall() == [(len(orders),)]
+    total = sum(Decimal(o["price"]) * o["quantity"] for o in orders)
+    assert con.execute("SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS").fetchall() == [(str(total) + ".00",)]
+    joined = con.execute(
+        """SELECT f.ORDER_ID, c.CUSTOMER_ID, p.PRODUCT_ID, d.FULL_DATE FROM FACT_ORDERS f
+           JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) JOIN DIM_PRODUCT p USING (PRODUCT_KEY) JOIN DIM_DATE d USING (DATE_KEY)"""
+    ).fetchall()
+    expected = {o["order_id"]: (o["customer_id"], o["product_id"], o["order_timestamp"][:10]) for o in orders}
+    assert {r[0]: (r[1], r[2], r[3].isoformat()) for r in joined} == expected
+    keys = con.execute("SELECT CUSTOMER_KEY FROM DIM_CUSTOMER ORDER BY 1").fetchall()
+    assert [k for (k,) in keys] == list(range(1, len(keys) + 1))
+    assert sink.stored_offsets("g", "orders") == {0: len(orders)}
+    assert result.statements == 6
+
+
+def test_replay_changes_nothing(sink, mapper, orders):
+    values = [orjson.dumps(o) for o in orders]
+    write(sink, mapper, values)
+    before = sink.connection.execute("SELECT * FROM FACT_ORDERS ORDER BY ORDER_ID").fetchall()
+    again = write(sink, mapper, values)
+    assert again.facts_inserted == 0 and again.duplicates == len(orders)
+    assert sink.connection.execute("SELECT * FROM FACT_ORDERS ORDER BY ORDER_ID").fetchall() == before
+
+
+def test_offsets_never_go_backwards_and_are_per_group(sink, mapper, orders):
+    write(sink, mapper, [orjson.dumps(orders[0])], start=10)
+    write(sink, mapper, [orjson.dumps(orders[1])], start=3)
+    write(sink, mapper, [orjson.dumps(orders[2])], start=0, partition=1, group="other")
+    assert sink.stored_offsets("g", "orders") == {0: 11}
+    assert sink.stored_offsets("other", "orders") == {1: 1}
+    assert sink.stored_offsets("g", "unknown") == {}
+
+
+def test_rejects_are_recorded_once(sink, mapper):
+    result = write(sink, mapper, [b"nope", b""])
+    assert result.rejects == 2
+    assert write(sink, mapper, [b"nope", b""]).rejects == 2
+    rows = sink.connection.execute("SELECT KAFKA_OFFSET, MESSAGE_VALUE, REASON FROM STARLOAD_REJECTS ORDER BY 1").fetchall()
+    assert rows == [(0, b"nope", "not valid JSON"), (1, b"", "empty message")]
+
+
+def test_scd1_across_batches(sink, mapper, orders):
+    base = {**orders[0], "customer_id": "C77"}
+    write(sink, mapper, [orjson.dumps({**base, "order_id": "a", "order_timestamp": "2024-01-02T00:00:00Z", "customer_name": "Two"})])
+    write(sink, mapper, [orjson.dumps({**base, "order_id": "b", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": "One"})], start=1)
+    write(sink, mapper, [orjson.dumps({**base, "order_id": "c", "order_timestamp": "2024-01-03T00:00:00Z", "customer_name": None})], start=2)
+    rows = sink.connection.execute("SELECT CUSTOMER_KEY, CUSTOMER_NAME FROM DIM_CUSTOMER WHERE CUSTOMER_ID = 'C77'").fetchall()
+    assert len(rows) == 1 and rows[0][1] == "One"
+    keys = sink.connection.execute("SELECT DISTINCT CUSTOMER_KEY FROM FACT_ORDERS WHERE ORDER_ID IN ('a', 'b', 'c')").fetchall()
+    assert keys == [(rows[0][0],)]
+
+
+def test_failed_write_rolls_back_everything(sink, mapper, orders, monkeypatch):
+    write(sink, mapper, [orjson.dumps(orders[0])])
+    batch = mapper.stage(raw_batch([orjson.dumps(o) for o in orders[1:]], offsets=range(1, len(orders))), topic="orders", group="g")
+    monkeypatch.setattr(StarSQL, "merge_offsets", lambda self, staged: "SELECT * FROM no_such_table")
+    with pytest.raises(SinkError, match="batch not written"):
+        sink.write(batch)
+    assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchall() == [(1,)]
+    assert sink.stored_offsets("g", "orders") == {0: 1}
+
+
+def test_prepare_is_idempotent_and_ddl_does_no_io(tmp_path):
+    path = tmp_path / "x.duckdb"
+    sink = DuckDBSink(path)
+    assert sink.ddl(ORDERS_SCHEMA) == StarSQL(ORDERS_SCHEMA, DUCKDB).ddl()
+    assert not path.exists()
+    sink.prepare(ORDERS_SCHEMA)
+    sink.prepare(ORDERS_SCHEMA)
+    sink.close()
+    assert path.exists()
+
+
+def test_use_before_prepare_is_a_clear_error():
+    with pytest.raises(SinkError, match="prepare"):
+        DuckDBSink(":memory:").stored_offsets("g", "t")

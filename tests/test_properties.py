@@ -1,0 +1,100 @@
+"""Invariants of the star, for arbitrary streams loaded in arbitrary batch sizes (DuckDB)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from starload import ORDERS_SCHEMA, DuckDBSink
+from starload.mapping import Mapper, raw_batch
+
+names = st.sampled_from(["Ali Raza", "Zoë 李", "O'Brien; DROP TABLE x", None])
+order = st.fixed_dictionaries(
+    {
+        "order_id": st.sampled_from([f"O{i}" for i in range(12)]),
+        "order_timestamp": st.sampled_from(["2024-01-01T10:00:00Z", "2024-02-29T23:30:00-05:00", "2024-03-01 00:00:00"]),
+        "customer_id": st.sampled_from(["C1", "C2", "C3"]),
+        "customer_name": names,
+        "customer_region": st.sampled_from(["Sindh", "Punjab", None]),
+        "shipping_region": st.sampled_from(["Sindh", None]),
+        "product_id": st.sampled_from(["P1", "P2"]),
+        "product_name": st.sampled_from(["Mouse", None]),
+        "category": st.sampled_from(["Accessories", "Electronics"]),
+        "price": st.sampled_from([2500, 19.99, "0.50", 0]),
+        "quantity": st.integers(1, 5),
+    }
+).map(lambda d: json.dumps(d).encode())
+invalid = st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([b"", b"[]", b"null", b'{"order_id": "O1"}', b'{"order_id": "O2", "quantity": 2.5}']),
+    order.map(lambda b: b.replace(b'"quantity": ', b'"quantity": -')),
+)
+streams = st.lists(st.one_of(order, order, invalid), min_size=1, max_size=60)
+
+
+def load(values: list[bytes], batch_size: int, sink: DuckDBSink | None = None) -> tuple[DuckDBSink, dict[str, int]]:
+    sink = sink or DuckDBSink(":memory:")
+    sink.prepare(ORDERS_SCHEMA)
+    mapper = Mapper(ORDERS_SCHEMA)
+    counts = {"consumed": 0, "facts": 0, "duplicates": 0, "rejects": 0}
+    for start in range(0, len(values), batch_size):
+        chunk = values[start : start + batch_size]
+        batch = mapper.stage(raw_batch(chunk, offsets=range(start, start + len(chunk))), topic="t", group="g")
+        result = sink.write(batch)
+        counts["consumed"] += batch.consumed
+        counts["facts"] += result.facts_inserted
+        counts["duplicates"] += result.duplicates
+        counts["rejects"] += result.rejects
+    mapper.close()
+    return sink, counts
+
+
+def star(sink: DuckDBSink) -> dict[str, list[tuple]]:
+    """The star by natural keys (surrogate key values depend on arrival, not on content)."""
+    queries = {
+        "facts": """SELECT f.ORDER_ID, f.ORDER_TIMESTAMP, c.CUSTOMER_ID, p.PRODUCT_ID, f.DATE_KEY, f.QUANTITY,
+                        f.UNIT_PRICE, f.TOTAL_AMOUNT, f.SHIPPING_REGION, f.KAFKA_OFFSET
+                    FROM FACT_ORDERS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) JOIN DIM_PRODUCT p USING (PRODUCT_KEY)
+                    ORDER BY 1""",
+        "customers": "SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, LAST_EVENT_AT FROM DIM_CUSTOMER ORDER BY 1",
+        "products": "SELECT PRODUCT_ID, PRODUCT_NAME, CATEGORY, PRICE, LAST_EVENT_AT FROM DIM_PRODUCT ORDER BY 1",
+        "dates": "SELECT * FROM DIM_DATE ORDER BY 1",
+        "rejects": "SELECT KAFKA_OFFSET, MESSAGE_VALUE, REASON FROM STARLOAD_REJECTS ORDER BY 1",
+        "offsets": "SELECT GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET FROM STARLOAD_OFFSETS",
+        "orphans": """SELECT ORDER_ID FROM FACT_ORDERS f WHERE NOT EXISTS (SELECT 1 FROM DIM_DATE d WHERE d.DATE_KEY = f.DATE_KEY)""",
+    }
+    return {name: sink.connection.execute(sql).fetchall() for name, sql in queries.items()}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=streams, batch_size=st.integers(1, 25))
+def test_any_batch_size_gives_the_same_star(values, batch_size):
+    whole, _ = load(values, len(values))
+    batched, counts = load(values, batch_size)
+    assert star(batched) == star(whole)
+    assert star(batched)["orphans"] == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=streams, batch_size=st.integers(1, 25))
+def test_every_message_is_accounted_for_exactly_once(values, batch_size):
+    sink, counts = load(values, batch_size)
+    assert counts["consumed"] == len(values)
+    assert counts["facts"] + counts["duplicates"] + counts["rejects"] == len(values)
+    facts = star(sink)["facts"]
+    assert len(facts) == counts["facts"] == len({row[0] for row in facts})
+    assert len(star(sink)["rejects"]) == counts["rejects"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=streams, batch_size=st.integers(1, 25), replay_batch=st.integers(1, 25))
+def test_replaying_the_stream_changes_nothing(values, batch_size, replay_batch):
+    sink, _ = load(values, batch_size)
+    before = star(sink)
+    _, counts = load(values, replay_batch, sink)
+    after = star(sink)
+    assert after == before
+    assert counts["facts"] == 0
+    assert counts["duplicates"] + counts["rejects"] == len(values)
