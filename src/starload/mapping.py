@@ -173,8 +173,7 @@ class MappingSQL:
             f"CAST(struct_extract(_sl_f, {_literal(name)}) AS VARCHAR) AS _sl_r{i}" for name, i in index.items()
         )
         unquoted = ", ".join(
-            f"CASE WHEN starts_with(_sl_r{i}, '\"') THEN CASE WHEN contains(_sl_r{i}, '\\') "
-            f"THEN json_extract_string(_sl_r{i}, '$') ELSE _sl_r{i}[2:-2] END END AS _sl_s{i}"
+            f"CASE WHEN starts_with(_sl_r{i}, '\"') THEN json_extract_string(_sl_r{i}, '$') END AS _sl_s{i}"
             for i in index.values()
         )
         parse = f"""

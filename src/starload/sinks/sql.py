@@ -106,7 +106,9 @@ class StarSQL:
             _col("KAFKA_OFFSET", d.integer, not_null=True),
             _col("LOADED_AT", d.timestamp, not_null=True),
         ]
-        cols += self._keys([f.column for f in fact.grain])
+        # No key on the fact: idempotency comes from the NOT EXISTS in insert_facts,
+        # never from a constraint (Snowflake does not enforce them), and a unique
+        # index would cost DuckDB about as much as the insert itself.
         statements.append(self._create(fact.table, cols))
         statements.append(
             self._create(
