@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -91,6 +92,8 @@ def sink_options(args: argparse.Namespace) -> dict[str, Any]:
     options = _key_values(args.sink_option, "--sink-option")
     if args.sink == "duckdb":
         options.setdefault("path", args.duckdb_path)
+    elif args.sink == "snowflake" and args.snowflake_connection:
+        options.setdefault("connection_name", args.snowflake_connection)
     return options
 
 
@@ -171,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     def sink_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--sink", default="duckdb", help="registered sink name (see `starload plugins`)")
         p.add_argument("--duckdb-path", default="starload.duckdb", help="DuckDB database file")
+        p.add_argument("--snowflake-connection", default=None, metavar="NAME", help="a connection of the Snowflake connector's connections.toml (else SNOWFLAKE_* variables)")
         p.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE", help="option passed to the sink")
         p.add_argument("--schema", default="orders", help="generator name whose schema to use, or module:ATTRIBUTE")
 
@@ -215,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except StarloadError as exc:
+    except (StarloadError, KafkaException, ImportError) as exc:
         print(f"starload: error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,9 @@ stored in the sink, which is what makes the warehouse exactly-once.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
+from starload.exceptions import TransientSinkError
 from starload.sinks.base import Sink, WriteResult
 from starload.spec import StarSchema
 
@@ -129,6 +132,7 @@ class StarLoader:
         consumer_overrides: Mapping[str, Any] | None = None,
         progress: Callable[[LoadStats], None] | None = None,
         progress_interval: float = 1.0,
+        max_backoff: float = 60.0,
     ) -> None:
         if batch_rows < 1 or batch_seconds <= 0:
             msg = f"batch_rows must be >= 1 and batch_seconds > 0 (got {batch_rows}, {batch_seconds})"
@@ -142,6 +146,7 @@ class StarLoader:
         self.config = consumer_config(bootstrap_servers, group, consumer_overrides)
         self.progress = progress
         self.progress_interval = progress_interval
+        self.max_backoff = max_backoff
         self.stats = LoadStats()
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
@@ -222,8 +227,22 @@ class StarLoader:
         return now - max(self.stats.first_assignment, self._last_message)
 
     def _map_and_write(self, messages: list[Message]) -> tuple[WriteResult, int, dict[int, int]]:
+        """Stage the batch, then write it, retrying transient sink errors with backoff.
+
+        The whole batch is retried: a failed write committed nothing. While the writer
+        waits, the main thread keeps polling (the group membership stays alive) and
+        pauses consumption once the next batch is full.
+        """
         batch = self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
-        result = self.sink.write(batch)
+        for attempt in itertools.count():
+            try:
+                result = self.sink.write(batch)
+                break
+            except TransientSinkError as exc:
+                delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+                log.warning("sink write failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
+                if self._stop.wait(delay):
+                    raise
         return result, batch.consumed, dict(batch.next_offsets)
 
     def _finish_pending(self) -> None:

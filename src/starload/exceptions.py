@@ -25,4 +25,12 @@ class BrokerNotFoundError(StarloadError):
 
 
 class SinkError(StarloadError):
-    """A sink failed to write a batch; nothing of the batch was committed."""
+    """A sink failed; nothing of the batch in hand was committed."""
+
+
+class TransientSinkError(SinkError):
+    """A failure worth retrying (network, throttling, lock timeout): the batch is retried whole."""
+
+
+class TerminalSinkError(SinkError):
+    """A failure retrying cannot fix (authentication, missing objects, bad SQL): the loader stops."""

@@ -17,7 +17,7 @@ from starload.sinks.base import SinkType
 
 ENTRY_POINT_GROUP = "starload"
 #: Built-in plugins: modules with hook implementations, registered like any third party.
-BUILTIN_PLUGINS = ("starload.sinks.duckdb", "starload.generators.orders")
+BUILTIN_PLUGINS = ("starload.sinks.duckdb", "starload.sinks.snowflake", "starload.generators.orders")
 
 T = TypeVar("T", SinkType, Generator)
 

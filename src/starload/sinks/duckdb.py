@@ -1,32 +1,35 @@
 """The DuckDB sink: the embedded warehouse for local work and tests.
 
-Each batch is registered with DuckDB as Arrow tables and applied with the shared
-set-based statements of :mod:`starload.sinks.sql` inside one transaction. A DuckDB
-file is opened by one process at a time; ``path=":memory:"`` gives an in-memory
-warehouse (what :mod:`starload.testing` uses).
+Each batch is registered with DuckDB as Arrow tables (no copy, no row loop) and
+applied with the shared set-based plan of :class:`starload.sinks.sql.SQLSink` in
+one transaction. Surrogate keys come from sequences (``<TABLE>_SEQ``). A DuckDB file
+is opened by one process at a time; ``path=":memory:"`` gives an in-memory warehouse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from starload.exceptions import SinkError
+from starload.exceptions import SinkError, TerminalSinkError
 from starload.hookspecs import hookimpl
-from starload.sinks.base import Sink, SinkType, StagedBatch, WriteResult
-from starload.sinks.sql import DUCKDB, StarSQL
-from starload.spec import StarSchema
+from starload.sinks.base import SinkType
+from starload.sinks.sql import DUCKDB, SQLSink
 
 
-class DuckDBSink(Sink):
+class DuckDBSink(SQLSink):
     """Loads the star into a DuckDB database file (or ``:memory:``)."""
 
+    dialect = DUCKDB
+
     def __init__(self, path: str | Path = "starload.duckdb") -> None:
+        super().__init__()
         self.path = str(path)
         self._connection: duckdb.DuckDBPyConnection | None = None
-        self._sql: StarSQL | None = None
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -36,84 +39,39 @@ class DuckDBSink(Sink):
             raise SinkError(msg)
         return self._connection
 
-    def ddl(self, schema: StarSchema) -> list[str]:
-        return StarSQL(schema, DUCKDB).ddl()
-
-    def prepare(self, schema: StarSchema) -> None:
-        self._sql = StarSQL(schema, DUCKDB)
-        if self._connection is None:
-            self._connection = duckdb.connect(self.path)
-            self._connection.execute("SET TimeZone = 'UTC'")
-        con = self._connection
-        con.begin()
-        try:
-            for statement in self._sql.ddl():
-                con.execute(statement)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-
-    def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
-        sql = self._require_prepared()
-        return dict(self.connection.execute(sql.select_offsets(), [group, topic]).fetchall())
-
-    def write(self, batch: StagedBatch) -> WriteResult:
-        sql = self._require_prepared()
-        con = self.connection
-        staged = {f"_sl_dim_{name}": table for name, table in batch.dimensions.items()}
-        staged |= {"_sl_facts": batch.facts, "_sl_rejects": batch.rejects, "_sl_offsets": batch.offsets_table()}
-        if batch.dates is not None:
-            staged["_sl_dates"] = batch.dates
-        for name, table in staged.items():
-            con.register(name, table)
-        statements = 0
-        inserted = updated = 0
-        try:
-            con.begin()
-            for dim in batch.schema.dimensions:
-                actions = con.execute(sql.merge_dimension(dim, f"_sl_dim_{dim.name}") + " RETURNING merge_action").fetchall()
-                inserted += sum(1 for (a,) in actions if a == "INSERT")
-                updated += sum(1 for (a,) in actions if a == "UPDATE")
-                statements += 1
-            if batch.dates is not None:
-                (dates_added,), = con.execute(sql.insert_dates("_sl_dates")).fetchall()
-                inserted += dates_added
-                statements += 1
-            (facts,), = con.execute(sql.insert_facts("_sl_facts")).fetchall()
-            con.execute(sql.insert_rejects("_sl_rejects")).fetchall()
-            con.execute(sql.merge_offsets("_sl_offsets")).fetchall()
-            con.commit()
-            statements += 3
-        except duckdb.Error as exc:
-            con.rollback()
-            msg = f"DuckDB sink {self.path!r}: batch not written: {exc}"
-            raise SinkError(msg) from exc
-        except BaseException:
-            con.rollback()
-            raise
-        finally:
-            for name in staged:
-                con.unregister(name)
-        return WriteResult(
-            facts_inserted=facts,
-            duplicates=batch.duplicates_in_batch + batch.facts.num_rows - facts,
-            rejects=batch.rejects.num_rows,
-            dimension_rows_inserted=inserted,
-            dimension_rows_updated=updated,
-            statements=statements,
-        )
-
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _require_prepared(self) -> StarSQL:
-        if self._sql is None:
-            msg = "DuckDBSink.prepare(schema) must be called before use"
-            raise SinkError(msg)
-        return self._sql
+    def _connect(self) -> None:
+        if self._connection is None:
+            self._connection = duckdb.connect(self.path)
+            self._connection.execute("SET TimeZone = 'UTC'")
+
+    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.connection.execute(statement, params).fetchall()
+
+    def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
+        return int(rows[0][0]) if rows else 0
+
+    def _stage(self, name: str, table: pa.Table) -> str:
+        view = f"_sl_{name.lower()}"
+        self.connection.register(view, table)
+        return view
+
+    def _unstage(self, names: list[str]) -> None:
+        for view in names:
+            self.connection.unregister(view)
+
+    def _transaction(self, action: str) -> None:
+        getattr(self.connection, action)()
+
+    def _describe_error(self, exc: BaseException) -> SinkError | None:
+        if isinstance(exc, duckdb.Error):
+            msg = f"DuckDB sink {self.path!r}: {exc}"
+            return TerminalSinkError(msg)
+        return None
 
 
 DUCKDB_SINK = SinkType(

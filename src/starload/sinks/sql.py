@@ -1,20 +1,31 @@
-"""SQL that every SQL warehouse sink shares: DDL, dimension MERGE, fact insert, offsets.
+"""What every SQL warehouse sink shares: the statements of a batch and the write itself.
 
-A :class:`Dialect` holds what differs between warehouses (type names, how to draw
-the next surrogate key, how a table of staged rows is named); :class:`StarSQL`
-builds every statement of a batch from the spec, so the DuckDB and Snowflake sinks
-run the same set-based plan. Identifiers are validated by the spec and always
+A :class:`Dialect` holds what differs between warehouses (type names, how a
+surrogate key gets its value); :class:`StarSQL` builds every statement from the
+spec; :class:`SQLSink` runs one batch as one transaction, so the DuckDB and
+Snowflake sinks execute the same set-based plan and differ only in how a staged
+Arrow table reaches the warehouse. Identifiers are validated by the spec and always
 quoted; values only ever arrive as staged tables or bound parameters.
+
+Upserts are an UPDATE … FROM followed by an INSERT … WHERE NOT EXISTS rather than a
+MERGE: the same semantics, the counts of updated and inserted rows for free, and
+both work inside a transaction on every engine we test with (the local Snowflake
+emulator cannot run MERGE inside an explicit transaction).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import attrs
+import pyarrow as pa
 
+from starload.exceptions import SinkError
 from starload.mapping import natural_key_column, quote
-from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE
+from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, Sink, StagedBatch, WriteResult
 from starload.spec import DATE_ATTRIBUTES, ColumnType, Decimal, Dimension, Integer, StarSchema, String, Timestamp
 
 
@@ -31,12 +42,12 @@ class Dialect:
     date: str = "DATE"
     boolean: str = "BOOLEAN"
     binary: str = "BLOB"
-    #: Expression drawing the next value of a sequence, given the quoted sequence name.
-    next_value: Callable[[str], str] = attrs.field(default=lambda seq: f"nextval('{seq}')")
-    #: Whether DDL may declare ``DEFAULT <next value>`` for a surrogate key.
-    sequence_default: bool = True
-    #: Whether PRIMARY KEY / UNIQUE are declared (and enforced) by the warehouse.
-    declare_keys: bool = True
+    #: Whether ``String(max_length=n)`` becomes ``VARCHAR(n)`` (else plain VARCHAR).
+    sized_strings: bool = False
+    #: DDL giving a surrogate key column its value, given the quoted sequence name;
+    #: ``uses_sequence`` says whether that sequence must be created first.
+    key_default: Callable[[str], str] = attrs.field(default=lambda seq: f"DEFAULT nextval('{seq}')")
+    uses_sequence: bool = True
     placeholder: str = "?"
 
     def type_name(self, column_type: ColumnType) -> str:
@@ -47,12 +58,14 @@ class Dialect:
             return self.integer
         if isinstance(column_type, Timestamp):
             return self.timestamp
-        if isinstance(column_type, String) and column_type.max_length and self.string != "VARCHAR":
+        if isinstance(column_type, String) and column_type.max_length and self.sized_strings:
             return f"{self.string}({column_type.max_length})"
         return self.string
 
 
 DUCKDB = Dialect(name="duckdb")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _col(name: str, type_name: str, *, not_null: bool = False) -> str:
@@ -72,9 +85,9 @@ class StarSQL:
         d, s = self.dialect, self.schema
         statements = []
         for dim in s.dimensions:
-            statements.append(f"CREATE SEQUENCE IF NOT EXISTS {quote(dim.sequence)} START 1")
-            key_default = f" DEFAULT {d.next_value(quote(dim.sequence))}" if d.sequence_default else ""
-            cols = [f"{quote(dim.key)} {d.integer} NOT NULL{key_default}"]
+            if d.uses_sequence:
+                statements.append(f"CREATE SEQUENCE IF NOT EXISTS {quote(dim.sequence)} START 1")
+            cols = [f"{quote(dim.key)} {d.integer} {d.key_default(quote(dim.sequence))} NOT NULL"]
             cols += [_col(f.column, d.type_name(f.type), not_null=True) for f in dim.natural_key]
             cols += [_col(f.column, d.type_name(f.type)) for f in dim.attributes]
             cols += [_col("LAST_EVENT_AT", d.timestamp), _col("UPDATED_AT", d.timestamp)]
@@ -140,9 +153,8 @@ class StarSQL:
         )
         return statements
 
-    def _keys(self, primary: list[str], unique: list[str] | None = None) -> list[str]:
-        if not self.dialect.declare_keys:
-            return []
+    @staticmethod
+    def _keys(primary: list[str], unique: list[str] | None = None) -> list[str]:
         found = [f"PRIMARY KEY ({', '.join(map(quote, primary))})"]
         if unique:
             found.append(f"UNIQUE ({', '.join(map(quote, unique))})")
@@ -154,27 +166,30 @@ class StarSQL:
         return f"CREATE TABLE IF NOT EXISTS {quote(table)} (\n    {body}\n)"
 
     # ---- one batch -----------------------------------------------------------
-    def merge_dimension(self, dim: Dimension, staged: str) -> str:
-        """Upsert staged dimension rows (one per natural key): SCD type 1.
+    def update_dimension(self, dim: Dimension, staged: str) -> str:
+        """SCD type 1 update of the members in ``staged`` (one row per natural key).
 
         The staged row is newer than the stored one (batches arrive in Kafka order),
         so each attribute takes the staged value, except that a NULL never erases a
-        known value. LAST_EVENT_AT keeps the latest event time seen.
+        known value. LAST_EVENT_AT keeps the latest event time seen. Only members
+        that change are touched.
         """
-        on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
-        updates = {quote(f.column): f"coalesce(s.{quote(f.column)}, t.{quote(f.column)})" for f in dim.attributes}
-        updates["LAST_EVENT_AT"] = "greatest(t.LAST_EVENT_AT, s.LAST_EVENT_AT)"
-        changed = " OR ".join(f"({expr}) IS DISTINCT FROM t.{col}" for col, expr in updates.items())
+        table = quote(dim.table)
+        on = " AND ".join(f"{table}.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
+        updates = {quote(f.column): f"coalesce(s.{quote(f.column)}, {table}.{quote(f.column)})" for f in dim.attributes}
+        updates["LAST_EVENT_AT"] = f"greatest({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
+        changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
         sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
-        columns = [f.column for f in dim.columns]
-        insert_cols = ", ".join(map(quote, [dim.key, *columns, "LAST_EVENT_AT", "UPDATED_AT"]))
-        insert_vals = ", ".join(
-            [self.dialect.next_value(quote(dim.sequence)), *(f"s.{quote(c)}" for c in columns), "s.LAST_EVENT_AT", "CURRENT_TIMESTAMP"]
-        )
+        return f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on} AND ({changed})"
+
+    def insert_dimension(self, dim: Dimension, staged: str) -> str:
+        """Insert the members in ``staged`` that are new; the key comes from the column default."""
+        on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
+        columns = [quote(f.column) for f in dim.columns]
         return (
-            f"MERGE INTO {quote(dim.table)} AS t USING {staged} AS s ON {on}\n"
-            f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP\n"
-            f"WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+            f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
+            f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dim.table)} AS t WHERE {on})"
         )
 
     def insert_dates(self, staged: str) -> str:
@@ -222,17 +237,153 @@ class StarSQL:
             f"WHERE NOT EXISTS (SELECT 1 FROM {quote(REJECTS_TABLE)} AS t WHERE {same})"
         )
 
-    def merge_offsets(self, staged: str) -> str:
-        """Advance the stored offsets to the staged ones, never backwards."""
+    def update_offsets(self, staged: str) -> str:
+        """Advance stored offsets to the staged ones, never backwards."""
+        table = quote(OFFSETS_TABLE)
+        on = " AND ".join(f"{table}.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
+        return (
+            f"UPDATE {table} SET NEXT_OFFSET = greatest({table}.NEXT_OFFSET, s.NEXT_OFFSET), "
+            f"UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on}"
+        )
+
+    def insert_offsets(self, staged: str) -> str:
+        """Store offsets of partitions seen for the first time."""
         on = " AND ".join(f"t.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
         return (
-            f"MERGE INTO {quote(OFFSETS_TABLE)} AS t USING {staged} AS s ON {on}\n"
-            "WHEN MATCHED THEN UPDATE SET NEXT_OFFSET = greatest(t.NEXT_OFFSET, s.NEXT_OFFSET), UPDATED_AT = CURRENT_TIMESTAMP\n"
-            "WHEN NOT MATCHED THEN INSERT (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, UPDATED_AT) "
-            "VALUES (s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, CURRENT_TIMESTAMP)"
+            f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, UPDATED_AT) "
+            f"SELECT s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, CURRENT_TIMESTAMP FROM {staged} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(OFFSETS_TABLE)} AS t WHERE {on})"
         )
 
     def select_offsets(self) -> str:
         """Stored offsets of one group and topic (two bound parameters)."""
         p = self.dialect.placeholder
         return f"SELECT KAFKA_PARTITION, NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p}"
+
+
+class SQLSink(Sink):
+    """A sink whose warehouse speaks SQL: :meth:`write` runs the whole plan of :class:`StarSQL`.
+
+    A subclass provides the dialect, a connection, how a staged Arrow table becomes
+    a table the statements can read (:meth:`_stage`), and transactions.
+    """
+
+    dialect: Dialect
+
+    def __init__(self) -> None:
+        self._sql: StarSQL | None = None
+
+    # -- what a subclass provides ------------------------------------------------
+    @abc.abstractmethod
+    def _connect(self) -> None:
+        """Open the connection if it is not open."""
+
+    @abc.abstractmethod
+    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (for DML, the engine's row count as its first row)."""
+
+    @abc.abstractmethod
+    def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
+        """Rows affected by the DML statement that returned ``rows``."""
+
+    @abc.abstractmethod
+    def _stage(self, name: str, table: pa.Table) -> str:
+        """Make ``table`` readable by SQL (outside the transaction); return its SQL name."""
+
+    @abc.abstractmethod
+    def _unstage(self, names: list[str]) -> None:
+        """Release what :meth:`_stage` made for the last batch."""
+
+    @abc.abstractmethod
+    def _transaction(self, action: str) -> None:
+        """``action`` is ``"begin"``, ``"commit"`` or ``"rollback"``."""
+
+    @abc.abstractmethod
+    def _describe_error(self, exc: BaseException) -> SinkError | None:
+        """A :class:`SinkError` (transient or terminal) for a driver error, None for others."""
+
+    # -- the contract ------------------------------------------------------------
+    def ddl(self, schema: StarSchema) -> list[str]:
+        return StarSQL(schema, self.dialect).ddl()
+
+    def prepare(self, schema: StarSchema) -> None:
+        self._connect()
+        self._sql = StarSQL(schema, self.dialect)
+        for statement in self._sql.ddl():
+            self._guarded(self._execute, statement)
+
+    def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
+        sql = self._prepared()
+        rows = self._guarded(self._execute, sql.select_offsets(), [group, topic])
+        return {int(p): int(o) for p, o in rows}
+
+    def write(self, batch: StagedBatch) -> WriteResult:
+        sql = self._prepared()
+        tables: dict[str, pa.Table] = {f"DIM_{name}": t for name, t in batch.dimensions.items()}
+        tables |= {"FACTS": batch.facts, "REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
+        if batch.dates is not None:
+            tables["DATES"] = batch.dates
+        staged: dict[str, str] = {}
+        try:
+            for key, table in tables.items():
+                staged[key] = self._guarded(self._stage, key, table)
+            plan: list[tuple[str, str]] = []
+            for dim in batch.schema.dimensions:
+                plan += [("updated", sql.update_dimension(dim, staged[f"DIM_{dim.name}"]))]
+                plan += [("inserted", sql.insert_dimension(dim, staged[f"DIM_{dim.name}"]))]
+            if batch.dates is not None:
+                plan.append(("inserted", sql.insert_dates(staged["DATES"])))
+            plan += [
+                ("facts", sql.insert_facts(staged["FACTS"])),
+                ("", sql.insert_rejects(staged["REJECTS"])),
+                ("", sql.update_offsets(staged["OFFSETS"])),
+                ("", sql.insert_offsets(staged["OFFSETS"])),
+            ]
+            counts = dict.fromkeys(("updated", "inserted", "facts"), 0)
+            self._guarded(self._transaction, "begin")
+            try:
+                for counter, statement in plan:
+                    rows = self._guarded(self._execute, statement)
+                    if counter:
+                        counts[counter] += self._rowcount(rows)
+                self._guarded(self._transaction, "commit")
+            except BaseException:
+                self._rollback_quietly()
+                raise
+        finally:
+            self._unstage(list(staged.values()))
+        return WriteResult(
+            facts_inserted=counts["facts"],
+            duplicates=batch.duplicates_in_batch + batch.facts.num_rows - counts["facts"],
+            rejects=batch.rejects.num_rows,
+            dimension_rows_inserted=counts["inserted"],
+            dimension_rows_updated=counts["updated"],
+            statements=self.staging_statements * len(tables) + len(plan) + 2,
+        )
+
+    #: Statements :meth:`_stage` sends per staged table (for the statement count).
+    staging_statements = 0
+
+    def _prepared(self) -> StarSQL:
+        if self._sql is None:
+            msg = f"{type(self).__name__}.prepare(schema) must be called before use"
+            raise SinkError(msg)
+        return self._sql
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn``, turning driver errors into transient or terminal :class:`SinkError`."""
+        try:
+            return fn(*args)
+        except SinkError:
+            raise
+        except Exception as exc:
+            error = self._describe_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self._transaction("rollback")
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.warning("%s: rollback failed after an error", type(self).__name__, exc_info=True)

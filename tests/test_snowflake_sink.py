@@ -1,0 +1,140 @@
+"""The Snowflake sink through the real connector, against the local Snowflake endpoint (fakesnow)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from itertools import islice
+
+import orjson
+import pytest
+import snowflake.connector
+
+from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, produce
+from starload.exceptions import TerminalSinkError, TransientSinkError
+from starload.mapping import Mapper, raw_batch
+from starload.sinks.snowflake import SnowflakeSink, settings_from_environment
+
+NOW = "2024-06-01T12:00:00+00:00"
+
+
+def orders(count: int, seed: int) -> list[dict]:
+    return [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=NOW), count)]
+
+
+def query(settings: dict, sql: str) -> list[tuple]:
+    with snowflake.connector.connect(**settings, network_timeout=10) as con:
+        return con.cursor().execute(sql).fetchall()
+
+
+def check_star(settings: dict, expected: list[dict]) -> None:
+    by_id = {o["order_id"]: o for o in expected}
+    assert query(settings, "SELECT count(*) FROM FACT_ORDERS") == [(len(by_id),)]
+    # The emulator returns SUM of NUMBER as float: read it as text.
+    [(total,)] = query(settings, "SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS")
+    assert Decimal(total) == sum(Decimal(o["price"]) * o["quantity"] for o in by_id.values())
+    rows = query(
+        settings,
+        """SELECT f.ORDER_ID, c.CUSTOMER_ID, p.PRODUCT_ID, f.DATE_KEY, f.QUANTITY FROM FACT_ORDERS f
+           JOIN DIM_CUSTOMER c ON c.CUSTOMER_KEY = f.CUSTOMER_KEY JOIN DIM_PRODUCT p ON p.PRODUCT_KEY = f.PRODUCT_KEY""",
+    )
+    assert {r[0]: tuple(r[1:]) for r in rows} == {
+        i: (o["customer_id"], o["product_id"], int(o["order_timestamp"][:10].replace("-", "")), o["quantity"])
+        for i, o in by_id.items()
+    }
+    for table, key in (("DIM_CUSTOMER", "CUSTOMER_ID"), ("DIM_PRODUCT", "PRODUCT_ID")):
+        assert query(settings, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM FACT_ORDERS f WHERE NOT EXISTS (SELECT 1 FROM DIM_DATE d WHERE d.DATE_KEY = f.DATE_KEY)") == [(0,)]
+
+
+def stage(values: list[bytes], start: int = 0):
+    mapper = Mapper(ORDERS_SCHEMA)
+    try:
+        return mapper.stage(raw_batch(values, offsets=range(start, start + len(values))), topic="orders", group="g")
+    finally:
+        mapper.close()
+
+
+def test_batches_load_exactly_once_with_constant_statements(snowflake_settings):
+    data = orders(3_000, 21)
+    values = [orjson.dumps(o) for o in data] + [b"", b"{bad"]
+    with SnowflakeSink(staging="transient", **snowflake_settings) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        small = sink.write(stage(values[:100]))
+        large = sink.write(stage(values[100:], start=100))
+        assert small.statements == large.statements == 29
+        assert (small.facts_inserted + large.facts_inserted, large.rejects) == (3_000, 2)
+        replay = sink.write(stage(values))
+        assert (replay.facts_inserted, replay.duplicates, replay.rejects) == (0, 3_000, 2)
+        assert sink.stored_offsets("g", "orders") == {0: len(values)}
+    check_star(snowflake_settings, data)
+    rejects = query(snowflake_settings, "SELECT KAFKA_OFFSET, REASON, MESSAGE_VALUE IS NULL FROM STARLOAD_REJECTS ORDER BY 1")
+    assert rejects == [(3000, "empty message", False), (3001, "not valid JSON", False)]
+
+
+def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowflake_settings):
+    produce(local_broker.bootstrap_servers, topic, ORDERS_GENERATOR, 2_000, seed=8, options={"now": NOW})
+    env = {**os.environ, **snowflake_environment}
+    command = [
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
+        "--topic", topic, "--group", "sf", "--sink", "snowflake", "--sink-option", "staging=transient",
+        "--until-idle", "1.5", "--batch-rows", "800",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+    assert (summary["facts loaded"], summary["rejected"], summary["duplicates skipped"]) == ("2000", "0", "0")
+    assert summary["statements"].endswith("(29 per batch)")
+    assert snowflake_environment["SNOWFLAKE_PASSWORD"] not in done.stdout + done.stderr
+    check_star(snowflake_settings, orders(2_000, 8))
+    # A restart resumes from the offsets committed with the data: nothing is loaded twice.
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "consumed: 0" in again.stdout
+    assert query(snowflake_settings, "SELECT count(*) FROM FACT_ORDERS") == [(2_000,)]
+
+
+def test_unreachable_warehouse_is_transient_and_secret_free(caplog):
+    caplog.set_level(logging.DEBUG)
+    sink = SnowflakeSink(account="fakesnow", user="u", password="hunter2-secret", host="127.0.0.1", port=1,
+                         protocol="http", login_timeout=3, network_timeout=3)
+    with pytest.raises(TransientSinkError) as err:
+        sink.prepare(ORDERS_SCHEMA)
+    assert "hunter2-secret" not in str(err.value) and "hunter2-secret" not in repr(sink)
+    assert "hunter2-secret" not in caplog.text
+
+
+def test_bad_sql_is_terminal(snowflake_settings):
+    with SnowflakeSink(staging="transient", **snowflake_settings) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        with pytest.raises(TerminalSinkError, match="Snowflake: ProgrammingError"):
+            sink._guarded(sink._execute, "SELECT * FROM NO_SUCH_TABLE")
+
+
+def test_missing_account_is_a_clear_error(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("SNOWFLAKE_"):
+            monkeypatch.delenv(name)
+    with pytest.raises(TerminalSinkError, match="SNOWFLAKE_ACCOUNT"):
+        SnowflakeSink().prepare(ORDERS_SCHEMA)
+
+
+def test_settings_from_environment():
+    env = {"SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "loader", "SNOWFLAKE_PASSWORD": "",
+           "SNOWFLAKE_PRIVATE_KEY_FILE": "/keys/rsa.p8", "SNOWFLAKE_PORT": "8080", "SNOWFLAKE_SCHEMA": "RAW"}
+    assert settings_from_environment(env) == {
+        "account": "acme", "user": "loader", "private_key_file": "/keys/rsa.p8", "port": 8080,
+        "warehouse": "COMPUTE_WH", "database": "E_COMMERCE", "schema": "RAW",
+    }
+
+
+def test_ddl_needs_no_connection():
+    done = subprocess.run([sys.executable, "-m", "starload.cli", "ddl", "--sink", "snowflake"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert '"CUSTOMER_KEY" NUMBER(38, 0) IDENTITY(1, 1) NOT NULL' in done.stdout
+    assert '"UNIT_PRICE" NUMBER(18, 2) NOT NULL' in done.stdout
+    assert '"ORDER_TIMESTAMP" TIMESTAMP_TZ NOT NULL' in done.stdout
