@@ -2,11 +2,12 @@
 
 The main thread only consumes: it gathers messages into a batch until
 ``batch_rows`` messages or ``batch_seconds`` have passed, whichever first, then
-hands the batch to one worker thread that maps it (:mod:`starload.mapping`) and
-writes it (one sink transaction that also stores the offsets). While the worker
-writes batch *n*, the main thread gathers batch *n + 1*; if that one is full before
-the worker is done, consumption is paused (not buffered), so memory is bounded by
-two batches whatever the stream length.
+hands the batch to a two-stage pipeline: a mapper thread types it
+(:mod:`starload.mapping`), a writer thread writes it (one sink transaction that also
+stores the offsets). While batch *n* is written, batch *n + 1* is mapped and batch
+*n + 2* gathered; if that one is full before the writer is done, consumption is
+paused (not buffered), so memory is bounded by three batches whatever the stream
+length. Batches are committed in order.
 
 Kafka offsets are committed only after the sink committed, and only as a hint for
 lag monitoring: on every partition assignment the loader seeks to the offsets
@@ -21,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from typing import Any
@@ -32,7 +34,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
 from starload.exceptions import TransientSinkError
-from starload.sinks.base import Sink, WriteResult
+from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
 
 log = logging.getLogger(__name__)
@@ -56,11 +58,12 @@ class LoadStats:
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """Seconds since the first partition assignment (since start before that)."""
+        return time.monotonic() - (self.first_assignment or self.started)
 
     @property
     def rate(self) -> float:
-        """Consumed messages per second since start."""
+        """Consumed messages per second since the first partition assignment."""
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
 
     def add(self, result: WriteResult, consumed: int) -> None:
@@ -150,26 +153,29 @@ class StarLoader:
         self.stats = LoadStats()
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self._pending: Future[tuple[WriteResult, int, dict[int, int]]] | None = None
+        self._pending: deque[Future[tuple[WriteResult, int, dict[int, int]]]] = deque()
         self._batch = _Batch()
         self._last_message = 0.0
         self._paused = False
         self._mapper: Mapper
-        self._executor: ThreadPoolExecutor
+        self._map_thread: ThreadPoolExecutor
+        self._write_thread: ThreadPoolExecutor
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish the current batch and return (thread- and signal-safe)."""
+        """Ask :meth:`run` to finish the batches in hand and return (thread- and signal-safe)."""
         self._stop.set()
 
     def run(self, *, until_idle: float | None = None) -> LoadStats:
         """Load until :meth:`stop`, or until ``until_idle`` seconds pass without a message.
 
-        Idle time counts from the first partition assignment, not from start-up.
+        Idle time counts from the first partition assignment, not from start-up, and
+        not while consumption is paused because the writer is behind.
         """
         self.sink.prepare(self.schema)
         self._mapper = Mapper(self.schema)
         consumer = self._consumer = Consumer(self.config)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
+        self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-mapper")
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
         last_progress = time.monotonic()
         try:
             consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -177,17 +183,18 @@ class StarLoader:
                 room = self.batch_rows - self._batch.count
                 messages = consumer.consume(num_messages=max(1, min(room, 10_000)), timeout=0.1)
                 now = time.monotonic()
+                if messages or self._paused:
+                    self._last_message = now
                 if messages:
                     self._batch.add(messages)
-                    self._last_message = now
-                if self._pending is not None and self._pending.done():
-                    self._finish_pending()
+                while self._pending and self._pending[0].done():
+                    self._finish_oldest()
                 idle = until_idle is not None and self._idle_for(now) >= until_idle
-                if idle and self._pending is None and not self._batch.count:
+                if idle and not self._pending and not self._batch.count:
                     break
                 full = self._batch.count >= self.batch_rows
                 if full or (self._batch.count and (idle or now - self._batch.opened >= self.batch_seconds)):
-                    if self._pending is None:
+                    if len(self._pending) < self.PIPELINE_DEPTH:
                         self._submit()
                     elif full and not self._paused:
                         # The writer is behind: stop fetching instead of buffering more.
@@ -197,13 +204,13 @@ class StarLoader:
                     last_progress = now
                     self.stats.lag = self._lag()
                     self.progress(self.stats)
-            if self._pending is not None:
-                self._finish_pending()
             if self._batch.count:
                 self._submit()
-                self._finish_pending()
+            while self._pending:
+                self._finish_oldest()
         finally:
-            self._executor.shutdown(wait=True)
+            self._map_thread.shutdown(wait=True)
+            self._write_thread.shutdown(wait=True)
             consumer.close()
             self._mapper.close()
             self._consumer = None
@@ -212,10 +219,14 @@ class StarLoader:
             self.progress(self.stats)
         return self.stats
 
+    #: Batches in flight: one being mapped while the one before it is written.
+    PIPELINE_DEPTH = 2
+
     def _submit(self) -> None:
-        """Hand the gathered batch to the writer thread and start gathering the next."""
+        """Hand the gathered batch to the pipeline (map, then write) and start gathering the next."""
         assert self._consumer is not None
-        self._pending = self._executor.submit(self._map_and_write, self._batch.messages())
+        staged = self._map_thread.submit(self._stage, self._batch.messages())
+        self._pending.append(self._write_thread.submit(self._write, staged))
         self._batch = _Batch()
         if self._paused:
             self._consumer.resume(self._consumer.assignment())
@@ -226,14 +237,17 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _map_and_write(self, messages: list[Message]) -> tuple[WriteResult, int, dict[int, int]]:
-        """Stage the batch, then write it, retrying transient sink errors with backoff.
+    def _stage(self, messages: list[Message]) -> StagedBatch:
+        return self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
+
+    def _write(self, staged: Future[StagedBatch]) -> tuple[WriteResult, int, dict[int, int]]:
+        """Write a staged batch, retrying transient sink errors with backoff and jitter.
 
         The whole batch is retried: a failed write committed nothing. While the writer
         waits, the main thread keeps polling (the group membership stays alive) and
-        pauses consumption once the next batch is full.
+        pauses consumption once the next batches are gathered.
         """
-        batch = self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
+        batch = staged.result()
         for attempt in itertools.count():
             try:
                 result = self.sink.write(batch)
@@ -245,11 +259,9 @@ class StarLoader:
                     raise
         return result, batch.consumed, dict(batch.next_offsets)
 
-    def _finish_pending(self) -> None:
-        """Wait for the in-flight write; then count it and commit its offsets to Kafka (a hint)."""
-        assert self._pending is not None
-        pending, self._pending = self._pending, None
-        result, consumed, next_offsets = pending.result()
+    def _finish_oldest(self) -> None:
+        """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint)."""
+        result, consumed, next_offsets = self._pending.popleft().result()
         self.stats.add(result, consumed)
         if next_offsets and self._consumer is not None:
             offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
@@ -270,8 +282,8 @@ class StarLoader:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish the write in flight and drop what was gathered: after the rebalance
         # every partition restarts from the offsets stored in the sink.
-        if self._pending is not None:
-            self._finish_pending()
+        while self._pending:
+            self._finish_oldest()
         self._batch = _Batch()
         consumer.unassign()
 
@@ -281,12 +293,13 @@ class StarLoader:
         if consumer is None:
             return None
         try:
-            positions = consumer.position(consumer.assignment())
             total = 0
-            for tp in positions:
-                _low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-                if tp.offset >= 0:
-                    total += max(0, high - tp.offset)
+            for tp in consumer.position(consumer.assignment()):
+                # Cached: the high watermark of the last fetch response, no broker round trip.
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+                position = tp.offset if tp.offset >= 0 else low
+                if high >= 0 and position >= 0:
+                    total += max(0, high - position)
             return total
         except KafkaException:
             return None
