@@ -111,6 +111,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             batch_seconds=args.batch_seconds,
             consumer_overrides=_key_values(args.X, "-X"),
             progress=progress,
+            dlq_topic=None if args.no_dlq else (args.dlq_topic or ""),
         )
         _stop_on_signals(loader)
         stats = loader.run(until_idle=args.until_idle)
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS", help="exit after this long without messages")
     p.add_argument("--batch-rows", type=int, default=50_000)
     p.add_argument("--batch-seconds", type=float, default=1.0)
+    p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
+    p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("ddl", help="print the DDL the sink would run")

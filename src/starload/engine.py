@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
+from starload.deadletter import DeadLetters, Headers, headers_of
 from starload.exceptions import TransientSinkError
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
@@ -136,6 +137,7 @@ class StarLoader:
         progress: Callable[[LoadStats], None] | None = None,
         progress_interval: float = 1.0,
         max_backoff: float = 60.0,
+        dlq_topic: str | None = "",
     ) -> None:
         if batch_rows < 1 or batch_seconds <= 0:
             msg = f"batch_rows must be >= 1 and batch_seconds > 0 (got {batch_rows}, {batch_seconds})"
@@ -150,6 +152,9 @@ class StarLoader:
         self.progress = progress
         self.progress_interval = progress_interval
         self.max_backoff = max_backoff
+        #: ``""`` means ``<topic>.dlq``; ``None`` disables the dead-letter topic.
+        self.dlq_topic = f"{topic}.dlq" if dlq_topic == "" else dlq_topic
+        self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic) if self.dlq_topic else None
         self.stats = LoadStats()
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
@@ -172,6 +177,8 @@ class StarLoader:
         not while consumption is paused because the writer is behind.
         """
         self.sink.prepare(self.schema)
+        if self._dead_letters is not None:
+            self._dead_letters.ensure_topic()
         self._mapper = Mapper(self.schema)
         consumer = self._consumer = Consumer(self.config)
         self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-mapper")
@@ -213,6 +220,8 @@ class StarLoader:
             self._write_thread.shutdown(wait=True)
             consumer.close()
             self._mapper.close()
+            if self._dead_letters is not None:
+                self._dead_letters.close()
             self._consumer = None
         if self.progress:
             self.stats.lag = None
@@ -237,19 +246,23 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, messages: list[Message]) -> StagedBatch:
-        return self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
+    def _stage(self, messages: list[Message]) -> tuple[StagedBatch, dict[tuple[int, int], Headers]]:
+        batch = self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
+        headers = headers_of(messages, batch.rejects) if self._dead_letters and batch.rejects.num_rows else {}
+        return batch, headers
 
-    def _write(self, staged: Future[StagedBatch]) -> tuple[WriteResult, int, dict[int, int]]:
-        """Write a staged batch, retrying transient sink errors with backoff and jitter.
+    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
+        """Send the batch's dead letters, then write it; retry transient errors with backoff and jitter.
 
         The whole batch is retried: a failed write committed nothing. While the writer
         waits, the main thread keeps polling (the group membership stays alive) and
         pauses consumption once the next batches are gathered.
         """
-        batch = staged.result()
+        batch, headers = staged.result()
         for attempt in itertools.count():
             try:
+                if self._dead_letters is not None:
+                    self._dead_letters.send(batch.rejects, headers)
                 result = self.sink.write(batch)
                 break
             except TransientSinkError as exc:

@@ -1,0 +1,113 @@
+"""The dead-letter topic: every rejected message, re-produced with why it was rejected.
+
+A dead letter keeps the original key, value and headers, and adds headers:
+``starload.reason``, ``starload.topic``, ``starload.partition``, ``starload.offset``
+and ``starload.version``. The engine produces a batch's dead letters and waits for
+the broker to acknowledge them *before* the batch (and its offsets) is committed to
+the sink, so a crash can never lose a reject. A crash between the two can produce a
+dead letter twice: the (topic, partition, offset) headers identify duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import pyarrow as pa
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from starload.exceptions import TransientSinkError
+from starload.kafka import ensure_topic, producer_config
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def _starload_version() -> str:
+    try:
+        return version("starload")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+VERSION = _starload_version().encode()
+
+
+def headers_of(messages: Sequence[Message], rejects: pa.Table) -> dict[tuple[int, int], Headers]:
+    """The original headers of the rejected messages, by (partition, offset)."""
+    wanted = set(zip(rejects.column("KAFKA_PARTITION").to_pylist(), rejects.column("KAFKA_OFFSET").to_pylist()))
+    found: dict[tuple[int, int], Headers] = {}
+    for m in messages:
+        if m.error() is None and (m.partition(), m.offset()) in wanted:
+            found[(m.partition(), m.offset())] = list(m.headers() or [])
+    return found
+
+
+class DeadLetters:
+    """Produces rejects to ``topic`` and waits for the acknowledgements."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, overrides: Mapping[str, Any] | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.overrides = dict(overrides or {})
+        self._producer: Producer | None = None
+
+    def ensure_topic(self) -> None:
+        """Create the dead-letter topic if it is missing (a warning when not allowed)."""
+        try:
+            ensure_topic(self.bootstrap_servers, self.topic, partitions=1)
+        except KafkaException as exc:
+            log.warning("could not create dead-letter topic %r (it must exist): %s", self.topic, exc)
+
+    def send(self, rejects: pa.Table, headers: Mapping[tuple[int, int], Headers], timeout: float = 60.0) -> int:
+        """Produce every reject and wait until all are acknowledged; returns how many.
+
+        Raises :class:`TransientSinkError` when any is not acknowledged, so the batch
+        is retried and its offsets do not advance.
+        """
+        if not rejects.num_rows:
+            return 0
+        producer = self._producer or self._new_producer()
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        for row in rejects.to_pylist():
+            coordinates = (row["KAFKA_PARTITION"], row["KAFKA_OFFSET"])
+            extra = [
+                ("starload.reason", row["REASON"].encode()),
+                ("starload.topic", row["KAFKA_TOPIC"].encode()),
+                ("starload.partition", str(row["KAFKA_PARTITION"]).encode()),
+                ("starload.offset", str(row["KAFKA_OFFSET"]).encode()),
+                ("starload.version", VERSION),
+            ]
+            producer.produce(
+                self.topic,
+                value=row["MESSAGE_VALUE"],
+                key=row["MESSAGE_KEY"],
+                headers=headers.get(coordinates, []) + extra,
+                on_delivery=on_delivery,
+            )
+            producer.poll(0)
+        remaining = producer.flush(timeout)
+        if errors or remaining:
+            if any(e.fatal() for e in errors):
+                self._producer = None  # an idempotent producer never recovers from a fatal error
+            msg = f"{len(errors) + remaining} dead letters to {self.topic!r} not acknowledged: {errors[:1] or 'timeout'}"
+            raise TransientSinkError(msg)
+        return rejects.num_rows
+
+    def _new_producer(self) -> Producer:
+        config = producer_config(self.bootstrap_servers, {"linger.ms": 5, **self.overrides})
+        self._producer = Producer(config)
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
