@@ -109,7 +109,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             group=args.group,
             batch_rows=args.batch_rows,
             batch_seconds=args.batch_seconds,
-            consumer_overrides=_key_values(args.X, "-X"),
+            consumer_overrides={**({"group.instance.id": args.instance_id} if args.instance_id else {}), **_key_values(args.X, "-X")},
             progress=progress,
             dlq_topic=None if args.no_dlq else (args.dlq_topic or ""),
         )
@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(p)
     sink_args(p)
     p.add_argument("--group", default="starload", help="consumer group (offsets are stored per group in the sink)")
+    p.add_argument(
+        "--instance-id", default=None, metavar="ID",
+        help="static group membership (group.instance.id): a restarted loader gets its partitions back "
+        "without a rebalance; give each loader of the group its own id",
+    )
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS", help="exit after this long without messages")
     p.add_argument("--batch-rows", type=int, default=50_000)
     p.add_argument("--batch-seconds", type=float, default=1.0)

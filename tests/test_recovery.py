@@ -1,0 +1,180 @@
+"""Nothing lost, nothing doubled: SIGKILL at random instants, SIGTERM, sink outages."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from itertools import islice
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader
+from starload.exceptions import TerminalSinkError, TransientSinkError
+from starload.kafka import ensure_topic, producer_config
+
+NOW = "2024-06-01T12:00:00+00:00"
+
+
+def produce_stream(bootstrap: str, topic: str, count: int, seed: int, partitions: int = 2) -> tuple[list[dict], int]:
+    """``count`` orders, every 50th sent twice and every 100th followed by a bad message; returns (orders, bad)."""
+    ensure_topic(bootstrap, topic, partitions=partitions)
+    orders = [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=NOW), count)]
+    producer = Producer(producer_config(bootstrap))
+    bad = 0
+    for i, order in enumerate(orders):
+        key = order["order_id"].encode()
+        producer.produce(topic, orjson.dumps(order), key=key)
+        if i % 50 == 0:
+            producer.produce(topic, orjson.dumps(order), key=key)
+        if i % 100 == 0:
+            producer.produce(topic, b'{"order_id": "broken", "quantity": "three"}', key=key)
+            bad += 1
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush()
+    return orders, bad
+
+
+def assert_exact(con: duckdb.DuckDBPyConnection, orders: list[dict], bad: int) -> None:
+    assert con.execute("SELECT count(*), count(DISTINCT ORDER_ID) FROM FACT_ORDERS").fetchall() == [(len(orders), len(orders))]
+    [(total,)] = con.execute("SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS").fetchall()
+    assert Decimal(total) == sum(Decimal(o["price"]) * o["quantity"] for o in orders)
+    got = dict(con.execute(
+        "SELECT f.ORDER_ID, c.CUSTOMER_ID || '/' || p.PRODUCT_ID FROM FACT_ORDERS f "
+        "JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) JOIN DIM_PRODUCT p USING (PRODUCT_KEY)"
+    ).fetchall())
+    assert got == {o["order_id"]: f"{o['customer_id']}/{o['product_id']}" for o in orders}
+    assert con.execute("SELECT count(*) - count(DISTINCT CUSTOMER_ID) FROM DIM_CUSTOMER").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) - count(DISTINCT PRODUCT_ID) FROM DIM_PRODUCT").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM STARLOAD_REJECTS").fetchall() == [(bad,)]
+
+
+def loader_command(bootstrap: str, topic: str, db: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--group", "crashy", "--instance-id", "crashy-1", "--duckdb-path", str(db),
+        "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
+    ]
+
+
+def start_and_wait_for_assignment(command: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "assigned" in line:
+            break
+    # Keep draining stderr so the child never blocks on a full pipe.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc
+
+
+def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_path):
+    topic = "crash-orders"
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 60_000, seed=31)
+    db = tmp_path / "crash.duckdb"
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(6):
+        proc = start_and_wait_for_assignment(loader_command(local_broker.bootstrap_servers, topic, db))
+        time.sleep(rng.uniform(0.2, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 5
+    final = subprocess.run(loader_command(local_broker.bootstrap_servers, topic, db, "--until-idle", "3"),
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert final.returncode == 0, final.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert_exact(con, orders, bad)
+        stored = dict(con.execute("SELECT KAFKA_PARTITION, NEXT_OFFSET FROM STARLOAD_OFFSETS").fetchall())
+    assert sum(stored.values()) == len(orders) + len(orders[::50]) + bad
+
+
+def test_sigterm_finishes_the_batch_and_exits_cleanly(local_broker, tmp_path):
+    topic = "term-orders"
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 30_000, seed=32)
+    db = tmp_path / "term.duckdb"
+    proc = start_and_wait_for_assignment(loader_command(local_broker.bootstrap_servers, topic, db))
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert time.monotonic() - started < 20
+    summary = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(facts,)] = con.execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
+        [(offsets,)] = con.execute("SELECT sum(NEXT_OFFSET) FROM STARLOAD_OFFSETS").fetchall()
+    # What the summary reports is exactly what was committed.
+    assert int(summary["facts loaded"]) == facts
+    assert int(summary["consumed"]) == offsets
+    rest = subprocess.run(loader_command(local_broker.bootstrap_servers, topic, db, "--until-idle", "2"),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert rest.returncode == 0, rest.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert_exact(con, orders, bad)
+
+
+class FlakySink(DuckDBSink):
+    """A DuckDB sink whose warehouse is 'down' for the first ``failures`` writes."""
+
+    def __init__(self, failures: int, error: type[Exception] = TransientSinkError) -> None:
+        super().__init__(":memory:")
+        self.failures = failures
+        self.error = error
+        self.attempts = 0
+
+    def write(self, batch):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            msg = f"warehouse unreachable (simulated, attempt {self.attempts})"
+            raise self.error(msg)
+        return super().write(batch)
+
+
+def test_transient_outage_is_retried_and_loads_exactly_once(local_broker, topic):
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 5_000, seed=33, partitions=1)
+    sink = FlakySink(failures=4)
+    loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic,
+                        group="flaky", batch_rows=1_000, max_backoff=0.5, dlq_topic=None)
+    stats = loader.run(until_idle=2)
+    assert sink.attempts > 4
+    assert (stats.facts_loaded, stats.rejected) == (5_000, bad)
+    assert_exact(sink.connection, orders, bad)
+    sink.close()
+
+
+def test_terminal_error_stops_without_advancing_offsets(local_broker, topic):
+    produce_stream(local_broker.bootstrap_servers, topic, 500, seed=34, partitions=1)
+    sink = FlakySink(failures=10**9, error=TerminalSinkError)
+    loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic,
+                        group="doomed", dlq_topic=None)
+    with pytest.raises(TerminalSinkError, match="simulated"):
+        loader.run(until_idle=2)
+    assert sink.stored_offsets("doomed", topic) == {}
+    assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchall() == [(0,)]
+    sink.close()
+
+
+def test_cli_reports_a_terminal_error_clearly(local_broker, topic, tmp_path):
+    produce_stream(local_broker.bootstrap_servers, topic, 10, seed=35, partitions=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
+         "--topic", topic, "--sink", "snowflake", "--until-idle", "2"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert done.returncode == 2
+    assert "starload: error: Snowflake account not configured" in done.stderr
+    assert "Traceback" not in done.stderr
