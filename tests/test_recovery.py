@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import pytest
+import snowflake.connector
 from confluent_kafka import Producer
 
 from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader
@@ -45,25 +47,37 @@ def produce_stream(bootstrap: str, topic: str, count: int, seed: int, partitions
     return orders, bad
 
 
-def assert_exact(con: duckdb.DuckDBPyConnection, orders: list[dict], bad: int) -> None:
-    assert con.execute("SELECT count(*), count(DISTINCT ORDER_ID) FROM FACT_ORDERS").fetchall() == [(len(orders), len(orders))]
-    [(total,)] = con.execute("SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS").fetchall()
+def assert_exact(query: Callable[[str], list[tuple]], orders: list[dict], bad: int) -> None:
+    """The star holds exactly ``orders`` and ``bad`` rejects; ``query`` runs SQL on the warehouse."""
+    assert query("SELECT count(*), count(DISTINCT ORDER_ID) FROM FACT_ORDERS") == [(len(orders), len(orders))]
+    [(total,)] = query("SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS")
     assert Decimal(total) == sum(Decimal(o["price"]) * o["quantity"] for o in orders)
-    got = dict(con.execute(
+    got = dict(query(
         "SELECT f.ORDER_ID, c.CUSTOMER_ID || '/' || p.PRODUCT_ID FROM FACT_ORDERS f "
-        "JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) JOIN DIM_PRODUCT p USING (PRODUCT_KEY)"
-    ).fetchall())
+        "JOIN DIM_CUSTOMER c ON c.CUSTOMER_KEY = f.CUSTOMER_KEY JOIN DIM_PRODUCT p ON p.PRODUCT_KEY = f.PRODUCT_KEY"
+    ))
     assert got == {o["order_id"]: f"{o['customer_id']}/{o['product_id']}" for o in orders}
-    assert con.execute("SELECT count(*) - count(DISTINCT CUSTOMER_ID) FROM DIM_CUSTOMER").fetchall() == [(0,)]
-    assert con.execute("SELECT count(*) - count(DISTINCT PRODUCT_ID) FROM DIM_PRODUCT").fetchall() == [(0,)]
-    assert con.execute("SELECT count(*) FROM STARLOAD_REJECTS").fetchall() == [(bad,)]
+    assert query("SELECT count(*) - count(DISTINCT CUSTOMER_ID) FROM DIM_CUSTOMER") == [(0,)]
+    assert query("SELECT count(*) - count(DISTINCT PRODUCT_ID) FROM DIM_PRODUCT") == [(0,)]
+    assert query("SELECT count(*) FROM STARLOAD_REJECTS") == [(bad,)]
+    [(offsets,)] = query("SELECT sum(NEXT_OFFSET) FROM STARLOAD_OFFSETS")
+    assert offsets == len(orders) + len(orders[::50]) + bad
 
 
-def loader_command(bootstrap: str, topic: str, db: Path, *extra: str) -> list[str]:
+def duckdb_query(db: Path) -> Callable[[str], list[tuple]]:
+    def query(sql: str) -> list[tuple]:
+        with duckdb.connect(str(db), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+    return query
+
+
+def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str) -> list[str]:
+    """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None."""
+    sink = ["--duckdb-path", str(db)] if db else ["--sink", "snowflake", "--sink-option", "staging=transient"]
     return [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
-        "--group", "crashy", "--instance-id", "crashy-1", "--duckdb-path", str(db),
-        "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
+        "--group", "crashy", "--instance-id", "crashy-1", *sink, "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
     ]
 
 
@@ -78,27 +92,39 @@ def start_and_wait_for_assignment(command: list[str]) -> subprocess.Popen[str]:
     return proc
 
 
-def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_path):
-    topic = "crash-orders"
-    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 60_000, seed=31)
-    db = tmp_path / "crash.duckdb"
-    rng = random.Random(5)
-    kills = 0
-    for _ in range(6):
-        proc = start_and_wait_for_assignment(loader_command(local_broker.bootstrap_servers, topic, db))
+def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, seed: int) -> None:
+    """Start the loader, SIGKILL it at a random instant after it got its partitions, ``kills`` times; then drain."""
+    rng = random.Random(seed)
+    killed = 0
+    for _ in range(kills):
+        proc = start_and_wait_for_assignment(loader_command(bootstrap, topic, db))
         time.sleep(rng.uniform(0.2, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            killed += 1
         proc.wait()
-    assert kills >= 5
-    final = subprocess.run(loader_command(local_broker.bootstrap_servers, topic, db, "--until-idle", "3"),
-                           capture_output=True, text=True, timeout=300, check=False)
+    assert killed == kills
+    final = subprocess.run(loader_command(bootstrap, topic, db, "--until-idle", "3"),
+                           capture_output=True, text=True, timeout=600, check=False)
     assert final.returncode == 0, final.stderr
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert_exact(con, orders, bad)
-        stored = dict(con.execute("SELECT KAFKA_PARTITION, NEXT_OFFSET FROM STARLOAD_OFFSETS").fetchall())
-    assert sum(stored.values()) == len(orders) + len(orders[::50]) + bad
+
+
+def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_path):
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-orders", 60_000, seed=31)
+    db = tmp_path / "crash.duckdb"
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-orders", db, kills=6, seed=5)
+    assert_exact(duckdb_query(db), orders, bad)
+
+
+def test_sigkill_on_the_snowflake_sink(local_broker, snowflake_environment, snowflake_settings):
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-sf", 15_000, seed=36)
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-sf", None, kills=3, seed=6)
+
+    def query(sql: str) -> list[tuple]:
+        with snowflake.connector.connect(**snowflake_settings, network_timeout=10) as con:
+            return [tuple(r) for r in con.cursor().execute(sql).fetchall()]
+
+    assert_exact(query, orders, bad)
 
 
 def test_sigterm_finishes_the_batch_and_exits_cleanly(local_broker, tmp_path):
@@ -122,8 +148,7 @@ def test_sigterm_finishes_the_batch_and_exits_cleanly(local_broker, tmp_path):
     rest = subprocess.run(loader_command(local_broker.bootstrap_servers, topic, db, "--until-idle", "2"),
                           capture_output=True, text=True, timeout=300, check=False)
     assert rest.returncode == 0, rest.stderr
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert_exact(con, orders, bad)
+    assert_exact(duckdb_query(db), orders, bad)
 
 
 class FlakySink(DuckDBSink):
@@ -151,7 +176,7 @@ def test_transient_outage_is_retried_and_loads_exactly_once(local_broker, topic)
     stats = loader.run(until_idle=2)
     assert sink.attempts > 4
     assert (stats.facts_loaded, stats.rejected) == (5_000, bad)
-    assert_exact(sink.connection, orders, bad)
+    assert_exact(lambda sql: sink.connection.execute(sql).fetchall(), orders, bad)
     sink.close()
 
 
