@@ -44,7 +44,7 @@ def test_write_builds_the_star(sink, mapper, orders):
     keys = con.execute("SELECT CUSTOMER_KEY FROM DIM_CUSTOMER ORDER BY 1").fetchall()
     assert [k for (k,) in keys] == list(range(1, len(keys) + 1))
     assert sink.stored_offsets("g", "orders") == {0: len(orders)}
-    assert result.statements == 11
+    assert result.statements == 11  # BEGIN, 2 per dimension, dates, facts, rejects, 2 for offsets, COMMIT
 
 
 def test_replay_changes_nothing(sink, mapper, orders):
@@ -108,3 +108,18 @@ def test_prepare_is_idempotent_and_ddl_does_no_io(tmp_path):
 def test_use_before_prepare_is_a_clear_error():
     with pytest.raises(SinkError, match="prepare"):
         DuckDBSink(":memory:").stored_offsets("g", "t")
+
+
+def test_conflicts_across_batches_become_rejects(sink, mapper, orders):
+    first = orjson.dumps(orders[0])
+    changed = orjson.dumps({**orders[0], "quantity": orders[0]["quantity"] % 5 + 1})
+    write(sink, mapper, [first])
+    batch = mapper.stage(raw_batch([changed, first], offsets=[1, 2]), topic="orders", group="g")
+    conflicts = sink.find_conflicts(batch)
+    assert conflicts.to_pylist() == [{"KAFKA_PARTITION": 0, "KAFKA_OFFSET": 1, "FIRST_PARTITION": 0, "FIRST_OFFSET": 0}]
+    result = sink.write(batch.with_conflicts(conflicts))
+    assert (result.facts_inserted, result.duplicates, result.rejects, result.conflicts) == (0, 1, 1, 1)
+    [(offset, value, reason)] = sink.connection.execute("SELECT KAFKA_OFFSET, MESSAGE_VALUE, REASON FROM STARLOAD_REJECTS").fetchall()
+    assert (offset, value) == (1, changed)
+    assert reason == f"conflict: order_id {orders[0]['order_id']} was first seen at partition 0 offset 0 with different content"
+    assert sink.connection.execute("SELECT QUANTITY FROM FACT_ORDERS").fetchall() == [(orders[0]["quantity"],)]

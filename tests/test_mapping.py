@@ -8,7 +8,7 @@ import json
 import orjson
 import pytest
 
-from starload import ORDERS_SCHEMA
+from starload import ORDERS_SCHEMA, Sink
 from starload.mapping import Mapper, MappingSQL, raw_batch
 
 
@@ -174,13 +174,22 @@ def test_rejects_keep_coordinates_and_bytes(mapper):
     assert batch.next_offsets == {3: 12}
 
 
-def test_duplicates_in_a_batch_keep_the_first(mapper, orders):
+def test_in_a_batch_the_first_wins_duplicates_are_counted_conflicts_rejected(mapper, orders):
     first = orjson.dumps(orders[0])
-    again = with_(orders[0], quantity=5 if orders[0]["quantity"] != 5 else 4)
-    batch = stage(mapper, [first, again, first])
-    assert batch.facts.num_rows == 1
-    assert batch.facts.column("QUANTITY")[0].as_py() == orders[0]["quantity"]
-    assert batch.duplicates_in_batch == 2
+    reordered = json.dumps(dict(reversed(list(orders[0].items())))).encode()  # same content, other bytes
+    changed = with_(orders[0], quantity=5 if orders[0]["quantity"] != 5 else 4)
+    batch = stage(mapper, [first, changed, reordered])
+    ranks = [(r["KAFKA_OFFSET"], r["_SL_RANK"], r["MESSAGE_HASH"] == r["FIRST_HASH"]) for r in batch.facts.to_pylist()]
+    assert sorted(ranks) == [(0, 1, True), (1, 2, False), (2, 3, True)]
+    # The base Sink compares within the batch: the changed copy is a conflict, the reordered one a duplicate.
+    resolved = batch.with_conflicts(Sink.find_conflicts(None, batch))  # type: ignore[arg-type]
+    assert resolved.conflicts == 1
+    assert sorted(resolved.facts.column("KAFKA_OFFSET").to_pylist()) == [0, 2]
+    [reject] = resolved.rejects.to_pylist()
+    assert reject["KAFKA_OFFSET"] == 1 and reject["MESSAGE_VALUE"] == changed
+    assert reject["REASON"] == (
+        f"conflict: order_id {orders[0]['order_id']} was first seen at partition 0 offset 0 with different content"
+    )
 
 
 def test_dimension_latest_message_wins_and_null_never_erases(mapper, orders):

@@ -42,6 +42,7 @@ def load(values: list[bytes], batch_size: int, sink: DuckDBSink | None = None) -
     for start in range(0, len(values), batch_size):
         chunk = values[start : start + batch_size]
         batch = mapper.stage(raw_batch(chunk, offsets=range(start, start + len(chunk))), topic="t", group="g")
+        batch = batch.with_conflicts(sink.find_conflicts(batch))
         result = sink.write(batch)
         counts["consumed"] += batch.consumed
         counts["facts"] += result.facts_inserted

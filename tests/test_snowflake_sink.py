@@ -50,6 +50,12 @@ def check_star(settings: dict, expected: list[dict]) -> None:
     assert query(settings, "SELECT count(*) FROM FACT_ORDERS f WHERE NOT EXISTS (SELECT 1 FROM DIM_DATE d WHERE d.DATE_KEY = f.DATE_KEY)") == [(0,)]
 
 
+def staging_tables(settings: dict) -> int:
+    sql = "SELECT count(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME LIKE 'STARLOAD_STAGED_%%'"
+    with snowflake.connector.connect(**settings, network_timeout=10) as con:
+        return con.cursor().execute(sql, [settings["schema"]]).fetchone()[0]
+
+
 def stage(values: list[bytes], start: int = 0):
     mapper = Mapper(ORDERS_SCHEMA)
     try:
@@ -60,19 +66,23 @@ def stage(values: list[bytes], start: int = 0):
 
 def test_batches_load_exactly_once_with_constant_statements(snowflake_settings):
     data = orders(3_000, 21)
-    values = [orjson.dumps(o) for o in data] + [b"", b"{bad"]
+    values = [orjson.dumps(o) for o in data[:100]] + [b""] + [orjson.dumps(o) for o in data[100:]] + [b"{bad"]
     with SnowflakeSink(staging="transient", **snowflake_settings) as sink:
         sink.prepare(ORDERS_SCHEMA)
-        small = sink.write(stage(values[:100]))
-        large = sink.write(stage(values[100:], start=100))
-        assert small.statements == large.statements == 29
-        assert (small.facts_inserted + large.facts_inserted, large.rejects) == (3_000, 2)
+        small = sink.write(stage(values[:101]))
+        large = sink.write(stage(values[101:], start=101))
+        # Per staged table: CREATE, PUT, COPY; then BEGIN, 9 statements, COMMIT.
+        assert small.statements == large.statements == 6 * 3 + 11
+        assert (small.facts_inserted + large.facts_inserted, small.rejects + large.rejects) == (3_000, 2)
         replay = sink.write(stage(values))
         assert (replay.facts_inserted, replay.duplicates, replay.rejects) == (0, 3_000, 2)
         assert sink.stored_offsets("g", "orders") == {0: len(values)}
+        assert staging_tables(snowflake_settings) > 0
     check_star(snowflake_settings, data)
     rejects = query(snowflake_settings, "SELECT KAFKA_OFFSET, REASON, MESSAGE_VALUE IS NULL FROM STARLOAD_REJECTS ORDER BY 1")
-    assert rejects == [(3000, "empty message", False), (3001, "not valid JSON", False)]
+    assert rejects == [(100, "empty message", False), (3001, "not valid JSON", False)]
+    # Transient staging tables are dropped when the sink closes.
+    assert staging_tables(snowflake_settings) == 0
 
 
 def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowflake_settings):
@@ -87,7 +97,8 @@ def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowfl
     assert done.returncode == 0, done.stderr
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert (summary["facts loaded"], summary["rejected"], summary["duplicates skipped"]) == ("2000", "0", "0")
-    assert summary["statements"].endswith("(29 per batch)")
+    # No rejects: the rejects staging table is only created; plus 4 for the conflict lookup.
+    assert summary["statements"].endswith("(31 per batch)")
     assert snowflake_environment["SNOWFLAKE_PASSWORD"] not in done.stdout + done.stderr
     check_star(snowflake_settings, orders(2_000, 8))
     # A restart resumes from the offsets committed with the data: nothing is loaded twice.

@@ -5,6 +5,7 @@
 --                            (sequences <TABLE>_SEQ); natural keys are unique.
 -- DIM_DATE                   one row per UTC date of an order; DATE_KEY = YYYYMMDD.
 -- FACT_ORDERS                one row per ORDER_ID (idempotent on that grain: the loader skips known ids,
+--                            and MESSAGE_HASH, a fingerprint of the content, tells a redelivery from a conflict;
 --                            it never relies on a constraint); TOTAL_AMOUNT = UNIT_PRICE * QUANTITY; money is exact.
 -- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load, written in the
 --                            same transaction as the data. This, not Kafka, is where a loader resumes.
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS "FACT_ORDERS" (
     "PRODUCT_KEY" BIGINT NOT NULL,
     "DATE_KEY" INTEGER NOT NULL,
     "TOTAL_AMOUNT" DECIMAL(18, 2),
+    "MESSAGE_HASH" VARCHAR,
     "KAFKA_TOPIC" VARCHAR NOT NULL,
     "KAFKA_PARTITION" INTEGER NOT NULL,
     "KAFKA_OFFSET" BIGINT NOT NULL,

@@ -2,7 +2,7 @@
 
 from starload.broker import LocalBroker
 from starload.engine import LoadStats, StarLoader
-from starload.exceptions import SinkError, SpecError, StarloadError
+from starload.exceptions import SinkError, SpecError, StarloadError, TerminalSinkError, TransientSinkError
 from starload.generators.base import Event, Generator
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.hookspecs import hookimpl
@@ -48,7 +48,9 @@ __all__ = [
     "StarSchema",
     "StarloadError",
     "String",
+    "TerminalSinkError",
     "Timestamp",
+    "TransientSinkError",
     "WriteResult",
     "hookimpl",
     "produce",

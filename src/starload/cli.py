@@ -60,6 +60,7 @@ def load_summary(stats: LoadStats) -> str:
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",
             f"rejected: {stats.rejected}",
+            f"conflicts (among rejected): {stats.conflicts}",
             f"batches: {stats.batches}",
             f"statements: {stats.statements} ({stats.statements / stats.batches if stats.batches else 0:.0f} per batch)",
             f"dimension rows inserted: {stats.dimension_rows_inserted}",

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
-from starload.deadletter import DeadLetters, Headers, headers_of
+from starload.deadletter import DeadLetters, headers_of
 from starload.exceptions import TransientSinkError
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
@@ -43,12 +43,16 @@ log = logging.getLogger(__name__)
 
 @attrs.define
 class LoadStats:
-    """Running counters of a load; every consumed message is a fact, a duplicate or a reject."""
+    """Running counters of a load; every consumed message is a fact, a duplicate or a reject.
+
+    ``conflicts`` counts the rejects that repeat a loaded grain value with different content.
+    """
 
     consumed: int = 0
     facts_loaded: int = 0
     duplicates: int = 0
     rejected: int = 0
+    conflicts: int = 0
     batches: int = 0
     statements: int = 0
     dimension_rows_inserted: int = 0
@@ -72,6 +76,7 @@ class LoadStats:
         self.facts_loaded += result.facts_inserted
         self.duplicates += result.duplicates
         self.rejected += result.rejects
+        self.conflicts += result.conflicts
         self.batches += 1
         self.statements += result.statements
         self.dimension_rows_inserted += result.dimension_rows_inserted
@@ -246,23 +251,23 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, messages: list[Message]) -> tuple[StagedBatch, dict[tuple[int, int], Headers]]:
-        batch = self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group)
-        headers = headers_of(messages, batch.rejects) if self._dead_letters and batch.rejects.num_rows else {}
-        return batch, headers
+    def _stage(self, messages: list[Message]) -> tuple[StagedBatch, list[Message]]:
+        return self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group), messages
 
-    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
-        """Send the batch's dead letters, then write it; retry transient errors with backoff and jitter.
+    def _write(self, staged: Future[tuple[StagedBatch, list[Message]]]) -> tuple[WriteResult, int, dict[int, int]]:
+        """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
 
         The whole batch is retried: a failed write committed nothing. While the writer
         waits, the main thread keeps polling (the group membership stays alive) and
         pauses consumption once the next batches are gathered.
         """
-        batch, headers = staged.result()
+        mapped, messages = staged.result()
         for attempt in itertools.count():
             try:
-                if self._dead_letters is not None:
-                    self._dead_letters.send(batch.rejects, headers)
+                # Grain values loaded earlier with other content become rejects too.
+                batch = mapped.with_conflicts(self.sink.find_conflicts(mapped))
+                if self._dead_letters is not None and batch.rejects.num_rows:
+                    self._dead_letters.send(batch.rejects, headers_of(messages, batch.rejects))
                 result = self.sink.write(batch)
                 break
             except TransientSinkError as exc:

@@ -8,8 +8,11 @@ batch overlaps with consuming the next.
 A message is rejected, with every reason found, when it is empty or null, not UTF-8,
 not valid JSON, not a JSON object, lacks a required field, has a value of the wrong
 type (see :mod:`starload.spec` for the typing rules), fails a range check, or yields
-a measure out of range. Within a batch the first message of a grain value wins (by
-partition, offset); the others are counted as duplicates.
+a measure out of range. Every valid message is staged as a fact row with a
+fingerprint of its typed content (MESSAGE_HASH), its rank among the batch's
+messages of the same grain value (by partition, offset) and the fingerprint and
+coordinates of the first of them; the sink loads only the first, and
+:meth:`~starload.sinks.base.Sink.find_conflicts` tells duplicates from conflicts.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import attrs
 import duckdb
 import pyarrow as pa
 
-from starload.sinks.base import StagedBatch
+from starload.sinks.base import StagedBatch, natural_key_column
 from starload.spec import Check, ColumnType, Decimal, Integer, StarSchema, String, Timestamp
 
 _RAW = "_sl_raw"
 _PARSED = "_sl_parsed"
 _REASON = "_SL_REASON"
+_RANK = "_SL_RANK"
 _EVENT = "_SL_EVENT"
 _DATE = "_SL_DATE"
 _JSON_SPACE = " \t\n\r"
@@ -44,11 +48,6 @@ RAW_SCHEMA = pa.schema(
 def quote(identifier: str) -> str:
     """A double-quoted SQL identifier (identifiers are validated by the spec)."""
     return '"' + identifier.replace('"', '""') + '"'
-
-
-def natural_key_column(table: str, column: str) -> str:
-    """Name of a dimension's natural-key column inside the staged fact table."""
-    return f"_SL_NK_{table}_{column}"
 
 
 def raw_batch(
@@ -168,6 +167,8 @@ class MappingSQL:
             )
         event = f"_sl_v{index[schema.fact.event_time.source]}"
 
+        grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
+        fingerprint = ", ".join(f"{quote(name)} := _sl_v{i}" for name, i in index.items())
         structure = _literal(json.dumps({name: "JSON" for name in sources}))
         raw_values = ", ".join(
             f"CAST(struct_extract(_sl_f, {_literal(name)}) AS VARCHAR) AS _sl_r{i}" for name, i in index.items()
@@ -190,20 +191,31 @@ WITH text AS (
     SELECT *, {unquoted} FROM raw_values
 ), typed AS (
     SELECT *, {", ".join(typed)} FROM strings
+), checked AS (
+    SELECT KAFKA_PARTITION, KAFKA_OFFSET,
+        {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
+        {", ".join(quote(m.column) for m in schema.fact.measures) + "," if schema.fact.measures else ""}
+        CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
+        {event} AS {_EVENT},
+        md5(CAST(struct_pack({fingerprint}) AS VARCHAR)) AS MESSAGE_HASH,
+        CASE
+            WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
+            WHEN _sl_text IS NULL THEN 'not UTF-8 text'
+            WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
+            WHEN _sl_f IS NULL THEN 'not valid JSON'
+            ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
+        END AS {_REASON}
+    FROM typed
+), ranked AS (
+    SELECT *,
+        row_number() OVER first_seen AS {_RANK},
+        first_value(MESSAGE_HASH) OVER first_seen AS FIRST_HASH,
+        first_value(KAFKA_PARTITION) OVER first_seen AS FIRST_PARTITION,
+        first_value(KAFKA_OFFSET) OVER first_seen AS FIRST_OFFSET
+    FROM checked
+    WINDOW first_seen AS (PARTITION BY {_REASON} IS NULL, {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 )
-SELECT KAFKA_PARTITION, KAFKA_OFFSET,
-    {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
-    {", ".join(quote(m.column) for m in schema.fact.measures) + "," if schema.fact.measures else ""}
-    CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
-    {event} AS {_EVENT},
-    CASE
-        WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
-        WHEN _sl_text IS NULL THEN 'not UTF-8 text'
-        WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
-        WHEN _sl_f IS NULL THEN 'not valid JSON'
-        ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
-    END AS {_REASON}
-FROM typed
+SELECT * FROM ranked
 """
         valid = f"{_PARSED} WHERE {_REASON} IS NULL"
         order = "(KAFKA_PARTITION, KAFKA_OFFSET)"
@@ -217,11 +229,10 @@ FROM typed
         fact_cols += [quote(m.column) for m in schema.fact.measures]
         if schema.date_dimension:
             fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
-        grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
         facts = f"""
-SELECT {", ".join(fact_cols)}, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET
+SELECT {", ".join(fact_cols)}, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET,
+    {_RANK}, FIRST_HASH, FIRST_PARTITION, FIRST_OFFSET
 FROM {valid}
-QUALIFY row_number() OVER (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET) = 1
 """
         dimensions = {}
         for dim in schema.dimensions:
@@ -276,7 +287,6 @@ class Mapper:
         try:
             con.execute(self.sql.parse)
             facts = con.sql(self.sql.facts, params=[topic]).to_arrow_table()
-            (valid,), = con.execute(f"SELECT count(*) FROM {self.sql.valid}").fetchall()
             dims = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.dimensions.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
             rejects = con.sql(self.sql.rejects, params=[topic]).to_arrow_table()
@@ -293,7 +303,7 @@ class Mapper:
             rejects=rejects,
             next_offsets=next_offsets,
             consumed=raw.num_rows,
-            duplicates_in_batch=valid - facts.num_rows,
+            raw=raw,
         )
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ _RESERVED_PREFIXES = ("_SL_", "STARLOAD_")
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
 #: Columns starload adds to every fact table.
-FACT_METADATA = ("KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "LOADED_AT")
+FACT_METADATA = ("MESSAGE_HASH", "KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "LOADED_AT")
 #: The attributes of the date dimension, in table order, after its key.
 DATE_ATTRIBUTES = (
     "FULL_DATE",

@@ -8,6 +8,7 @@ it in ONE warehouse transaction, in this order:
 2. upsert ``batch.dates`` into the date dimension;
 3. insert ``batch.facts`` joined to the dimensions on their natural keys, skipping
    any grain value already present (idempotent: a redelivered message loads once);
+   (rows with ``_SL_RANK`` 1 only; the others repeat an earlier row of the batch);
 4. insert ``batch.rejects`` into ``STARLOAD_REJECTS``;
 5. advance ``STARLOAD_OFFSETS`` for ``(batch.group, batch.topic)`` to
    ``batch.next_offsets`` (never backwards);
@@ -26,20 +27,31 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from starload.spec import StarSchema
 
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
+#: Columns of the table :meth:`Sink.find_conflicts` returns.
+CONFLICT_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET")
 REJECTS_TABLE = "STARLOAD_REJECTS"
+
+
+def natural_key_column(table: str, column: str) -> str:
+    """Name of a dimension's natural-key column inside the staged fact table."""
+    return f"_SL_NK_{table}_{column}"
 
 
 @attrs.frozen
 class StagedBatch:
     """One consumed batch, mapped to typed columnar tables (Arrow).
 
-    * ``facts``: one row per new grain value; the fact's own columns by their
+    * ``facts``: one row per valid message (``_SL_RANK`` 1 is the first of its grain
+      value in the batch, the one to load); the fact's own columns by their
       warehouse names, the natural keys of each dimension as
-      ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY`` and the Kafka coordinates.
+      ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY``, ``MESSAGE_HASH`` (a
+      fingerprint of the message's typed content), the Kafka coordinates, and
+      ``FIRST_HASH``/``FIRST_PARTITION``/``FIRST_OFFSET`` of the grain value's first row.
     * ``dimensions``: per dimension name, one row per natural key with the latest
       non-null value of each attribute in the batch and ``LAST_EVENT_AT`` (the
       latest event time).
@@ -47,6 +59,8 @@ class StagedBatch:
     * ``rejects``: KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY,
       MESSAGE_VALUE (the raw bytes) and REASON.
     * ``next_offsets``: per partition, the offset after the batch's last message.
+    * ``conflicts``: how many of the rejects are conflicts (a grain value seen before
+      with different content; the first version stays), set by :meth:`with_conflicts`.
     """
 
     schema: StarSchema
@@ -58,7 +72,45 @@ class StagedBatch:
     rejects: pa.Table
     next_offsets: Mapping[int, int]
     consumed: int
-    duplicates_in_batch: int
+    conflicts: int = 0
+    #: The raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
+    raw: pa.Table | None = attrs.field(default=None, repr=False)
+
+    def with_conflicts(self, conflicts: pa.Table) -> StagedBatch:
+        """This batch with the fact rows in ``conflicts`` (see :meth:`Sink.find_conflicts`) moved to the rejects."""
+        if not conflicts.num_rows:
+            return self
+        first = {
+            (p, o): (fp, fo) for p, o, fp, fo in zip(*(conflicts.column(c).to_pylist() for c in CONFLICT_COLUMNS))
+        }
+        facts = self.facts
+        coordinates = list(zip(facts.column("KAFKA_PARTITION").to_pylist(), facts.column("KAFKA_OFFSET").to_pylist()))
+        grain = [f.column for f in self.schema.fact.grain]
+        names = "/".join(f.source for f in self.schema.fact.grain)
+        values = {c: "/".join(str(facts.column(g)[i].as_py()) for g in grain) for i, c in enumerate(coordinates) if c in first}
+        assert self.raw is not None, "with_conflicts needs the raw messages"
+        raw_coordinates = zip(self.raw.column("KAFKA_PARTITION").to_pylist(), self.raw.column("KAFKA_OFFSET").to_pylist())
+        raw = self.raw.filter(pa.array([c in first for c in raw_coordinates]))
+        reasons = [
+            f"conflict: {names} {values[c]} was first seen at partition {first[c][0]} offset {first[c][1]} with different content"
+            for c in zip(raw.column("KAFKA_PARTITION").to_pylist(), raw.column("KAFKA_OFFSET").to_pylist())
+        ]
+        extra = pa.table(
+            {
+                "KAFKA_TOPIC": pa.array([self.topic] * raw.num_rows, pa.string()),
+                "KAFKA_PARTITION": raw.column("KAFKA_PARTITION"),
+                "KAFKA_OFFSET": raw.column("KAFKA_OFFSET"),
+                "MESSAGE_KEY": raw.column("MESSAGE_KEY"),
+                "MESSAGE_VALUE": raw.column("MESSAGE_VALUE"),
+                "REASON": pa.array(reasons, pa.string()),
+            }
+        ).cast(self.rejects.schema)
+        return attrs.evolve(
+            self,
+            facts=facts.filter(pa.array([c not in first for c in coordinates])),
+            rejects=pa.concat_tables([self.rejects, extra]).sort_by([("KAFKA_PARTITION", "ascending"), ("KAFKA_OFFSET", "ascending")]),
+            conflicts=self.conflicts + raw.num_rows,
+        )
 
     def offsets_table(self) -> pa.Table:
         """``next_offsets`` as a table of GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET."""
@@ -89,6 +141,7 @@ class WriteResult:
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
     statements: int = 0
+    conflicts: int = 0
 
 
 class Sink(abc.ABC):
@@ -109,6 +162,21 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, batch: StagedBatch) -> WriteResult:
         """Apply the whole batch and its offsets in one transaction."""
+
+    def find_conflicts(self, batch: StagedBatch) -> pa.Table:
+        """Staged fact rows whose content differs from the first version of their grain value.
+
+        The first version is the loaded one when the grain value is in the warehouse
+        already, else the batch's first (``FIRST_HASH``). Returns
+        :data:`CONFLICT_COLUMNS`: each conflicting row's partition and offset, and
+        those of the first version. The engine calls it before :meth:`write` and
+        moves these rows to the rejects (and the dead-letter topic). This default
+        compares within the batch only; SQL sinks also compare with the warehouse.
+        """
+        facts = batch.facts
+        differs = pc.not_equal(facts.column("MESSAGE_HASH"), facts.column("FIRST_HASH"))
+        found = facts.filter(differs).select(["KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET"])
+        return pa.table({name: found.column(i).cast(pa.int64()) for i, name in enumerate(CONFLICT_COLUMNS)})
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

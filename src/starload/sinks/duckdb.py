@@ -49,7 +49,7 @@ class DuckDBSink(SQLSink):
             self._connection = duckdb.connect(self.path)
             self._connection.execute("SET TimeZone = 'UTC'")
 
-    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.connection.execute(statement, params).fetchall()
 
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
@@ -65,7 +65,7 @@ class DuckDBSink(SQLSink):
             self.connection.unregister(view)
 
     def _transaction(self, action: str) -> None:
-        getattr(self.connection, action)()
+        self._execute(action.upper())
 
     def _describe_error(self, exc: BaseException) -> SinkError | None:
         if isinstance(exc, duckdb.Error):

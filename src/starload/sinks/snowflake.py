@@ -26,6 +26,7 @@ unset. Secrets are passed to the connector only; they never appear in logs or er
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -57,6 +58,7 @@ SNOWFLAKE = Dialect(
 )
 
 STAGE = "STARLOAD_STAGE"
+log = logging.getLogger(__name__)
 #: Environment variable → connector argument. Secrets are marked so they are never shown.
 ENVIRONMENT = {
     "SNOWFLAKE_ACCOUNT": "account",
@@ -117,7 +119,6 @@ class SnowflakeSink(SQLSink):
     """
 
     dialect = SNOWFLAKE
-    staging_statements = 3  # CREATE OR REPLACE staging table, PUT, COPY INTO
 
     def __init__(self, *, connection_name: str | None = None, staging: str = "temporary", **settings: Any) -> None:
         super().__init__()
@@ -132,6 +133,7 @@ class SnowflakeSink(SQLSink):
         self._files: Path | None = None
         self._batch = 0
         self._last_rowcount = 0
+        self._staging_tables: set[str] = set()
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.connection_arguments().items() if k not in SECRETS}
@@ -160,7 +162,7 @@ class SnowflakeSink(SQLSink):
         self._files = Path(tempfile.mkdtemp(prefix="starload-snowflake-"))
         self._execute(f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = (TYPE = PARQUET)")
 
-    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self._connection.cursor()
         try:
             cursor.execute(statement, params)
@@ -179,13 +181,14 @@ class SnowflakeSink(SQLSink):
         kind = "TEMPORARY" if self.staging == "temporary" else "TRANSIENT"
         columns = ", ".join(f"{quote(f.name)} {_arrow_type_name(f.type)}" for f in table.schema)
         self._execute(f"CREATE OR REPLACE {kind} TABLE {quote(staged)} ({columns})")
+        self._staging_tables.add(staged)
         if table.num_rows:
             self._batch += 1
             folder = f"{self._id}/{self._batch}"
             path = self._files / f"{name.lower()}.parquet"
             pq.write_table(table, path, coerce_timestamps="us")
             try:
-                self._execute(f"PUT file://{path.as_posix()} @{STAGE}/{folder} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+                self._execute(f"PUT 'file://{path.as_posix()}' @{STAGE}/{folder} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
             finally:
                 path.unlink(missing_ok=True)
             self._execute(
@@ -228,12 +231,14 @@ class SnowflakeSink(SQLSink):
 
     def close(self) -> None:
         if self._connection is not None:
-            if self.staging == "transient" and self._sql is not None:
-                for name in ("FACTS", "REJECTS", "OFFSETS", "DATES", *(f"DIM_{d.name}" for d in self._sql.schema.dimensions)):
+            if self.staging == "transient":
+                for staged in sorted(self._staging_tables):
                     try:
-                        self._execute(f"DROP TABLE IF EXISTS {quote(f'STARLOAD_STAGED_{name}_{self._id}'.upper())}")
+                        self._run(f"DROP TABLE IF EXISTS {quote(staged)}")
                     except Exception:  # noqa: BLE001 - best effort on the way out
+                        log.warning("could not drop staging table %s", staged)
                         break
+                self._staging_tables.clear()
             self._connection.close()
             self._connection = None
         if self._files is not None:

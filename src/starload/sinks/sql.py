@@ -24,8 +24,16 @@ import attrs
 import pyarrow as pa
 
 from starload.exceptions import SinkError
-from starload.mapping import natural_key_column, quote
-from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, Sink, StagedBatch, WriteResult
+from starload.mapping import quote
+from starload.sinks.base import (
+    CONFLICT_COLUMNS,
+    OFFSETS_TABLE,
+    REJECTS_TABLE,
+    Sink,
+    StagedBatch,
+    WriteResult,
+    natural_key_column,
+)
 from starload.spec import DATE_ATTRIBUTES, ColumnType, Decimal, Dimension, Integer, StarSchema, String, Timestamp
 
 
@@ -114,6 +122,7 @@ class StarSQL:
             cols.append(_col(s.date_dimension.key, d.small_integer, not_null=True))
         cols += [_col(m.column, d.type_name(m.type)) for m in fact.measures]
         cols += [
+            _col("MESSAGE_HASH", d.string),
             _col("KAFKA_TOPIC", d.string, not_null=True),
             _col("KAFKA_PARTITION", d.small_integer, not_null=True),
             _col("KAFKA_OFFSET", d.integer, not_null=True),
@@ -218,13 +227,24 @@ class StarSQL:
         if s.date_dimension:
             selects.append(f"s.{quote(s.date_dimension.key)}")
         selects += [f"s.{quote(m.column)}" for m in fact.measures]
-        selects += ["s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
+        selects += ["s.MESSAGE_HASH", "s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
         grain = " AND ".join(f"f.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
         columns = ", ".join(map(quote, s.fact_columns()))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
             f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join(joins) + "\n"
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(fact.table)} AS f WHERE {grain})"
+            f"WHERE s._SL_RANK = 1 AND NOT EXISTS (SELECT 1 FROM {quote(fact.table)} AS f WHERE {grain})"
+        )
+
+    def find_conflicts(self, staged: str) -> str:
+        """Staged fact rows whose content differs from the first version (see Sink.find_conflicts)."""
+        fact = self.schema.fact
+        grain = " AND ".join(f"f.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+        return (
+            "SELECT s.KAFKA_PARTITION, s.KAFKA_OFFSET, coalesce(f.KAFKA_PARTITION, s.FIRST_PARTITION) AS FIRST_PARTITION, "
+            "coalesce(f.KAFKA_OFFSET, s.FIRST_OFFSET) AS FIRST_OFFSET "
+            f"FROM {staged} AS s LEFT JOIN {quote(fact.table)} AS f ON {grain} "
+            "WHERE s.MESSAGE_HASH <> coalesce(f.MESSAGE_HASH, s.FIRST_HASH)"
         )
 
     def insert_rejects(self, staged: str) -> str:
@@ -272,6 +292,9 @@ class SQLSink(Sink):
 
     def __init__(self) -> None:
         self._sql: StarSQL | None = None
+        #: Statements sent since prepare or the last committed write, conflict lookup
+        #: included (reported in the WriteResult); reading stored offsets is not counted.
+        self._statements = 0
 
     # -- what a subclass provides ------------------------------------------------
     @abc.abstractmethod
@@ -279,8 +302,13 @@ class SQLSink(Sink):
         """Open the connection if it is not open."""
 
     @abc.abstractmethod
-    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement; its rows (for DML, the engine's row count as its first row)."""
+
+    def _execute(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement, counting it."""
+        self._statements += 1
+        return self._run(statement, params)
 
     @abc.abstractmethod
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
@@ -296,7 +324,7 @@ class SQLSink(Sink):
 
     @abc.abstractmethod
     def _transaction(self, action: str) -> None:
-        """``action`` is ``"begin"``, ``"commit"`` or ``"rollback"``."""
+        """``action`` is ``"begin"``, ``"commit"`` or ``"rollback"`` (sent through :meth:`_execute`)."""
 
     @abc.abstractmethod
     def _describe_error(self, exc: BaseException) -> SinkError | None:
@@ -311,11 +339,25 @@ class SQLSink(Sink):
         self._sql = StarSQL(schema, self.dialect)
         for statement in self._sql.ddl():
             self._guarded(self._execute, statement)
+        self._statements = 0
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
         sql = self._prepared()
-        rows = self._guarded(self._execute, sql.select_offsets(), [group, topic])
+        rows = self._guarded(self._run, sql.select_offsets(), [group, topic])
         return {int(p): int(o) for p, o in rows}
+
+    def find_conflicts(self, batch: StagedBatch) -> pa.Table:
+        sql = self._prepared()
+        keys = batch.facts.select(
+            [*(g.column for g in batch.schema.fact.grain), "MESSAGE_HASH", "KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_HASH", "FIRST_PARTITION", "FIRST_OFFSET"]
+        )
+        staged = self._guarded(self._stage, "FACT_KEYS", keys)
+        try:
+            rows = self._guarded(self._execute, sql.find_conflicts(staged)) if keys.num_rows else []
+        finally:
+            self._unstage([staged])
+        columns = list(zip(*rows)) or [[] for _ in CONFLICT_COLUMNS]
+        return pa.table({name: pa.array(list(values), pa.int64()) for name, values in zip(CONFLICT_COLUMNS, columns)})
 
     def write(self, batch: StagedBatch) -> WriteResult:
         sql = self._prepared()
@@ -347,6 +389,7 @@ class SQLSink(Sink):
                     if counter:
                         counts[counter] += self._rowcount(rows)
                 self._guarded(self._transaction, "commit")
+                statements, self._statements = self._statements, 0
             except BaseException:
                 self._rollback_quietly()
                 raise
@@ -354,15 +397,13 @@ class SQLSink(Sink):
             self._unstage(list(staged.values()))
         return WriteResult(
             facts_inserted=counts["facts"],
-            duplicates=batch.duplicates_in_batch + batch.facts.num_rows - counts["facts"],
+            duplicates=batch.facts.num_rows - counts["facts"],
             rejects=batch.rejects.num_rows,
             dimension_rows_inserted=counts["inserted"],
             dimension_rows_updated=counts["updated"],
-            statements=self.staging_statements * len(tables) + len(plan) + 2,
+            statements=statements,
+            conflicts=batch.conflicts,
         )
-
-    #: Statements :meth:`_stage` sends per staged table (for the statement count).
-    staging_statements = 0
 
     def _prepared(self) -> StarSQL:
         if self._sql is None:
