@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine with Python 3.11+:
 #   make demo   - virtualenv + starload[local], then the orders demo (local broker → DuckDB)
-#   make test   - virtualenv + starload[test], then the whole test suite
+#   make test   - virtualenv + starload[test] + the example plugins, then the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,8 +16,8 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[local]'
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.test: pyproject.toml plugins/*/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/starload-sqlite -e plugins/starload-clickstream
 	touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo

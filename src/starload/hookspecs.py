@@ -9,6 +9,9 @@ entry-point group in its ``pyproject.toml``::
 
 Hooks are called with keyword arguments; an implementation may accept fewer
 arguments than the specification, so new arguments never break old plugins.
+
+The plugin author guide, ``docs/plugins.md``, documents every hook here with its exact
+signature (a test checks it): change a hook, change the guide.
 """
 
 from __future__ import annotations

@@ -7,23 +7,52 @@ Fixtures:
 * ``memory_sink``: a prepared-on-use in-memory :class:`~starload.sinks.duckdb.DuckDBSink`.
 
 Helpers: :func:`load_until_idle` runs a :class:`~starload.engine.StarLoader` until
-the topic is drained, with settings that are fast on the local broker.
+the topic is drained, with settings that are fast on the local broker;
+:class:`Stager` turns raw message values into the staged batches a sink receives.
+
+The shared sink behaviour suite: :class:`SinkBehaviour`. Subclass it in a test module
+as ``Test…``, override the ``make_sink`` fixture and the ``query`` method, and pytest
+runs every behaviour test against your sink (exact star, idempotent replay, offsets
+that resume and never go backwards, rejects, rollback, set-based statements)::
+
+    import pytest
+    from starload.testing import SinkBehaviour
+    from my_package import MySink
+
+    class TestMySink(SinkBehaviour):
+        @pytest.fixture
+        def make_sink(self, tmp_path):
+            return lambda: MySink(tmp_path / "star.db")
+
+        def query(self, sink, sql):
+            return sink.connection.execute(sql).fetchall()
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal as D
+from itertools import islice
 from typing import Any
 
+import attrs
+import orjson
 import pytest
 
 from starload.broker import LocalBroker
 from starload.engine import LoadStats, StarLoader
+from starload.exceptions import SinkError
+from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.kafka import ensure_topic
-from starload.sinks.base import Sink
+from starload.mapping import Mapper, raw_batch
+from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, Sink, StagedBatch, WriteResult
 from starload.sinks.duckdb import DuckDBSink
-from starload.spec import StarSchema
+from starload.spec import Check, Decimal, Dimension, Fact, Field, Integer, Measure, StarSchema, String, Timestamp
+
+#: The fixed "now" of generated test orders, so that a seed gives the same orders every run.
+NOW = "2024-06-01T12:00:00+00:00"
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +91,570 @@ def load_until_idle(
     """Load ``topic`` into ``sink`` until it has been idle for ``idle`` seconds."""
     loader = StarLoader(schema, sink, bootstrap_servers=broker.bootstrap_servers, topic=topic, group=group, **options)
     return loader.run(until_idle=idle)
+
+
+# ---- staging batches without Kafka ------------------------------------------------------
+
+
+def sample_orders(count: int, seed: int = 1, **options: Any) -> list[dict[str, Any]]:
+    """``count`` generated orders (8 customers, 6 products unless ``options`` say otherwise)."""
+    options = {"customers": 8, "products": 6, "now": NOW, **options}
+    return [event.value for event in islice(ORDERS_GENERATOR.stream(seed, **options), count)]
+
+
+class Stager:
+    """Stages raw message values into :class:`StagedBatch` es exactly as the engine does."""
+
+    def __init__(self, schema: StarSchema = ORDERS_SCHEMA, *, topic: str = "orders", group: str = "g") -> None:
+        self.schema, self.topic, self.group = schema, topic, group
+        self._mapper = Mapper(schema)
+
+    def batch(
+        self,
+        values: Sequence[bytes | dict[str, Any] | None],
+        *,
+        start: int = 0,
+        partition: int = 0,
+        offsets: Sequence[int] | None = None,
+        partitions: Sequence[int] | None = None,
+        keys: Sequence[bytes | None] | None = None,
+        topic: str | None = None,
+        group: str | None = None,
+    ) -> StagedBatch:
+        """One batch of ``values`` (dicts are JSON-encoded) at ``partition``, offsets ``start``…."""
+        raw = [orjson.dumps(v) if isinstance(v, dict) else v for v in values]
+        table = raw_batch(
+            raw,
+            partitions=partitions if partitions is not None else [partition] * len(raw),
+            offsets=offsets if offsets is not None else range(start, start + len(raw)),
+            keys=keys,
+        )
+        return self._mapper.stage(table, topic=topic or self.topic, group=group or self.group)
+
+    def close(self) -> None:
+        self._mapper.close()
+
+
+# ---- normalising what different drivers return --------------------------------------------
+
+
+def as_instant(value: Any) -> datetime:
+    """A UTC datetime from a driver's timestamp (aware, naive UTC, or ISO-8601 text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def as_date(value: Any) -> date:
+    """A date from a driver's date (date, datetime or ``YYYY-MM-DD`` text)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def as_decimal(value: Any) -> D | None:
+    """An exact Decimal from a driver's number or text (``Decimal(str(x))``, so floats compare too)."""
+    return None if value is None else D(str(value))
+
+
+def as_bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def date_row(day: date) -> tuple[Any, ...]:
+    """The expected DIM_DATE row of ``day`` (DATE_KEY first, then DATE_ATTRIBUTES)."""
+    return (
+        day.year * 10_000 + day.month * 100 + day.day,
+        day,
+        day.day,
+        day.month,
+        _MONTHS[day.month - 1],
+        (day.month - 1) // 3 + 1,
+        day.year,
+        day.isoweekday(),
+        _DAYS[day.isoweekday() - 1],
+        day.isocalendar().week,
+        day.isoweekday() >= 6,
+    )
+
+
+#: A second star, unlike orders: a composite natural key, an integer key and attribute,
+#: a composite grain, an integer measure and no date dimension.
+READINGS_SCHEMA = StarSchema(
+    name="readings",
+    dimensions=[
+        Dimension(
+            name="device",
+            table="DIM_DEVICE",
+            key="DEVICE_KEY",
+            natural_key=[Field("VENDOR", "vendor", String(32)), Field("SERIAL_NO", "serial", Integer())],
+            attributes=[Field("FIRMWARE", "firmware", Integer())],
+        ),
+        Dimension("site", "DIM_SITE", "SITE_KEY", [Field("SITE_ID", "site")], [Field("SITE_NAME", "site_name")]),
+    ],
+    date_dimension=None,
+    fact=Fact(
+        table="FACT_READINGS",
+        grain=[
+            Field("READING_VENDOR", "vendor", String(32), required=True),
+            Field("READING_SERIAL", "serial", Integer(), required=True),
+            Field("SEQ", "seq", Integer(), required=True),
+        ],
+        event_time=Field("READ_AT", "read_at", Timestamp(), required=True),
+        dimensions=["device", "site"],
+        columns=[
+            Field("READING", "reading", Decimal(12, 3), required=True),
+            Field("SAMPLES", "samples", Integer(), required=True, check=Check.POSITIVE),
+        ],
+        measures=[Measure("READING_X_SAMPLES", ["READING", "SAMPLES"], Decimal(18, 3))],
+    ),
+)
+
+
+# ---- the shared sink behaviour suite --------------------------------------------------------
+
+
+class SinkBehaviour:
+    """Every behaviour the Sink contract asks for, as tests. Subclass as ``Test…`` and override:
+
+    * the ``make_sink`` fixture: returns a factory; each call opens a new, unprepared sink
+      on one warehouse that is empty when the test starts (a file under ``tmp_path``, a
+      fresh schema, …). Tests call it more than once to check that what one sink
+      committed, the next one sees (offsets resume after a restart);
+    * ``query(sink, sql)``: runs ``sql`` on the sink's warehouse and returns the rows as
+      tuples. The SQL is portable: quoted upper-case identifiers, as the DDL creates them.
+
+    Values are compared after normalising what drivers return: money as
+    ``Decimal(str(value))`` (a backend without decimals may store text), timestamps as
+    UTC instants (aware, naive UTC or ISO-8601 text), dates as dates (or text), bytes as
+    bytes. Override the ``batch_size`` fixture to change the batch sizes of the exact-star
+    test.
+    """
+
+    # ---- what the sink author provides ----
+    @pytest.fixture
+    def make_sink(self) -> Callable[[], Sink]:
+        msg = f"{type(self).__name__} must override the make_sink fixture (a factory of unprepared sinks)"
+        raise NotImplementedError(msg)
+
+    def query(self, sink: Sink, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` run on ``sink``'s warehouse."""
+        msg = f"{type(self).__name__} must override query(sink, sql)"
+        raise NotImplementedError(msg)
+
+    # ---- fixtures ----
+    @pytest.fixture
+    def sink(self, make_sink: Callable[[], Sink]) -> Iterator[Sink]:
+        """A sink prepared for the orders star."""
+        sink = make_sink()
+        sink.prepare(ORDERS_SCHEMA)
+        yield sink
+        sink.close()
+
+    @pytest.fixture
+    def stager(self) -> Iterator[Stager]:
+        stager = Stager()
+        yield stager
+        stager.close()
+
+    @pytest.fixture(params=[1, 17, 10_000], ids=lambda n: f"batch{n}")
+    def batch_size(self, request: pytest.FixtureRequest) -> int:
+        return int(request.param)
+
+    # ---- helpers ----
+    def rows(self, sink: Sink, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.query(sink, sql)]
+
+    def snapshot(self, sink: Sink, schema: StarSchema = ORDERS_SCHEMA) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table as stored (offsets without their UPDATED_AT)."""
+        found = {table: self.rows(sink, f'SELECT * FROM "{table}" ORDER BY 1') for table in schema.tables}
+        found[REJECTS_TABLE] = self.rows(sink, f'SELECT * FROM "{REJECTS_TABLE}" ORDER BY 1, 2, 3')
+        found[OFFSETS_TABLE] = self.rows(
+            sink,
+            f'SELECT "GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET" FROM "{OFFSETS_TABLE}" ORDER BY 1, 2, 3',
+        )
+        return found
+
+    def count(self, sink: Sink, table: str) -> int:
+        [(n,)] = self.rows(sink, f'SELECT count(*) FROM "{table}"')
+        return int(n)
+
+    # ---- the tests ----
+    def test_prepare_is_idempotent_and_ddl_names_every_table(self, make_sink: Callable[[], Sink]) -> None:
+        first = make_sink()
+        statements = first.ddl(ORDERS_SCHEMA)
+        assert statements and all(isinstance(s, str) for s in statements)
+        for table in (*ORDERS_SCHEMA.tables, OFFSETS_TABLE, REJECTS_TABLE):
+            assert any(table in s for s in statements), f"ddl() creates no table {table}"
+        first.prepare(ORDERS_SCHEMA)
+        first.prepare(ORDERS_SCHEMA)
+        second = make_sink()
+        try:
+            second.prepare(ORDERS_SCHEMA)
+            for table in (*ORDERS_SCHEMA.tables, OFFSETS_TABLE, REJECTS_TABLE):
+                assert self.count(second, table) == 0
+            assert second.stored_offsets("g", "orders") == {}
+        finally:
+            second.close()
+            first.close()
+
+    def test_loads_the_exact_star(self, sink: Sink, stager: Stager, batch_size: int) -> None:
+        orders = sample_orders(40)
+        bad = [b"not json", b"", None, b"\xff\xfe", b"[1, 2]", orjson.dumps({**orders[0], "quantity": 2.5})]
+        # (key, value) in production order: orders, some redelivered, some invalid in between.
+        stream: list[tuple[bytes | None, bytes | None]] = [(o["order_id"].encode(), orjson.dumps(o)) for o in orders]
+        stream += [(o["order_id"].encode(), orjson.dumps(o)) for o in orders[5:13]]
+        for i, value in enumerate(bad):
+            stream.insert(3 + 8 * i, (None, value))
+        # Kafka puts a key on one partition; offsets count per partition.
+        next_offset = {0: 0, 1: 0}
+        placed = []
+        for key, value in stream:
+            partition = sum(key) % 2 if key else 0
+            placed.append((partition, next_offset[partition], key, value))
+            next_offset[partition] += 1
+        results: list[WriteResult] = []
+        for start in range(0, len(placed), batch_size):
+            chunk = placed[start : start + batch_size]
+            batch = stager.batch(
+                [m[3] for m in chunk],
+                partitions=[m[0] for m in chunk],
+                offsets=[m[1] for m in chunk],
+                keys=[m[2] for m in chunk],
+            )
+            result = sink.write(batch)
+            assert result.facts_inserted + result.duplicates + result.rejects == batch.consumed
+            results.append(result)
+        assert sum(r.facts_inserted for r in results) == len(orders)
+        assert sum(r.duplicates for r in results) == 8
+        assert sum(r.rejects for r in results) == len(bad)
+
+        first: dict[str, tuple[int, int]] = {}
+        for partition, offset, key, _ in placed:
+            if key:
+                first.setdefault(key.decode(), (partition, offset))
+        facts = self.rows(
+            sink,
+            """SELECT f."ORDER_ID", f."ORDER_TIMESTAMP", c."CUSTOMER_ID", p."PRODUCT_ID", f."DATE_KEY",
+                      f."QUANTITY", f."UNIT_PRICE", f."TOTAL_AMOUNT", f."SHIPPING_REGION",
+                      f."KAFKA_TOPIC", f."KAFKA_PARTITION", f."KAFKA_OFFSET"
+               FROM "FACT_ORDERS" f
+               JOIN "DIM_CUSTOMER" c ON c."CUSTOMER_KEY" = f."CUSTOMER_KEY"
+               JOIN "DIM_PRODUCT" p ON p."PRODUCT_KEY" = f."PRODUCT_KEY"
+               ORDER BY 1""",
+        )
+        got = [
+            (
+                r[0],
+                as_instant(r[1]),
+                r[2],
+                r[3],
+                int(r[4]),
+                int(r[5]),
+                as_decimal(r[6]),
+                as_decimal(r[7]),
+                r[8],
+                r[9],
+                int(r[10]),
+                int(r[11]),
+            )
+            for r in facts
+        ]
+        expected = sorted(
+            (
+                o["order_id"],
+                as_instant(o["order_timestamp"]),
+                o["customer_id"],
+                o["product_id"],
+                int(o["order_timestamp"][:10].replace("-", "")),
+                o["quantity"],
+                D(str(o["price"])),
+                D(str(o["price"])) * o["quantity"],
+                o["shipping_region"],
+                "orders",
+                *first[o["order_id"]],
+            )
+            for o in orders
+        )
+        assert got == expected
+        assert self.count(sink, "FACT_ORDERS") == len(orders)
+        [(loaded_at_missing,)] = self.rows(sink, 'SELECT count(*) FROM "FACT_ORDERS" WHERE "LOADED_AT" IS NULL')
+        assert int(loaded_at_missing) == 0
+
+        customers = self.rows(
+            sink,
+            """SELECT "CUSTOMER_ID", "CUSTOMER_NAME", "CUSTOMER_REGION", "LAST_EVENT_AT", "CUSTOMER_KEY"
+               FROM "DIM_CUSTOMER" ORDER BY 1""",
+        )
+        last_event: dict[str, datetime] = {}
+        for o in orders:
+            at = as_instant(o["order_timestamp"])
+            last_event[o["customer_id"]] = max(last_event.get(o["customer_id"], at), at)
+        assert sorted((r[0], r[1], r[2], as_instant(r[3])) for r in customers) == sorted(
+            {(o["customer_id"], o["customer_name"], o["customer_region"], last_event[o["customer_id"]]) for o in orders}
+        )
+        products = self.rows(
+            sink, 'SELECT "PRODUCT_ID", "PRODUCT_NAME", "CATEGORY", "PRICE", "PRODUCT_KEY" FROM "DIM_PRODUCT"'
+        )
+        assert sorted((r[0], r[1], r[2], as_decimal(r[3])) for r in products) == sorted(
+            {(o["product_id"], o["product_name"], o["category"], D(str(o["price"]))) for o in orders}
+        )
+        for rows in (customers, products):
+            keys = [r[-1] for r in rows]
+            assert all(isinstance(k, int) for k in keys) and len(set(keys)) == len(keys), (
+                "surrogate keys must be unique integers"
+            )
+
+        dates = self.rows(
+            sink,
+            """SELECT "DATE_KEY", "FULL_DATE", "DAY", "MONTH", "MONTH_NAME", "QUARTER", "YEAR", "DAY_OF_WEEK",
+                      "DAY_NAME", "WEEK_OF_YEAR", "IS_WEEKEND" FROM "DIM_DATE" ORDER BY 1""",
+        )
+        got_dates = [
+            (int(r[0]), as_date(r[1]), *map(int, r[2:4]), r[4], *map(int, r[5:8]), r[8], int(r[9]), bool(r[10]))
+            for r in dates
+        ]
+        assert got_dates == [date_row(d) for d in sorted({as_instant(o["order_timestamp"]).date() for o in orders})]
+
+        rejects = self.rows(
+            sink, f'SELECT "KAFKA_PARTITION", "KAFKA_OFFSET", "MESSAGE_VALUE" FROM "{REJECTS_TABLE}" ORDER BY 1, 2'
+        )
+        assert [(int(p), int(o), as_bytes(v)) for p, o, v in rejects] == sorted(
+            (p, o, v) for p, o, k, v in placed if k is None
+        )
+        assert sink.stored_offsets("g", "orders") == {p: n for p, n in next_offset.items() if n}
+
+    def test_replaying_changes_nothing(self, sink: Sink, stager: Stager) -> None:
+        values: list[Any] = [*sample_orders(40), b"{broken", None]
+        batches = [stager.batch(values[i : i + 15], start=i) for i in range(0, len(values), 15)]
+        for batch in batches:
+            sink.write(batch)
+        before = self.snapshot(sink)
+        for batches_again in (batches, [stager.batch(values)]):
+            results = [sink.write(batch) for batch in batches_again]
+            assert sum(r.facts_inserted for r in results) == 0
+            assert sum(r.duplicates for r in results) == 40
+            assert sum(r.rejects for r in results) == 2
+            assert sum(r.dimension_rows_inserted + r.dimension_rows_updated for r in results) == 0
+            assert self.snapshot(sink) == before
+
+    def test_a_redelivered_grain_value_keeps_the_first_version(self, sink: Sink, stager: Stager) -> None:
+        [order] = sample_orders(1)
+        result = sink.write(stager.batch([order, order]))
+        assert (result.facts_inserted, result.duplicates) == (1, 1)
+        # A later batch with other content for the same grain value: write() keeps the first.
+        result = sink.write(stager.batch([{**order, "quantity": 5}], start=2))
+        assert (result.facts_inserted, result.duplicates) == (0, 1)
+        assert self.rows(sink, 'SELECT "QUANTITY", "KAFKA_OFFSET" FROM "FACT_ORDERS"') == [(order["quantity"], 0)]
+
+    def test_offsets_resume_and_never_go_backwards(
+        self, sink: Sink, stager: Stager, make_sink: Callable[[], Sink]
+    ) -> None:
+        orders = sample_orders(6)
+        assert sink.stored_offsets("g", "orders") == {}
+        sink.write(stager.batch(orders[0:2], start=10))
+        assert sink.stored_offsets("g", "orders") == {0: 12}
+        sink.write(stager.batch(orders[2:3], start=3))  # a replay from an older position
+        assert sink.stored_offsets("g", "orders") == {0: 12}
+        sink.write(stager.batch(orders[3:4], partition=1, start=0))
+        sink.write(stager.batch(orders[4:5], partition=2, start=7, group="other"))
+        sink.write(stager.batch(orders[5:6], start=100, topic="elsewhere"))
+        assert sink.stored_offsets("g", "orders") == {0: 12, 1: 1}
+        assert sink.stored_offsets("other", "orders") == {2: 8}
+        assert sink.stored_offsets("g", "elsewhere") == {0: 101}
+        assert sink.stored_offsets("nobody", "orders") == {}
+        sink.close()
+        restarted = make_sink()
+        try:
+            restarted.prepare(ORDERS_SCHEMA)
+            assert restarted.stored_offsets("g", "orders") == {0: 12, 1: 1}
+            restarted.write(stager.batch(sample_orders(2, seed=2), start=12))
+            assert restarted.stored_offsets("g", "orders") == {0: 14, 1: 1}
+        finally:
+            restarted.close()
+
+    def test_rejects_are_recorded_once_with_their_bytes_and_reason(self, sink: Sink, stager: Stager) -> None:
+        [order] = sample_orders(1)
+        values: list[Any] = [
+            b"nope",
+            b"",
+            None,
+            b"\xff\xfe\x00",
+            b'"text"',
+            order,
+            {**order, "order_id": "Q", "quantity": 0},
+        ]
+        keys = [b"k0", None, b"k2", b"\x00\x01", None, b"k5", b"k6"]
+        batch = stager.batch(values, keys=keys)
+        for _ in range(2):
+            result = sink.write(batch)
+            assert result.rejects == 6
+        assert result.facts_inserted == 0 and result.duplicates == 1
+        stored = self.rows(
+            sink,
+            f"""SELECT "KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "MESSAGE_KEY", "MESSAGE_VALUE", "REASON"
+                FROM "{REJECTS_TABLE}" ORDER BY 3""",
+        )
+        got = [(t, int(p), int(o), as_bytes(k), as_bytes(v), r) for t, p, o, k, v, r in stored]
+        expected = [tuple(row.values()) for row in batch.rejects.to_pylist()]
+        assert got == expected
+        assert [r[2] for r in got] == [0, 1, 2, 3, 4, 6]
+        assert [r[5] for r in got][:3] == ["not valid JSON", "empty message", "empty message"]
+        [(missing,)] = self.rows(sink, f'SELECT count(*) FROM "{REJECTS_TABLE}" WHERE "REJECTED_AT" IS NULL')
+        assert int(missing) == 0
+        assert sink.stored_offsets("g", "orders") == {0: 7}
+
+    def test_dimension_members_follow_scd_type_1(self, sink: Sink, stager: Stager) -> None:
+        [order] = sample_orders(1)
+        base = {**order, "customer_id": "C77"}
+        strange = "Zoë O'Brien 李; DROP TABLE x"  # values are data, never SQL
+        sink.write(
+            stager.batch([{**base, "order_id": "a", "order_timestamp": "2024-01-02T00:00:00Z", "customer_name": "One"}])
+        )
+        sink.write(
+            stager.batch(
+                [  # later in Kafka order wins, whatever the event time says
+                    {**base, "order_id": "b", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": "Two"},
+                    {**base, "order_id": "c", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": strange},
+                ],
+                start=1,
+            )
+        )
+        sink.write(
+            stager.batch(
+                [{**base, "order_id": "d", "order_timestamp": "2024-01-03T00:00:00Z", "customer_name": None}], start=3
+            )
+        )
+        rows = self.rows(
+            sink,
+            """SELECT "CUSTOMER_KEY", "CUSTOMER_NAME", "LAST_EVENT_AT" FROM "DIM_CUSTOMER"
+               WHERE "CUSTOMER_ID" = 'C77'""",
+        )
+        assert [(name, as_instant(at)) for _, name, at in rows] == [(strange, as_instant("2024-01-03T00:00:00Z"))]
+        keys = self.rows(
+            sink, """SELECT DISTINCT "CUSTOMER_KEY" FROM "FACT_ORDERS" WHERE "ORDER_ID" IN ('a', 'b', 'c', 'd')"""
+        )
+        assert keys == [(rows[0][0],)]
+
+    def test_timestamps_are_stored_in_utc_and_dated_by_the_utc_day(self, sink: Sink, stager: Stager) -> None:
+        [order] = sample_orders(1)
+        sink.write(
+            stager.batch(
+                [
+                    {**order, "order_id": "east", "order_timestamp": "2024-02-29T23:30:00-05:00"},
+                    {**order, "order_id": "naive", "order_timestamp": "2024-03-02 10:00:00.250"},
+                ]
+            )
+        )
+        rows = self.rows(sink, 'SELECT "ORDER_ID", "ORDER_TIMESTAMP", "DATE_KEY" FROM "FACT_ORDERS" ORDER BY 1')
+        assert [(i, as_instant(t), int(k)) for i, t, k in rows] == [
+            ("east", datetime(2024, 3, 1, 4, 30, tzinfo=UTC), 20240301),
+            ("naive", datetime(2024, 3, 2, 10, 0, 0, 250_000, tzinfo=UTC), 20240302),
+        ]
+        weekend = self.rows(sink, 'SELECT "DATE_KEY", "DAY_NAME", "IS_WEEKEND" FROM "DIM_DATE" ORDER BY 1')
+        assert [(int(k), n, bool(w)) for k, n, w in weekend] == [
+            (20240301, "Friday", False),
+            (20240302, "Saturday", True),
+        ]
+
+    def test_statements_do_not_grow_with_the_batch(self, sink: Sink, stager: Stager) -> None:
+        orders = sample_orders(805, customers=300, products=40)
+        small = sink.write(stager.batch(orders[:5]))
+        large = sink.write(stager.batch(orders[5:], start=5))
+        assert large.facts_inserted == 800
+        assert small.statements > 0, "WriteResult.statements should count the statements the sink ran"
+        assert large.statements == small.statements, "a sink must be set-based: no statement per row"
+
+    def test_a_failed_write_leaves_nothing_behind(self, sink: Sink, stager: Stager) -> None:
+        orders = sample_orders(30)
+        sink.write(stager.batch(orders[:10]))
+        before = self.snapshot(sink)
+        fresh = [{**o, "customer_id": f"NEW{i}", "product_id": f"NEW{i}"} for i, o in enumerate(orders[10:])]
+        good = stager.batch([*fresh, b"bad"], start=10)
+        # A batch whose facts lack a column the sink needs fails after the dimensions are staged.
+        broken = attrs.evolve(good, facts=good.facts.drop_columns(["KAFKA_OFFSET"]))
+        with pytest.raises(SinkError):
+            sink.write(broken)
+        assert self.snapshot(sink) == before
+        assert sink.stored_offsets("g", "orders") == {0: 10}
+        result = sink.write(good)  # the sink is still usable, and nothing of the failed write lingers
+        assert (result.facts_inserted, result.duplicates, result.rejects) == (20, 0, 1)
+        assert (self.count(sink, "DIM_CUSTOMER"), self.count(sink, "DIM_PRODUCT")) == (
+            len(before["DIM_CUSTOMER"]) + 20,
+            len(before["DIM_PRODUCT"]) + 20,
+        )
+        assert sink.stored_offsets("g", "orders") == {0: 31}
+
+    def test_any_star_schema(self, make_sink: Callable[[], Sink]) -> None:
+        def reading(vendor: str, seq: int, day: int, value: Any, samples: int, **more: Any) -> dict[str, Any]:
+            at = f"2024-05-0{day}T00:0{seq}:00Z"
+            return {
+                "vendor": vendor,
+                "serial": 1,
+                "seq": seq,
+                "read_at": at,
+                "reading": value,
+                "samples": samples,
+                **more,
+            }
+
+        events = [
+            reading("acme", 1, 1, "1.250", 4, site="s1", site_name="North", firmware=3),
+            reading("acme", 2, 1, 2, 1, site="s1", firmware=4),
+            reading("zeta", 1, 1, "-0.5", 3, site="s2", site_name="South"),
+        ]
+        events += [events[1], reading("acme", 3, 2, 1, 0, site="s1")]  # a redelivery; a reject (samples > 0)
+        sink = make_sink()
+        stager = Stager(READINGS_SCHEMA, topic="readings")
+        try:
+            sink.prepare(READINGS_SCHEMA)
+            first = sink.write(stager.batch(events[:2]))
+            second = sink.write(stager.batch(events[2:], start=2))
+            assert (first.facts_inserted + second.facts_inserted, second.duplicates, second.rejects) == (3, 1, 1)
+            again = sink.write(stager.batch(events))
+            assert (again.facts_inserted, again.duplicates, again.rejects) == (0, 4, 1)  # the redelivery twice
+            facts = self.rows(
+                sink,
+                """SELECT d."VENDOR", d."SERIAL_NO", f."SEQ", s."SITE_ID",
+                          f."READING", f."SAMPLES", f."READING_X_SAMPLES"
+                   FROM "FACT_READINGS" f
+                   JOIN "DIM_DEVICE" d ON d."DEVICE_KEY" = f."DEVICE_KEY"
+                   JOIN "DIM_SITE" s ON s."SITE_KEY" = f."SITE_KEY" ORDER BY 1, 3""",
+            )
+            assert [(v, int(n), int(q), s, as_decimal(r), int(c), as_decimal(m)) for v, n, q, s, r, c, m in facts] == [
+                ("acme", 1, 1, "s1", D("1.25"), 4, D(5)),
+                ("acme", 1, 2, "s1", D(2), 1, D(2)),
+                ("zeta", 1, 1, "s2", D("-0.5"), 3, D("-1.5")),
+            ]
+            devices = self.rows(sink, 'SELECT "VENDOR", "SERIAL_NO", "FIRMWARE" FROM "DIM_DEVICE" ORDER BY 1')
+            assert [(v, int(n), f if f is None else int(f)) for v, n, f in devices] == [
+                ("acme", 1, 4),
+                ("zeta", 1, None),
+            ]
+            assert self.rows(sink, 'SELECT "SITE_ID", "SITE_NAME" FROM "DIM_SITE" ORDER BY 1') == [
+                ("s1", "North"),
+                ("s2", "South"),
+            ]
+            assert sink.stored_offsets("g", "readings") == {0: 5}
+        finally:
+            stager.close()
+            sink.close()

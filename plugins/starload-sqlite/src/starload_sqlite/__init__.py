@@ -1,0 +1,376 @@
+"""starload-sqlite: an example third-party sink that loads the star into a SQLite file.
+
+Everything a sink plugin needs is in this one module:
+
+* a :class:`~starload.sinks.base.Sink` (``prepare``, ``ddl``, ``stored_offsets``,
+  ``write``, ``close``) that applies each staged batch in one transaction;
+* one ``@hookimpl`` that registers it under a name (``starload load --sink sqlite``);
+* and, in ``pyproject.toml``, the ``starload`` entry point that points at this module.
+
+How the contract maps onto SQLite:
+
+* One :meth:`SQLiteSink.write` is one ``BEGIN IMMEDIATE`` … ``COMMIT``. ``IMMEDIATE``
+  takes the database's write lock up front, so several loaders writing one file take
+  turns (each waits up to ``timeout`` seconds) instead of failing half-way through.
+* SQLite cannot read Arrow, so each staged Arrow table is copied into a TEMP table with
+  one ``executemany`` (after Arrow has cast decimals, dates and timestamps to text).
+  Fine for an example and for thousands of rows per second; a warehouse sink should
+  bulk-load instead (the DuckDB sink registers the Arrow tables directly).
+* SQLite has neither MERGE nor sequences: a dimension is an ``UPDATE … FROM`` of the
+  members already known plus an ``INSERT … WHERE NOT EXISTS`` of the new ones, and the
+  surrogate key is an ``INTEGER PRIMARY KEY`` (the rowid), assigned by SQLite.
+* Facts are inserted joined to the dimensions on their natural keys: the first row of
+  each grain value in Kafka order (``row_number()``), ``WHERE NOT EXISTS`` in the fact
+  table (a redelivered message loads once, the first version stays); dates and rejects are
+  ``ON CONFLICT DO NOTHING``; offsets are ``ON CONFLICT DO UPDATE`` with ``max()``,
+  so they never move backwards.
+
+Types: SQLite has no DECIMAL and no TIMESTAMP. Money is stored as TEXT (``'2500.00'``)
+so it stays exact: read it with ``decimal.Decimal(value)`` (``SUM()`` in SQL would go
+through floating point). Timestamps are ISO-8601 TEXT in UTC
+(``'2024-06-01T12:00:00.000000Z'``), which sorts and compares correctly as text; dates
+are ``'YYYY-MM-DD'``; booleans are 0 and 1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from starload import Dimension, Integer, Sink, SinkError, SinkType, StagedBatch, StarSchema, WriteResult, hookimpl
+from starload import TerminalSinkError, TransientSinkError
+from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, natural_key_column
+from starload.spec import DATE_ATTRIBUTES, FACT_METADATA, ColumnType
+
+__version__ = "0.1.0"
+
+#: How every timestamp is stored: ISO-8601 in UTC, microseconds, fixed width.
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_ARROW_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S includes the fraction
+#: Types of the load metadata starload adds to every fact (FACT_METADATA); any other is TEXT.
+_METADATA_TYPES = {
+    "KAFKA_TOPIC": "TEXT NOT NULL",
+    "KAFKA_PARTITION": "INTEGER NOT NULL",
+    "KAFKA_OFFSET": "INTEGER NOT NULL",
+    "LOADED_AT": "TEXT NOT NULL",
+}
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted identifier (the spec has already validated it)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def column_type(spec_type: ColumnType) -> str:
+    """Integers are INTEGER; strings, money (exact) and timestamps (ISO-8601, UTC) are TEXT."""
+    return "INTEGER" if isinstance(spec_type, Integer) else "TEXT"
+
+
+def ddl(schema: StarSchema) -> list[str]:
+    """CREATE statements for the star, the offsets and the rejects."""
+    statements = []
+    for dim in schema.dimensions:
+        columns = [f"{quote(dim.key)} INTEGER PRIMARY KEY"]  # the rowid: SQLite assigns it
+        columns += [f"{quote(f.column)} {column_type(f.type)} NOT NULL" for f in dim.natural_key]
+        columns += [f"{quote(f.column)} {column_type(f.type)}" for f in dim.attributes]
+        columns += ['"LAST_EVENT_AT" TEXT', '"UPDATED_AT" TEXT', _unique(f.column for f in dim.natural_key)]
+        statements.append(_create(dim.table, columns))
+    if schema.date_dimension:
+        dd = schema.date_dimension
+        text = {"FULL_DATE", "MONTH_NAME", "DAY_NAME"}
+        columns = [f"{quote(dd.key)} INTEGER PRIMARY KEY"]
+        columns += [f"{quote(c)} {'TEXT' if c in text else 'INTEGER'}" for c in DATE_ATTRIBUTES]
+        statements.append(_create(dd.table, columns))
+    fact = schema.fact
+    columns = [
+        f"{quote(f.column)} {column_type(f.type)}{' NOT NULL' if f.required or f in fact.grain else ''}"
+        for f in fact.fields
+    ]
+    columns += [f"{quote(dim.key)} INTEGER NOT NULL" for dim in schema.referenced_dimensions]
+    if schema.date_dimension:
+        columns.append(f"{quote(schema.date_dimension.key)} INTEGER NOT NULL")
+    columns += [f"{quote(m.column)} {column_type(m.type)}" for m in fact.measures]
+    columns += [f"{quote(c)} {_METADATA_TYPES.get(c, 'TEXT')}" for c in FACT_METADATA]
+    columns.append(_unique(g.column for g in fact.grain))  # the index the WHERE NOT EXISTS uses
+    statements.append(_create(fact.table, columns))
+    statements.append(
+        _create(
+            OFFSETS_TABLE,
+            [
+                '"GROUP_ID" TEXT NOT NULL, "TOPIC" TEXT NOT NULL, "KAFKA_PARTITION" INTEGER NOT NULL',
+                '"NEXT_OFFSET" INTEGER NOT NULL, "UPDATED_AT" TEXT NOT NULL',
+                'PRIMARY KEY ("GROUP_ID", "TOPIC", "KAFKA_PARTITION")',
+            ],
+        )
+    )
+    statements.append(
+        _create(
+            REJECTS_TABLE,
+            [
+                '"KAFKA_TOPIC" TEXT NOT NULL, "KAFKA_PARTITION" INTEGER NOT NULL, "KAFKA_OFFSET" INTEGER NOT NULL',
+                '"MESSAGE_KEY" BLOB, "MESSAGE_VALUE" BLOB, "REASON" TEXT NOT NULL, "REJECTED_AT" TEXT NOT NULL',
+                'PRIMARY KEY ("KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET")',
+            ],
+        )
+    )
+    return statements
+
+
+def _create(table: str, columns: list[str]) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} (\n    " + ",\n    ".join(columns) + "\n)"
+
+
+def _unique(columns: Iterable[str]) -> str:
+    return f"UNIQUE ({', '.join(map(quote, columns))})"
+
+
+# ---- the statements of one batch (each takes one parameter: the load time) ----------
+
+
+def update_dimension(dim: Dimension, staged: str) -> str:
+    """SCD type 1 for members already known: staged values win, but NULL never erases."""
+    sets = {quote(f.column): f"coalesce(s.{quote(f.column)}, t.{quote(f.column)})" for f in dim.attributes}
+    sets['"LAST_EVENT_AT"'] = 'coalesce(max(t."LAST_EVENT_AT", s."LAST_EVENT_AT"), s."LAST_EVENT_AT")'
+    changed = " OR ".join(f"{value} IS NOT t.{column}" for column, value in sets.items())
+    on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
+    assignments = ", ".join(f"{column} = {value}" for column, value in sets.items())
+    return (
+        f'UPDATE {quote(dim.table)} AS t SET {assignments}, "UPDATED_AT" = ?\n'
+        f"FROM {staged} AS s WHERE {on} AND ({changed})"
+    )
+
+
+def insert_dimension(dim: Dimension, staged: str) -> str:
+    """New members; SQLite assigns their surrogate keys."""
+    columns = [f.column for f in dim.columns]
+    on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
+    return (
+        f'INSERT INTO {quote(dim.table)} ({", ".join(map(quote, columns))}, "LAST_EVENT_AT", "UPDATED_AT")\n'
+        f'SELECT {", ".join(f"s.{quote(c)}" for c in columns)}, s."LAST_EVENT_AT", ? FROM {staged} AS s\n'
+        f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dim.table)} AS t WHERE {on})"
+    )
+
+
+def insert_dates(schema: StarSchema, staged: str) -> str:
+    """Dates the date dimension does not have yet (``WHERE true`` lets SQLite parse ON CONFLICT)."""
+    assert schema.date_dimension is not None
+    columns = ", ".join(map(quote, [schema.date_dimension.key, *DATE_ATTRIBUTES]))
+    return (
+        f"INSERT INTO {quote(schema.date_dimension.table)} ({columns}) "
+        f"SELECT {columns} FROM {staged} WHERE true ON CONFLICT DO NOTHING"
+    )
+
+
+def insert_facts(schema: StarSchema, staged: str) -> str:
+    """Facts with their surrogate keys: the first row of each grain value in Kafka order,
+    unless that grain value is loaded already.
+    """
+    fact = schema.fact
+    values = [f"s.{quote(f.column)}" for f in fact.fields]
+    joins = []
+    for i, dim in enumerate(schema.referenced_dimensions):
+        values.append(f"d{i}.{quote(dim.key)}")
+        on = " AND ".join(
+            f"d{i}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
+        )
+        joins.append(f"JOIN {quote(dim.table)} AS d{i} ON {on}")
+    if schema.date_dimension:
+        values.append(f"s.{quote(schema.date_dimension.key)}")
+    values += [f"s.{quote(m.column)}" for m in fact.measures]
+    values += ["?" if c == "LOADED_AT" else f"s.{quote(c)}" for c in FACT_METADATA]  # the rest is staged
+    grain = " AND ".join(f"f.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+    first = (
+        f"SELECT *, row_number() OVER (PARTITION BY {', '.join(quote(g.column) for g in fact.grain)} "
+        f'ORDER BY "KAFKA_PARTITION", "KAFKA_OFFSET") AS "_SL_FIRST" FROM {staged}'
+    )
+    return (
+        f"INSERT INTO {quote(fact.table)} ({', '.join(map(quote, schema.fact_columns()))})\n"
+        f"SELECT {', '.join(values)}\nFROM ({first}) AS s\n" + "\n".join(joins) + "\n"
+        f'WHERE s."_SL_FIRST" = 1 AND NOT EXISTS (SELECT 1 FROM {quote(fact.table)} AS f WHERE {grain})'
+    )
+
+
+def insert_rejects(staged: str) -> str:
+    """Rejected messages, once per topic, partition and offset."""
+    columns = '"KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "MESSAGE_KEY", "MESSAGE_VALUE", "REASON"'
+    return (
+        f'INSERT INTO {quote(REJECTS_TABLE)} ({columns}, "REJECTED_AT") '
+        f"SELECT {columns}, ? FROM {staged} WHERE true ON CONFLICT DO NOTHING"
+    )
+
+
+def advance_offsets(staged: str) -> str:
+    """Store the next offsets; ``max()`` keeps them from ever moving backwards."""
+    return (
+        f'INSERT INTO {quote(OFFSETS_TABLE)} ("GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", "UPDATED_AT")\n'
+        f'SELECT "GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", ? FROM {staged} WHERE true\n'
+        'ON CONFLICT ("GROUP_ID", "TOPIC", "KAFKA_PARTITION") DO UPDATE SET\n'
+        '"NEXT_OFFSET" = max("NEXT_OFFSET", excluded."NEXT_OFFSET"), "UPDATED_AT" = excluded."UPDATED_AT"'
+    )
+
+
+def sqlite_rows(table: pa.Table) -> Iterable[tuple[object, ...]]:
+    """The rows of an Arrow table as values sqlite3 can bind (decimals, dates, timestamps as text)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type):
+            column = pc.strftime(column, format=_ARROW_TIMESTAMP_FORMAT)
+        elif pa.types.is_decimal(column.type) or pa.types.is_date(column.type):
+            column = column.cast(pa.string())
+        columns.append(column.to_pylist())
+    return zip(*columns, strict=True)
+
+
+class SQLiteSink(Sink):
+    """Loads the star into a SQLite database file.
+
+    ``timeout`` is how long a write waits for another writer's lock, in seconds. The
+    engine calls :meth:`stored_offsets` and :meth:`write` from different threads, so
+    the one connection is shared under a lock.
+    """
+
+    def __init__(self, path: str | Path = "starload.sqlite", timeout: float | str = 30.0) -> None:
+        self.path = str(path)
+        self.timeout = float(timeout)
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection (opened by :meth:`prepare`)."""
+        if self._connection is None:
+            msg = "SQLiteSink.prepare(schema) must be called before use"
+            raise SinkError(msg)
+        return self._connection
+
+    def ddl(self, schema: StarSchema) -> list[str]:
+        return ddl(schema)
+
+    def prepare(self, schema: StarSchema) -> None:
+        with self._lock:
+            if self._connection is None:
+                # isolation_level=None: no implicit transactions; this class says BEGIN and COMMIT.
+                self._connection = sqlite3.connect(
+                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                )
+                self._use_wal(self._connection)
+            self._transaction("prepare failed", lambda run: [run(statement) for statement in ddl(schema)])
+
+    @staticmethod
+    def _use_wal(con: sqlite3.Connection) -> None:
+        """Write-ahead logging, so that readers never block the loader (an optimisation only).
+
+        The mode is stored in the file; switching needs the file to itself, so when another
+        connection is busy switching it (or using it), leave it to that one.
+        """
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            pass
+
+    def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
+        sql = (
+            f'SELECT "KAFKA_PARTITION", "NEXT_OFFSET" FROM {quote(OFFSETS_TABLE)} WHERE "GROUP_ID" = ? AND "TOPIC" = ?'
+        )
+        with self._lock:
+            return dict(self.connection.execute(sql, [group, topic]).fetchall())
+
+    def write(self, batch: StagedBatch) -> WriteResult:
+        schema = batch.schema
+        staged = {f"_sl_dim_{name}": table for name, table in batch.dimensions.items()}
+        staged |= {"_sl_facts": batch.facts, "_sl_rejects": batch.rejects, "_sl_offsets": batch.offsets_table()}
+        if batch.dates is not None:
+            staged["_sl_dates"] = batch.dates
+        now = [datetime.now(UTC).strftime(TIMESTAMP_FORMAT)]
+        counts = {"inserted": 0, "updated": 0, "facts": 0}
+
+        def apply(run: Callable[..., int]) -> None:
+            for name, table in staged.items():
+                run(f"CREATE TEMP TABLE {quote(name)} ({', '.join(map(quote, table.column_names))})")
+                run(
+                    f"INSERT INTO {quote(name)} VALUES ({', '.join('?' * table.num_columns)})",
+                    sqlite_rows(table),
+                    many=True,
+                )
+            for dim in schema.dimensions:
+                counts["updated"] += run(update_dimension(dim, quote(f"_sl_dim_{dim.name}")), now)
+                counts["inserted"] += run(insert_dimension(dim, quote(f"_sl_dim_{dim.name}")), now)
+            if batch.dates is not None:
+                counts["inserted"] += run(insert_dates(schema, '"_sl_dates"'), [])
+            counts["facts"] = run(insert_facts(schema, '"_sl_facts"'), now)
+            run(insert_rejects('"_sl_rejects"'), now)
+            run(advance_offsets('"_sl_offsets"'), now)
+            for name in staged:
+                run(f"DROP TABLE temp.{quote(name)}")
+
+        with self._lock:
+            statements = self._transaction("batch not written", apply)
+        return WriteResult(
+            facts_inserted=counts["facts"],
+            duplicates=batch.consumed - counts["facts"] - batch.rejects.num_rows,  # every message is one of three
+            rejects=batch.rejects.num_rows,
+            dimension_rows_inserted=counts["inserted"],
+            dimension_rows_updated=counts["updated"],
+            statements=statements,
+        )
+
+    def _transaction(self, failure: str, body: Callable[[Callable[..., int]], object]) -> int:
+        """Run ``body(run)`` between BEGIN IMMEDIATE and COMMIT; on any error roll back and raise.
+
+        ``run(sql, params, many=False)`` executes one statement and returns its row count;
+        the return value is the number of statements run.
+        """
+        con = self.connection
+        statements = 0
+
+        def run(sql: str, params: Iterable[object] = (), *, many: bool = False) -> int:
+            nonlocal statements
+            statements += 1
+            return (con.executemany if many else con.execute)(sql, params).rowcount
+
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            body(run)
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            msg = f"SQLite sink {self.path!r}: {failure} (rolled back): {exc}"
+            # Another writer held the lock past `timeout`: the engine retries the batch.
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            raise (TransientSinkError if busy else TerminalSinkError)(msg) from exc
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        return statements
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+SQLITE_SINK = SinkType(
+    name="sqlite",
+    factory=SQLiteSink,
+    description="SQLite database file (example plugin; money as exact TEXT)",
+    options={
+        "path": "database file (default starload.sqlite)",
+        "timeout": "seconds to wait for another writer (default 30)",
+    },
+)
+
+
+@hookimpl
+def register_sinks(register: Callable[[SinkType], None]) -> None:
+    """Make the sink known to starload as ``sqlite``."""
+    register(SQLITE_SINK)
