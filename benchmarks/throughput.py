@@ -2,6 +2,8 @@
 
     python benchmarks/throughput.py [--count N] [--sample N] [--batch-rows N]
                                     [--partitions N] [--json PATH]
+                                    [--snowflake [--snowflake-count N] [--snowflake-sample N]
+                                                 [--snowflake-batch-rows N]]
 
 One run starts a local broker (needs ``starload[local]``), produces ``--count``
 seeded orders and measures, each with a fresh consumer group:
@@ -20,23 +22,50 @@ to the last one handled. (c) is the subprocess's wall time, minus the span from 
 start to its "assigned …" log line (start-up and group join), plus the interpreter
 and import start-up measured on its own (best of three ``starload load --help``),
 minus the ``--until-idle`` wait.
+
+With ``--snowflake`` (needs ``starload[test]``: the connector and fakesnow) the run
+also starts the local Snowflake endpoint (``python -m fakesnow -s``), produces
+``--snowflake-count`` orders to a second topic and measures, through the real
+connector, each in a fresh schema:
+
+(e) ``starload load --sink snowflake --sink-option staging=transient`` as a
+    subprocess (``SNOWFLAKE_*`` in its environment), with ``--snowflake-batch-rows``,
+    and a check through the connector that ``FACT_ORDERS`` holds exactly
+    ``--snowflake-count`` rows;
+(f) the seed's loader of (d) on the first ``--snowflake-sample`` messages of that
+    topic, through the connector (one cursor, ``%s`` binding, no autocommit: one
+    transaction and one COMMIT per message); dimension keys are assigned with
+    ``SELECT max(key) + 1`` (the endpoint allows no sequence inside a transaction).
+
+(f) is timed like (d), from the first message received to the last one committed.
+(e) is timed like (c), except for its end: a second connection polls
+``FACT_ORDERS`` every 0.2 s from the first assignment on, and the clock stops when it
+first sees every row. Subtracting the nominal idle wait, as (c) does, would also
+leave out whatever part of the writes runs during that wait (the idle clock starts
+at the last message consumed, not at the last commit): most of the last batch, a
+large share of the run when there are only a few batches. The (c)-style figure is
+printed too. As in (c) and (d), connecting to the warehouse and its DDL happen
+before the first assignment and are not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Self
 
 import duckdb
 import orjson
@@ -44,33 +73,44 @@ from confluent_kafka import Consumer, KafkaException, Message
 from rich.console import Console
 from rich.table import Table
 
-from starload.broker import LocalBroker
+from starload.broker import LocalBroker, free_port
 from starload.generators.orders import ORDERS_GENERATOR
 from starload.kafka import consumer_config
 from starload.produce import produce
 
 TOPIC = "orders"
+SNOWFLAKE_TOPIC = "orders-snowflake"
 IDLE_SECONDS = 3.0
 #: Give up when a consumer sees nothing for this long (before its first message: group join included).
 STALL_SECONDS = 60.0
+#: How often (e) polls FACT_ORDERS for the end of the load.
+WATCH_INTERVAL = 0.2
 
-#: The seed's star (its Snowflake tables, which enforce no key constraints), in DuckDB.
-SEED_DDL = [
-    "CREATE SEQUENCE CUSTOMER_KEY_SEQ",
-    "CREATE SEQUENCE PRODUCT_KEY_SEQ",
-    """CREATE TABLE DIM_CUSTOMER (
-        CUSTOMER_KEY BIGINT DEFAULT nextval('CUSTOMER_KEY_SEQ'), CUSTOMER_ID VARCHAR,
-        CUSTOMER_NAME VARCHAR, CUSTOMER_REGION VARCHAR)""",
-    """CREATE TABLE DIM_PRODUCT (
-        PRODUCT_KEY BIGINT DEFAULT nextval('PRODUCT_KEY_SEQ'), PRODUCT_ID VARCHAR,
-        PRODUCT_NAME VARCHAR, CATEGORY VARCHAR, PRICE DECIMAL(18, 2))""",
-    """CREATE TABLE DIM_DATE (
-        DATE_KEY INTEGER, FULL_DATE DATE, DAY INTEGER, MONTH INTEGER, MONTH_NAME VARCHAR, QUARTER INTEGER,
-        YEAR INTEGER, DAY_OF_WEEK INTEGER, DAY_NAME VARCHAR, WEEK_OF_YEAR INTEGER, IS_WEEKEND BOOLEAN)""",
-    """CREATE TABLE FACT_ORDERS (
-        ORDER_ID VARCHAR, ORDER_TIMESTAMP TIMESTAMPTZ, CUSTOMER_KEY BIGINT, PRODUCT_KEY BIGINT,
-        DATE_KEY INTEGER, QUANTITY INTEGER, TOTAL_AMOUNT DECIMAL(18, 2), SHIPPING_REGION VARCHAR)""",
-]
+
+def seed_ddl(*, sequences: bool) -> list[str]:
+    """The seed's star (its Snowflake tables, which enforce no key constraints).
+
+    With ``sequences`` the dimension keys default to a sequence (DuckDB, (d));
+    without, the loader assigns them ((f): the local Snowflake endpoint allows no
+    sequence inside a transaction).
+    """
+
+    def key(column: str) -> str:
+        return f"{column} BIGINT DEFAULT nextval('{column}_SEQ')" if sequences else f"{column} BIGINT"
+
+    return [
+        *(["CREATE SEQUENCE CUSTOMER_KEY_SEQ", "CREATE SEQUENCE PRODUCT_KEY_SEQ"] if sequences else []),
+        f"""CREATE TABLE DIM_CUSTOMER (
+            {key("CUSTOMER_KEY")}, CUSTOMER_ID VARCHAR, CUSTOMER_NAME VARCHAR, CUSTOMER_REGION VARCHAR)""",
+        f"""CREATE TABLE DIM_PRODUCT (
+            {key("PRODUCT_KEY")}, PRODUCT_ID VARCHAR, PRODUCT_NAME VARCHAR, CATEGORY VARCHAR, PRICE DECIMAL(18, 2))""",
+        """CREATE TABLE DIM_DATE (
+            DATE_KEY INTEGER, FULL_DATE DATE, DAY INTEGER, MONTH INTEGER, MONTH_NAME VARCHAR, QUARTER INTEGER,
+            YEAR INTEGER, DAY_OF_WEEK INTEGER, DAY_NAME VARCHAR, WEEK_OF_YEAR INTEGER, IS_WEEKEND BOOLEAN)""",
+        """CREATE TABLE FACT_ORDERS (
+            ORDER_ID VARCHAR, ORDER_TIMESTAMP TIMESTAMPTZ, CUSTOMER_KEY BIGINT, PRODUCT_KEY BIGINT,
+            DATE_KEY INTEGER, QUANTITY INTEGER, TOTAL_AMOUNT DECIMAL(18, 2), SHIPPING_REGION VARCHAR)""",
+    ]
 
 
 @dataclass
@@ -97,12 +137,25 @@ class LoaderRun:
     idle_seconds: float
     peak_rss_mib: float
     fact_rows: int
+    #: From the start to when a watcher first saw every fact (None: not watched).
+    loaded_seconds: float | None = None
+
+    @property
+    def join_seconds(self) -> float:
+        """The group join (and anything else between start-up and the first assignment)."""
+        return self.pre_assignment_seconds - self.startup_seconds
+
+    @property
+    def idle_style_seconds(self) -> float:
+        """Wall time without the group join and the nominal idle wait (start-up included): how (c) is timed."""
+        return self.wall_seconds - self.join_seconds - self.idle_seconds
 
     @property
     def seconds(self) -> float:
-        """Wall time without the group join and the idle wait (start-up included)."""
-        join = self.pre_assignment_seconds - self.startup_seconds
-        return self.wall_seconds - join - self.idle_seconds
+        """Start-up plus the time from the first assignment until every fact was seen, else ``idle_style_seconds``."""
+        if self.loaded_seconds is None:
+            return self.idle_style_seconds
+        return self.loaded_seconds - self.join_seconds
 
 
 @dataclass
@@ -124,6 +177,7 @@ class Figures:
     starload_pre_assignment_seconds: float
     starload_startup_seconds: float
     starload_seconds: float
+    snowflake: SnowflakeFigures | None = None
 
     @property
     def starload_vs_orjson(self) -> float:
@@ -136,8 +190,40 @@ class Figures:
         return self.starload_rate / self.seed_rate
 
     def to_json(self) -> dict[str, float | int]:
-        """The figures and their ratios as one flat JSON object."""
-        return asdict(self) | {"starload_vs_orjson": self.starload_vs_orjson, "starload_vs_seed": self.starload_vs_seed}
+        """The figures and their ratios as one flat JSON object (Snowflake figures prefixed ``snowflake_``)."""
+        flat = {k: v for k, v in asdict(self).items() if k != "snowflake"}
+        flat |= {"starload_vs_orjson": self.starload_vs_orjson, "starload_vs_seed": self.starload_vs_seed}
+        if self.snowflake is not None:
+            flat |= {f"snowflake_{k}": v for k, v in self.snowflake.to_json().items()}
+        return flat
+
+
+@dataclass
+class SnowflakeFigures:
+    """(e) and (f): starload and the seed's loader through the local Snowflake endpoint."""
+
+    count: int
+    sample: int
+    batch_rows: int
+    starload_rate: float
+    seed_rate: float
+    starload_peak_rss_mib: float
+    starload_fact_rows: int
+    starload_wall_seconds: float
+    starload_pre_assignment_seconds: float
+    starload_startup_seconds: float
+    starload_loaded_seconds: float | None
+    starload_seconds: float
+    starload_idle_style_seconds: float
+
+    @property
+    def starload_vs_seed(self) -> float:
+        """e / f: how many times faster than the seed's per-message loader, both through the endpoint."""
+        return self.starload_rate / self.seed_rate
+
+    def to_json(self) -> dict[str, float | int]:
+        """The figures and their ratio as one flat JSON object."""
+        return asdict(self) | {"starload_vs_seed": self.starload_vs_seed}
 
 
 def fresh_group(label: str) -> str:
@@ -193,18 +279,38 @@ def parse_values(messages: list[Message]) -> None:
 
 
 class SeedLoader:
-    """The seed's consumer logic against DuckDB: every message is its own transaction.
+    """The seed's consumer logic: every message is its own transaction.
 
     For each message: ``json.loads``; get or create the customer and the product
     (SELECT by natural key, INSERT when missing); get the date key, adding the
-    ``DIM_DATE`` row when missing; INSERT the fact; COMMIT.
+    ``DIM_DATE`` row when missing; INSERT the fact; COMMIT. Subclasses hold the
+    connection (statements are written with ``?`` placeholders) and say how a new
+    dimension member gets its key.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.con = duckdb.connect(str(path))
-        self.con.execute("SET TimeZone = 'UTC'")
-        for statement in SEED_DDL:
-            self.con.execute(statement)
+    def execute(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start the message's transaction."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        """Commit the message's transaction."""
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        """Discard the message's transaction."""
+        raise NotImplementedError
+
+    def insert_member(self, table: str, key: str, columns: Sequence[str], values: Sequence[object]) -> int:
+        """Insert a dimension member and return its surrogate key."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the connection."""
+        raise NotImplementedError
 
     def handle(self, messages: list[Message]) -> None:
         """Process fetched messages one by one, as the seed's poll loop does."""
@@ -215,23 +321,22 @@ class SeedLoader:
         """Load one order: dimension look-ups and inserts, the fact, and a commit."""
         data = json.loads(value)
         order_date = datetime.fromisoformat(data["order_timestamp"])
-        con = self.con
-        con.begin()
+        self.begin()
         try:
             customer_key = self._get_or_create(
-                "SELECT CUSTOMER_KEY FROM DIM_CUSTOMER WHERE CUSTOMER_ID = ?",
-                "INSERT INTO DIM_CUSTOMER (CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION) VALUES (?, ?, ?) "
-                "RETURNING CUSTOMER_KEY",
+                "DIM_CUSTOMER",
+                "CUSTOMER_KEY",
+                ("CUSTOMER_ID", "CUSTOMER_NAME", "CUSTOMER_REGION"),
                 [data["customer_id"], data["customer_name"], data["customer_region"]],
             )
             product_key = self._get_or_create(
-                "SELECT PRODUCT_KEY FROM DIM_PRODUCT WHERE PRODUCT_ID = ?",
-                "INSERT INTO DIM_PRODUCT (PRODUCT_ID, PRODUCT_NAME, CATEGORY, PRICE) VALUES (?, ?, ?, ?) "
-                "RETURNING PRODUCT_KEY",
+                "DIM_PRODUCT",
+                "PRODUCT_KEY",
+                ("PRODUCT_ID", "PRODUCT_NAME", "CATEGORY", "PRICE"),
                 [data["product_id"], data["product_name"], data["category"], data["price"]],
             )
             date_key = self._date_key(order_date)
-            con.execute(
+            self.execute(
                 "INSERT INTO FACT_ORDERS (ORDER_ID, ORDER_TIMESTAMP, CUSTOMER_KEY, PRODUCT_KEY, DATE_KEY, QUANTITY, "
                 "TOTAL_AMOUNT, SHIPPING_REGION) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -245,25 +350,24 @@ class SeedLoader:
                     data["shipping_region"],
                 ],
             )
-            con.commit()
+            self.commit()
         except BaseException:
-            con.rollback()
+            self.rollback()
             raise
 
-    def _get_or_create(self, select: str, insert: str, values: list[object]) -> int:
-        """The key of the row whose natural key is ``values[0]``, inserting the row when missing."""
-        row = self.con.execute(select, values[:1]).fetchone()
-        if row is None:
-            row = self.con.execute(insert, values).fetchone()
-        assert row is not None
-        return int(row[0])
+    def _get_or_create(self, table: str, key: str, columns: Sequence[str], values: Sequence[object]) -> int:
+        """The key of the member whose natural key (``columns[0]``) is ``values[0]``, inserting it when missing."""
+        rows = self.execute(f"SELECT {key} FROM {table} WHERE {columns[0]} = ?", values[:1])
+        if rows:
+            return int(rows[0][0])
+        return self.insert_member(table, key, columns, values)
 
     def _date_key(self, when: datetime) -> int:
         """``YYYYMMDD`` of ``when``, adding its ``DIM_DATE`` row when missing."""
         day = when.date()
         key = int(day.strftime("%Y%m%d"))
-        if self.con.execute("SELECT 1 FROM DIM_DATE WHERE DATE_KEY = ?", [key]).fetchone() is None:
-            self.con.execute(
+        if not self.execute("SELECT 1 FROM DIM_DATE WHERE DATE_KEY = ?", [key]):
+            self.execute(
                 "INSERT INTO DIM_DATE VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     key,
@@ -283,12 +387,151 @@ class SeedLoader:
 
     def fact_rows(self) -> int:
         """Rows in FACT_ORDERS."""
-        (rows,) = self.con.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() or (0,)
+        [(rows,)] = self.execute("SELECT count(*) FROM FACT_ORDERS")
         return int(rows)
 
+
+class DuckDBSeedLoader(SeedLoader):
+    """(d): the seed's loader against a DuckDB file; keys from sequences (``INSERT … RETURNING``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.con = duckdb.connect(str(path))
+        self.con.execute("SET TimeZone = 'UTC'")
+        for statement in seed_ddl(sequences=True):
+            self.con.execute(statement)
+
+    def execute(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.con.execute(statement, list(params)).fetchall()
+
+    def begin(self) -> None:
+        self.con.begin()
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def rollback(self) -> None:
+        self.con.rollback()
+
+    def insert_member(self, table: str, key: str, columns: Sequence[str], values: Sequence[object]) -> int:
+        marks = ", ".join("?" for _ in columns)
+        [(new,)] = self.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) RETURNING {key}", values)
+        return int(new)
+
     def close(self) -> None:
-        """Close the connection."""
         self.con.close()
+
+
+class SnowflakeSeedLoader(SeedLoader):
+    """(f): the seed's loader through the Snowflake connector (one cursor, client-side ``%s`` binding, as the seed).
+
+    The connection does not autocommit, so a message's statements form one
+    transaction without a BEGIN round trip; a new member's key is ``SELECT max(key) + 1``.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        import snowflake.connector
+
+        self.con = snowflake.connector.connect(**settings, network_timeout=10, autocommit=False)
+        self.cursor = self.con.cursor()
+        for statement in seed_ddl(sequences=False):
+            self.cursor.execute(statement)
+        self.con.commit()
+
+    def execute(self, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        self.cursor.execute(statement.replace("?", "%s"), tuple(params))
+        return list(self.cursor.fetchall()) if self.cursor.description else []
+
+    def begin(self) -> None:
+        """Nothing to send: without autocommit the first statement opens the transaction."""
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def rollback(self) -> None:
+        self.con.rollback()
+
+    def insert_member(self, table: str, key: str, columns: Sequence[str], values: Sequence[object]) -> int:
+        [(new,)] = self.execute(f"SELECT COALESCE(MAX({key}), 0) + 1 FROM {table}")
+        marks = ", ".join("?" for _ in range(len(columns) + 1))
+        self.execute(f"INSERT INTO {table} ({key}, {', '.join(columns)}) VALUES ({marks})", [int(new), *values])
+        return int(new)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class LocalSnowflake:
+    """The local Snowflake endpoint (``python -m fakesnow -s``) for the life of a ``with`` block.
+
+    Every measurement gets a fresh schema of one database (the endpoint keeps all of
+    them in one in-memory database); :meth:`fresh_schema` returns connector settings.
+    """
+
+    DATABASE = "E_COMMERCE"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def endpoint(self) -> dict[str, Any]:
+        """Connector arguments for the endpoint itself (no database or schema)."""
+        return {
+            "host": "localhost", "port": self.port, "protocol": "http",
+            "account": "fakesnow", "user": "u", "password": "p",
+        }  # fmt: skip
+
+    def __enter__(self) -> Self:
+        self._log = tempfile.TemporaryFile()
+        command = [sys.executable, "-m", "fakesnow", "-s", "-p", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self._log.seek(0)
+                    tail = self._log.read().decode(errors="replace")[-2000:]
+                    self.__exit__()
+                    msg = f"the local Snowflake endpoint did not start: {tail}"
+                    raise RuntimeError(msg) from None
+                time.sleep(0.1)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def connect(self, settings: dict[str, Any]) -> Any:
+        """A connector connection with ``settings``."""
+        import snowflake.connector
+
+        return snowflake.connector.connect(**settings, network_timeout=10)
+
+    def fresh_schema(self, label: str) -> dict[str, Any]:
+        """Create a new schema; the connector settings to use it."""
+        schema = f"BENCH_{label.upper()}_{uuid.uuid4().hex[:8].upper()}"
+        with self.connect(self.endpoint) as con:
+            con.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {self.DATABASE}")
+            con.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {self.DATABASE}.{schema}")
+        return {**self.endpoint, "database": self.DATABASE, "schema": schema}
+
+
+def snowflake_environment(settings: dict[str, Any]) -> dict[str, str]:
+    """This process's environment without its own ``SNOWFLAKE_*`` variables, plus ``settings`` as ``SNOWFLAKE_*``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_")}
+    return env | {f"SNOWFLAKE_{k.upper()}": str(v) for k, v in settings.items()}
 
 
 def measure_startup(repeats: int = 3) -> float:
@@ -303,23 +546,54 @@ def measure_startup(repeats: int = 3) -> float:
     return min(timings)
 
 
-def run_loader(bootstrap: str, topic: str, batch_rows: int, path: Path, startup_seconds: float) -> LoaderRun:
-    """Run ``starload load`` into a new DuckDB file until idle; time it and take its peak RSS."""
+def run_loader(
+    bootstrap: str,
+    topic: str,
+    batch_rows: int,
+    startup_seconds: float,
+    sink_args: Sequence[str],
+    count_facts: Callable[[], int],
+    *,
+    env: dict[str, str] | None = None,
+    watch_for: int | None = None,
+) -> LoaderRun:
+    """Run ``starload load`` with ``sink_args`` until idle; time it and take its peak RSS.
+
+    ``count_facts`` counts the rows of ``FACT_ORDERS`` after the loader exited. With
+    ``watch_for`` it is also polled from the first assignment on (it must then be
+    usable from another thread while the loader runs), and the first time it returns
+    at least ``watch_for`` is recorded as ``loaded_seconds``.
+    """
     command = [
         sys.executable, "-m", "starload.cli", "load",
         "--bootstrap-servers", bootstrap,
         "--topic", topic,
         "--group", fresh_group("starload"),
-        "--sink", "duckdb",
-        "--duckdb-path", str(path),
+        *sink_args,
         "--until-idle", str(IDLE_SECONDS),
         "--batch-rows", str(batch_rows),
     ]  # fmt: skip
     stderr: list[str] = []
     assigned: list[float] = []
+    is_assigned, exited = threading.Event(), threading.Event()
+    loaded: list[float] = []
+    watch_errors: list[BaseException] = []
+
+    def watch() -> None:
+        while not is_assigned.wait(0.1):
+            if exited.is_set():
+                return
+        while not exited.is_set():
+            try:
+                if count_facts() >= (watch_for or 0):
+                    loaded.append(time.monotonic())
+                    return
+            except Exception as exc:  # noqa: BLE001 - a failed poll is retried; the last error is reported
+                watch_errors.append(exc)
+            time.sleep(WATCH_INTERVAL)
 
     started = time.monotonic()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         assert process.stdout is not None and process.stderr is not None
         err = process.stderr
 
@@ -327,47 +601,135 @@ def run_loader(bootstrap: str, topic: str, batch_rows: int, path: Path, startup_
             for line in err:
                 if not assigned and "starload.engine: assigned" in line:
                     assigned.append(time.monotonic())
+                    is_assigned.set()
                 stderr.append(line)
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
+        watcher = threading.Thread(target=watch, daemon=True)
+        if watch_for is not None:
+            watcher.start()
         summary = process.stdout.read()
         # wait4, not wait: it also returns this child's own peak RSS (KiB on Linux).
         _pid, status, usage = os.wait4(process.pid, 0)
         ended = time.monotonic()
+        exited.set()
         process.returncode = os.waitstatus_to_exitcode(status)
         reader.join()
+        if watch_for is not None:
+            watcher.join()
     if process.returncode != 0 or not assigned:
         msg = f"starload load exited with {process.returncode}:\n{summary}{''.join(stderr[-20:])}"
         raise RuntimeError(msg)
-    with duckdb.connect(str(path), read_only=True) as con:
-        (fact_rows,) = con.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() or (0,)
+    fact_rows = count_facts()
+    if watch_for is not None and not loaded and fact_rows >= watch_for:
+        msg = f"the loader finished, but polling FACT_ORDERS never saw {watch_for:,} rows: {watch_errors[-1:]}"
+        raise RuntimeError(msg)
     return LoaderRun(
         wall_seconds=ended - started,
         pre_assignment_seconds=assigned[0] - started,
         startup_seconds=startup_seconds,
         idle_seconds=IDLE_SECONDS,
         peak_rss_mib=usage.ru_maxrss / 1024,
-        fact_rows=int(fact_rows),
+        fact_rows=fact_rows,
+        loaded_seconds=loaded[0] - started if loaded else None,
     )
 
 
-def run_seed(bootstrap: str, topic: str, sample: int, path: Path) -> ConsumeRun:
-    """(d): the seed's loader over the first ``sample`` messages; checks every one became a fact."""
-    loader = SeedLoader(path)
+def duckdb_facts(path: Path) -> Callable[[], int]:
+    """Counts FACT_ORDERS of a DuckDB file (opened read-only: only once its writer has closed it)."""
+
+    def count() -> int:
+        with duckdb.connect(str(path), read_only=True) as con:
+            (rows,) = con.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() or (0,)
+        return int(rows)
+
+    return count
+
+
+def run_seed(loader: SeedLoader, bootstrap: str, topic: str, sample: int, label: str) -> ConsumeRun:
+    """(d), (f): ``loader`` over the first ``sample`` messages; checks every one became a fact; closes it."""
     try:
-        run = consume(bootstrap, topic, sample, loader.handle, "seed")
+        run = consume(bootstrap, topic, sample, loader.handle, label)
         rows = loader.fact_rows()
     finally:
         loader.close()
     if rows != sample:
-        msg = f"the seed loader wrote {rows} facts for {sample} messages"
+        msg = f"the seed loader ({label}) wrote {rows} facts for {sample} messages"
         raise RuntimeError(msg)
     return run
 
 
+def describe_loader(label: str, run: LoaderRun, expected: int, console: Console) -> None:
+    """The detail lines of (c) or (e): how its time was taken, and its fact count."""
+    text = (
+        f"{label}: {run.wall_seconds:.2f} s wall, {run.pre_assignment_seconds:.2f} s until assigned "
+        f"(of which start-up ≈ {run.startup_seconds:.2f} s), "
+    )
+    if run.loaded_seconds is None:
+        text += f"{run.idle_seconds:.0f} s idle → {run.seconds:.2f} s"
+    else:
+        text += (
+            f"every fact seen {run.loaded_seconds:.2f} s after start → {run.seconds:.2f} s "
+            f"(minus the nominal {run.idle_seconds:.0f} s idle instead, as (c) is timed: "
+            f"{run.idle_style_seconds:.2f} s)"
+        )
+    console.print(text)
+    check = "OK" if run.fact_rows == expected else "MISMATCH"
+    console.print(f"    FACT_ORDERS rows: {run.fact_rows:,} (expected {expected:,}) {check}")
+
+
+def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, console: Console) -> SnowflakeFigures:
+    """Produce ``--snowflake-count`` orders to their own topic, start the local endpoint, run (e) and (f)."""
+    produced = produce(
+        bootstrap, SNOWFLAKE_TOPIC, ORDERS_GENERATOR, args.snowflake_count, seed=1, partitions=args.partitions
+    )
+    console.print(f"produced {produced.produced:,} orders to {SNOWFLAKE_TOPIC!r} in {produced.seconds:.1f} s")
+    with LocalSnowflake() as endpoint:
+        settings = endpoint.fresh_schema("starload")
+        with endpoint.connect(settings) as con:
+
+            def count_facts() -> int:
+                with con.cursor() as cursor:
+                    [(rows,)] = cursor.execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
+                return int(rows)
+
+            loaded = run_loader(
+                bootstrap,
+                SNOWFLAKE_TOPIC,
+                args.snowflake_batch_rows,
+                startup,
+                ["--sink", "snowflake", "--sink-option", "staging=transient"],
+                count_facts,
+                env=snowflake_environment(settings),
+                watch_for=args.snowflake_count,
+            )
+        describe_loader("(e) starload load → Snowflake", loaded, args.snowflake_count, console)
+
+        loader = SnowflakeSeedLoader(endpoint.fresh_schema("seed"))
+        seed = run_seed(loader, bootstrap, SNOWFLAKE_TOPIC, args.snowflake_sample, "seed-snowflake")
+        console.print(
+            f"(f) seed per-message loader → Snowflake: {seed.seconds:.2f} s after a {seed.join_seconds:.1f} s join"
+        )
+    return SnowflakeFigures(
+        count=args.snowflake_count,
+        sample=args.snowflake_sample,
+        batch_rows=args.snowflake_batch_rows,
+        starload_rate=args.snowflake_count / loaded.seconds,
+        seed_rate=seed.rate,
+        starload_peak_rss_mib=loaded.peak_rss_mib,
+        starload_fact_rows=loaded.fact_rows,
+        starload_wall_seconds=loaded.wall_seconds,
+        starload_pre_assignment_seconds=loaded.pre_assignment_seconds,
+        starload_startup_seconds=loaded.startup_seconds,
+        starload_loaded_seconds=loaded.loaded_seconds,
+        starload_seconds=loaded.seconds,
+        starload_idle_style_seconds=loaded.idle_style_seconds,
+    )
+
+
 def measure(args: argparse.Namespace, console: Console) -> Figures:
-    """Produce, then run (a)–(d) one after the other, reporting each as it finishes."""
+    """Produce, then run (a)–(d) (and (e)–(f) with ``--snowflake``) one by one, reporting each as it finishes."""
     with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="starload-bench-") as tmp:
         bootstrap = broker.bootstrap_servers
         produced = produce(bootstrap, TOPIC, ORDERS_GENERATOR, args.count, seed=1, partitions=args.partitions)
@@ -379,17 +741,15 @@ def measure(args: argparse.Namespace, console: Console) -> Figures:
         console.print(f"(b) consumer + orjson.loads: {parsed.seconds:.2f} s after a {parsed.join_seconds:.1f} s join")
 
         startup = measure_startup()
-        loaded = run_loader(bootstrap, TOPIC, args.batch_rows, Path(tmp) / "starload.duckdb", startup)
-        console.print(
-            f"(c) starload load: {loaded.wall_seconds:.2f} s wall, {loaded.pre_assignment_seconds:.2f} s until "
-            f"assigned (of which start-up ≈ {loaded.startup_seconds:.2f} s), {loaded.idle_seconds:.0f} s idle "
-            f"→ {loaded.seconds:.2f} s"
-        )
-        check = "OK" if loaded.fact_rows == args.count else "MISMATCH"
-        console.print(f"    FACT_ORDERS rows: {loaded.fact_rows:,} (expected {args.count:,}) {check}")
+        path = Path(tmp) / "starload.duckdb"
+        sink_args = ["--sink", "duckdb", "--duckdb-path", str(path)]
+        loaded = run_loader(bootstrap, TOPIC, args.batch_rows, startup, sink_args, duckdb_facts(path))
+        describe_loader("(c) starload load", loaded, args.count, console)
 
-        seed = run_seed(bootstrap, TOPIC, args.sample, Path(tmp) / "seed.duckdb")
+        seed = run_seed(DuckDBSeedLoader(Path(tmp) / "seed.duckdb"), bootstrap, TOPIC, args.sample, "seed")
         console.print(f"(d) seed per-message loader: {seed.seconds:.2f} s after a {seed.join_seconds:.1f} s join")
+
+        snowflake = measure_snowflake(args, bootstrap, startup, console) if args.snowflake else None
 
     return Figures(
         count=args.count,
@@ -407,23 +767,34 @@ def measure(args: argparse.Namespace, console: Console) -> Figures:
         starload_pre_assignment_seconds=loaded.pre_assignment_seconds,
         starload_startup_seconds=loaded.startup_seconds,
         starload_seconds=loaded.seconds,
+        snowflake=snowflake,
     )
 
 
 def print_figures(figures: Figures, console: Console) -> None:
-    """The summary table: the four rates, the two ratios and (c)'s peak memory."""
+    """The summary table: the rates, their ratios and the loaders' peak memory."""
     table = Table("measurement", "messages", "msg/s", title="starload throughput", title_justify="left")
     table.add_row("produce (starload.produce)", f"{figures.count:,}", f"{figures.produce_rate:,.0f}")
     table.add_row("(a) bare consumer, value()", f"{figures.count:,}", f"{figures.bare_rate:,.0f}")
     table.add_row("(b) consumer + orjson.loads", f"{figures.count:,}", f"{figures.orjson_rate:,.0f}")
     table.add_row("(c) starload load → DuckDB", f"{figures.count:,}", f"{figures.starload_rate:,.0f}")
     table.add_row("(d) seed per-message loader → DuckDB", f"{figures.sample:,}", f"{figures.seed_rate:,.0f}")
+    sf = figures.snowflake
+    if sf is not None:
+        table.add_row("(e) starload load → local Snowflake", f"{sf.count:,}", f"{sf.starload_rate:,.0f}")
+        table.add_row("(f) seed per-message loader → local Snowflake", f"{sf.sample:,}", f"{sf.seed_rate:,.1f}")
     table.add_section()
     table.add_row("c / b", "", f"{figures.starload_vs_orjson:.2f}×")
     table.add_row("c / d", "", f"{figures.starload_vs_seed:,.0f}×")
+    if sf is not None:
+        table.add_row("e / f", "", f"{sf.starload_vs_seed:,.0f}×")
     table.add_row("(c) peak RSS", "", f"{figures.starload_peak_rss_mib:,.0f} MiB")
+    if sf is not None:
+        table.add_row("(e) peak RSS", "", f"{sf.starload_peak_rss_mib:,.0f} MiB")
     console.print(table)
     console.print(f"count {figures.count:,} · batch rows {figures.batch_rows:,} · partitions {figures.partitions}")
+    if sf is not None:
+        console.print(f"Snowflake: count {sf.count:,} · batch rows {sf.batch_rows:,} · sample {sf.sample:,}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -434,14 +805,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-rows", type=int, default=50_000, help="starload --batch-rows (default 50000)")
     parser.add_argument("--partitions", type=int, default=4, help="topic partitions (default 4)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
+    parser.add_argument(
+        "--snowflake", action="store_true", help="also measure (e) and (f) through the local Snowflake endpoint"
+    )
+    parser.add_argument("--snowflake-count", type=int, default=200_000, help="orders for (e) (default 200000)")
+    parser.add_argument(
+        "--snowflake-sample", type=int, default=200, help="messages for the seed loader (f) (default 200)"
+    )
+    parser.add_argument(
+        "--snowflake-batch-rows", type=int, default=100_000, help="starload --batch-rows for (e) (default 100000)"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.sample <= args.count:
         parser.error("--sample must be between 1 and --count")
+    if args.snowflake:
+        if not 0 < args.snowflake_sample <= args.snowflake_count:
+            parser.error("--snowflake-sample must be between 1 and --snowflake-count")
+        missing = [m for m in ("snowflake.connector", "fakesnow") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--snowflake needs {' and '.join(missing)}: pip install 'starload[test]'")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Measure, print the table, optionally write JSON; 1 when FACT_ORDERS missed rows."""
+    """Measure, print the table, optionally write JSON; 1 when a FACT_ORDERS missed rows."""
     args = parse_args(argv)
     console = Console(soft_wrap=True)
     figures = measure(args, console)
@@ -449,7 +836,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(figures.to_json(), indent=2) + "\n")
         console.print(f"figures written to {args.json}")
-    return 0 if figures.starload_fact_rows == figures.count else 1
+    complete = figures.starload_fact_rows == figures.count
+    if figures.snowflake is not None:
+        complete = complete and figures.snowflake.starload_fact_rows == figures.snowflake.count
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
