@@ -20,7 +20,7 @@ import pytest
 import snowflake.connector
 from confluent_kafka import Producer
 
-from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader
+from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, LocalBroker, StarLoader
 from starload.exceptions import TerminalSinkError, TransientSinkError
 from starload.kafka import ensure_topic, producer_config
 
@@ -203,3 +203,71 @@ def test_cli_reports_a_terminal_error_clearly(local_broker, topic, tmp_path):
     assert done.returncode == 2
     assert "starload: error: Snowflake account not configured" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_broker_outage_is_survived(tmp_path):
+    """The broker stops answering (SIGSTOP) for a while mid-load, then comes back."""
+    with LocalBroker() as broker:
+        orders, bad = produce_stream(broker.bootstrap_servers, "outage", 20_000, seed=37, partitions=2)
+        sink = DuckDBSink(tmp_path / "outage.duckdb")
+        # Small fetches, so that most of the topic is still on the broker when it stops.
+        small_fetches = {"fetch.max.bytes": 1_000_000, "message.max.bytes": 1_000_000, "max.partition.fetch.bytes": 32_768, "queued.max.messages.kbytes": 64}
+        loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=broker.bootstrap_servers, topic="outage",
+                            group="outage", batch_rows=2_000, batch_seconds=0.2, consumer_overrides=small_fetches)
+        results: list = []
+        thread = threading.Thread(target=lambda: results.append(loader.run(until_idle=10)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while loader.stats.consumed < 2_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(8)
+            before = loader.stats.consumed
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert before < len(orders)  # the outage really interrupted the load
+        thread.join(180)
+        assert not thread.is_alive()
+        [stats] = results
+        assert 0 < loader.stats.consumed
+        assert stats.facts_loaded == len(orders)
+        assert_exact(lambda sql: sink.connection.execute(sql).fetchall(), orders, bad)
+        sink.close()
+
+
+def test_poison_messages_never_stop_the_loader(local_broker, topic):
+    good = [e.value for e in islice(ORDERS_GENERATOR.stream(38, now=NOW), 3)]
+    poison = [
+        b"",
+        b"\x00" * 64,
+        bytes(range(256)),
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"a":' * 2_000 + b"1" + b"}" * 2_000,
+        b"x" * (6 * 1024 * 1024),
+        orjson.dumps({**good[0], "order_id": "big", "customer_name": "y" * (5 * 1024 * 1024)}),
+        orjson.dumps({**good[1], "order_id": "sql", "customer_name": "Robert'); DROP TABLE FACT_ORDERS;--"}),
+        orjson.dumps({**good[2], "order_id": "uni", "customer_name": "Zoë 李 🚀", "quantity": 10**6}),
+        orjson.dumps({**good[2], "order_id": "huge", "quantity": 10**18}),  # TOTAL_AMOUNT out of range
+        b'{"order_id": "n", "quantity": 1e999}',
+        b"null",
+        b'"order"',
+    ]
+    producer = Producer(producer_config(local_broker.bootstrap_servers))
+    for value in poison:
+        producer.produce(topic, value)
+    producer.flush()
+    sink = DuckDBSink(":memory:")
+    stats = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic,
+                       group="poison", dlq_topic=None).run(until_idle=2)
+    assert stats.consumed == len(poison)
+    assert (stats.facts_loaded, stats.rejected) == (3, len(poison) - 3)
+    names = dict(sink.connection.execute(
+        "SELECT f.ORDER_ID, c.CUSTOMER_NAME FROM FACT_ORDERS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY)"
+    ).fetchall())
+    assert set(names) == {"big", "sql", "uni"}
+    assert len(names["big"]) == 5 * 1024 * 1024
+    assert names["sql"] == "Robert'); DROP TABLE FACT_ORDERS;--"
+    assert sink.connection.execute("SELECT QUANTITY FROM FACT_ORDERS WHERE ORDER_ID = 'uni'").fetchall() == [(10**6,)]
+    sink.close()

@@ -167,6 +167,7 @@ class StarLoader:
         self._batch = _Batch()
         self._last_message = 0.0
         self._paused = False
+        self._assigned = False
         self._mapper: Mapper
         self._map_thread: ThreadPoolExecutor
         self._write_thread: ThreadPoolExecutor
@@ -179,7 +180,8 @@ class StarLoader:
         """Load until :meth:`stop`, or until ``until_idle`` seconds pass without a message.
 
         Idle time counts from the first partition assignment, not from start-up, and
-        not while consumption is paused because the writer is behind.
+        not while consumption is paused because the writer is behind or the loader has
+        no partitions (a rebalance, or a broker outage past the session timeout).
         """
         self.sink.prepare(self.schema)
         if self._dead_letters is not None:
@@ -195,7 +197,7 @@ class StarLoader:
                 room = self.batch_rows - self._batch.count
                 messages = consumer.consume(num_messages=max(1, min(room, 10_000)), timeout=0.1)
                 now = time.monotonic()
-                if messages or self._paused:
+                if messages or self._paused or not self._assigned:
                     self._last_message = now
                 if messages:
                     self._batch.add(messages)
@@ -294,6 +296,7 @@ class StarLoader:
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in positions))
         consumer.assign(positions)
         self._paused = False
+        self._assigned = True
         if self.stats.first_assignment is None:
             self.stats.first_assignment = time.monotonic()
 
@@ -304,6 +307,7 @@ class StarLoader:
             self._finish_oldest()
         self._batch = _Batch()
         consumer.unassign()
+        self._assigned = False
 
     def _lag(self) -> int | None:
         """Messages behind the high watermark over the assignment (None when unknown)."""
