@@ -218,5 +218,5 @@ def test_date_dimension_attributes(mapper, orders):
 def test_sql_is_built_once_per_schema_with_quoted_identifiers():
     sql = MappingSQL.build(ORDERS_SCHEMA)
     assert '"TOTAL_AMOUNT"' in sql.parse
-    assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts
+    assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_unique and '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_ranked
     assert set(sql.dimensions) == {"customer", "product"}

@@ -81,28 +81,32 @@ def duckdb_type(column_type: ColumnType) -> str:
     return "VARCHAR"
 
 
-def _typed_value(column_type: ColumnType, r: str, s: str) -> tuple[str, str]:
+def _transform_type(column_type: ColumnType) -> str:
+    """What ``json_transform`` extracts a field as (strictness comes from its JSON type)."""
+    return "BIGINT" if isinstance(column_type, Integer) else "VARCHAR"
+
+
+def _typed_value(column_type: ColumnType, t: str, x: str) -> tuple[str, str]:
     """(typed value expression, 'wrong type' message) for one source field.
 
-    ``r`` is the field's JSON text as re-serialised by the parser (numbers are in
-    canonical form), ``s`` the unescaped text when the field is a JSON string.
+    ``t`` is the field's JSON type (``json_type``: VARCHAR, BIGINT, UBIGINT, DOUBLE,
+    BOOLEAN, OBJECT, ARRAY), ``x`` its value as ``json_transform`` extracted it
+    (:func:`_transform_type`), which is lenient: the JSON type makes it strict.
     """
     if isinstance(column_type, Integer):
-        value = f"TRY_CAST({r} AS BIGINT)"
-        return (f"CASE WHEN CAST({value} AS VARCHAR) = {r} THEN {value} END", "expected a 64-bit integer")
+        return (f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN {x} END", "expected a 64-bit integer")
     if isinstance(column_type, Decimal):
-        number = f"coalesce({s}, {r})"
-        value = f"TRY_CAST({number} AS {duckdb_type(column_type)})"
-        exact = f"TRY_CAST({number} AS DOUBLE) = CAST({value} AS DOUBLE)"
+        value = f"TRY_CAST({x} AS {duckdb_type(column_type)})"
+        exact = f"TRY_CAST({x} AS DOUBLE) = CAST({value} AS DOUBLE)"
         return (
-            f"CASE WHEN {exact} THEN {value} END",
+            f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR') AND {exact} THEN {value} END",
             f"expected a number with at most {column_type.precision - column_type.scale} digits "
             f"before and {column_type.scale} after the decimal point",
         )
     if isinstance(column_type, Timestamp):
-        value = f"TRY_CAST({s} AS TIMESTAMPTZ)"
-        return (f"CASE WHEN isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
-    return (s, "expected a string")
+        value = f"TRY_CAST({x} AS TIMESTAMPTZ)"
+        return (f"CASE WHEN {t} = 'VARCHAR' AND isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
+    return (f"CASE WHEN {t} = 'VARCHAR' THEN {x} END", "expected a string")
 
 
 def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
@@ -131,7 +135,9 @@ class MappingSQL:
     schema: StarSchema
     parse: str
     valid: str
-    facts: str
+    unique_grain: str
+    facts_unique: str
+    facts_ranked: str
     dimensions: dict[str, str]
     dates: str | None
     rejects: str
@@ -146,13 +152,13 @@ class MappingSQL:
         typed, problems = [], []
         for name, column_type in sources.items():
             i = index[name]
-            r, v = f"_sl_r{i}", f"_sl_v{i}"
-            value, wrong_type = _typed_value(column_type, r, f"_sl_s{i}")
+            t, v = f"_sl_t{i}", f"_sl_v{i}"
+            value, wrong_type = _typed_value(column_type, t, f"_sl_x{i}")
             typed.append(f"{value} AS {v}")
             when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
             check = _check_problem(name, column_type, schema.check_of(name), v)
             problems.append(
-                f"CASE WHEN {r} IS NULL THEN {when_missing} "
+                f"CASE WHEN {t} IS NULL OR {t} = 'NULL' THEN {when_missing} "
                 f"WHEN {v} IS NULL THEN {_literal(f'{name}: {wrong_type}')} "
                 f"{'ELSE ' + check if check else ''} END"
             )
@@ -169,13 +175,9 @@ class MappingSQL:
 
         grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
         fingerprint = ", ".join(f"{quote(name)} := _sl_v{i}" for name, i in index.items())
-        structure = _literal(json.dumps({name: "JSON" for name in sources}))
-        raw_values = ", ".join(
-            f"CAST(struct_extract(_sl_f, {_literal(name)}) AS VARCHAR) AS _sl_r{i}" for name, i in index.items()
-        )
-        unquoted = ", ".join(
-            f"CASE WHEN starts_with(_sl_r{i}, '\"') THEN json_extract_string(_sl_r{i}, '$') END AS _sl_s{i}"
-            for i in index.values()
+        structure = _literal(json.dumps({name: _transform_type(t) for name, t in sources.items()}))
+        columns = ", ".join(
+            f"_sl_types[{i + 1}] AS _sl_t{i}, struct_extract(_sl_f, {_literal(name)}) AS _sl_x{i}" for name, i in index.items()
         )
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {_PARSED} AS
@@ -184,13 +186,14 @@ WITH text AS (
 ), objects AS (
     SELECT *, starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object FROM text
 ), fields AS (
-    SELECT *, CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {structure})) END AS _sl_f FROM objects
-), raw_values AS (
-    SELECT *, {raw_values} FROM fields
-), strings AS (
-    SELECT *, {unquoted} FROM raw_values
+    SELECT *,
+        CASE WHEN _sl_object THEN TRY(json_type(_sl_text, [{paths}])) END AS _sl_types,
+        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {structure})) END AS _sl_f
+    FROM objects
+), extracted AS (
+    SELECT *, {columns} FROM fields
 ), typed AS (
-    SELECT *, {", ".join(typed)} FROM strings
+    SELECT *, {", ".join(typed)} FROM extracted
 ), checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET,
         {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
@@ -202,20 +205,12 @@ WITH text AS (
             WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
             WHEN _sl_text IS NULL THEN 'not UTF-8 text'
             WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
-            WHEN _sl_f IS NULL THEN 'not valid JSON'
+            WHEN _sl_f IS NULL OR _sl_types IS NULL THEN 'not valid JSON'
             ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
         END AS {_REASON}
     FROM typed
-), ranked AS (
-    SELECT *,
-        row_number() OVER first_seen AS {_RANK},
-        first_value(MESSAGE_HASH) OVER first_seen AS FIRST_HASH,
-        first_value(KAFKA_PARTITION) OVER first_seen AS FIRST_PARTITION,
-        first_value(KAFKA_OFFSET) OVER first_seen AS FIRST_OFFSET
-    FROM checked
-    WINDOW first_seen AS (PARTITION BY {_REASON} IS NULL, {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 )
-SELECT * FROM ranked
+SELECT * FROM checked
 """
         valid = f"{_PARSED} WHERE {_REASON} IS NULL"
         order = "(KAFKA_PARTITION, KAFKA_OFFSET)"
@@ -229,10 +224,19 @@ SELECT * FROM ranked
         fact_cols += [quote(m.column) for m in schema.fact.measures]
         if schema.date_dimension:
             fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
-        facts = f"""
-SELECT {", ".join(fact_cols)}, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET,
-    {_RANK}, FIRST_HASH, FIRST_PARTITION, FIRST_OFFSET
+        common = f"{', '.join(fact_cols)}, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET"
+        # Most batches repeat no grain value: then every row is the first of its value,
+        # and the (costly) window that ranks repeated values is not needed.
+        unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {valid}"
+        facts_unique = f"""
+SELECT {common}, 1 AS {_RANK}, MESSAGE_HASH AS FIRST_HASH, KAFKA_PARTITION AS FIRST_PARTITION, KAFKA_OFFSET AS FIRST_OFFSET
 FROM {valid}
+"""
+        facts_ranked = f"""
+SELECT {common}, row_number() OVER first_seen AS {_RANK}, first_value(MESSAGE_HASH) OVER first_seen AS FIRST_HASH,
+    first_value(KAFKA_PARTITION) OVER first_seen AS FIRST_PARTITION, first_value(KAFKA_OFFSET) OVER first_seen AS FIRST_OFFSET
+FROM {valid}
+WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
         dimensions = {}
         for dim in schema.dimensions:
@@ -264,16 +268,18 @@ FROM {_RAW} r JOIN {_PARSED} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
 WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
 """
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {_RAW} GROUP BY 1"
-        return cls(schema, parse, valid, facts, dimensions, dates, rejects, offsets)
+        return cls(schema, parse, valid, unique_grain, facts_unique, facts_ranked, dimensions, dates, rejects, offsets)
 
 
 class Mapper:
     """Stages raw batches for one schema on a private in-memory DuckDB connection.
 
     Not thread-safe: the engine uses one mapper from one worker thread at a time.
+    ``threads`` is DuckDB's own parallelism (``None``: one per core); one thread is
+    fastest here, the mapper already runs beside the consumer and the writer.
     """
 
-    def __init__(self, schema: StarSchema, *, threads: int | None = None) -> None:
+    def __init__(self, schema: StarSchema, *, threads: int | None = 1) -> None:
         self.sql = MappingSQL.build(schema)
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
@@ -286,7 +292,9 @@ class Mapper:
         con.register(_RAW, raw)
         try:
             con.execute(self.sql.parse)
-            facts = con.sql(self.sql.facts, params=[topic]).to_arrow_table()
+            ((unique,),) = con.execute(self.sql.unique_grain).fetchall()
+            facts_sql = self.sql.facts_unique if unique else self.sql.facts_ranked
+            facts = con.sql(facts_sql, params=[topic]).to_arrow_table()
             dims = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.dimensions.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
             rejects = con.sql(self.sql.rejects, params=[topic]).to_arrow_table()
