@@ -12,7 +12,6 @@ from pathlib import Path
 
 import duckdb
 import orjson
-import pytest
 from confluent_kafka import Producer
 
 from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader, produce

@@ -271,3 +271,16 @@ def test_poison_messages_never_stop_the_loader(local_broker, topic):
     assert names["sql"] == "Robert'); DROP TABLE FACT_ORDERS;--"
     assert sink.connection.execute("SELECT QUANTITY FROM FACT_ORDERS WHERE ORDER_ID = 'uni'").fetchall() == [(10**6,)]
     sink.close()
+
+
+def test_no_batch_is_written_after_a_failed_one(local_broker, topic):
+    """With batches in flight behind a failed one, none of them may advance the offsets past it."""
+    produce_stream(local_broker.bootstrap_servers, topic, 2_000, seed=39, partitions=1)
+    sink = FlakySink(failures=1, error=TerminalSinkError)  # only the first write fails
+    loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic,
+                        group="ordered", batch_rows=100, batch_seconds=0.01, dlq_topic=None)
+    with pytest.raises(TerminalSinkError):
+        loader.run(until_idle=2)
+    assert sink.attempts == 1
+    assert sink.stored_offsets("ordered", topic) == {}
+    sink.close()

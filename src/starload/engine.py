@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
 from starload.deadletter import DeadLetters, headers_of
-from starload.exceptions import TransientSinkError
+from starload.exceptions import SinkError, TransientSinkError
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
 
@@ -162,6 +162,7 @@ class StarLoader:
         self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic) if self.dlq_topic else None
         self.stats = LoadStats()
         self._stop = threading.Event()
+        self._write_failed = threading.Event()
         self._consumer: Consumer | None = None
         self._pending: deque[Future[tuple[WriteResult, int, dict[int, int]]]] = deque()
         self._batch = _Batch()
@@ -225,6 +226,8 @@ class StarLoader:
         finally:
             self._map_thread.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)
+            # Only left when a batch failed: what follows it was not written, by design.
+            self._pending.clear()
             consumer.close()
             self._mapper.close()
             if self._dead_letters is not None:
@@ -263,6 +266,17 @@ class StarLoader:
         waits, the main thread keeps polling (the group membership stays alive) and
         pauses consumption once the next batches are gathered.
         """
+        if self._write_failed.is_set():
+            # An earlier batch failed: writing this one would advance the offsets past it.
+            msg = "not written: an earlier batch failed"
+            raise SinkError(msg)
+        try:
+            return self._write_in_order(staged)
+        except BaseException:
+            self._write_failed.set()
+            raise
+
+    def _write_in_order(self, staged: Future[tuple[StagedBatch, list[Message]]]) -> tuple[WriteResult, int, dict[int, int]]:
         mapped, messages = staged.result()
         for attempt in itertools.count():
             try:
