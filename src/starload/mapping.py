@@ -281,7 +281,7 @@ class Mapper:
 
     def __init__(self, schema: StarSchema, *, threads: int | None = 1) -> None:
         self.sql = MappingSQL.build(schema)
-        self._con = duckdb.connect(":memory:")
+        self._con = duckdb.connect(":memory:", config={"memory_limit": "256MB"})
         self._con.execute("SET TimeZone = 'UTC'")
         if threads:
             self._con.execute(f"SET threads = {int(threads)}")

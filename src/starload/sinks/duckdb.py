@@ -4,6 +4,8 @@ Each batch is registered with DuckDB as Arrow tables (no copy, no row loop) and
 applied with the shared set-based plan of :class:`starload.sinks.sql.SQLSink` in
 one transaction. Surrogate keys come from sequences (``<TABLE>_SEQ``). A DuckDB file
 is opened by one process at a time; ``path=":memory:"`` gives an in-memory warehouse.
+``memory_limit`` caps DuckDB's buffer cache (default 512MB; ``--sink-option
+memory_limit=2GB``), which otherwise grows with the database, up to 80 % of RAM.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ class DuckDBSink(SQLSink):
 
     dialect = DUCKDB
 
-    def __init__(self, path: str | Path = "starload.duckdb") -> None:
+    def __init__(self, path: str | Path = "starload.duckdb", memory_limit: str = "512MB") -> None:
         super().__init__()
         self.path = str(path)
+        self.memory_limit = memory_limit
         self._connection: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -46,7 +49,7 @@ class DuckDBSink(SQLSink):
 
     def _connect(self) -> None:
         if self._connection is None:
-            self._connection = duckdb.connect(self.path)
+            self._connection = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
             self._connection.execute("SET TimeZone = 'UTC'")
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -78,7 +81,7 @@ DUCKDB_SINK = SinkType(
     name="duckdb",
     factory=DuckDBSink,
     description="embedded DuckDB database file (default starload.duckdb)",
-    options={"path": "database file, or :memory: (CLI: --duckdb-path)"},
+    options={"path": "database file, or :memory: (CLI: --duckdb-path)", "memory_limit": "DuckDB buffer cache cap (default 512MB)"},
 )
 
 
