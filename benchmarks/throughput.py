@@ -54,7 +54,6 @@ import argparse
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import duckdb
 import orjson
@@ -73,10 +72,11 @@ from confluent_kafka import Consumer, KafkaException, Message
 from rich.console import Console
 from rich.table import Table
 
-from starload.broker import LocalBroker, free_port
+from starload.broker import LocalBroker
 from starload.generators.orders import ORDERS_GENERATOR
 from starload.kafka import consumer_config
 from starload.produce import produce
+from starload.testing import LocalSnowflake, snowflake_environment
 
 TOPIC = "orders"
 SNOWFLAKE_TOPIC = "orders-snowflake"
@@ -458,80 +458,6 @@ class SnowflakeSeedLoader(SeedLoader):
 
     def close(self) -> None:
         self.con.close()
-
-
-class LocalSnowflake:
-    """The local Snowflake endpoint (``python -m fakesnow -s``) for the life of a ``with`` block.
-
-    Every measurement gets a fresh schema of one database (the endpoint keeps all of
-    them in one in-memory database); :meth:`fresh_schema` returns connector settings.
-    """
-
-    DATABASE = "E_COMMERCE"
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    @property
-    def endpoint(self) -> dict[str, Any]:
-        """Connector arguments for the endpoint itself (no database or schema)."""
-        return {
-            "host": "localhost", "port": self.port, "protocol": "http",
-            "account": "fakesnow", "user": "u", "password": "p",
-        }  # fmt: skip
-
-    def __enter__(self) -> Self:
-        self._log = tempfile.TemporaryFile()
-        command = [sys.executable, "-m", "fakesnow", "-s", "-p", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self._log.seek(0)
-                    tail = self._log.read().decode(errors="replace")[-2000:]
-                    self.__exit__()
-                    msg = f"the local Snowflake endpoint did not start: {tail}"
-                    raise RuntimeError(msg) from None
-                time.sleep(0.1)
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def connect(self, settings: dict[str, Any]) -> Any:
-        """A connector connection with ``settings``."""
-        import snowflake.connector
-
-        return snowflake.connector.connect(**settings, network_timeout=10)
-
-    def fresh_schema(self, label: str) -> dict[str, Any]:
-        """Create a new schema; the connector settings to use it."""
-        schema = f"BENCH_{label.upper()}_{uuid.uuid4().hex[:8].upper()}"
-        with self.connect(self.endpoint) as con:
-            con.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {self.DATABASE}")
-            con.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {self.DATABASE}.{schema}")
-        return {**self.endpoint, "database": self.DATABASE, "schema": schema}
-
-
-def snowflake_environment(settings: dict[str, Any]) -> dict[str, str]:
-    """This process's environment without its own ``SNOWFLAKE_*`` variables, plus ``settings`` as ``SNOWFLAKE_*``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_")}
-    return env | {f"SNOWFLAKE_{k.upper()}": str(v) for k, v in settings.items()}
 
 
 def measure_startup(repeats: int = 3) -> float:

@@ -30,18 +30,24 @@ that resume and never go backwards, rejects, rollback, set-based statements)::
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
 from itertools import islice
-from typing import Any
+from typing import Any, Self
 
 import attrs
 import orjson
 import pytest
 
-from starload.broker import LocalBroker
+from starload.broker import LocalBroker, free_port, stop_process
 from starload.engine import LoadStats, StarLoader
 from starload.exceptions import SinkError
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
@@ -658,3 +664,72 @@ class SinkBehaviour:
         finally:
             stager.close()
             sink.close()
+
+
+class LocalSnowflake:
+    """The local Snowflake endpoint (``python -m fakesnow -s``) for the life of a ``with`` block.
+
+    Every measurement gets a fresh schema of one database (the endpoint keeps all of
+    them in one in-memory database); :meth:`fresh_schema` returns connector settings.
+    """
+
+    DATABASE = "E_COMMERCE"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def endpoint(self) -> dict[str, Any]:
+        """Connector arguments for the endpoint itself (no database or schema)."""
+        return {
+            "host": "localhost", "port": self.port, "protocol": "http",
+            "account": "fakesnow", "user": "starload", "password": "not-a-real-secret-42",
+        }  # fmt: skip
+
+    def __enter__(self) -> Self:
+        self._log = tempfile.TemporaryFile()
+        command = [sys.executable, "-m", "fakesnow", "-s", "-p", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self._log.seek(0)
+                    tail = self._log.read().decode(errors="replace")[-2000:]
+                    self.__exit__()
+                    msg = f"the local Snowflake endpoint did not start: {tail}"
+                    raise RuntimeError(msg) from None
+                time.sleep(0.1)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            stop_process(self.process, grace=10)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def connect(self, settings: dict[str, Any]) -> Any:
+        """A connector connection with ``settings``."""
+        import snowflake.connector
+
+        return snowflake.connector.connect(**settings, network_timeout=10)
+
+    def fresh_schema(self, label: str) -> dict[str, Any]:
+        """Create a new schema; the connector settings to use it."""
+        schema = f"{label.upper()}_{uuid.uuid4().hex[:8].upper()}"
+        with self.connect(self.endpoint) as con:
+            con.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {self.DATABASE}")
+            con.cursor().execute(f"CREATE SCHEMA IF NOT EXISTS {self.DATABASE}.{schema}")
+        return {**self.endpoint, "database": self.DATABASE, "schema": schema}
+
+
+def snowflake_environment(settings: dict[str, Any]) -> dict[str, str]:
+    """This process's environment without its own ``SNOWFLAKE_*`` variables, plus ``settings`` as ``SNOWFLAKE_*``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_")}
+    return env | {f"SNOWFLAKE_{k.upper()}": str(v) for k, v in settings.items()}
