@@ -10,6 +10,7 @@ from starload.produce import produce
 from starload.sinks.base import Sink, SinkType, StagedBatch, WriteResult
 from starload.sinks.duckdb import DuckDBSink
 from starload.spec import (
+    UNKNOWN_KEY,
     Check,
     DateDimension,
     Decimal,
@@ -25,6 +26,7 @@ from starload.spec import (
 
 __all__ = [
     "ORDERS_GENERATOR",
+    "UNKNOWN_KEY",
     "ORDERS_SCHEMA",
     "Check",
     "DateDimension",

@@ -246,9 +246,10 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
                 f"arg_max(_sl_v{index[f.source]}, {order}) FILTER (WHERE _sl_v{index[f.source]} IS NOT NULL) AS {quote(f.column)}"
                 for f in dim.attributes
             ]
+            present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
             dimensions[dim.name] = f"""
 SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT
-FROM {valid} GROUP BY {", ".join(keys)}
+FROM {valid} AND {present} GROUP BY {", ".join(keys)}
 """
         dates = None
         if schema.date_dimension:

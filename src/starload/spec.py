@@ -31,6 +31,8 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SOURCE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _RESERVED_PREFIXES = ("_SL_", "STARLOAD_")
 
+#: Surrogate key of a dimension's unknown member (see :class:`Fact`).
+UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
 #: Columns starload adds to every fact table.
@@ -222,7 +224,13 @@ class Measure:
 
 @attrs.frozen
 class Fact:
-    """The fact table: one row per grain value, pointing at every dimension."""
+    """The fact table: one row per grain value, pointing at every dimension.
+
+    A message must carry the natural key of every dimension in ``dimensions``, or it
+    is rejected, except for those listed in ``optional_dimensions``: a fact without
+    that natural key points at the dimension's unknown member, whose surrogate key is
+    :data:`UNKNOWN_KEY` (created by the sink's ``prepare``; its natural key is NULL).
+    """
 
     table: str
     grain: tuple[Field, ...] = attrs.field(converter=_as_tuple)
@@ -230,6 +238,7 @@ class Fact:
     dimensions: tuple[str, ...] = attrs.field(converter=_as_tuple)
     columns: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
     measures: tuple[Measure, ...] = attrs.field(converter=_as_tuple, default=())
+    optional_dimensions: tuple[str, ...] = attrs.field(converter=_as_tuple, default=())
 
     def __attrs_post_init__(self) -> None:
         found = identifier_problems(self.table, "fact table")
@@ -318,6 +327,9 @@ class StarSchema:
             if ref not in self._dim_names():
                 yield f"fact refers to unknown dimension {ref!r} (known: {sorted(self._dim_names())})"
         yield from _duplicate_problems(list(self.fact.dimensions), "fact dimension reference")
+        for ref in self.fact.optional_dimensions:
+            if ref not in self.fact.dimensions:
+                yield f"optional dimension {ref!r} is not one the fact refers to ({list(self.fact.dimensions)})"
         yield from _duplicate_problems(self.fact_columns(), f"fact {self.fact.table!r}: column")
         numeric = {f.column: f for f in self.fact.fields if isinstance(f.type, (Integer, Decimal))}
         for measure in self.fact.measures:
@@ -346,9 +358,13 @@ class StarSchema:
         """Every field of the fact and of every dimension."""
         return (*self.fact.fields, *(f for d in self.dimensions for f in d.columns))
 
+    def is_optional(self, dimension: Dimension) -> bool:
+        """Whether facts may lack ``dimension``'s natural key (they then point at its unknown member)."""
+        return dimension.name in self.fact.optional_dimensions
+
     def is_required(self, source: str) -> bool:
-        """Whether a message must carry ``source`` (required somewhere, or a natural key)."""
-        natural = {f.source for d in self.referenced_dimensions for f in d.natural_key}
+        """Whether a message must carry ``source`` (required somewhere, or a mandatory natural key)."""
+        natural = {f.source for d in self.referenced_dimensions if not self.is_optional(d) for f in d.natural_key}
         return source in natural or any(f.required for f in self.all_fields() if f.source == source)
 
     def check_of(self, source: str) -> Check | None:

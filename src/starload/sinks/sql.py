@@ -34,7 +34,7 @@ from starload.sinks.base import (
     WriteResult,
     natural_key_column,
 )
-from starload.spec import DATE_ATTRIBUTES, ColumnType, Decimal, Dimension, Integer, StarSchema, String, Timestamp
+from starload.spec import DATE_ATTRIBUTES, UNKNOWN_KEY, ColumnType, Decimal, Dimension, Integer, StarSchema, String, Timestamp
 
 
 @attrs.frozen
@@ -96,11 +96,14 @@ class StarSQL:
             if d.uses_sequence:
                 statements.append(f"CREATE SEQUENCE IF NOT EXISTS {quote(dim.sequence)} START 1")
             cols = [f"{quote(dim.key)} {d.integer} {d.key_default(quote(dim.sequence))} NOT NULL"]
-            cols += [_col(f.column, d.type_name(f.type), not_null=True) for f in dim.natural_key]
+            optional = s.is_optional(dim)
+            cols += [_col(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
             cols += [_col(f.column, d.type_name(f.type)) for f in dim.attributes]
             cols += [_col("LAST_EVENT_AT", d.timestamp), _col("UPDATED_AT", d.timestamp)]
             cols += self._keys([dim.key], [f.column for f in dim.natural_key])
             statements.append(self._create(dim.table, cols))
+            if optional:
+                statements.append(self._unknown_member(dim))
         if s.date_dimension:
             dd = s.date_dimension
             cols = [
@@ -163,6 +166,14 @@ class StarSQL:
         return statements
 
     @staticmethod
+    def _unknown_member(dim: Dimension) -> str:
+        """The row facts without a natural key point at: key UNKNOWN_KEY, natural key NULL."""
+        return (
+            f"INSERT INTO {quote(dim.table)} ({quote(dim.key)}) SELECT {UNKNOWN_KEY} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dim.table)} WHERE {quote(dim.key)} = {UNKNOWN_KEY})"
+        )
+
+    @staticmethod
     def _keys(primary: list[str], unique: list[str] | None = None) -> list[str]:
         found = [f"PRIMARY KEY ({', '.join(map(quote, primary))})"]
         if unique:
@@ -219,11 +230,15 @@ class StarSQL:
         joins = []
         for i, dim in enumerate(s.referenced_dimensions):
             alias = f"d{i}"
-            selects.append(f"{alias}.{quote(dim.key)}")
             on = " AND ".join(
                 f"{alias}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
             )
-            joins.append(f"JOIN {quote(dim.table)} AS {alias} ON {on}")
+            if s.is_optional(dim):
+                selects.append(f"coalesce({alias}.{quote(dim.key)}, {UNKNOWN_KEY})")
+                joins.append(f"LEFT JOIN {quote(dim.table)} AS {alias} ON {on}")
+            else:
+                selects.append(f"{alias}.{quote(dim.key)}")
+                joins.append(f"JOIN {quote(dim.table)} AS {alias} ON {on}")
         if s.date_dimension:
             selects.append(f"s.{quote(s.date_dimension.key)}")
         selects += [f"s.{quote(m.column)}" for m in fact.measures]
