@@ -134,7 +134,6 @@ class MappingSQL:
 
     schema: StarSchema
     parse: str
-    valid: str
     unique_grain: str
     facts_unique: str
     facts_ranked: str
@@ -269,7 +268,7 @@ FROM {_RAW} r JOIN {_PARSED} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
 WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
 """
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {_RAW} GROUP BY 1"
-        return cls(schema, parse, valid, unique_grain, facts_unique, facts_ranked, dimensions, dates, rejects, offsets)
+        return cls(schema, parse, unique_grain, facts_unique, facts_ranked, dimensions, dates, rejects, offsets)
 
 
 class Mapper:
