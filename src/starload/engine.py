@@ -2,12 +2,13 @@
 
 The main thread only consumes: it gathers messages into a batch until
 ``batch_rows`` messages or ``batch_seconds`` have passed, whichever first, then
-hands the batch to a two-stage pipeline: a mapper thread types it
-(:mod:`starload.mapping`), a writer thread writes it (one sink transaction that also
-stores the offsets). While batch *n* is written, batch *n + 1* is mapped and batch
-*n + 2* gathered; if that one is full before the writer is done, consumption is
-paused (not buffered), so memory is bounded by three batches whatever the stream
-length. Batches are committed in order.
+hands the batch to a two-stage pipeline: mapper threads type it
+(:mod:`starload.mapping`; two, each with its own DuckDB connection), a writer thread
+writes it (one sink transaction that also stores the offsets). While batch *n* is
+written, batches *n + 1* and *n + 2* are mapped and batch *n + 3* gathered; if that
+one is full before the writer is done, consumption is paused (not buffered), so the
+batches in memory are bounded whatever the stream length. Batches are written and
+committed in order.
 
 Kafka offsets are committed only after the sink committed, and only as a hint for
 lag monitoring: on every partition assignment the loader seeks to the offsets
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import random
 import threading
 import time
@@ -169,8 +171,8 @@ class StarLoader:
         self._last_message = 0.0
         self._paused = False
         self._assigned = False
-        self._mapper: Mapper
-        self._map_thread: ThreadPoolExecutor
+        self._mappers: queue.SimpleQueue[Mapper] = queue.SimpleQueue()
+        self._map_threads: ThreadPoolExecutor
         self._write_thread: ThreadPoolExecutor
 
     def stop(self) -> None:
@@ -187,9 +189,10 @@ class StarLoader:
         self.sink.prepare(self.schema)
         if self._dead_letters is not None:
             self._dead_letters.ensure_topic()
-        self._mapper = Mapper(self.schema)
+        for _ in range(self.MAPPERS):
+            self._mappers.put(Mapper(self.schema))
         consumer = self._consumer = Consumer(self.config)
-        self._map_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-mapper")
+        self._map_threads = ThreadPoolExecutor(self.MAPPERS, thread_name_prefix="starload-mapper")
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
         last_progress = time.monotonic()
         try:
@@ -224,12 +227,13 @@ class StarLoader:
             while self._pending:
                 self._finish_oldest()
         finally:
-            self._map_thread.shutdown(wait=True)
+            self._map_threads.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)
             # Only left when a batch failed: what follows it was not written, by design.
             self._pending.clear()
             consumer.close()
-            self._mapper.close()
+            while not self._mappers.empty():
+                self._mappers.get().close()
             if self._dead_letters is not None:
                 self._dead_letters.close()
             self._consumer = None
@@ -238,13 +242,15 @@ class StarLoader:
             self.progress(self.stats)
         return self.stats
 
-    #: Batches in flight: one being mapped while the one before it is written.
-    PIPELINE_DEPTH = 2
+    #: Mapper threads (each with its own DuckDB connection); batches are written in order.
+    MAPPERS = 2
+    #: Batches in flight: being mapped, or mapped and waiting for (or in) the writer.
+    PIPELINE_DEPTH = MAPPERS + 1
 
     def _submit(self) -> None:
         """Hand the gathered batch to the pipeline (map, then write) and start gathering the next."""
         assert self._consumer is not None
-        staged = self._map_thread.submit(self._stage, self._batch.messages())
+        staged = self._map_threads.submit(self._stage, self._batch.messages())
         self._pending.append(self._write_thread.submit(self._write, staged))
         self._batch = _Batch()
         if self._paused:
@@ -257,7 +263,11 @@ class StarLoader:
         return now - max(self.stats.first_assignment, self._last_message)
 
     def _stage(self, messages: list[Message]) -> tuple[StagedBatch, list[Message]]:
-        return self._mapper.stage(raw_table(messages), topic=self.topic, group=self.group), messages
+        mapper = self._mappers.get()
+        try:
+            return mapper.stage(raw_table(messages), topic=self.topic, group=self.group), messages
+        finally:
+            self._mappers.put(mapper)
 
     def _write(self, staged: Future[tuple[StagedBatch, list[Message]]]) -> tuple[WriteResult, int, dict[int, int]]:
         """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
