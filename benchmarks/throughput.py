@@ -158,6 +158,12 @@ class LoaderRun:
         return self.loaded_seconds - self.join_seconds
 
 
+def loader_json(run: LoaderRun) -> dict[str, float | int | None]:
+    """A loader run's figures, flat and prefixed ``starload_``, derived timings included."""
+    figures = asdict(run) | {"seconds": run.seconds, "idle_style_seconds": run.idle_style_seconds}
+    return {f"starload_{k}": v for k, v in figures.items()}
+
+
 @dataclass
 class Figures:
     """Everything the benchmark reports (also the ``--json`` document)."""
@@ -169,15 +175,14 @@ class Figures:
     produce_rate: float
     bare_rate: float
     orjson_rate: float
-    starload_rate: float
     seed_rate: float
-    starload_peak_rss_mib: float
-    starload_fact_rows: int
-    starload_wall_seconds: float
-    starload_pre_assignment_seconds: float
-    starload_startup_seconds: float
-    starload_seconds: float
+    starload: LoaderRun
     snowflake: SnowflakeFigures | None = None
+
+    @property
+    def starload_rate(self) -> float:
+        """(c): orders per second into DuckDB."""
+        return self.count / self.starload.seconds
 
     @property
     def starload_vs_orjson(self) -> float:
@@ -189,9 +194,10 @@ class Figures:
         """c / d: how many times faster than the seed's per-message loader."""
         return self.starload_rate / self.seed_rate
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | None]:
         """The figures and their ratios as one flat JSON object (Snowflake figures prefixed ``snowflake_``)."""
-        flat = {k: v for k, v in asdict(self).items() if k != "snowflake"}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("starload", "snowflake")}
+        flat |= loader_json(self.starload) | {"starload_rate": self.starload_rate}
         flat |= {"starload_vs_orjson": self.starload_vs_orjson, "starload_vs_seed": self.starload_vs_seed}
         if self.snowflake is not None:
             flat |= {f"snowflake_{k}": v for k, v in self.snowflake.to_json().items()}
@@ -205,25 +211,23 @@ class SnowflakeFigures:
     count: int
     sample: int
     batch_rows: int
-    starload_rate: float
     seed_rate: float
-    starload_peak_rss_mib: float
-    starload_fact_rows: int
-    starload_wall_seconds: float
-    starload_pre_assignment_seconds: float
-    starload_startup_seconds: float
-    starload_loaded_seconds: float | None
-    starload_seconds: float
-    starload_idle_style_seconds: float
+    starload: LoaderRun
+
+    @property
+    def starload_rate(self) -> float:
+        """(e): orders per second into the local Snowflake endpoint."""
+        return self.count / self.starload.seconds
 
     @property
     def starload_vs_seed(self) -> float:
         """e / f: how many times faster than the seed's per-message loader, both through the endpoint."""
         return self.starload_rate / self.seed_rate
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | None]:
         """The figures and their ratio as one flat JSON object."""
-        return asdict(self) | {"starload_vs_seed": self.starload_vs_seed}
+        flat = {k: v for k, v in asdict(self).items() if k != "starload"}
+        return flat | loader_json(self.starload) | {"starload_rate": self.starload_rate, "starload_vs_seed": self.starload_vs_seed}
 
 
 def fresh_group(label: str) -> str:
@@ -641,16 +645,8 @@ def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, 
         count=args.snowflake_count,
         sample=args.snowflake_sample,
         batch_rows=args.snowflake_batch_rows,
-        starload_rate=args.snowflake_count / loaded.seconds,
         seed_rate=seed.rate,
-        starload_peak_rss_mib=loaded.peak_rss_mib,
-        starload_fact_rows=loaded.fact_rows,
-        starload_wall_seconds=loaded.wall_seconds,
-        starload_pre_assignment_seconds=loaded.pre_assignment_seconds,
-        starload_startup_seconds=loaded.startup_seconds,
-        starload_loaded_seconds=loaded.loaded_seconds,
-        starload_seconds=loaded.seconds,
-        starload_idle_style_seconds=loaded.idle_style_seconds,
+        starload=loaded,
     )
 
 
@@ -685,14 +681,8 @@ def measure(args: argparse.Namespace, console: Console) -> Figures:
         produce_rate=produced.rate,
         bare_rate=bare.rate,
         orjson_rate=parsed.rate,
-        starload_rate=args.count / loaded.seconds,
         seed_rate=seed.rate,
-        starload_peak_rss_mib=loaded.peak_rss_mib,
-        starload_fact_rows=loaded.fact_rows,
-        starload_wall_seconds=loaded.wall_seconds,
-        starload_pre_assignment_seconds=loaded.pre_assignment_seconds,
-        starload_startup_seconds=loaded.startup_seconds,
-        starload_seconds=loaded.seconds,
+        starload=loaded,
         snowflake=snowflake,
     )
 
@@ -714,9 +704,9 @@ def print_figures(figures: Figures, console: Console) -> None:
     table.add_row("c / d", "", f"{figures.starload_vs_seed:,.0f}×")
     if sf is not None:
         table.add_row("e / f", "", f"{sf.starload_vs_seed:,.0f}×")
-    table.add_row("(c) peak RSS", "", f"{figures.starload_peak_rss_mib:,.0f} MiB")
+    table.add_row("(c) peak RSS", "", f"{figures.starload.peak_rss_mib:,.0f} MiB")
     if sf is not None:
-        table.add_row("(e) peak RSS", "", f"{sf.starload_peak_rss_mib:,.0f} MiB")
+        table.add_row("(e) peak RSS", "", f"{sf.starload.peak_rss_mib:,.0f} MiB")
     console.print(table)
     console.print(f"count {figures.count:,} · batch rows {figures.batch_rows:,} · partitions {figures.partitions}")
     if sf is not None:
@@ -762,9 +752,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(figures.to_json(), indent=2) + "\n")
         console.print(f"figures written to {args.json}")
-    complete = figures.starload_fact_rows == figures.count
+    complete = figures.starload.fact_rows == figures.count
     if figures.snowflake is not None:
-        complete = complete and figures.snowflake.starload_fact_rows == figures.snowflake.count
+        complete = complete and figures.snowflake.starload.fact_rows == figures.snowflake.count
     return 0 if complete else 1
 
 
