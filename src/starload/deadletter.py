@@ -11,7 +11,7 @@ dead letter twice: the (topic, partition, offset) headers identify duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -34,16 +34,6 @@ def _starload_version() -> str:
 
 
 VERSION = _starload_version().encode()
-
-
-def headers_of(messages: Sequence[Message], rejects: pa.Table) -> dict[tuple[int, int], Headers]:
-    """The original headers of the rejected messages, by (partition, offset)."""
-    wanted = set(zip(rejects.column("KAFKA_PARTITION").to_pylist(), rejects.column("KAFKA_OFFSET").to_pylist()))
-    found: dict[tuple[int, int], Headers] = {}
-    for m in messages:
-        if m.error() is None and (m.partition(), m.offset()) in wanted:
-            found[(m.partition(), m.offset())] = list(m.headers() or [])
-    return found
 
 
 class DeadLetters:

@@ -23,20 +23,19 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
 from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain
 from typing import Any
 
 import attrs
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from starload.deadletter import DeadLetters, Headers
+from starload.exceptions import SinkError, TransientSinkError
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
-from starload.deadletter import DeadLetters, headers_of
-from starload.exceptions import SinkError, TransientSinkError
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
 
@@ -85,41 +84,52 @@ class LoadStats:
         self.dimension_rows_updated += result.dimension_rows_updated
 
 
-def raw_table(messages: list[Message]) -> pa.Table:
-    """The raw Arrow table of consumed messages (error events are left out and logged)."""
-    good = [m for m in messages if m.error() is None]
-    for m in messages:
-        if m.error() is not None:
-            if m.error().fatal():
-                raise KafkaException(m.error())
-            log.warning("consumer event: %s", m.error())
-    return pa.Table.from_arrays(
-        [
-            pa.array([m.partition() for m in good], pa.int32()),
-            pa.array([m.offset() for m in good], pa.int64()),
-            pa.array([m.key() for m in good], pa.binary()),
-            pa.array([m.value() for m in good], pa.binary()),
-        ],
-        schema=RAW_SCHEMA,
-    )
-
-
 @attrs.define
 class _Batch:
-    """Messages gathered for the next write, in arrival order."""
+    """Messages gathered for the next write, in arrival order, as Arrow columns.
 
-    chunks: list[list[Message]] = attrs.field(factory=list)
+    Each fetched list is turned into columns at once and the ``Message`` objects are
+    dropped: holding tens of thousands of them until the batch is mapped would make
+    every garbage collection walk them. Error events are left out (and logged).
+    """
+
+    columns: list[list[pa.Array]] = attrs.field(factory=lambda: [[] for _ in RAW_SCHEMA])
+    #: Original headers of the messages that have any, by (partition, offset), for dead letters.
+    headers: dict[tuple[int, int], Headers] = attrs.field(factory=dict)
     count: int = 0
     opened: float = 0.0
 
     def add(self, messages: list[Message]) -> None:
+        if any(map(Message.error, messages)):
+            messages = _without_errors(messages)
+        if not messages:
+            return
         if not self.count:
             self.opened = time.monotonic()
-        self.chunks.append(messages)
+        partitions = list(map(Message.partition, messages))
+        offsets = list(map(Message.offset, messages))
+        extracted = (partitions, offsets, list(map(Message.key, messages)), list(map(Message.value, messages)))
+        for chunks, values, field in zip(self.columns, extracted, RAW_SCHEMA):
+            chunks.append(pa.array(values, field.type))
+        headers = list(map(Message.headers, messages))
+        if any(headers):
+            self.headers.update(((p, o), h) for p, o, h in zip(partitions, offsets, headers) if h)
         self.count += len(messages)
 
-    def messages(self) -> list[Message]:
-        return list(chain.from_iterable(self.chunks))
+    def raw(self) -> pa.Table:
+        """The raw table the mapper reads (:data:`~starload.mapping.RAW_SCHEMA`)."""
+        return pa.Table.from_arrays([pa.chunked_array(c, f.type) for c, f in zip(self.columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
+
+
+def _without_errors(messages: list[Message]) -> list[Message]:
+    """``messages`` without consumer error events, which are logged (fatal ones raise)."""
+    for m in messages:
+        error = m.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning("consumer event: %s", error)
+    return [m for m in messages if m.error() is None]
 
 
 class StarLoader:
@@ -250,7 +260,7 @@ class StarLoader:
     def _submit(self) -> None:
         """Hand the gathered batch to the pipeline (map, then write) and start gathering the next."""
         assert self._consumer is not None
-        staged = self._map_threads.submit(self._stage, self._batch.messages())
+        staged = self._map_threads.submit(self._stage, self._batch)
         self._pending.append(self._write_thread.submit(self._write, staged))
         self._batch = _Batch()
         if self._paused:
@@ -262,14 +272,14 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, messages: list[Message]) -> tuple[StagedBatch, list[Message]]:
+    def _stage(self, gathered: _Batch) -> tuple[StagedBatch, dict[tuple[int, int], Headers]]:
         mapper = self._mappers.get()
         try:
-            return mapper.stage(raw_table(messages), topic=self.topic, group=self.group), messages
+            return mapper.stage(gathered.raw(), topic=self.topic, group=self.group), gathered.headers
         finally:
             self._mappers.put(mapper)
 
-    def _write(self, staged: Future[tuple[StagedBatch, list[Message]]]) -> tuple[WriteResult, int, dict[int, int]]:
+    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
         """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
 
         The whole batch is retried: a failed write committed nothing. While the writer
@@ -286,14 +296,14 @@ class StarLoader:
             self._write_failed.set()
             raise
 
-    def _write_in_order(self, staged: Future[tuple[StagedBatch, list[Message]]]) -> tuple[WriteResult, int, dict[int, int]]:
-        mapped, messages = staged.result()
+    def _write_in_order(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
+        mapped, headers = staged.result()
         for attempt in itertools.count():
             try:
                 # Grain values loaded earlier with other content become rejects too.
                 batch = mapped.with_conflicts(self.sink.find_conflicts(mapped))
                 if self._dead_letters is not None and batch.rejects.num_rows:
-                    self._dead_letters.send(batch.rejects, headers_of(messages, batch.rejects))
+                    self._dead_letters.send(batch.rejects, headers)
                 result = self.sink.write(batch)
                 break
             except TransientSinkError as exc:
