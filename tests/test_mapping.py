@@ -75,6 +75,28 @@ def test_money_is_exact_decimal(mapper, orders):
 
 
 @pytest.mark.parametrize(
+    ("price", "expected"),
+    [
+        ("1234567890123456.78", Decimal("1234567890123456.78")),  # 18 digits: more than a double holds
+        ("9999999999999999.99", Decimal("9999999999999999.99")),
+        ('"1234567890123456.78"', Decimal("1234567890123456.78")),
+        ("12.5", Decimal("12.50")),
+        ("1.10000000000000000000", Decimal("1.10")),
+        ("10000000000000000", None),  # 17 digits before the point
+        ("123456789012.345", None),  # would need rounding
+        ("0.005", None),
+    ],
+)
+def test_money_is_read_from_the_json_text_never_rounded(mapper, orders, price, expected):
+    value = with_(orders[0], price=0, quantity=1).replace(b'"price": 0', b'"price": ' + price.encode())
+    batch = stage(mapper, [value])
+    if expected is None:
+        assert batch.rejects.column("REASON")[0].as_py().startswith("price: expected a number")
+    else:
+        assert batch.facts.column("UNIT_PRICE")[0].as_py() == expected
+
+
+@pytest.mark.parametrize(
     ("value", "reason"),
     [
         (b"", "empty message"),
@@ -107,6 +129,8 @@ def test_bad_documents_are_rejected(mapper, value, reason):
         ({"price": 1.234}, "price: expected a number"),
         ({"price": [1]}, "price: expected a number"),
         ({"price": 1e300}, "price: expected a number"),
+        ({"price": True}, "price: expected a number"),
+        ({"price": "1.005"}, "price: expected a number"),
         ({"order_timestamp": "yesterday"}, "order_timestamp: expected an ISO-8601 timestamp"),
         ({"order_timestamp": 1700000000}, "order_timestamp: expected an ISO-8601 timestamp"),
         ({"order_timestamp": "infinity"}, "order_timestamp: expected an ISO-8601 timestamp"),
@@ -220,3 +244,25 @@ def test_sql_is_built_once_per_schema_with_quoted_identifiers():
     assert '"TOTAL_AMOUNT"' in sql.parse
     assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_unique and '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_ranked
     assert set(sql.dimensions) == {"customer", "product"}
+
+
+def test_fingerprint_is_the_mapped_content(mapper, orders):
+    order = orders[0]
+    same = [
+        json.dumps(order).encode(),
+        json.dumps(dict(reversed(order.items())), indent=2).encode(),  # key order, whitespace
+        with_(order, unmapped={"anything": [1, 2]}),
+    ]
+    price = json.dumps({**order, "price": 0, "quantity": 1})
+    different = [
+        with_(order, quantity=order["quantity"] + 1),
+        with_(order, customer_name=order["customer_name"] + " "),
+        with_({k: v for k, v in order.items() if k != "shipping_region"}),  # an optional field missing
+        price.replace('"price": 0', '"price": 1234567890123456.78').encode(),
+        price.replace('"price": 0', '"price": 1234567890123456.79').encode(),  # the same double
+    ]
+    batch = stage(mapper, same + different)
+    hashes = dict(zip(batch.facts.column("KAFKA_OFFSET").to_pylist(), batch.facts.column("MESSAGE_HASH").to_pylist()))
+    assert len(hashes) == len(same) + len(different)
+    assert len({hashes[i] for i in range(len(same))}) == 1
+    assert len(set(hashes.values())) == 1 + len(different)

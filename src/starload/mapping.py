@@ -9,7 +9,8 @@ A message is rejected, with every reason found, when it is empty or null, not UT
 not valid JSON, not a JSON object, lacks a required field, has a value of the wrong
 type (see :mod:`starload.spec` for the typing rules), fails a range check, or yields
 a measure out of range. Every valid message is staged as a fact row with a
-fingerprint of its typed content (MESSAGE_HASH), its rank among the batch's
+fingerprint of its content (MESSAGE_HASH: 63 bits of the MD5 of its mapped fields as
+minified JSON, so whitespace, key order and unmapped fields do not count), its rank among the batch's
 messages of the same grain value (by partition, offset) and the fingerprint and
 coordinates of the first of them; the sink loads only the first, and
 :meth:`~starload.sinks.base.Sink.find_conflicts` tells duplicates from conflicts.
@@ -82,31 +83,44 @@ def duckdb_type(column_type: ColumnType) -> str:
 
 
 def _transform_type(column_type: ColumnType) -> str:
-    """What ``json_transform`` extracts a field as (strictness comes from its JSON type)."""
-    return "BIGINT" if isinstance(column_type, Integer) else "VARCHAR"
+    """What ``json_transform`` extracts a field's value as (lenient: :func:`_typed_value` makes it strict).
 
-
-def _typed_value(column_type: ColumnType, t: str, x: str) -> tuple[str, str]:
-    """(typed value expression, 'wrong type' message) for one source field.
-
-    ``t`` is the field's JSON type (``json_type``: VARCHAR, BIGINT, UBIGINT, DOUBLE,
-    BOOLEAN, OBJECT, ARRAY), ``x`` its value as ``json_transform`` extracted it
-    (:func:`_transform_type`), which is lenient: the JSON type makes it strict.
+    A decimal is read straight from the JSON text into its column type, so every
+    amount that fits the column is exact (read as VARCHAR, a number would go through
+    a double and lose the digits past the 15th).
     """
     if isinstance(column_type, Integer):
-        return (f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT') THEN {x} END", "expected a 64-bit integer")
+        return "BIGINT"
     if isinstance(column_type, Decimal):
-        value = f"TRY_CAST({x} AS {duckdb_type(column_type)})"
-        exact = f"TRY_CAST({x} AS DOUBLE) = CAST({value} AS DOUBLE)"
+        return duckdb_type(column_type)
+    return "VARCHAR"
+
+
+def _typed_value(column_type: ColumnType, j: str, x: str) -> tuple[str, str]:
+    """(typed value expression, 'wrong type' message) for one source field.
+
+    ``j`` is the field as JSON text (minified, so its first character tells its JSON
+    type: ``"`` a string, a digit or ``-`` a number), ``x`` its value as
+    ``json_transform`` extracted it (:func:`_transform_type`), which is lenient:
+    the JSON type makes it strict. A decimal that would need rounding to the
+    column's scale is refused: it differs from the number's double value (this
+    catches every rounding of a number with up to 15 significant digits).
+    """
+    if isinstance(column_type, Integer):
+        return (f"CASE WHEN regexp_full_match({j}, '-?[0-9]+') THEN {x} END", "expected a 64-bit integer")
+    if isinstance(column_type, Decimal):
+        number_or_string = f"regexp_full_match(left({j}, 1), '[-0-9\"]')"
+        exact = f"TRY_CAST(trim({j}, '\"') AS DOUBLE) = CAST({x} AS DOUBLE)"
         return (
-            f"CASE WHEN {t} IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'VARCHAR') AND {exact} THEN {value} END",
+            f"CASE WHEN {number_or_string} AND {exact} THEN {x} END",
             f"expected a number with at most {column_type.precision - column_type.scale} digits "
             f"before and {column_type.scale} after the decimal point",
         )
+    string = f"starts_with({j}, '\"')"
     if isinstance(column_type, Timestamp):
         value = f"TRY_CAST({x} AS TIMESTAMPTZ)"
-        return (f"CASE WHEN {t} = 'VARCHAR' AND isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
-    return (f"CASE WHEN {t} = 'VARCHAR' THEN {x} END", "expected a string")
+        return (f"CASE WHEN {string} AND isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
+    return (f"CASE WHEN {string} THEN {x} END", "expected a string")
 
 
 def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
@@ -146,18 +160,17 @@ class MappingSQL:
     def build(cls, schema: StarSchema) -> MappingSQL:
         sources = schema.source_fields()
         index = {name: i for i, name in enumerate(sources)}
-        paths = ", ".join(_literal(f'$."{name}"') for name in sources)
 
         typed, problems = [], []
         for name, column_type in sources.items():
             i = index[name]
-            t, v = f"_sl_t{i}", f"_sl_v{i}"
-            value, wrong_type = _typed_value(column_type, t, f"_sl_x{i}")
+            j, v = f"_sl_j{i}", f"_sl_v{i}"
+            value, wrong_type = _typed_value(column_type, j, f"_sl_x{i}")
             typed.append(f"{value} AS {v}")
             when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
             check = _check_problem(name, column_type, schema.check_of(name), v)
             problems.append(
-                f"CASE WHEN {t} IS NULL OR {t} = 'NULL' THEN {when_missing} "
+                f"CASE WHEN {j} IS NULL THEN {when_missing} "
                 f"WHEN {v} IS NULL THEN {_literal(f'{name}: {wrong_type}')} "
                 f"{'ELSE ' + check if check else ''} END"
             )
@@ -173,10 +186,17 @@ class MappingSQL:
         event = f"_sl_v{index[schema.fact.event_time.source]}"
 
         grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
-        fingerprint = ", ".join(f"{quote(name)} := _sl_v{i}" for name, i in index.items())
-        structure = _literal(json.dumps({name: _transform_type(t) for name, t in sources.items()}))
+        # The fields' JSON texts, "null" when missing (a decimal's exact value instead:
+        # its JSON text went through a double).
+        fingerprint = ", ".join(
+            f"coalesce({f'CAST(_sl_v{i} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{i}'}, 'null')"
+            for t, i in zip(sources.values(), index.values())
+        )
+        as_json = _literal(json.dumps(dict.fromkeys(sources, "JSON")))
+        as_values = _literal(json.dumps({name: _transform_type(t) for name, t in sources.items()}))
         columns = ", ".join(
-            f"_sl_types[{i + 1}] AS _sl_t{i}, struct_extract(_sl_f, {_literal(name)}) AS _sl_x{i}" for name, i in index.items()
+            f"struct_extract(_sl_json, {_literal(name)}) AS _sl_j{i}, struct_extract(_sl_f, {_literal(name)}) AS _sl_x{i}"
+            for name, i in index.items()
         )
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {_PARSED} AS
@@ -186,8 +206,8 @@ WITH text AS (
     SELECT *, starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object FROM text
 ), fields AS (
     SELECT *,
-        CASE WHEN _sl_object THEN TRY(json_type(_sl_text, [{paths}])) END AS _sl_types,
-        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {structure})) END AS _sl_f
+        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_json})) END AS _sl_json,
+        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_values})) END AS _sl_f
     FROM objects
 ), extracted AS (
     SELECT *, {columns} FROM fields
@@ -199,12 +219,12 @@ WITH text AS (
         {", ".join(quote(m.column) for m in schema.fact.measures) + "," if schema.fact.measures else ""}
         CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
         {event} AS {_EVENT},
-        md5(CAST(struct_pack({fingerprint}) AS VARCHAR)) AS MESSAGE_HASH,
+        CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH,
         CASE
             WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
             WHEN _sl_text IS NULL THEN 'not UTF-8 text'
             WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
-            WHEN _sl_f IS NULL OR _sl_types IS NULL THEN 'not valid JSON'
+            WHEN _sl_f IS NULL OR _sl_json IS NULL THEN 'not valid JSON'
             ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
         END AS {_REASON}
     FROM typed

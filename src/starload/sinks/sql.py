@@ -7,8 +7,8 @@ Snowflake sinks execute the same set-based plan and differ only in how a staged
 Arrow table reaches the warehouse. Identifiers are validated by the spec and always
 quoted; values only ever arrive as staged tables or bound parameters.
 
-Upserts are an UPDATE … FROM followed by an INSERT … WHERE NOT EXISTS rather than a
-MERGE: the same semantics, the counts of updated and inserted rows for free, and
+Upserts are an UPDATE … FROM followed by an INSERT of the members not there yet
+rather than a MERGE: the same semantics, the counts of updated and inserted rows for free, and
 both work inside a transaction on every engine we test with (the local Snowflake
 emulator cannot run MERGE inside an explicit transaction).
 """
@@ -76,6 +76,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _unmatched(table: str, on: str, column: str) -> tuple[str, str]:
+    """A join and a condition that keep the staged rows ``s`` with no match in ``table`` (alias ``t``).
+
+    An outer join rather than ``NOT EXISTS``: DuckDB builds the hash table of a NOT
+    EXISTS on the target table, all of it, every batch; this form lets it build on
+    the batch. ``column`` is one of the target columns compared in ``on``: it is never
+    NULL in a matched row.
+    """
+    return f"LEFT JOIN {quote(table)} AS t ON {on}", f"t.{quote(column)} IS NULL"
+
+
 def _col(name: str, type_name: str, *, not_null: bool = False) -> str:
     return f"{quote(name)} {type_name}{' NOT NULL' if not_null else ''}"
 
@@ -125,13 +136,13 @@ class StarSQL:
             cols.append(_col(s.date_dimension.key, d.small_integer, not_null=True))
         cols += [_col(m.column, d.type_name(m.type)) for m in fact.measures]
         cols += [
-            _col("MESSAGE_HASH", d.string),
+            _col("MESSAGE_HASH", d.integer),
             _col("KAFKA_TOPIC", d.string, not_null=True),
             _col("KAFKA_PARTITION", d.small_integer, not_null=True),
             _col("KAFKA_OFFSET", d.integer, not_null=True),
             _col("LOADED_AT", d.timestamp, not_null=True),
         ]
-        # No key on the fact: idempotency comes from the NOT EXISTS in insert_facts,
+        # No key on the fact: idempotency comes from the outer join in insert_facts,
         # never from a constraint (Snowflake does not enforce them), and a unique
         # index would cost DuckDB about as much as the insert itself.
         statements.append(self._create(fact.table, cols))
@@ -205,21 +216,23 @@ class StarSQL:
     def insert_dimension(self, dim: Dimension, staged: str) -> str:
         """Insert the members in ``staged`` that are new; the key comes from the column default."""
         on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
+        join, new = _unmatched(dim.table, on, dim.natural_key[0].column)
         columns = [quote(f.column) for f in dim.columns]
         return (
             f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
             f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dim.table)} AS t WHERE {on})"
+            f"{join} WHERE {new}"
         )
 
     def insert_dates(self, staged: str) -> str:
         """Add the staged dates the date dimension does not have yet."""
         dd = self.schema.date_dimension
         assert dd is not None
-        cols = ", ".join(map(quote, [dd.key, *DATE_ATTRIBUTES]))
+        columns = [dd.key, *DATE_ATTRIBUTES]
+        join, new = _unmatched(dd.table, f"t.{quote(dd.key)} = s.{quote(dd.key)}", dd.key)
         return (
-            f"INSERT INTO {quote(dd.table)} ({cols}) SELECT {cols} FROM {staged} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dd.table)} AS t WHERE t.{quote(dd.key)} = s.{quote(dd.key)})"
+            f"INSERT INTO {quote(dd.table)} ({', '.join(map(quote, columns))}) "
+            f"SELECT {', '.join('s.' + quote(c) for c in columns)} FROM {staged} AS s {join} WHERE {new}"
         )
 
     def insert_facts(self, staged: str) -> str:
@@ -243,12 +256,13 @@ class StarSQL:
             selects.append(f"s.{quote(s.date_dimension.key)}")
         selects += [f"s.{quote(m.column)}" for m in fact.measures]
         selects += ["s.MESSAGE_HASH", "s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
-        grain = " AND ".join(f"f.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+        grain = " AND ".join(f"t.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+        join, new = _unmatched(fact.table, grain, fact.grain[0].column)
         columns = ", ".join(map(quote, s.fact_columns()))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
-            f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join(joins) + "\n"
-            f"WHERE s._SL_RANK = 1 AND NOT EXISTS (SELECT 1 FROM {quote(fact.table)} AS f WHERE {grain})"
+            f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join([*joins, join]) + "\n"
+            f"WHERE s._SL_RANK = 1 AND {new}"
         )
 
     def find_conflicts(self, staged: str) -> str:
@@ -265,11 +279,10 @@ class StarSQL:
     def insert_rejects(self, staged: str) -> str:
         """Record staged rejects (once per topic/partition/offset)."""
         cols = ["KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "MESSAGE_KEY", "MESSAGE_VALUE", "REASON"]
-        same = " AND ".join(f"t.{c} = s.{c}" for c in cols[:3])
+        join, new = _unmatched(REJECTS_TABLE, " AND ".join(f"t.{c} = s.{c}" for c in cols[:3]), cols[0])
         return (
             f"INSERT INTO {quote(REJECTS_TABLE)} ({', '.join(cols)}, REJECTED_AT) "
-            f"SELECT {', '.join('s.' + c for c in cols)}, CURRENT_TIMESTAMP FROM {staged} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(REJECTS_TABLE)} AS t WHERE {same})"
+            f"SELECT {', '.join('s.' + c for c in cols)}, CURRENT_TIMESTAMP FROM {staged} AS s {join} WHERE {new}"
         )
 
     def update_offsets(self, staged: str) -> str:
@@ -284,10 +297,11 @@ class StarSQL:
     def insert_offsets(self, staged: str) -> str:
         """Store offsets of partitions seen for the first time."""
         on = " AND ".join(f"t.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
+        join, new = _unmatched(OFFSETS_TABLE, on, "GROUP_ID")
         return (
             f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, UPDATED_AT) "
             f"SELECT s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, CURRENT_TIMESTAMP FROM {staged} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(OFFSETS_TABLE)} AS t WHERE {on})"
+            f"{join} WHERE {new}"
         )
 
     def select_offsets(self) -> str:
