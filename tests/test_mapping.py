@@ -183,7 +183,7 @@ def test_poison_inputs_never_stop_the_mapping(mapper, orders):
 
 
 def test_strings_load_verbatim(mapper, orders):
-    name = "Robert'); DROP TABLE FACT_ORDERS;-- \"q\" \\ Zoë 李 🚀"
+    name = "Robert'); DROP TABLE FACT_ORDERS;-- \"q\" \\ Zoë 李 🚀 \n\t\u0001 / \u2028"
     batch = stage(mapper, [with_(orders[0], customer_id="C-weird", customer_name=name)])
     [row] = batch.dimensions["customer"].to_pylist()
     assert row["CUSTOMER_NAME"] == name

@@ -82,45 +82,54 @@ def duckdb_type(column_type: ColumnType) -> str:
     return "VARCHAR"
 
 
-def _transform_type(column_type: ColumnType) -> str:
-    """What ``json_transform`` extracts a field's value as (lenient: :func:`_typed_value` makes it strict).
+def _text(j: str) -> str:
+    """The value of JSON string text ``j`` (NULL when ``j`` is not a string).
 
-    A decimal is read straight from the JSON text into its column type, so every
-    amount that fits the column is exact (read as VARCHAR, a number would go through
-    a double and lose the digits past the 15th).
+    Minified JSON escapes only quotes, backslashes and control characters, so most
+    strings are their text without the quotes; the others are decoded.
+    """
+    return (
+        f"CASE WHEN starts_with({j}, '\"') THEN "
+        f"CASE WHEN contains({j}, '\\') THEN json_extract_string({j}, '$') ELSE {j}[2:-2] END END"
+    )
+
+
+def _typed_value(column_type: ColumnType, name: str, j: str) -> tuple[str, str]:
+    """(typed value expression, 'wrong type' message) for source field ``name``.
+
+    ``j`` is the field as minified JSON text (from ``json_transform``; NULL when
+    missing or null), so its JSON type is plain to see: a string starts with ``"``
+    and an integer is its own digits.
+
+    A decimal comes from the number's text, or from a string. JSON numbers are
+    minified through a double, so one whose text is longer than 15 characters is
+    read again from the message, straight into the column type: every amount that
+    fits the column is exact. One that would need rounding to the column's scale is
+    refused: it differs from its double value (which catches every rounding of a
+    number of up to 15 significant digits).
     """
     if isinstance(column_type, Integer):
-        return "BIGINT"
+        value = f"TRY_CAST({j} AS BIGINT)"
+        return (f"CASE WHEN {j} = CAST({value} AS VARCHAR) THEN {value} END", "expected a 64-bit integer")
     if isinstance(column_type, Decimal):
-        return duckdb_type(column_type)
-    return "VARCHAR"
-
-
-def _typed_value(column_type: ColumnType, j: str, x: str) -> tuple[str, str]:
-    """(typed value expression, 'wrong type' message) for one source field.
-
-    ``j`` is the field as minified JSON text (a string's starts with ``"``), ``x`` its value as
-    ``json_transform`` extracted it (:func:`_transform_type`), which is lenient:
-    the JSON type makes it strict. A decimal that would need rounding to the
-    column's scale is refused: it differs from the number's double value (this
-    catches every rounding of a number with up to 15 significant digits).
-    """
-    if isinstance(column_type, Integer):
-        # The lenient BIGINT also takes 2.5, "3", 1e2 and true: an integer's JSON text is its own digits.
-        return (f"CASE WHEN {j} = CAST({x} AS VARCHAR) THEN {x} END", "expected a 64-bit integer")
-    if isinstance(column_type, Decimal):
-        # The lenient DECIMAL is NULL for all but numbers and numeric strings, and booleans.
-        exact = f"TRY_CAST(trim({j}, '\"') AS DOUBLE) = CAST({x} AS DOUBLE)"
+        decimal = duckdb_type(column_type)
+        number = f"CASE WHEN starts_with({j}, '\"') THEN {_text(j)} ELSE {j} END"
+        exact = _literal(json.dumps({name: decimal}))
+        value = (
+            f"CASE WHEN {j} IN ('true', 'false') THEN NULL "
+            f"WHEN length({j}) > 15 AND NOT starts_with({j}, '\"') "
+            f"THEN struct_extract(TRY(json_transform(_sl_text, {exact})), {_literal(name)}) "
+            f"ELSE TRY_CAST({number} AS {decimal}) END"
+        )
         return (
-            f"CASE WHEN {j} NOT IN ('true', 'false') AND {exact} THEN {x} END",
+            f"CASE WHEN TRY_CAST({number} AS DOUBLE) = CAST({value} AS DOUBLE) THEN {value} END",
             f"expected a number with at most {column_type.precision - column_type.scale} digits "
             f"before and {column_type.scale} after the decimal point",
         )
-    string = f"starts_with({j}, '\"')"
     if isinstance(column_type, Timestamp):
-        value = f"TRY_CAST({x} AS TIMESTAMPTZ)"
-        return (f"CASE WHEN {string} AND isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
-    return (f"CASE WHEN {string} THEN {x} END", "expected a string")
+        value = f"TRY_CAST({_text(j)} AS TIMESTAMPTZ)"
+        return (f"CASE WHEN isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
+    return (_text(j), "expected a string")
 
 
 def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
@@ -165,7 +174,7 @@ class MappingSQL:
         for name, column_type in sources.items():
             i = index[name]
             j, v = f"_sl_j{i}", f"_sl_v{i}"
-            value, wrong_type = _typed_value(column_type, j, f"_sl_x{i}")
+            value, wrong_type = _typed_value(column_type, name, j)
             typed.append(f"{value} AS {v}")
             when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
             check = _check_problem(name, column_type, schema.check_of(name), v)
@@ -193,11 +202,7 @@ class MappingSQL:
             for t, i in zip(sources.values(), index.values())
         )
         as_json = _literal(json.dumps(dict.fromkeys(sources, "JSON")))
-        as_values = _literal(json.dumps({name: _transform_type(t) for name, t in sources.items()}))
-        columns = ", ".join(
-            f"struct_extract(_sl_json, {_literal(name)}) AS _sl_j{i}, struct_extract(_sl_f, {_literal(name)}) AS _sl_x{i}"
-            for name, i in index.items()
-        )
+        columns = ", ".join(f"CAST(struct_extract(_sl_json, {_literal(name)}) AS VARCHAR) AS _sl_j{i}" for name, i in index.items())
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {_PARSED} AS
 WITH text AS (
@@ -206,8 +211,7 @@ WITH text AS (
     SELECT *, starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object FROM text
 ), fields AS (
     SELECT *,
-        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_json})) END AS _sl_json,
-        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_values})) END AS _sl_f
+        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_json})) END AS _sl_json
     FROM objects
 ), extracted AS (
     SELECT *, {columns} FROM fields
@@ -224,7 +228,7 @@ WITH text AS (
             WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
             WHEN _sl_text IS NULL THEN 'not UTF-8 text'
             WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
-            WHEN _sl_f IS NULL OR _sl_json IS NULL THEN 'not valid JSON'
+            WHEN _sl_json IS NULL THEN 'not valid JSON'
             ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
         END AS {_REASON}
     FROM typed
