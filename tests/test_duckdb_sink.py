@@ -123,3 +123,14 @@ def test_conflicts_across_batches_become_rejects(sink, mapper, orders):
     assert (offset, value) == (1, changed)
     assert reason == f"conflict: order_id {orders[0]['order_id']} was first seen at partition 0 offset 0 with different content"
     assert sink.connection.execute("SELECT QUANTITY FROM FACT_ORDERS").fetchall() == [(orders[0]["quantity"],)]
+
+
+def test_memory_and_checkpoint_settings_reach_duckdb(tmp_path):
+    defaults = DuckDBSink(tmp_path / "a.duckdb")
+    chosen = DuckDBSink(tmp_path / "b.duckdb", memory_limit="300MB", checkpoint_threshold="8MB")
+    settings = "SELECT current_setting('memory_limit'), current_setting('checkpoint_threshold')"
+    with defaults, chosen:
+        defaults.prepare(ORDERS_SCHEMA)
+        chosen.prepare(ORDERS_SCHEMA)
+        assert defaults.connection.execute(settings).fetchall() == [("488.2 MiB", "61.0 MiB")]
+        assert chosen.connection.execute(settings).fetchall() == [("286.1 MiB", "7.6 MiB")]

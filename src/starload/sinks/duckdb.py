@@ -6,6 +6,13 @@ one transaction. Surrogate keys come from sequences (``<TABLE>_SEQ``). A DuckDB 
 is opened by one process at a time; ``path=":memory:"`` gives an in-memory warehouse.
 ``memory_limit`` caps DuckDB's buffer cache (default 512MB; ``--sink-option
 memory_limit=2GB``), which otherwise grows with the database, up to 80 % of RAM.
+
+``checkpoint_threshold`` is how much write-ahead log DuckDB gathers before it
+checkpoints into the file (default here 64MB; DuckDB's own is 16MB). A checkpoint
+rewrites the last, partly filled row group (122,880 rows): with the default batch
+of 50,000 rows that happened every two or three batches, and cost about as much as
+the inserts. Durability is unchanged: every batch is in the log at COMMIT, and the
+log is replayed when the file is opened again.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ class DuckDBSink(SQLSink):
 
     dialect = DUCKDB
 
-    def __init__(self, path: str | Path = "starload.duckdb", memory_limit: str = "512MB") -> None:
+    def __init__(
+        self, path: str | Path = "starload.duckdb", memory_limit: str = "512MB", checkpoint_threshold: str = "64MB"
+    ) -> None:
         super().__init__()
         self.path = str(path)
         self.memory_limit = memory_limit
+        self.checkpoint_threshold = checkpoint_threshold
         self._connection: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -49,7 +59,8 @@ class DuckDBSink(SQLSink):
 
     def _connect(self) -> None:
         if self._connection is None:
-            self._connection = duckdb.connect(self.path, config={"memory_limit": self.memory_limit})
+            config = {"memory_limit": self.memory_limit, "checkpoint_threshold": self.checkpoint_threshold}
+            self._connection = duckdb.connect(self.path, config=config)
             self._connection.execute("SET TimeZone = 'UTC'")
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -81,7 +92,11 @@ DUCKDB_SINK = SinkType(
     name="duckdb",
     factory=DuckDBSink,
     description="embedded DuckDB database file (default starload.duckdb)",
-    options={"path": "database file, or :memory: (CLI: --duckdb-path)", "memory_limit": "DuckDB buffer cache cap (default 512MB)"},
+    options={
+        "path": "database file, or :memory: (CLI: --duckdb-path)",
+        "memory_limit": "DuckDB buffer cache cap (default 512MB)",
+        "checkpoint_threshold": "write-ahead log gathered before a checkpoint (default 64MB)",
+    },
 )
 
 
