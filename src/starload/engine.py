@@ -63,6 +63,8 @@ class LoadStats:
     lag: int | None = None
     started: float = attrs.field(factory=time.monotonic)
     first_assignment: float | None = None
+    #: When the sink last committed a batch (``time.monotonic()``).
+    last_commit: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -248,6 +250,9 @@ class StarLoader:
                 self._submit()
             while self._pending:
                 self._finish_oldest()
+            if self.stats.last_commit is not None:
+                since = time.monotonic() - self.stats.last_commit
+                log.info("stopping after %d messages; last commit %.3f s ago", self.stats.consumed, since)
         finally:
             self._map_threads.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)
@@ -330,6 +335,7 @@ class StarLoader:
                 if self._dead_letters is not None and batch.rejects.num_rows:
                     self._dead_letters.send(batch.rejects, headers)
                 result = self.sink.write(batch)
+                self.stats.last_commit = time.monotonic()
                 break
             except TransientSinkError as exc:
                 delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
