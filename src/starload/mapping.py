@@ -94,12 +94,14 @@ def _text(j: str) -> str:
     )
 
 
-def _typed_value(column_type: ColumnType, name: str, j: str) -> tuple[str, str]:
-    """(typed value expression, 'wrong type' message) for source field ``name``.
+def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str], str, str]:
+    """(candidate columns, typed value, 'wrong type' message) of source field ``name`` (number ``i``).
 
-    ``j`` is the field as minified JSON text (from ``json_transform``; NULL when
-    missing or null), so its JSON type is plain to see: a string starts with ``"``
-    and an integer is its own digits.
+    Columns of the earlier steps: ``_sl_j{i}``, the field as minified JSON text (from
+    ``json_transform``; NULL when missing or null), so its JSON type is plain to see
+    (a string starts with ``"``, an integer is its own digits), and ``_sl_s{i}``, the
+    value when it is a JSON string (:func:`_text`). The candidate columns come next,
+    and the typed value is computed from them: every expression is evaluated once.
 
     A decimal comes from the number's text, or from a string. JSON numbers are
     minified through a double, so one whose text is longer than 15 characters is
@@ -108,28 +110,25 @@ def _typed_value(column_type: ColumnType, name: str, j: str) -> tuple[str, str]:
     refused: it differs from its double value (which catches every rounding of a
     number of up to 15 significant digits).
     """
+    j, s, c = f"_sl_j{i}", f"_sl_s{i}", f"_sl_c{i}"
     if isinstance(column_type, Integer):
-        value = f"TRY_CAST({j} AS BIGINT)"
-        return (f"CASE WHEN {j} = CAST({value} AS VARCHAR) THEN {value} END", "expected a 64-bit integer")
+        return [f"TRY_CAST({j} AS BIGINT) AS {c}"], f"CASE WHEN {j} = CAST({c} AS VARCHAR) THEN {c} END", "expected a 64-bit integer"
     if isinstance(column_type, Decimal):
-        decimal = duckdb_type(column_type)
-        number = f"CASE WHEN starts_with({j}, '\"') THEN {_text(j)} ELSE {j} END"
-        exact = _literal(json.dumps({name: decimal}))
-        value = (
-            f"CASE WHEN {j} IN ('true', 'false') THEN NULL "
-            f"WHEN length({j}) > 15 AND NOT starts_with({j}, '\"') "
-            f"THEN struct_extract(TRY(json_transform(_sl_text, {exact})), {_literal(name)}) "
-            f"ELSE TRY_CAST({number} AS {decimal}) END"
-        )
-        return (
-            f"CASE WHEN TRY_CAST({number} AS DOUBLE) = CAST({value} AS DOUBLE) THEN {value} END",
+        decimal, number = duckdb_type(column_type), f"coalesce({s}, {j})"
+        reread = f"struct_extract(TRY(json_transform(_sl_text, {_literal(json.dumps({name: decimal}))})), {_literal(name)})"
+        candidates = [
+            f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
+            f"ELSE TRY_CAST({number} AS {decimal}) END AS {c}",
+            f"TRY_CAST({number} AS DOUBLE) AS _sl_d{i}",
+        ]
+        wrong = (
             f"expected a number with at most {column_type.precision - column_type.scale} digits "
-            f"before and {column_type.scale} after the decimal point",
+            f"before and {column_type.scale} after the decimal point"
         )
+        return candidates, f"CASE WHEN _sl_d{i} = CAST({c} AS DOUBLE) THEN {c} END", wrong
     if isinstance(column_type, Timestamp):
-        value = f"TRY_CAST({_text(j)} AS TIMESTAMPTZ)"
-        return (f"CASE WHEN isfinite({value}) THEN {value} END", "expected an ISO-8601 timestamp string")
-    return (_text(j), "expected a string")
+        return [f"TRY_CAST({s} AS TIMESTAMPTZ) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected an ISO-8601 timestamp string"
+    return [f"{s} AS {c}"], c, "expected a string"
 
 
 def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
@@ -170,11 +169,13 @@ class MappingSQL:
         sources = schema.source_fields()
         index = {name: i for i, name in enumerate(sources)}
 
-        typed, problems = [], []
+        texts, candidates, typed, problems = [], [], [], []
         for name, column_type in sources.items():
             i = index[name]
             j, v = f"_sl_j{i}", f"_sl_v{i}"
-            value, wrong_type = _typed_value(column_type, name, j)
+            texts.append(f"{_text(j)} AS _sl_s{i}")
+            columns, value, wrong_type = _typed_value(column_type, name, i)
+            candidates += columns
             typed.append(f"{value} AS {v}")
             when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
             check = _check_problem(name, column_type, schema.check_of(name), v)
@@ -208,15 +209,22 @@ CREATE OR REPLACE TEMP TABLE {_PARSED} AS
 WITH text AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_text FROM {_RAW}
 ), objects AS (
-    SELECT *, starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object FROM text
+    SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
+    FROM text
 ), fields AS (
     SELECT *,
         CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_json})) END AS _sl_json
     FROM objects
 ), extracted AS (
     SELECT *, {columns} FROM fields
+), texts AS (
+    SELECT *, {", ".join(texts)} FROM extracted
+), candidates AS (
+    SELECT *, {", ".join(candidates)} FROM texts
+), values AS (
+    SELECT *, {", ".join(typed[: len(sources)])} FROM candidates
 ), typed AS (
-    SELECT *, {", ".join(typed)} FROM extracted
+    SELECT *{"".join(", " + t for t in typed[len(sources):])} FROM values
 ), checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET,
         {", ".join(f"_sl_v{i}" for i in range(len(sources)))},

@@ -27,7 +27,6 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from starload.spec import StarSchema
 
@@ -173,6 +172,8 @@ class Sink(abc.ABC):
         moves these rows to the rejects (and the dead-letter topic). This default
         compares within the batch only; SQL sinks also compare with the warehouse.
         """
+        import pyarrow.compute as pc  # here: only sinks without their own need it, and it takes 0.08 s to import
+
         facts = batch.facts
         differs = pc.not_equal(facts.column("MESSAGE_HASH"), facts.column("FIRST_HASH"))
         found = facts.filter(differs).select(["KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET"])
