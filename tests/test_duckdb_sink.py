@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import attrs
 import orjson
+import pyarrow as pa
 import pytest
 
 from starload import ORDERS_SCHEMA, DuckDBSink, SinkError
@@ -44,7 +46,7 @@ def test_write_builds_the_star(sink, mapper, orders):
     keys = con.execute("SELECT CUSTOMER_KEY FROM DIM_CUSTOMER ORDER BY 1").fetchall()
     assert [k for (k,) in keys] == list(range(1, len(keys) + 1))
     assert sink.stored_offsets("g", "orders") == {0: len(orders)}
-    assert result.statements == 11  # BEGIN, 2 per dimension, dates, facts, rejects, 2 for offsets, COMMIT
+    assert result.statements == 12  # BEGIN, any loaded?, 2 per dimension, dates, facts, rejects, 2 for offsets, COMMIT
 
 
 def test_replay_changes_nothing(sink, mapper, orders):
@@ -134,3 +136,18 @@ def test_memory_and_checkpoint_settings_reach_duckdb(tmp_path):
         chosen.prepare(ORDERS_SCHEMA)
         assert defaults.connection.execute(settings).fetchall() == [("488.2 MiB", "61.0 MiB")]
         assert chosen.connection.execute(settings).fetchall() == [("286.1 MiB", "7.6 MiB")]
+
+
+def test_a_grain_hash_match_is_only_a_hint(sink, mapper, orders):
+    """A new order whose GRAIN_HASH equals a loaded one (a collision) is still loaded."""
+    write(sink, mapper, [orjson.dumps(orders[0])])
+    [(loaded_hash,)] = sink.connection.execute("SELECT GRAIN_HASH FROM FACT_ORDERS").fetchall()
+    batch = mapper.stage(raw_batch([orjson.dumps(orders[1])], offsets=[1]), topic="orders", group="g")
+    collided = batch.facts.set_column(
+        batch.facts.schema.get_field_index("GRAIN_HASH"), "GRAIN_HASH", pa.array([loaded_hash], pa.int64())
+    )
+    batch = attrs.evolve(batch, facts=collided)
+    assert batch.with_conflicts(sink.find_conflicts(batch)).conflicts == 0
+    result = sink.write(batch)
+    assert (result.facts_inserted, result.duplicates) == (1, 0)
+    assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchall() == [(2,)]

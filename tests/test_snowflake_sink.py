@@ -71,8 +71,8 @@ def test_batches_load_exactly_once_with_constant_statements(snowflake_settings):
         sink.prepare(ORDERS_SCHEMA)
         small = sink.write(stage(values[:101]))
         large = sink.write(stage(values[101:], start=101))
-        # Per staged table: CREATE, PUT, COPY; then BEGIN, 9 statements, COMMIT.
-        assert small.statements == large.statements == 6 * 3 + 11
+        # Per staged table: CREATE, PUT, COPY; then BEGIN, the "any loaded?" query, 9 statements, COMMIT.
+        assert small.statements == large.statements == 6 * 3 + 12
         assert (small.facts_inserted + large.facts_inserted, small.rejects + large.rejects) == (3_000, 2)
         replay = sink.write(stage(values))
         assert (replay.facts_inserted, replay.duplicates, replay.rejects) == (0, 3_000, 2)
@@ -97,8 +97,8 @@ def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowfl
     assert done.returncode == 0, done.stderr
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert (summary["facts loaded"], summary["rejected"], summary["duplicates skipped"]) == ("2000", "0", "0")
-    # No rejects: the rejects staging table is only created; plus 4 for the conflict lookup.
-    assert summary["statements"].endswith("(31 per batch)")
+    # No rejects: the rejects staging table is only created; plus 5 for the conflict lookup.
+    assert summary["statements"].endswith("(33 per batch)")
     assert snowflake_environment["SNOWFLAKE_PASSWORD"] not in done.stdout + done.stderr
     check_star(snowflake_settings, orders(2_000, 8))
     # A restart resumes from the offsets committed with the data: nothing is loaded twice.

@@ -5,7 +5,8 @@
 --                            (sequences <TABLE>_SEQ); natural keys are unique.
 -- DIM_DATE                   one row per UTC date of an order; DATE_KEY = YYYYMMDD.
 -- FACT_ORDERS                one row per ORDER_ID (idempotent on that grain: the loader skips known ids,
---                            and MESSAGE_HASH, a fingerprint of the content, tells a redelivery from a conflict;
+--                            found through GRAIN_HASH, a hash of the ORDER_ID; MESSAGE_HASH, a fingerprint of
+--                            the content, tells a redelivery from a conflict;
 --                            it never relies on a constraint); TOTAL_AMOUNT = UNIT_PRICE * QUANTITY; money is exact.
 -- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load, written in the
 --                            same transaction as the data. This, not Kafka, is where a loader resumes.
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS "FACT_ORDERS" (
     "PRODUCT_KEY" BIGINT NOT NULL,
     "DATE_KEY" INTEGER NOT NULL,
     "TOTAL_AMOUNT" DECIMAL(18, 2),
+    "GRAIN_HASH" BIGINT NOT NULL,
     "MESSAGE_HASH" BIGINT,
     "KAFKA_TOPIC" VARCHAR NOT NULL,
     "KAFKA_PARTITION" INTEGER NOT NULL,

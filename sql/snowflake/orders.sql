@@ -5,7 +5,8 @@
 --                            (IDENTITY columns); natural keys are unique.
 -- DIM_DATE                   one row per UTC date of an order; DATE_KEY = YYYYMMDD.
 -- FACT_ORDERS                one row per ORDER_ID (idempotent on that grain: the loader skips known ids,
---                            and MESSAGE_HASH, a fingerprint of the content, tells a redelivery from a conflict;
+--                            found through GRAIN_HASH, a hash of the ORDER_ID; MESSAGE_HASH, a fingerprint of
+--                            the content, tells a redelivery from a conflict;
 --                            it never relies on a constraint); TOTAL_AMOUNT = UNIT_PRICE * QUANTITY; money is exact.
 -- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load, written in the
 --                            same transaction as the data. This, not Kafka, is where a loader resumes.
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS "FACT_ORDERS" (
     "PRODUCT_KEY" NUMBER(38, 0) NOT NULL,
     "DATE_KEY" NUMBER(10, 0) NOT NULL,
     "TOTAL_AMOUNT" NUMBER(18, 2),
+    "GRAIN_HASH" NUMBER(38, 0) NOT NULL,
     "MESSAGE_HASH" NUMBER(38, 0),
     "KAFKA_TOPIC" VARCHAR NOT NULL,
     "KAFKA_PARTITION" NUMBER(10, 0) NOT NULL,

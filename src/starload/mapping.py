@@ -196,6 +196,7 @@ class MappingSQL:
         event = f"_sl_v{index[schema.fact.event_time.source]}"
 
         grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
+        grain_text = ", ".join(f"CAST(_sl_v{index[f.source]} AS VARCHAR)" for f in schema.fact.grain)
         # The fields' JSON texts, "null" when missing (a decimal's exact value instead:
         # its JSON text went through a double).
         fingerprint = ", ".join(
@@ -232,6 +233,7 @@ WITH text AS (
         CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
         {event} AS {_EVENT},
         CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH,
+        CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH,
         CASE
             WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
             WHEN _sl_text IS NULL THEN 'not UTF-8 text'
@@ -257,7 +259,7 @@ SELECT * FROM checked
         fact_cols += [quote(m.column) for m in schema.fact.measures]
         if schema.date_dimension:
             fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
-        common = f"{', '.join(fact_cols)}, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET"
+        common = f"{', '.join(fact_cols)}, GRAIN_HASH, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET"
         # Most batches repeat no grain value: then every row is the first of its value,
         # and the (costly) window that ranks repeated values is not needed.
         unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {valid}"

@@ -35,8 +35,10 @@ _RESERVED_PREFIXES = ("_SL_", "STARLOAD_")
 UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
-#: Columns starload adds to every fact table.
-FACT_METADATA = ("MESSAGE_HASH", "KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "LOADED_AT")
+#: Columns starload adds to every fact table. GRAIN_HASH (63 bits of the MD5 of the
+#: grain's typed values) lets a batch ask "is any of my grain values loaded?" by
+#: scanning one integer column instead of the grain's strings.
+FACT_METADATA = ("GRAIN_HASH", "MESSAGE_HASH", "KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "LOADED_AT")
 #: The attributes of the date dimension, in table order, after its key.
 DATE_ATTRIBUTES = (
     "FULL_DATE",

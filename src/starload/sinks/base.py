@@ -48,8 +48,9 @@ class StagedBatch:
     * ``facts``: one row per valid message (``_SL_RANK`` 1 is the first of its grain
       value in the batch, the one to load); the fact's own columns by their
       warehouse names, the natural keys of each dimension as
-      ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY``, ``MESSAGE_HASH`` (a
-      63-bit BIGINT fingerprint of the message's mapped content), the Kafka coordinates, and
+      ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY``, ``GRAIN_HASH`` and
+      ``MESSAGE_HASH`` (63-bit BIGINT hashes of the grain value and of the message's
+      mapped content), the Kafka coordinates, and
       ``FIRST_HASH``/``FIRST_PARTITION``/``FIRST_OFFSET`` of the grain value's first row.
     * ``dimensions``: per dimension name, one row per natural key with the latest
       non-null value of each attribute in the batch and ``LAST_EVENT_AT`` (the

@@ -55,6 +55,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ARROW_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S includes the fraction
 #: Types of the load metadata starload adds to every fact (FACT_METADATA); any other is TEXT.
 _METADATA_TYPES = {
+    "GRAIN_HASH": "INTEGER NOT NULL",
     "MESSAGE_HASH": "INTEGER",
     "KAFKA_TOPIC": "TEXT NOT NULL",
     "KAFKA_PARTITION": "INTEGER NOT NULL",
