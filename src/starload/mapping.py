@@ -169,14 +169,14 @@ class MappingSQL:
         sources = schema.source_fields()
         index = {name: i for i, name in enumerate(sources)}
 
-        texts, candidates, typed, problems = [], [], [], []
+        texts, candidates, values, measures, problems = [], [], [], [], []
         for name, column_type in sources.items():
             i = index[name]
             j, v = f"_sl_j{i}", f"_sl_v{i}"
             texts.append(f"{_text(j)} AS _sl_s{i}")
             columns, value, wrong_type = _typed_value(column_type, name, i)
             candidates += columns
-            typed.append(f"{value} AS {v}")
+            values.append(f"{value} AS {v}")
             when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
             check = _check_problem(name, column_type, schema.check_of(name), v)
             problems.append(
@@ -187,7 +187,7 @@ class MappingSQL:
         fact_fields = {f.column: f for f in schema.fact.fields}
         for measure in schema.fact.measures:
             product = " * ".join(f"_sl_v{index[fact_fields[c].source]}" for c in measure.factors)
-            typed.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {quote(measure.column)}")
+            measures.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {quote(measure.column)}")
             all_present = " AND ".join(f"_sl_v{index[fact_fields[c].source]} IS NOT NULL" for c in measure.factors)
             problems.append(
                 f"CASE WHEN {all_present} AND {quote(measure.column)} IS NULL "
@@ -222,10 +222,10 @@ WITH text AS (
     SELECT *, {", ".join(texts)} FROM extracted
 ), candidates AS (
     SELECT *, {", ".join(candidates)} FROM texts
-), values AS (
-    SELECT *, {", ".join(typed[: len(sources)])} FROM candidates
+), "values" AS (
+    SELECT *, {", ".join(values)} FROM candidates
 ), typed AS (
-    SELECT *{"".join(", " + t for t in typed[len(sources):])} FROM values
+    SELECT *{"".join(", " + m for m in measures)} FROM "values"
 ), checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET,
         {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
