@@ -7,7 +7,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from starload import ORDERS_SCHEMA, DuckDBSink, SinkError
+from starload import ORDERS_SCHEMA, DuckDBSink, SinkError, TerminalSinkError
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.sql import DUCKDB, StarSQL
 
@@ -151,3 +151,12 @@ def test_a_grain_hash_match_is_only_a_hint(sink, mapper, orders):
     result = sink.write(batch)
     assert (result.facts_inserted, result.duplicates) == (1, 0)
     assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchall() == [(2,)]
+
+
+def test_a_fact_table_from_an_earlier_version_is_a_clear_error(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with DuckDBSink(path) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        sink.connection.execute("ALTER TABLE FACT_ORDERS DROP COLUMN GRAIN_HASH")
+    with DuckDBSink(path) as sink, pytest.raises(TerminalSinkError, match="FACT_ORDERS lacks columns .*GRAIN_HASH"):
+        sink.prepare(ORDERS_SCHEMA)

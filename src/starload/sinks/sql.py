@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import attrs
 import pyarrow as pa
 
-from starload.exceptions import SinkError
+from starload.exceptions import SinkError, TerminalSinkError
 from starload.mapping import quote
 from starload.sinks.base import (
     CONFLICT_COLUMNS,
@@ -329,6 +329,11 @@ class StarSQL:
             f"{join} WHERE {new}"
         )
 
+    def select_fact_columns(self) -> str:
+        """A query that fails when the fact table, if it existed already, lacks a column the loader writes."""
+        columns = ", ".join(map(quote, self.schema.fact_columns()))
+        return f"SELECT {columns} FROM {quote(self.schema.fact.table)} WHERE 1 = 0"
+
     def select_offsets(self) -> str:
         """Stored offsets of one group and topic (two bound parameters)."""
         p = self.dialect.placeholder
@@ -393,6 +398,14 @@ class SQLSink(Sink):
         self._sql = StarSQL(schema, self.dialect)
         for statement in self._sql.ddl():
             self._guarded(self._execute, statement)
+        try:
+            self._guarded(self._execute, self._sql.select_fact_columns())
+        except TerminalSinkError as exc:
+            msg = (
+                f"{schema.fact.table} lacks columns this version of starload writes (made by an earlier "
+                f"version? recreate it, or add them as `starload ddl` shows): {exc}"
+            )
+            raise TerminalSinkError(msg) from exc
         self._statements = 0
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
