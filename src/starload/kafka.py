@@ -20,6 +20,11 @@ def consumer_config(bootstrap_servers: str, group: str, overrides: Mapping[str, 
 
     ``enable.auto.offset.store`` is off and offsets are committed explicitly, after
     the sink committed, only as a hint for lag monitoring.
+
+    ``fetch.queue.backoff.ms`` is 100 instead of librdkafka's 1000: once a partition's
+    local queue passes its thresholds, the next fetch for it waits that long, and with
+    the default a consumer that keeps up sits idle for most of every second (a bare
+    consumer read 144k msg/s with it and 400k msg/s with 100 ms, on the local broker).
     """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
@@ -31,6 +36,7 @@ def consumer_config(bootstrap_servers: str, group: str, overrides: Mapping[str, 
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 256 * 1024,
+        "fetch.queue.backoff.ms": 100,
         **LOCAL_CONSUMER_SETTINGS,
     }
     config.update(overrides or {})
