@@ -73,6 +73,7 @@ from rich.console import Console
 from rich.table import Table
 
 from starload.broker import LocalBroker
+from starload.engine import DEFAULT_BATCH_ROWS
 from starload.generators.orders import ORDERS_GENERATOR
 from starload.kafka import consumer_config
 from starload.produce import produce
@@ -723,7 +724,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1_000_000, help="orders to produce (default 1000000)")
     parser.add_argument("--sample", type=int, default=2_000, help="messages for the seed loader (d) (default 2000)")
-    parser.add_argument("--batch-rows", type=int, default=50_000, help="starload --batch-rows (default 50000)")
+    parser.add_argument(
+        "--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=f"starload --batch-rows (default {DEFAULT_BATCH_ROWS})"
+    )
     parser.add_argument("--partitions", type=int, default=4, help="topic partitions (default 4)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here as JSON")
     parser.add_argument(

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from starload import plugins
 from starload.broker import LocalBroker
-from starload.engine import LoadStats, StarLoader
+from starload.engine import DEFAULT_BATCH_ROWS, LoadStats, StarLoader
 from starload.exceptions import StarloadError
 from starload.produce import produce
 from starload.progress import Progress, describe_load, describe_produce
@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "without a rebalance; give each loader of the group its own id",
     )
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS", help="exit after this long without messages")
-    p.add_argument("--batch-rows", type=int, default=50_000)
+    p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
     p.add_argument("--batch-seconds", type=float, default=1.0)
     p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
     p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")

@@ -43,6 +43,12 @@ from starload.spec import StarSchema
 
 log = logging.getLogger(__name__)
 
+#: Messages per batch unless told otherwise. Each batch pays fixed work (a dozen
+#: statements, the grain-hash look-ups, a DuckDB commit): loading 1M orders into DuckDB
+#: with 125,000-row batches took about 30 % less CPU than with 50,000-row ones (peak RSS
+#: about 750 MiB instead of 600). ``batch_seconds`` still bounds the latency of a slow stream.
+DEFAULT_BATCH_ROWS = 125_000
+
 
 @attrs.define
 class LoadStats:
@@ -165,7 +171,7 @@ class StarLoader:
         bootstrap_servers: str,
         topic: str,
         group: str = "starload",
-        batch_rows: int = 50_000,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
         batch_seconds: float = 1.0,
         consumer_overrides: Mapping[str, Any] | None = None,
         progress: Callable[[LoadStats], None] | None = None,

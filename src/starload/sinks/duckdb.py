@@ -9,7 +9,7 @@ memory_limit=2GB``), which otherwise grows with the database, up to 80 % of RAM.
 
 ``checkpoint_threshold`` is how much write-ahead log DuckDB gathers before it
 checkpoints into the file (default here 64MB; DuckDB's own is 16MB). A checkpoint
-rewrites the last, partly filled row group (122,880 rows): with the default batch
+rewrites the last, partly filled row group (122,880 rows): with batches
 of 50,000 rows that happened every two or three batches, and cost about as much as
 the inserts. Durability is unchanged: every batch is in the log at COMMIT, and the
 log is replayed when the file is opened again.
