@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from decimal import Decimal
-
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -47,7 +46,7 @@ def test_valid_order_is_typed(mapper, orders):
     assert fact["QUANTITY"] == order["quantity"]
     assert fact["UNIT_PRICE"] == Decimal(order["price"])
     assert fact["TOTAL_AMOUNT"] == Decimal(order["price"]) * order["quantity"]
-    assert fact["ORDER_TIMESTAMP"] == datetime.strptime(order["order_timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert fact["ORDER_TIMESTAMP"] == datetime.strptime(order["order_timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert fact["DATE_KEY"] == int(order["order_timestamp"][:10].replace("-", ""))
     assert fact["_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"] == order["customer_id"]
     assert (fact["KAFKA_TOPIC"], fact["KAFKA_PARTITION"], fact["KAFKA_OFFSET"]) == ("orders", 0, 0)
@@ -63,8 +62,8 @@ def test_timestamps_are_converted_to_utc_and_naive_means_utc(mapper, orders):
         ],
     )
     got = {r["ORDER_ID"]: (r["ORDER_TIMESTAMP"], r["DATE_KEY"]) for r in batch.facts.to_pylist()}
-    assert got["a"] == (datetime(2024, 2, 29, 23, 30, tzinfo=timezone.utc), 20240229)
-    assert got["b"] == (datetime(2024, 3, 1, 1, 30, tzinfo=timezone.utc), 20240301)
+    assert got["a"] == (datetime(2024, 2, 29, 23, 30, tzinfo=UTC), 20240229)
+    assert got["b"] == (datetime(2024, 3, 1, 1, 30, tzinfo=UTC), 20240301)
 
 
 def test_money_is_exact_decimal(mapper, orders):
@@ -226,7 +225,7 @@ def test_dimension_latest_message_wins_and_null_never_erases(mapper, orders):
     batch = stage(mapper, values)
     [row] = batch.dimensions["customer"].to_pylist()
     assert (row["CUSTOMER_NAME"], row["CUSTOMER_REGION"]) == ("New", "Sindh")
-    assert row["LAST_EVENT_AT"] == datetime(2024, 1, 3, tzinfo=timezone.utc)
+    assert row["LAST_EVENT_AT"] == datetime(2024, 1, 3, tzinfo=UTC)
 
 
 def test_date_dimension_attributes(mapper, orders):

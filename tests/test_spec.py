@@ -2,7 +2,20 @@ from __future__ import annotations
 
 import pytest
 
-from starload import ORDERS_SCHEMA, Check, Decimal, Dimension, Fact, Field, Integer, Measure, SpecError, StarSchema, String, Timestamp
+from starload import (
+    ORDERS_SCHEMA,
+    Check,
+    Decimal,
+    Dimension,
+    Fact,
+    Field,
+    Integer,
+    Measure,
+    SpecError,
+    StarSchema,
+    String,
+    Timestamp,
+)
 
 
 def _fact(**kw) -> Fact:

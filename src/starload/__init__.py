@@ -26,8 +26,8 @@ from starload.spec import (
 
 __all__ = [
     "ORDERS_GENERATOR",
-    "UNKNOWN_KEY",
     "ORDERS_SCHEMA",
+    "UNKNOWN_KEY",
     "Check",
     "DateDimension",
     "Decimal",

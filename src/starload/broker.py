@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from starload.exceptions import BrokerNotFoundError
 
@@ -124,7 +125,7 @@ class LocalBroker:
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")[-2000:]
 
-    def __enter__(self) -> LocalBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

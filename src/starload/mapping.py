@@ -117,8 +117,8 @@ def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str],
         decimal, number = duckdb_type(column_type), f"coalesce({s}, {j})"
         reread = f"struct_extract(TRY(json_transform(_sl_text, {_literal(json.dumps({name: decimal}))})), {_literal(name)})"
         candidates = [
-            f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
-            f"ELSE TRY_CAST({number} AS {decimal}) END AS {c}",
+            (f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
+            f"ELSE TRY_CAST({number} AS {decimal}) END AS {c}"),
             f"TRY_CAST({number} AS DOUBLE) AS _sl_d{i}",
         ]
         wrong = (

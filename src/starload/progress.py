@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.live import Live
@@ -29,7 +29,7 @@ class Progress:
     def interactive(self) -> bool:
         return self.console.is_terminal and sys.stderr.isatty()
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         if self.interactive:
             self._live = Live("starting…", console=self.console, refresh_per_second=4, transient=False)
             self._live.__enter__()

@@ -21,7 +21,6 @@ import enum
 import re
 from collections import Counter
 from collections.abc import Iterator
-from typing import Union
 
 import attrs
 
@@ -88,7 +87,7 @@ class Timestamp:
     """A point in time, stored timezone-aware in UTC."""
 
 
-ColumnType = Union[String, Integer, Decimal, Timestamp]
+ColumnType = String | Integer | Decimal | Timestamp
 
 
 class Check(enum.Enum):

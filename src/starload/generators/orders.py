@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from starload.generators.base import Event, Generator
 from starload.hookspecs import hookimpl
@@ -125,7 +125,7 @@ def generate_orders(
     """
     catalogue = _products(products)
     people = _customers(customers)
-    end = datetime.fromisoformat(now) if isinstance(now, str) else now or datetime.now(timezone.utc)
+    end = datetime.fromisoformat(now) if isinstance(now, str) else now or datetime.now(UTC)
     span = int(timedelta(days=30).total_seconds())
     while True:
         order_id = f"O{rng.getrandbits(64):016x}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import attrs
 import pyarrow as pa
@@ -180,10 +180,10 @@ class Sink(abc.ABC):
         found = facts.filter(differs).select(["KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET"])
         return pa.table({name: found.column(i).cast(pa.int64()) for i, name in enumerate(CONFLICT_COLUMNS)})
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
 
-    def __enter__(self) -> Sink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -34,7 +34,17 @@ from starload.sinks.base import (
     WriteResult,
     natural_key_column,
 )
-from starload.spec import DATE_ATTRIBUTES, UNKNOWN_KEY, ColumnType, Decimal, Dimension, Integer, StarSchema, String, Timestamp
+from starload.spec import (
+    DATE_ATTRIBUTES,
+    UNKNOWN_KEY,
+    ColumnType,
+    Decimal,
+    Dimension,
+    Integer,
+    StarSchema,
+    String,
+    Timestamp,
+)
 
 
 @attrs.frozen
@@ -499,5 +509,5 @@ class SQLSink(Sink):
     def _rollback_quietly(self) -> None:
         try:
             self._transaction("rollback")
-        except Exception:  # noqa: BLE001 - the original error is the one to report
+        except Exception:
             log.warning("%s: rollback failed after an error", type(self).__name__, exc_info=True)

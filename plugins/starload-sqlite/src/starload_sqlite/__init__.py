@@ -43,8 +43,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from starload import Dimension, Integer, Sink, SinkError, SinkType, StagedBatch, StarSchema, WriteResult, hookimpl
-from starload import TerminalSinkError, TransientSinkError
+from starload import (
+    Dimension,
+    Integer,
+    Sink,
+    SinkError,
+    SinkType,
+    StagedBatch,
+    StarSchema,
+    TerminalSinkError,
+    TransientSinkError,
+    WriteResult,
+    hookimpl,
+)
 from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, natural_key_column
 from starload.spec import DATE_ATTRIBUTES, FACT_METADATA, ColumnType
 
