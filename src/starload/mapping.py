@@ -116,11 +116,11 @@ def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str],
     if isinstance(column_type, Decimal):
         decimal, number = duckdb_type(column_type), f"coalesce({s}, {j})"
         reread = f"struct_extract(TRY(json_transform(_sl_text, {_literal(json.dumps({name: decimal}))})), {_literal(name)})"
-        candidates = [
-            (f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
-            f"ELSE TRY_CAST({number} AS {decimal}) END AS {c}"),
-            f"TRY_CAST({number} AS DOUBLE) AS _sl_d{i}",
-        ]
+        exact = (
+            f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
+            f"ELSE TRY_CAST({number} AS {decimal}) END"
+        )
+        candidates = [f"{exact} AS {c}", f"TRY_CAST({number} AS DOUBLE) AS _sl_d{i}"]
         wrong = (
             f"expected a number with at most {column_type.precision - column_type.scale} digits "
             f"before and {column_type.scale} after the decimal point"

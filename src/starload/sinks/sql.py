@@ -433,8 +433,7 @@ class SQLSink(Sink):
         try:
             rows = []
             if keys.num_rows:
-                loaded = self._rowcount(self._guarded(self._execute, sql.any_loaded(staged))) > 0
-                rows = self._guarded(self._execute, sql.find_conflicts(staged, loaded=loaded))
+                rows = self._guarded(self._execute, sql.find_conflicts(staged, loaded=self._any_loaded(staged)))
         finally:
             self._unstage([staged])
         columns = list(zip(*rows)) or [[] for _ in CONFLICT_COLUMNS]
@@ -460,9 +459,8 @@ class SQLSink(Sink):
             self._guarded(self._transaction, "begin")
             try:
                 # Asked inside the transaction, so the insert sees what the question saw.
-                loaded = self._rowcount(self._guarded(self._execute, sql.any_loaded(staged["FACTS"]))) > 0
                 plan += [
-                    ("facts", sql.insert_facts(staged["FACTS"], loaded=loaded)),
+                    ("facts", sql.insert_facts(staged["FACTS"], loaded=self._any_loaded(staged["FACTS"]))),
                     ("", sql.insert_rejects(staged["REJECTS"])),
                     ("", sql.update_offsets(staged["OFFSETS"])),
                     ("", sql.insert_offsets(staged["OFFSETS"])),
@@ -487,6 +485,10 @@ class SQLSink(Sink):
             statements=statements,
             conflicts=batch.conflicts,
         )
+
+    def _any_loaded(self, staged: str) -> bool:
+        """Whether the fact table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`)."""
+        return self._rowcount(self._guarded(self._execute, self._prepared().any_loaded(staged))) > 0
 
     def _prepared(self) -> StarSQL:
         if self._sql is None:
