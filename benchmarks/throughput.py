@@ -3,7 +3,7 @@
     python benchmarks/throughput.py [--count N] [--sample N] [--batch-rows N]
                                     [--partitions N] [--json PATH]
                                     [--snowflake [--snowflake-count N] [--snowflake-sample N]
-                                                 [--snowflake-batch-rows N]]
+                                                 [--snowflake-batch-rows N] [--latency-ms MS]]
 
 One run starts a local broker (needs ``starload[local]``), produces ``--count``
 seeded orders and measures, each with a fresh consumer group:
@@ -26,11 +26,13 @@ minus the time from the sink's last commit to the loader's stop, which it logs
 are counted, only the ``--until-idle`` wait after them is not.
 
 With ``--snowflake`` (needs ``starload[test]``: the connector and fakesnow) the run
-also starts the local Snowflake endpoint (``python -m fakesnow -s``), produces
+also starts the local Snowflake endpoint (``starload.snowflake_endpoint``: fakesnow
+held to Snowflake's rules; ``--latency-ms`` holds each request that long, as a remote
+warehouse's round trip would), produces
 ``--snowflake-count`` orders to a second topic and measures, through the real
 connector, each in a fresh schema:
 
-(e) ``starload load --sink snowflake --sink-option staging=transient`` as a
+(e) ``starload load --sink snowflake`` as a
     subprocess (``SNOWFLAKE_*`` in its environment), with ``--snowflake-batch-rows``,
     and a check through the connector that ``FACT_ORDERS`` holds exactly
     ``--snowflake-count`` rows;
@@ -43,8 +45,11 @@ connector, each in a fresh schema:
 (e) is timed like (c), except for its end: a second connection polls
 ``FACT_ORDERS`` every 0.2 s from the first assignment on, and the clock stops when it
 first sees every row, which also takes in the time the connector needs to see the
-commit. The (c)-style figure is printed too. As in (c) and (d), connecting to the
-warehouse and its DDL happen before the first assignment and are not timed.
+commit. The (c)-style figure is printed too, and so is the rate from the first
+assignment to the last commit, without start-up. As in (c) and (d), connecting to the
+warehouse and its DDL happen before the first assignment and are not timed. The
+endpoint counts the HTTP requests it served during (e) (the watcher's polls taken
+out); divided by the loader's batches, that is the requests per batch.
 """
 
 from __future__ import annotations
@@ -142,6 +147,8 @@ class LoaderRun:
     fact_rows: int
     #: From the start to when a watcher first saw every fact (None: not watched).
     loaded_seconds: float | None = None
+    #: Batches the loader wrote (its summary).
+    batches: int = 0
 
     @property
     def join_seconds(self) -> float:
@@ -152,6 +159,11 @@ class LoaderRun:
     def idle_style_seconds(self) -> float:
         """Wall time without the group join and the wait after the last commit (start-up included): how (c) is timed."""
         return self.wall_seconds - self.join_seconds - self.idle_seconds
+
+    @property
+    def commit_seconds(self) -> float:
+        """From the first assignment to the sink's last commit."""
+        return self.idle_style_seconds - self.startup_seconds
 
     @property
     def seconds(self) -> float:
@@ -216,6 +228,19 @@ class SnowflakeFigures:
     batch_rows: int
     seed_rate: float
     starload: LoaderRun
+    latency_ms: float = 0.0
+    #: HTTP requests the endpoint served to (e)'s loader.
+    requests: int = 0
+
+    @property
+    def requests_per_batch(self) -> float:
+        """(e)'s requests to the endpoint per batch written."""
+        return self.requests / self.starload.batches if self.starload.batches else 0.0
+
+    @property
+    def commit_rate(self) -> float:
+        """(e): orders per second from the first assignment to the last commit."""
+        return self.count / self.starload.commit_seconds
 
     @property
     def starload_rate(self) -> float:
@@ -230,7 +255,11 @@ class SnowflakeFigures:
     def to_json(self) -> dict[str, float | int | None]:
         """The figures and their ratio as one flat JSON object."""
         flat = {k: v for k, v in asdict(self).items() if k != "starload"}
-        return flat | loader_json(self.starload) | {"starload_rate": self.starload_rate, "starload_vs_seed": self.starload_vs_seed}
+        derived = {
+            "starload_rate": self.starload_rate, "starload_vs_seed": self.starload_vs_seed,
+            "commit_rate": self.commit_rate, "requests_per_batch": self.requests_per_batch,
+        }  # fmt: skip
+        return flat | loader_json(self.starload) | derived
 
 
 def fresh_group(label: str) -> str:
@@ -569,6 +598,7 @@ def run_loader(
         peak_rss_mib=usage.ru_maxrss / 1024,
         fact_rows=fact_rows,
         loaded_seconds=loaded[0] - started if loaded else None,
+        batches=int(dict(line.split(": ", 1) for line in summary.strip().splitlines()).get("batches", 0)),
     )
 
 
@@ -621,26 +651,36 @@ def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, 
         bootstrap, SNOWFLAKE_TOPIC, ORDERS_GENERATOR, args.snowflake_count, seed=1, partitions=args.partitions
     )
     console.print(f"produced {produced.produced:,} orders to {SNOWFLAKE_TOPIC!r} in {produced.seconds:.1f} s")
-    with LocalSnowflake() as endpoint:
+    with LocalSnowflake(latency_ms=args.latency_ms) as endpoint:
         settings = endpoint.fresh_schema("starload")
         with endpoint.connect(settings) as con:
+            polls = [0]
 
             def count_facts() -> int:
+                polls[0] += 1
                 with con.cursor() as cursor:
                     [(rows,)] = cursor.execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
                 return int(rows)
+
+            endpoint.reset()
 
             loaded = run_loader(
                 bootstrap,
                 SNOWFLAKE_TOPIC,
                 args.snowflake_batch_rows,
                 startup,
-                ["--sink", "snowflake", "--sink-option", "staging=transient"],
+                ["--sink", "snowflake"],
                 count_facts,
                 env=snowflake_environment(settings),
                 watch_for=args.snowflake_count,
             )
+            requests = endpoint.stats().get("all", 0) - polls[0]
         describe_loader("(e) starload load → Snowflake", loaded, args.snowflake_count, console)
+        console.print(
+            f"    {requests:,} requests to the endpoint in {loaded.batches} batches "
+            f"({requests / max(loaded.batches, 1):.1f} per batch, each held {args.latency_ms:g} ms); "
+            f"first assignment to last commit {loaded.commit_seconds:.2f} s ({args.snowflake_count / loaded.commit_seconds:,.0f} orders/s)"
+        )
 
         loader = SnowflakeSeedLoader(endpoint.fresh_schema("seed"))
         seed = run_seed(loader, bootstrap, SNOWFLAKE_TOPIC, args.snowflake_sample, "seed-snowflake")
@@ -653,6 +693,8 @@ def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, 
         batch_rows=args.snowflake_batch_rows,
         seed_rate=seed.rate,
         starload=loaded,
+        latency_ms=args.latency_ms,
+        requests=requests,
     )
 
 
@@ -704,6 +746,7 @@ def print_figures(figures: Figures, console: Console) -> None:
     sf = figures.snowflake
     if sf is not None:
         table.add_row("(e) starload load → local Snowflake", f"{sf.count:,}", f"{sf.starload_rate:,.0f}")
+        table.add_row("(e) first assignment → last commit", f"{sf.count:,}", f"{sf.commit_rate:,.0f}")
         table.add_row("(f) seed per-message loader → local Snowflake", f"{sf.sample:,}", f"{sf.seed_rate:,.1f}")
     table.add_section()
     table.add_row("c / b", "", f"{figures.starload_vs_orjson:.2f}×")
@@ -716,7 +759,10 @@ def print_figures(figures: Figures, console: Console) -> None:
     console.print(table)
     console.print(f"count {figures.count:,} · batch rows {figures.batch_rows:,} · partitions {figures.partitions}")
     if sf is not None:
-        console.print(f"Snowflake: count {sf.count:,} · batch rows {sf.batch_rows:,} · sample {sf.sample:,}")
+        console.print(
+            f"Snowflake: count {sf.count:,} · batch rows {sf.batch_rows:,} · sample {sf.sample:,} · "
+            f"latency {sf.latency_ms:g} ms per request · {sf.requests_per_batch:.1f} requests per batch"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -739,6 +785,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--snowflake-batch-rows", type=int, default=100_000, help="starload --batch-rows for (e) (default 100000)"
     )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0,
+        help="hold each request to the local Snowflake endpoint this long, as a remote warehouse would (default 0)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not 0 < args.sample <= args.count:
         parser.error("--sample must be between 1 and --count")

@@ -74,7 +74,10 @@ def duckdb_query(db: Path) -> Callable[[str], list[tuple]]:
 
 def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str) -> list[str]:
     """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None."""
-    sink = ["--duckdb-path", str(db)] if db else ["--sink", "snowflake", "--sink-option", "staging=transient"]
+    # On Snowflake a killed loader's transaction keeps its locks: short timers let the next loader
+    # find it stale and abort it within seconds (the defaults are 120 s and 600 s).
+    snowflake = ["--sink", "snowflake", "--sink-option", "lock_timeout=2", "--sink-option", "stale_transaction=4"]
+    sink = ["--duckdb-path", str(db)] if db else snowflake
     return [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
         "--group", "crashy", "--instance-id", "crashy-1", *sink, "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,

@@ -55,7 +55,7 @@ class TestSnowflakeBehaviour(SinkBehaviour):
 
         sink_type = plugins.get_sink_type("snowflake")
         self.reader = snowflake.connector.connect(**snowflake_settings, network_timeout=10)
-        yield lambda: sink_type.create(staging="transient", **snowflake_settings)
+        yield lambda: sink_type.create(**snowflake_settings)
         self.reader.close()
 
     @pytest.fixture(params=[7, 10_000], ids=lambda n: f"batch{n}")

@@ -50,12 +50,6 @@ def check_star(settings: dict, expected: list[dict]) -> None:
     assert query(settings, "SELECT count(*) FROM FACT_ORDERS f WHERE NOT EXISTS (SELECT 1 FROM DIM_DATE d WHERE d.DATE_KEY = f.DATE_KEY)") == [(0,)]
 
 
-def staging_tables(settings: dict) -> int:
-    sql = "SELECT count(*) FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME LIKE 'STARLOAD_STAGED_%%'"
-    with snowflake.connector.connect(**settings, network_timeout=10) as con:
-        return con.cursor().execute(sql, [settings["schema"]]).fetchone()[0]
-
-
 def stage(values: list[bytes], start: int = 0):
     mapper = Mapper(ORDERS_SCHEMA)
     try:
@@ -67,22 +61,20 @@ def stage(values: list[bytes], start: int = 0):
 def test_batches_load_exactly_once_with_constant_statements(snowflake_settings):
     data = orders(3_000, 21)
     values = [orjson.dumps(o) for o in data[:100]] + [b""] + [orjson.dumps(o) for o in data[100:]] + [b"{bad"]
-    with SnowflakeSink(staging="transient", **snowflake_settings) as sink:
+    with SnowflakeSink(**snowflake_settings) as sink:
         sink.prepare(ORDERS_SCHEMA)
         small = sink.write(stage(values[:101]))
         large = sink.write(stage(values[101:], start=101))
-        # Per staged table: CREATE, PUT, COPY; then BEGIN, the "any loaded?" query, 9 statements, COMMIT.
-        assert small.statements == large.statements == 6 * 3 + 12
+        # Staging table, PUT, COPY; BEGIN, 2 per dimension, dates, facts, rejects, offsets (+ insert), COMMIT.
+        assert small.statements == 3 + 11
+        assert large.statements == 2 + 10  # the staging table is reused; the partition's offsets row exists
         assert (small.facts_inserted + large.facts_inserted, small.rejects + large.rejects) == (3_000, 2)
         replay = sink.write(stage(values))
         assert (replay.facts_inserted, replay.duplicates, replay.rejects) == (0, 3_000, 2)
         assert sink.stored_offsets("g", "orders") == {0: len(values)}
-        assert staging_tables(snowflake_settings) > 0
     check_star(snowflake_settings, data)
     rejects = query(snowflake_settings, "SELECT KAFKA_OFFSET, REASON, MESSAGE_VALUE IS NULL FROM STARLOAD_REJECTS ORDER BY 1")
     assert rejects == [(100, "empty message", False), (3001, "not valid JSON", False)]
-    # Transient staging tables are dropped when the sink closes.
-    assert staging_tables(snowflake_settings) == 0
 
 
 def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowflake_settings):
@@ -90,15 +82,17 @@ def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowfl
     env = {**os.environ, **snowflake_environment}
     command = [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-        "--topic", topic, "--group", "sf", "--sink", "snowflake", "--sink-option", "staging=transient",
+        "--topic", topic, "--group", "sf", "--sink", "snowflake",
         "--until-idle", "1.5", "--batch-rows", "800",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert (summary["facts loaded"], summary["rejected"], summary["duplicates skipped"]) == ("2000", "0", "0")
-    # No rejects: the rejects staging table is only created; plus 5 for the conflict lookup.
-    assert summary["statements"].endswith("(33 per batch)")
+    # PUT, COPY, conflict lookup; BEGIN, 2 per dimension, dates, facts, offsets, COMMIT; plus the staging
+    # table once and the offsets row of the new partition once.
+    batches = int(summary["batches"])
+    assert int(summary["statements"].split()[0]) == 12 * batches + 2
     assert snowflake_environment["SNOWFLAKE_PASSWORD"] not in done.stdout + done.stderr
     check_star(snowflake_settings, orders(2_000, 8))
     # A restart resumes from the offsets committed with the data: nothing is loaded twice.
@@ -119,7 +113,7 @@ def test_unreachable_warehouse_is_transient_and_secret_free(caplog):
 
 
 def test_bad_sql_is_terminal(snowflake_settings):
-    with SnowflakeSink(staging="transient", **snowflake_settings) as sink:
+    with SnowflakeSink(**snowflake_settings) as sink:
         sink.prepare(ORDERS_SCHEMA)
         with pytest.raises(TerminalSinkError, match="Snowflake: ProgrammingError"):
             sink._guarded(sink._execute, "SELECT * FROM NO_SUCH_TABLE")

@@ -32,7 +32,7 @@ def sink_and_query(request):
         yield sink, lambda sql: sink.connection.execute(sql).fetchall()
     else:
         settings = request.getfixturevalue("snowflake_settings")
-        sink = SnowflakeSink(staging="transient", **settings)
+        sink = SnowflakeSink(**settings)
         yield sink, lambda sql: [tuple(r) for r in sink._run(sql)]
     sink.close()
 

@@ -22,6 +22,7 @@ warehouse exactly-once even when the loader is killed at any instant.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
@@ -36,9 +37,20 @@ CONFLICT_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST
 REJECTS_TABLE = "STARLOAD_REJECTS"
 
 
+#: The longest identifier a warehouse must accept (Snowflake: 255 characters).
+MAX_IDENTIFIER = 255
+
+
 def natural_key_column(table: str, column: str) -> str:
-    """Name of a dimension's natural-key column inside the staged fact table."""
-    return f"_SL_NK_{table}_{column}"
+    """Name of a dimension's natural-key column inside the staged fact table.
+
+    ``_SL_NK_<table>_<column>``, unless that is longer than :data:`MAX_IDENTIFIER`
+    (spec names have up to 128 characters each): then a digest replaces the names.
+    """
+    name = f"_SL_NK_{table}_{column}"
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    return "_SL_NK_" + hashlib.md5(f"{table}.{column}".encode(), usedforsecurity=False).hexdigest()
 
 
 @attrs.frozen

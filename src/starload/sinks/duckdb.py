@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from starload.exceptions import SinkError, TerminalSinkError
 from starload.hookspecs import hookimpl
-from starload.sinks.base import SinkType
-from starload.sinks.sql import DUCKDB, SQLSink
+from starload.sinks.base import SinkType, StagedBatch
+from starload.sinks.sql import DUCKDB, SQLSink, batch_parts
 
 
 class DuckDBSink(SQLSink):
@@ -53,9 +52,12 @@ class DuckDBSink(SQLSink):
         return self._connection
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     def _connect(self) -> None:
         if self._connection is None:
@@ -69,13 +71,16 @@ class DuckDBSink(SQLSink):
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
         return int(rows[0][0]) if rows else 0
 
-    def _stage(self, name: str, table: pa.Table) -> str:
-        view = f"_sl_{name.lower()}"
-        self.connection.register(view, table)
-        return view
+    def _stage_batch(self, batch: StagedBatch) -> dict[str, str]:
+        """Register each part as a view of its Arrow table (no copy)."""
+        staged = {}
+        for name, table in batch_parts(batch).items():
+            staged[name] = f"_sl_{name.lower()}"
+            self.connection.register(staged[name], table)
+        return staged
 
-    def _unstage(self, names: list[str]) -> None:
-        for view in names:
+    def _release_batch(self, staged: dict[str, str]) -> None:
+        for view in staged.values():
             self.connection.unregister(view)
 
     def _transaction(self, action: str) -> None:

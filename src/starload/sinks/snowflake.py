@@ -1,18 +1,45 @@
 """The Snowflake sink, on the real ``snowflake-connector-python`` (``pip install 'starload[snowflake]'``).
 
-A batch reaches Snowflake the way Snowflake recommends for bulk loads: every staged
-Arrow table is written as a Parquet file, ``PUT`` to the internal stage
-``STARLOAD_STAGE`` and ``COPY``-ed into a staging table of this loader's own; then
-the shared set-based plan of :class:`~starload.sinks.sql.SQLSink` runs in one
-transaction. The number of statements per batch does not depend on its size.
+A batch reaches Snowflake the way Snowflake recommends for bulk loads, in few round
+trips: every part of the batch (dimensions, dates, facts, rejects, offsets) goes into
+ONE Parquet file, ``PUT`` to the internal stage ``STARLOAD_STAGE`` and ``COPY``-ed
+into one temporary staging table of this session's; then the shared set-based plan
+of :class:`~starload.sinks.sql.SQLSink` runs in one transaction, each statement
+reading its part of the staging table. The conflict lookup and the write read the
+same staged rows, so a batch costs about a dozen requests whatever its size: PUT,
+COPY, the conflict lookup, BEGIN, two per dimension, dates, facts, rejects (when
+there are any), offsets, COMMIT.
+
+Snowflake's own semantics, each checked against its documentation (the tests run
+them through a local endpoint that enforces these rules, see
+:mod:`starload.snowflake_endpoint`):
+
+* Parquet is read with ``USE_LOGICAL_TYPE = TRUE`` (a UTC timestamp stays an instant
+  instead of loading as TIMESTAMP_NTZ) and ``BINARY_AS_TEXT = FALSE`` (a reject's raw
+  bytes are binary, not UTF-8 text, which would abort the COPY); columns are loaded
+  by a ``SELECT $1:"C"::TYPE`` transformation, not ``MATCH_BY_COLUMN_NAME`` (which
+  errors on an empty string). The session's ``TIMEZONE`` is UTC, so
+  ``CURRENT_TIMESTAMP`` and every TIMESTAMP_TZ are stored in UTC.
+* Every COPY's result is checked: the file must be LOADED with as many rows as were
+  written (COPY skips files its load metadata says are loaded, and does not fail on a
+  missing file). Anything else is a transient error: the batch is staged again.
+* ``LOCK_TIMEOUT`` and ``STATEMENT_TIMEOUT_IN_SECONDS`` are set for the session
+  (sink options ``lock_timeout``, default 120 s, and ``statement_timeout``, default
+  900 s; Snowflake's defaults are 12 hours and 2 days), so no statement waits
+  unbounded; a lock or statement timeout is transient and logged with what it waited
+  for. A loader killed inside a transaction leaves it open, holding its locks, until
+  Snowflake aborts it (after about four hours idle). Every starload transaction is
+  named ``STARLOAD``; a loader whose write waited for a lock held by a starload
+  transaction open for longer than ``stale_transaction`` seconds (default 600; a
+  live loader's transaction lasts seconds) aborts it with
+  ``SYSTEM$ABORT_TRANSACTION``, which Snowflake allows the user who started it, and
+  retries. Any other holder is only named in the log line, with the statement that
+  would free it.
+* If a ROLLBACK fails, the session is dropped and a new one opened: a DDL statement in
+  a session with an open transaction would commit it.
+* Values are bound server-side (``paramstyle='qmark'``).
 
 Surrogate keys come from ``IDENTITY`` columns (sequences inside Snowflake).
-Concurrent loaders stay correct: their staging tables are private (temporary, or
-suffixed with a per-loader id); UPDATE takes a lock on the dimension table that is
-held until COMMIT, so two loaders upserting the same dimension run one after the
-other and the second sees the first's members before inserting; facts of one
-partition are only ever written by the loader that owns the partition, which seeks
-to the offsets committed with the data.
 
 Configuration comes from the environment (or a named connection of the connector's
 ``connections.toml``): ``SNOWFLAKE_ACCOUNT``, ``SNOWFLAKE_USER``,
@@ -28,10 +55,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +70,8 @@ import pyarrow.parquet as pq
 from starload.exceptions import SinkError, StarloadError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.mapping import quote
-from starload.sinks.base import SinkType
-from starload.sinks.sql import Dialect, SQLSink
+from starload.sinks.base import SinkType, StagedBatch, WriteResult
+from starload.sinks.sql import Dialect, SQLSink, batch_parts
 
 SNOWFLAKE = Dialect(
     name="snowflake",
@@ -54,10 +83,30 @@ SNOWFLAKE = Dialect(
     sized_strings=True,
     key_default=lambda _seq: "IDENTITY(1, 1)",
     uses_sequence=False,
-    placeholder="%s",
+    placeholder="?",
+    greatest="GREATEST_IGNORE_NULLS",
 )
 
 STAGE = "STARLOAD_STAGE"
+#: How Snowflake must read the staged Parquet (CREATE FILE FORMAT, Parquet options).
+PARQUET_FORMAT = "TYPE = PARQUET USE_LOGICAL_TYPE = TRUE BINARY_AS_TEXT = FALSE"
+#: Batches a staging table takes before it is replaced by an empty one. Each batch's
+#: rows carry the batch's number and are read by it alone; replacing the table now and
+#: then bounds its size without a DELETE per batch.
+STAGING_BATCHES = 16
+#: Columns of the staging table that say which batch and which part a row belongs to.
+BATCH_COLUMN, PART_COLUMN = "_SL_BATCH", "_SL_PART"
+#: Snowflake error numbers that are worth retrying: 000604 statement cancelled,
+#: 000625 lock wait (a lock held too long, or too many waiters), 000630 statement timeout.
+RETRYABLE_ERRNO = frozenset({604, 625, 630})
+#: Seconds a statement waits for a lock, and runs, unless the sink options say otherwise.
+DEFAULT_LOCK_TIMEOUT = 120
+DEFAULT_STATEMENT_TIMEOUT = 900
+#: Seconds after which an open starload transaction that blocks a write is taken for a dead loader's.
+DEFAULT_STALE_TRANSACTION = 600
+#: The name of every transaction the sink begins (``BEGIN NAME …``), to know its own in ``SHOW TRANSACTIONS``.
+TRANSACTION_NAME = "STARLOAD"
+
 log = logging.getLogger(__name__)
 #: Environment variable → connector argument. Secrets are marked so they are never shown.
 ENVIRONMENT = {
@@ -108,32 +157,138 @@ def _arrow_type_name(data_type: pa.DataType) -> str:
     raise SinkError(msg)
 
 
+def _seconds(name: str, value: Any) -> int:
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = -1
+    if seconds < 1:
+        msg = f"{name} must be a whole number of seconds >= 1, not {value!r}"
+        raise StarloadError(msg)
+    return seconds
+
+
+class LockWaitError(TransientSinkError):
+    """A statement waited for a lock longer than the session's LOCK_TIMEOUT; ``transaction`` holds it (if known)."""
+
+    def __init__(self, message: str, transaction: int | None) -> None:
+        super().__init__(message)
+        self.transaction = transaction
+
+
+class StagingLayout:
+    """Where the columns of every part of a batch live in the one staging table.
+
+    Parts share a staging column when they have a column of the same name and type
+    (KAFKA_PARTITION, for example); staging columns are named ``C1``, ``C2``, … so
+    that no generated identifier grows with the spec's names.
+    """
+
+    def __init__(self, schemas: Mapping[str, pa.Schema]) -> None:
+        self.parts = list(schemas)
+        #: (source column name, Arrow type) → staging column
+        self.columns: dict[tuple[str, pa.DataType], str] = {}
+        self.types: dict[str, pa.DataType] = {}
+        for schema in schemas.values():
+            for field in schema:
+                key = (field.name, field.type)
+                if key not in self.columns:
+                    name = f"C{len(self.columns) + 1}"
+                    self.columns[key] = name
+                    self.types[name] = field.type
+        self.schemas = dict(schemas)
+
+    def ddl(self, table: str) -> str:
+        """The staging table: batch number, part number, then every staging column."""
+        columns = [f"{BATCH_COLUMN} NUMBER(38, 0)", f"{PART_COLUMN} NUMBER(10, 0)"]
+        columns += [f"{quote(c)} {_arrow_type_name(t)}" for c, t in self.types.items()]
+        return f"CREATE OR REPLACE TEMPORARY TABLE {quote(table)} ({', '.join(columns)})"
+
+    def copy(self, table: str, location: str) -> str:
+        """COPY the staged file at ``location`` into ``table``, each column typed by a transformation."""
+        names = [BATCH_COLUMN, PART_COLUMN, *self.types]
+        types = ["NUMBER(38, 0)", "NUMBER(10, 0)", *(_arrow_type_name(t) for t in self.types.values())]
+        targets = ", ".join(map(quote, names))
+        selects = ", ".join(f"$1:{quote(n)}::{t}" for n, t in zip(names, types))
+        return (
+            f"COPY INTO {quote(table)} ({targets}) FROM (SELECT {selects} FROM {location}) "
+            f"FILE_FORMAT = ({PARQUET_FORMAT}) PURGE = TRUE"
+        )
+
+    def relation(self, table: str, batch: int, part: str) -> str:
+        """The rows of one part of one batch, under the part's own column names (numbers are the loader's own)."""
+        columns = ", ".join(f"{quote(self.columns[(f.name, f.type)])} AS {quote(f.name)}" for f in self.schemas[part])
+        where = f"{BATCH_COLUMN} = {int(batch)} AND {PART_COLUMN} = {self.parts.index(part)}"
+        return f"(SELECT {columns} FROM {quote(table)} WHERE {where})"
+
+    def file(self, batch: int, parts: Mapping[str, pa.Table]) -> pa.Table:
+        """One Arrow table holding ``parts`` of batch ``batch`` in the staging columns."""
+        pieces = []
+        for part, table in parts.items():
+            n = table.num_rows
+            arrays = {BATCH_COLUMN: pa.array([batch] * n, pa.int64()), PART_COLUMN: pa.array([self.parts.index(part)] * n, pa.int32())}
+            mine = {self.columns[(f.name, f.type)]: table.column(f.name) for f in table.schema}
+            for column, data_type in self.types.items():
+                arrays[column] = mine.get(column, pa.nulls(n, data_type))
+            pieces.append(pa.table(arrays))
+        return pa.concat_tables(pieces)
+
+
+def _moved_conflicts(held: StagedBatch, batch: StagedBatch) -> bool:
+    """Whether ``batch`` is ``held`` with conflicting facts moved to the rejects (:meth:`StagedBatch.with_conflicts`)."""
+    return (
+        batch.raw is not None
+        and batch.raw is held.raw
+        and batch.dimensions is held.dimensions
+        and batch.dates is held.dates
+        and batch.next_offsets == held.next_offsets
+        and batch.facts.schema == held.facts.schema
+        and batch.rejects.schema == held.rejects.schema
+        and batch.conflicts > held.conflicts
+    )
+
+
 class SnowflakeSink(SQLSink):
-    """Loads the star into Snowflake through PUT + COPY INTO of Parquet files.
+    """Loads the star into Snowflake through one PUT and one COPY INTO of Parquet per batch.
 
     ``connection_name`` picks a connection from ``connections.toml``; otherwise the
-    ``SNOWFLAKE_*`` environment variables are used, overridden by ``settings``.
-    ``staging`` is ``"temporary"`` (default: session-private staging tables) or
-    ``"transient"`` (tables suffixed with this loader's id, dropped on close; for
-    endpoints that cannot COPY into temporary tables, such as the local emulator).
+    ``SNOWFLAKE_*`` environment variables are used, overridden by ``settings`` (any
+    argument of ``snowflake.connector.connect``). ``lock_timeout``,
+    ``statement_timeout`` and ``stale_transaction`` are seconds (see the module docstring).
     """
 
     dialect = SNOWFLAKE
+    probes_loaded = False
 
-    def __init__(self, *, connection_name: str | None = None, staging: str = "temporary", **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        connection_name: str | None = None,
+        lock_timeout: int | str = DEFAULT_LOCK_TIMEOUT,
+        statement_timeout: int | str = DEFAULT_STATEMENT_TIMEOUT,
+        stale_transaction: int | str = DEFAULT_STALE_TRANSACTION,
+        **settings: Any,
+    ) -> None:
         super().__init__()
-        if staging not in ("temporary", "transient"):
-            msg = f"staging must be 'temporary' or 'transient', not {staging!r}"
-            raise StarloadError(msg)
         self.connection_name = connection_name
-        self.staging = staging
+        self.lock_timeout = _seconds("lock_timeout", lock_timeout)
+        self.statement_timeout = _seconds("statement_timeout", statement_timeout)
+        self.stale_transaction = _seconds("stale_transaction", stale_transaction)
         self._settings = {k: v for k, v in settings.items() if v not in (None, "")}
         self._connection: Any = None
-        self._id = uuid.uuid4().hex[:8].upper()
+        self._id = uuid.uuid4().hex[:12].upper()
         self._files: Path | None = None
-        self._batch = 0
         self._last_rowcount = 0
-        self._staging_tables: set[str] = set()
+        self._staging = f"STARLOAD_BATCH_{self._id}"
+        self._layout: StagingLayout | None = None
+        #: Batches staged since the staging table was (re)made; the last one's number.
+        self._staged_batches = 0
+        self._batch_number = 0
+        #: The batch whose rows the staging table holds, its relations, and whether
+        #: rejects were added to them since (see :meth:`_stage_batch`).
+        self._held: StagedBatch | None = None
+        self._relations: dict[str, str] = {}
+        self._held_extended = False
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.connection_arguments().items() if k not in SECRETS}
@@ -141,9 +296,16 @@ class SnowflakeSink(SQLSink):
 
     def connection_arguments(self) -> dict[str, Any]:
         """What is passed to ``snowflake.connector.connect`` (includes secrets: never log it)."""
+        session = {
+            "TIMEZONE": "UTC",
+            "LOCK_TIMEOUT": self.lock_timeout,
+            "STATEMENT_TIMEOUT_IN_SECONDS": self.statement_timeout,
+            "QUERY_TAG": "starload",
+        }
+        fixed = {"paramstyle": "qmark", "session_parameters": session}
         if self.connection_name:
-            return {"connection_name": self.connection_name, **self._settings}
-        return {**settings_from_environment(), **self._settings}
+            return {"connection_name": self.connection_name, **fixed, **self._settings}
+        return {**settings_from_environment(), **fixed, **self._settings}
 
     # -- SQLSink -----------------------------------------------------------------
     def _connect(self) -> None:
@@ -158,9 +320,17 @@ class SnowflakeSink(SQLSink):
         if not self.connection_name and "account" not in arguments:
             msg = "Snowflake account not configured: set SNOWFLAKE_ACCOUNT or use --snowflake-connection NAME"
             raise TerminalSinkError(msg)
-        self._connection = self._guarded(lambda: snowflake.connector.connect(**arguments))
-        self._files = Path(tempfile.mkdtemp(prefix="starload-snowflake-"))
-        self._execute(f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = (TYPE = PARQUET)")
+        self._connection = snowflake.connector.connect(**arguments)
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="starload-snowflake-"))
+        self._execute(f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = ({PARQUET_FORMAT})")
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        # A new session has no staging table (it was temporary) and holds no batch.
+        self._layout, self._held, self._relations = None, None, {}
+        if connection is not None:
+            connection.close()
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self._connection.cursor()
@@ -172,36 +342,117 @@ class SnowflakeSink(SQLSink):
         finally:
             cursor.close()
 
+    def _results(self, statement: str) -> list[dict[str, Any]]:
+        """Run a statement (counted) whose result rows are a report: each row by lower-case column name."""
+        self._statements += 1
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(statement)
+            names = [d[0].lower() for d in cursor.description or []]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
         return int(self._last_rowcount)
 
-    def _stage(self, name: str, table: pa.Table) -> str:
-        assert self._files is not None
-        staged = f"STARLOAD_STAGED_{name}_{self._id}".upper()
-        kind = "TEMPORARY" if self.staging == "temporary" else "TRANSIENT"
-        columns = ", ".join(f"{quote(f.name)} {_arrow_type_name(f.type)}" for f in table.schema)
-        self._execute(f"CREATE OR REPLACE {kind} TABLE {quote(staged)} ({columns})")
-        self._staging_tables.add(staged)
-        if table.num_rows:
-            self._batch += 1
-            folder = f"{self._id}/{self._batch}"
-            path = self._files / f"{name.lower()}.parquet"
-            pq.write_table(table, path, coerce_timestamps="us")
-            try:
-                self._execute(f"PUT 'file://{path.as_posix()}' @{STAGE}/{folder} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
-            finally:
-                path.unlink(missing_ok=True)
-            self._execute(
-                f"COPY INTO {quote(staged)} FROM @{STAGE}/{folder}/{path.name} FILE_FORMAT = (TYPE = PARQUET) "
-                "MATCH_BY_COLUMN_NAME = CASE_SENSITIVE PURGE = TRUE"
-            )
-        return quote(staged)
+    def _stage_batch(self, batch: StagedBatch) -> dict[str, str]:
+        """Stage ``batch`` unless the staging table holds it already.
 
-    def _unstage(self, names: list[str]) -> None:
-        """Staging tables are replaced by the next batch and dropped on close."""
+        The conflict lookup stages a batch and the write reuses it. When the lookup
+        found conflicts, the engine writes the batch with those rows moved from the
+        facts to the rejects: then only the added rejects are staged. The staged facts
+        still hold the conflicting rows, and the fact insert skips them all the same
+        (each repeats a grain value loaded already, or one earlier in the batch).
+        """
+        if batch is self._held:
+            return self._relations
+        held = self._held
+        if held is not None and not self._held_extended and _moved_conflicts(held, batch):
+            known = set(zip(held.rejects.column("KAFKA_PARTITION").to_pylist(), held.rejects.column("KAFKA_OFFSET").to_pylist()))
+            coordinates = zip(batch.rejects.column("KAFKA_PARTITION").to_pylist(), batch.rejects.column("KAFKA_OFFSET").to_pylist())
+            added = batch.rejects.filter(pa.array([c not in known for c in coordinates]))
+            self._held, self._held_extended = None, True  # unknown until the upload succeeded
+            if added.num_rows:
+                self._upload({"REJECTS": added})
+            self._held = batch
+            return self._relations
+        parts = batch_parts(batch)
+        layout = StagingLayout({name: table.schema for name, table in parts.items()})
+        self._held = None
+        if self._layout is None or self._staged_batches >= STAGING_BATCHES or layout.schemas != self._layout.schemas:
+            self._execute(layout.ddl(self._staging))
+            self._layout, self._staged_batches = layout, 0
+        self._batch_number += 1
+        self._staged_batches += 1
+        self._upload(parts)
+        self._relations = {part: layout.relation(self._staging, self._batch_number, part) for part in parts}
+        self._held, self._held_extended = batch, False
+        return self._relations
+
+    def _upload(self, parts: Mapping[str, pa.Table]) -> None:
+        """PUT ``parts`` of the current batch as one Parquet file and COPY it into the staging table; check both."""
+        assert self._files is not None and self._layout is not None
+        table = self._layout.file(self._batch_number, parts)
+        folder = f"{self._id}/{uuid.uuid4().hex[:12]}"
+        path = self._files / "batch.parquet"
+        pq.write_table(table, path, coerce_timestamps="us")
+        try:
+            put = self._results(f"PUT 'file://{path.as_posix()}' @{STAGE}/{folder} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+        finally:
+            path.unlink(missing_ok=True)
+        if [row.get("status") for row in put] != ["UPLOADED"]:
+            msg = f"Snowflake: PUT of a staged batch did not upload one file: {put}"
+            raise TransientSinkError(msg)
+        copied = self._results(self._layout.copy(self._staging, f"@{STAGE}/{folder}/{path.name}"))
+        loaded = [(row.get("status"), row.get("rows_loaded")) for row in copied]
+        if loaded != [("LOADED", table.num_rows)]:
+            msg = (
+                f"Snowflake: COPY of a staged batch loaded {loaded or 'no file'} instead of one file of "
+                f"{table.num_rows} rows: {copied}"
+            )
+            raise TransientSinkError(msg)
+
+    def _release_batch(self, staged: dict[str, str]) -> None:
+        """Staged rows stay for the write that follows the conflict lookup; later batches never read them."""
 
     def _transaction(self, action: str) -> None:
-        self._execute(action.upper())
+        self._execute(f"BEGIN NAME {TRANSACTION_NAME}" if action == "begin" else action.upper())
+
+    def write(self, batch: StagedBatch) -> WriteResult:
+        try:
+            return super().write(batch)
+        except LockWaitError as exc:
+            if exc.transaction is not None:
+                self._abort_if_stale(exc.transaction)
+            raise
+
+    def _abort_if_stale(self, transaction: int) -> None:
+        """Abort ``transaction`` if it is a starload transaction open longer than ``stale_transaction`` seconds."""
+        try:
+            rows = self._guarded(self._results, "SHOW TRANSACTIONS")
+            [holder] = [r for r in rows if str(r.get("id")) == str(transaction)] or [None]
+            if holder is None:
+                log.warning("the transaction %s that held the lock has ended", transaction)
+                return
+            started = holder.get("started_on")
+            if isinstance(started, datetime) and started.tzinfo is None:
+                started = started.replace(tzinfo=UTC)
+            age = (datetime.now(UTC) - started).total_seconds() if isinstance(started, datetime) else 0.0
+            if str(holder.get("name") or "").upper() != TRANSACTION_NAME or age < self.stale_transaction:
+                log.warning(
+                    "waiting for transaction %s (%s, open %.0f s); not a stale starload transaction, left alone",
+                    transaction, holder.get("name"), age,
+                )
+                return
+            self._guarded(self._run, f"SELECT SYSTEM$ABORT_TRANSACTION({int(transaction)})")
+            log.warning(
+                "aborted transaction %s: a starload transaction open for %.0f s (stale_transaction %d s), "
+                "left by a loader that is gone; it held the lock this write waited for",
+                transaction, age, self.stale_transaction,
+            )
+        except SinkError as exc:
+            log.warning("could not look at the transaction %s that held the lock: %s", transaction, exc)
 
     def _describe_error(self, exc: BaseException) -> SinkError | None:
         try:
@@ -211,7 +462,20 @@ class SnowflakeSink(SQLSink):
         if not isinstance(exc, errors.Error):
             return None
         # The connector's message names the query id and the error, never the credentials.
-        text = f"Snowflake: {type(exc).__name__}: {getattr(exc, 'msg', None) or exc}"
+        detail = getattr(exc, "msg", None) or str(exc)
+        text = f"Snowflake: {type(exc).__name__}: {detail}"
+        errno = getattr(exc, "errno", None)
+        if errno == 625:
+            table = re.search(r"locked table '([^']+)'", detail)
+            found = re.search(r"in transaction (\d+)", detail)
+            holder = found[1] if found else "(unknown)"
+            text = (
+                f"Snowflake: waited for a lock on {table[1] if table else 'a table'} held by transaction "
+                f"{holder} (lock_timeout {self.lock_timeout} s). If it belongs to a loader that was killed, "
+                f"Snowflake aborts it after about four hours idle; SELECT SYSTEM$ABORT_TRANSACTION({holder}) "
+                f"frees it now. {detail}"
+            )
+            return LockWaitError(text, int(found[1]) if found else None)
         transient = (
             errors.OperationalError,
             errors.InterfaceError,
@@ -223,27 +487,17 @@ class SnowflakeSink(SQLSink):
             errors.TooManyRequests,
             errors.OtherHTTPRetryableError,
         )
-        # 000625: statement timeout; 000604: query cancelled; 000630: lock wait timeout.
-        retryable_errno = {625, 604, 630}
-        if isinstance(exc, transient) or getattr(exc, "errno", None) in retryable_errno:
+        if isinstance(exc, transient) or errno in RETRYABLE_ERRNO:
             return TransientSinkError(text)
         return TerminalSinkError(text)
 
     def close(self) -> None:
-        if self._connection is not None:
-            if self.staging == "transient":
-                for staged in sorted(self._staging_tables):
-                    try:
-                        self._run(f"DROP TABLE IF EXISTS {quote(staged)}")
-                    except Exception:  # noqa: BLE001 - best effort on the way out
-                        log.warning("could not drop staging table %s", staged)
-                        break
-                self._staging_tables.clear()
-            self._connection.close()
-            self._connection = None
-        if self._files is not None:
-            shutil.rmtree(self._files, ignore_errors=True)
-            self._files = None
+        try:
+            self._disconnect()
+        finally:
+            if self._files is not None:
+                shutil.rmtree(self._files, ignore_errors=True)
+                self._files = None
 
 
 SNOWFLAKE_SINK = SinkType(
@@ -252,7 +506,9 @@ SNOWFLAKE_SINK = SinkType(
     description="Snowflake via PUT + COPY INTO of Parquet (SNOWFLAKE_* environment or --snowflake-connection)",
     options={
         "connection_name": "a connection of connections.toml (CLI: --snowflake-connection)",
-        "staging": "temporary (default) or transient",
+        "lock_timeout": f"seconds a statement waits for a lock (default {DEFAULT_LOCK_TIMEOUT})",
+        "statement_timeout": f"seconds a statement may run (default {DEFAULT_STATEMENT_TIMEOUT})",
+        "stale_transaction": f"seconds after which a blocking starload transaction is aborted (default {DEFAULT_STALE_TRANSACTION})",
     },
 )
 

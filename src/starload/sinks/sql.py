@@ -67,6 +67,9 @@ class Dialect:
     key_default: Callable[[str], str] = attrs.field(default=lambda seq: f"DEFAULT nextval('{seq}')")
     uses_sequence: bool = True
     placeholder: str = "?"
+    #: The function giving the largest non-NULL argument. Snowflake's ``GREATEST`` returns
+    #: NULL when any argument is NULL (``GREATEST_IGNORE_NULLS`` does not); DuckDB's ignores NULLs.
+    greatest: str = "greatest"
 
     def type_name(self, column_type: ColumnType) -> str:
         """The warehouse type of a spec type."""
@@ -219,7 +222,7 @@ class StarSQL:
         table = quote(dim.table)
         on = " AND ".join(f"{table}.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
         updates = {quote(f.column): f"coalesce(s.{quote(f.column)}, {table}.{quote(f.column)})" for f in dim.attributes}
-        updates["LAST_EVENT_AT"] = f"greatest({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
+        updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
         changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
         sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
         return f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on} AND ({changed})"
@@ -247,7 +250,7 @@ class StarSQL:
         )
 
     def any_loaded(self, staged: str) -> str:
-        """How many fact rows may share a grain value with ``staged`` (a GRAIN_HASH match).
+        """One row, one value: how many fact rows may share a grain value with ``staged`` (a GRAIN_HASH match).
 
         One integer column is scanned, where a join on the grain scans its strings: at
         a million facts, 10 ms instead of 40. When it is 0, the queries below leave
@@ -325,7 +328,7 @@ class StarSQL:
         table = quote(OFFSETS_TABLE)
         on = " AND ".join(f"{table}.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
         return (
-            f"UPDATE {table} SET NEXT_OFFSET = greatest({table}.NEXT_OFFSET, s.NEXT_OFFSET), "
+            f"UPDATE {table} SET NEXT_OFFSET = {self.dialect.greatest}({table}.NEXT_OFFSET, s.NEXT_OFFSET), "
             f"UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on}"
         )
 
@@ -350,14 +353,31 @@ class StarSQL:
         return f"SELECT KAFKA_PARTITION, NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p}"
 
 
+def batch_parts(batch: StagedBatch) -> dict[str, pa.Table]:
+    """Every table of ``batch`` a SQL sink stages, by part name (``DIM_<name>``, ``DATES``, ``FACTS``, ``REJECTS``, ``OFFSETS``)."""
+    parts: dict[str, pa.Table] = {f"DIM_{name}": t for name, t in batch.dimensions.items()}
+    if batch.dates is not None:
+        parts["DATES"] = batch.dates
+    return parts | {"FACTS": batch.facts, "REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
+
+
 class SQLSink(Sink):
     """A sink whose warehouse speaks SQL: :meth:`write` runs the whole plan of :class:`StarSQL`.
 
-    A subclass provides the dialect, a connection, how a staged Arrow table becomes
-    a table the statements can read (:meth:`_stage`), and transactions.
+    A subclass provides the dialect, a connection, how a staged batch becomes
+    relations the statements can read (:meth:`_stage_batch`), and transactions.
+    Statements whose input is empty (no rejects, no dates) are not sent, and the
+    offsets of partitions seen for the first time are inserted only when the update
+    found fewer rows than the batch has partitions.
     """
 
     dialect: Dialect
+    #: Whether a batch first asks whether any of its grain values is loaded already
+    #: (:meth:`StarSQL.any_loaded`), so that the fact insert and the conflict lookup can
+    #: leave the fact table out when none is. Worth it where a statement is cheap
+    #: (embedded DuckDB), not where each costs a round trip and the question scans
+    #: as much as the join it would save.
+    probes_loaded = True
 
     def __init__(self) -> None:
         self._sql: StarSQL | None = None
@@ -369,6 +389,10 @@ class SQLSink(Sink):
     @abc.abstractmethod
     def _connect(self) -> None:
         """Open the connection if it is not open."""
+
+    @abc.abstractmethod
+    def _disconnect(self) -> None:
+        """Drop the connection (the warehouse rolls back what it left open); :meth:`_connect` opens a new one."""
 
     @abc.abstractmethod
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -384,12 +408,16 @@ class SQLSink(Sink):
         """Rows affected by the DML statement that returned ``rows``."""
 
     @abc.abstractmethod
-    def _stage(self, name: str, table: pa.Table) -> str:
-        """Make ``table`` readable by SQL (outside the transaction); return its SQL name."""
+    def _stage_batch(self, batch: StagedBatch) -> dict[str, str]:
+        """Make every part of ``batch`` (:func:`batch_parts`) readable by SQL, outside any transaction.
+
+        Returns each part's SQL relation (a table name or a parenthesised query), to be
+        used as ``FROM <relation> AS s``.
+        """
 
     @abc.abstractmethod
-    def _unstage(self, names: list[str]) -> None:
-        """Release what :meth:`_stage` made for the last batch."""
+    def _release_batch(self, staged: dict[str, str]) -> None:
+        """Release what :meth:`_stage_batch` made, when the sink keeps nothing staged between calls."""
 
     @abc.abstractmethod
     def _transaction(self, action: str) -> None:
@@ -404,7 +432,7 @@ class SQLSink(Sink):
         return StarSQL(schema, self.dialect).ddl()
 
     def prepare(self, schema: StarSchema) -> None:
-        self._connect()
+        self._guarded(self._connect)
         self._sql = StarSQL(schema, self.dialect)
         for statement in self._sql.ddl():
             self._guarded(self._execute, statement)
@@ -425,57 +453,51 @@ class SQLSink(Sink):
 
     def find_conflicts(self, batch: StagedBatch) -> pa.Table:
         sql = self._prepared()
-        grain = [g.column for g in batch.schema.fact.grain]
-        keys = batch.facts.select(
-            [*grain, "GRAIN_HASH", "MESSAGE_HASH", "KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_HASH", "FIRST_PARTITION", "FIRST_OFFSET"]
-        )
-        staged = self._guarded(self._stage, "FACT_KEYS", keys)
+        staged = self._guarded(self._stage_batch, batch)
         try:
             rows = []
-            if keys.num_rows:
-                rows = self._guarded(self._execute, sql.find_conflicts(staged, loaded=self._any_loaded(staged)))
+            if batch.facts.num_rows:
+                loaded = self._any_loaded(staged["FACTS"])
+                rows = self._guarded(self._execute, sql.find_conflicts(staged["FACTS"], loaded=loaded))
         finally:
-            self._unstage([staged])
+            self._release_batch(staged)
         columns = list(zip(*rows)) or [[] for _ in CONFLICT_COLUMNS]
         return pa.table({name: pa.array(list(values), pa.int64()) for name, values in zip(CONFLICT_COLUMNS, columns)})
 
     def write(self, batch: StagedBatch) -> WriteResult:
         sql = self._prepared()
-        tables: dict[str, pa.Table] = {f"DIM_{name}": t for name, t in batch.dimensions.items()}
-        tables |= {"FACTS": batch.facts, "REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
-        if batch.dates is not None:
-            tables["DATES"] = batch.dates
-        staged: dict[str, str] = {}
+        staged = self._guarded(self._stage_batch, batch)
         try:
-            for key, table in tables.items():
-                staged[key] = self._guarded(self._stage, key, table)
             plan: list[tuple[str, str]] = []
             for dim in batch.schema.dimensions:
-                plan += [("updated", sql.update_dimension(dim, staged[f"DIM_{dim.name}"]))]
-                plan += [("inserted", sql.insert_dimension(dim, staged[f"DIM_{dim.name}"]))]
-            if batch.dates is not None:
+                if batch.dimensions[dim.name].num_rows:
+                    plan += [("updated", sql.update_dimension(dim, staged[f"DIM_{dim.name}"]))]
+                    plan += [("inserted", sql.insert_dimension(dim, staged[f"DIM_{dim.name}"]))]
+            if batch.dates is not None and batch.dates.num_rows:
                 plan.append(("inserted", sql.insert_dates(staged["DATES"])))
             counts = dict.fromkeys(("updated", "inserted", "facts"), 0)
             self._guarded(self._transaction, "begin")
             try:
-                # Asked inside the transaction, so the insert sees what the question saw.
-                plan += [
-                    ("facts", sql.insert_facts(staged["FACTS"], loaded=self._any_loaded(staged["FACTS"]))),
-                    ("", sql.insert_rejects(staged["REJECTS"])),
-                    ("", sql.update_offsets(staged["OFFSETS"])),
-                    ("", sql.insert_offsets(staged["OFFSETS"])),
-                ]
+                if batch.facts.num_rows:
+                    # Asked inside the transaction, so the insert sees what the question saw.
+                    plan.append(("facts", sql.insert_facts(staged["FACTS"], loaded=self._any_loaded(staged["FACTS"]))))
+                if batch.rejects.num_rows:
+                    plan.append(("", sql.insert_rejects(staged["REJECTS"])))
                 for counter, statement in plan:
                     rows = self._guarded(self._execute, statement)
                     if counter:
                         counts[counter] += self._rowcount(rows)
+                if batch.next_offsets:
+                    updated = self._rowcount(self._guarded(self._execute, sql.update_offsets(staged["OFFSETS"])))
+                    if updated < len(batch.next_offsets):
+                        self._guarded(self._execute, sql.insert_offsets(staged["OFFSETS"]))
                 self._guarded(self._transaction, "commit")
                 statements, self._statements = self._statements, 0
             except BaseException:
                 self._rollback_quietly()
                 raise
         finally:
-            self._unstage(list(staged.values()))
+            self._release_batch(staged)
         return WriteResult(
             facts_inserted=counts["facts"],
             duplicates=batch.facts.num_rows - counts["facts"],
@@ -487,13 +509,20 @@ class SQLSink(Sink):
         )
 
     def _any_loaded(self, staged: str) -> bool:
-        """Whether the fact table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`)."""
-        return self._rowcount(self._guarded(self._execute, self._prepared().any_loaded(staged))) > 0
+        """Whether the fact table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`).
+
+        Without :attr:`probes_loaded`, always True: the statements then check every row.
+        """
+        if not self.probes_loaded:
+            return True
+        [(count, *_), *_] = self._guarded(self._execute, self._prepared().any_loaded(staged))
+        return int(count) > 0
 
     def _prepared(self) -> StarSQL:
         if self._sql is None:
             msg = f"{type(self).__name__}.prepare(schema) must be called before use"
             raise SinkError(msg)
+        self._guarded(self._connect)
         return self._sql
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
@@ -509,7 +538,16 @@ class SQLSink(Sink):
             raise error from exc
 
     def _rollback_quietly(self) -> None:
+        """Roll back after an error; if even that fails, drop the session rather than reuse it half-done.
+
+        A session whose transaction may still be open must not run another statement:
+        on Snowflake the next DDL would commit whatever it holds.
+        """
         try:
             self._transaction("rollback")
         except Exception:
-            log.warning("%s: rollback failed after an error", type(self).__name__, exc_info=True)
+            log.warning("%s: rollback failed after an error; reconnecting", type(self).__name__, exc_info=True)
+            try:
+                self._disconnect()
+            except Exception:
+                log.warning("%s: closing the failed session failed too", type(self).__name__, exc_info=True)
