@@ -90,7 +90,9 @@ IDLE_SECONDS = 3.0
 #: Give up when a consumer sees nothing for this long (before its first message: group join included).
 STALL_SECONDS = 60.0
 #: The loader's last log line: how long ago, when it stopped, the sink last committed.
-LAST_COMMIT = re.compile(r"starload\.engine: stopping after \d+ messages; last commit ([0-9.]+) s ago")
+LAST_COMMIT = re.compile(
+    r"starload\.engine: stopping after \d+ messages; last commit ([0-9.]+) s ago, ([0-9.]+) s after the first assignment"
+)
 #: How often (e) polls FACT_ORDERS for the end of the load.
 WATCH_INTERVAL = 0.2
 
@@ -149,6 +151,8 @@ class LoaderRun:
     loaded_seconds: float | None = None
     #: Batches the loader wrote (its summary).
     batches: int = 0
+    #: From the first assignment to the sink's last commit, as the loader measured it (its last log line).
+    commit_seconds: float = 0.0
 
     @property
     def join_seconds(self) -> float:
@@ -160,10 +164,6 @@ class LoaderRun:
         """Wall time without the group join and the wait after the last commit (start-up included): how (c) is timed."""
         return self.wall_seconds - self.join_seconds - self.idle_seconds
 
-    @property
-    def commit_seconds(self) -> float:
-        """From the first assignment to the sink's last commit."""
-        return self.idle_style_seconds - self.startup_seconds
 
     @property
     def seconds(self) -> float:
@@ -538,6 +538,7 @@ def run_loader(
     stderr: list[str] = []
     assigned: list[float] = []
     idle: list[float] = []
+    committing: list[float] = []
     is_assigned, exited = threading.Event(), threading.Event()
     loaded: list[float] = []
     watch_errors: list[BaseException] = []
@@ -567,6 +568,7 @@ def run_loader(
                     is_assigned.set()
                 if found := LAST_COMMIT.search(line):
                     idle.append(float(found.group(1)))
+                    committing.append(float(found.group(2)))
                 stderr.append(line)
 
         reader = threading.Thread(target=read_stderr, daemon=True)
@@ -595,6 +597,7 @@ def run_loader(
         pre_assignment_seconds=assigned[0] - started,
         startup_seconds=startup_seconds,
         idle_seconds=idle[-1],
+        commit_seconds=committing[-1],
         peak_rss_mib=usage.ru_maxrss / 1024,
         fact_rows=fact_rows,
         loaded_seconds=loaded[0] - started if loaded else None,

@@ -258,7 +258,11 @@ class StarLoader:
                 self._finish_oldest()
             if self.stats.last_commit is not None:
                 since = time.monotonic() - self.stats.last_commit
-                log.info("stopping after %d messages; last commit %.3f s ago", self.stats.consumed, since)
+                span = self.stats.last_commit - (self.stats.first_assignment or self.stats.started)
+                log.info(
+                    "stopping after %d messages; last commit %.3f s ago, %.3f s after the first assignment",
+                    self.stats.consumed, since, span,
+                )  # fmt: skip
         finally:
             self._map_threads.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)

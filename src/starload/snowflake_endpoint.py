@@ -280,17 +280,20 @@ class StrictSnowflake:
             )
             raise RuleViolation(msg)
         for path in files:
-            table = pq.read_table(path)
-            for field in table.schema:
-                column = table.column(field.name)
+            parquet = pq.ParquetFile(path)
+            for field in parquet.schema_arrow:
                 as_text = pa.types.is_binary(field.type) and not _false(options.get("BINARY_AS_TEXT"))
+                empty_matters = match_by_name and pa.types.is_string(field.type)
+                if not (as_text or empty_matters):
+                    continue
+                column = parquet.read([field.name]).column(0)
                 if as_text and not all(v is None or _utf8(v) for v in column.to_pylist()):
                     msg = (
                         f"Invalid UTF8 detected in string in column {field.name}: BINARY_AS_TEXT defaults to TRUE "
                         "(Snowflake docs: CREATE FILE FORMAT, Parquet options BINARY_AS_TEXT)"
                     )
                     raise RuleViolation(msg)
-                if match_by_name and pa.types.is_string(field.type) and pc.any(pc.equal(column, "")).as_py():
+                if empty_matters and pc.any(pc.equal(column, "")).as_py():
                     msg = (
                         f"strict endpoint: MATCH_BY_COLUMN_NAME with an empty value in column {field.name} "
                         '("an empty column value produces an error", Snowflake docs: COPY INTO <table>)'
