@@ -48,8 +48,9 @@ first sees every row, which also takes in the time the connector needs to see th
 commit. The (c)-style figure is printed too, and so is the rate from the first
 assignment to the last commit, without start-up. As in (c) and (d), connecting to the
 warehouse and its DDL happen before the first assignment and are not timed. The
-endpoint counts the HTTP requests it served during (e) (the watcher's polls taken
-out); divided by the loader's batches, that is the requests per batch.
+endpoint counts the HTTP requests it served to (e)'s loader after its first
+assignment (the watcher's polls and the final log-out taken out); divided by the
+loader's batches, that is the requests per batch.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class SnowflakeFigures:
     seed_rate: float
     starload: LoaderRun
     latency_ms: float = 0.0
-    #: HTTP requests the endpoint served to (e)'s loader.
+    #: HTTP requests the endpoint served to (e)'s loader after its first assignment.
     requests: int = 0
 
     @property
@@ -518,8 +519,11 @@ def run_loader(
     *,
     env: dict[str, str] | None = None,
     watch_for: int | None = None,
+    on_assigned: Callable[[], None] | None = None,
 ) -> LoaderRun:
     """Run ``starload load`` with ``sink_args`` until idle; time it and take its peak RSS.
+
+    ``on_assigned`` is called when the loader logs its first assignment.
 
     ``count_facts`` counts the rows of ``FACT_ORDERS`` after the loader exited. With
     ``watch_for`` it is also polled from the first assignment on (it must then be
@@ -565,6 +569,8 @@ def run_loader(
             for line in err:
                 if not assigned and "starload.engine: assigned" in line:
                     assigned.append(time.monotonic())
+                    if on_assigned is not None:
+                        on_assigned()
                     is_assigned.set()
                 if found := LAST_COMMIT.search(line):
                     idle.append(float(found.group(1)))
@@ -666,6 +672,8 @@ def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, 
                 return int(rows)
 
             endpoint.reset()
+            # Requests until the first assignment: log-in, the DDL, reading the stored offsets.
+            before: list[int] = []
 
             loaded = run_loader(
                 bootstrap,
@@ -676,11 +684,13 @@ def measure_snowflake(args: argparse.Namespace, bootstrap: str, startup: float, 
                 count_facts,
                 env=snowflake_environment(settings),
                 watch_for=args.snowflake_count,
+                on_assigned=lambda: before.append(endpoint.stats().get("all", 0)),
             )
-            requests = endpoint.stats().get("all", 0) - polls[0]
+            # Minus the watcher's polls (it starts after the assignment) and the log-out at the end.
+            requests = endpoint.stats().get("all", 0) - polls[0] - before[0] - 1
         describe_loader("(e) starload load → Snowflake", loaded, args.snowflake_count, console)
         console.print(
-            f"    {requests:,} requests to the endpoint in {loaded.batches} batches "
+            f"    {requests:,} requests to the endpoint for {loaded.batches} batches after the first assignment "
             f"({requests / max(loaded.batches, 1):.1f} per batch, each held {args.latency_ms:g} ms); "
             f"first assignment to last commit {loaded.commit_seconds:.2f} s ({args.snowflake_count / loaded.commit_seconds:,.0f} orders/s)"
         )

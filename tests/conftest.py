@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -44,3 +47,38 @@ def snowflake_environment(snowflake_settings: dict, monkeypatch: pytest.MonkeyPa
         if key.startswith("SNOWFLAKE_"):
             monkeypatch.setenv(key, value)
     return {k: v for k, v in env.items() if k.startswith("SNOWFLAKE_")}
+
+
+#: A connection of connections.toml naming a real Snowflake account to test on too (opt-in).
+LIVE_CONNECTION = os.environ.get("STARLOAD_SNOWFLAKE_TEST_CONNECTION", "").strip()
+live = pytest.mark.skipif(
+    not LIVE_CONNECTION,
+    reason="STARLOAD_SNOWFLAKE_TEST_CONNECTION is not set (name a connection of connections.toml to run this on a real account)",
+)
+
+
+@pytest.fixture
+def live_settings() -> Iterator[dict[str, Any]]:
+    """Sink settings for a new schema on the account of STARLOAD_SNOWFLAKE_TEST_CONNECTION; dropped afterwards."""
+    import snowflake.connector
+
+    schema = f"STARLOAD_TEST_{uuid.uuid4().hex[:8].upper()}"
+    with snowflake.connector.connect(connection_name=LIVE_CONNECTION) as con:
+        con.cursor().execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield {"connection_name": LIVE_CONNECTION, "schema": schema}
+        finally:
+            con.cursor().execute(f'DROP SCHEMA IF EXISTS "{schema}"')
+
+
+@pytest.fixture(params=["local", pytest.param("live", marks=live)])
+def warehouse(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Snowflake sink settings: a fresh schema on the local endpoint, and (opt-in) one on a real account."""
+    return request.getfixturevalue("snowflake_settings" if request.param == "local" else "live_settings")
+
+
+def snowflake_reader(settings: dict[str, Any]) -> Any:
+    """A second connection to the warehouse a Snowflake sink writes to: it sees only what was committed."""
+    import snowflake.connector
+
+    return snowflake.connector.connect(**settings, session_parameters={"TIMEZONE": "UTC"}, network_timeout=60)

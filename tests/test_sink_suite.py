@@ -6,7 +6,9 @@ SQLite plugin is installed into this interpreter on first use (see
 ``example_plugins`` in test_plugins.py).
 
 The Snowflake sink runs against the local Snowflake endpoint (fakesnow; the
-``snowflake_settings`` fixture of conftest.py gives each test a fresh schema) and is read
+``snowflake_settings`` fixture of conftest.py gives each test a fresh schema), and also
+against a real account when ``STARLOAD_SNOWFLAKE_TEST_CONNECTION`` names a connection of
+``connections.toml`` (else those runs are skipped, with that reason). It is read
 through a second connection, which sees only what the sink committed.
 """
 
@@ -16,6 +18,7 @@ import sys
 from typing import Any
 
 import pytest
+from conftest import snowflake_reader
 from test_plugins import example_plugins  # noqa: F401 - the session fixture that installs the example plugins
 
 from starload import plugins
@@ -47,15 +50,15 @@ class TestSQLiteBehaviour(SinkBehaviour):
 
 
 class TestSnowflakeBehaviour(SinkBehaviour):
+    """On the local endpoint, and on a real account when STARLOAD_SNOWFLAKE_TEST_CONNECTION names one."""
+
     sink_name = "snowflake"
 
     @pytest.fixture
-    def make_sink(self, snowflake_settings):
-        import snowflake.connector
-
+    def make_sink(self, warehouse):
         sink_type = plugins.get_sink_type("snowflake")
-        self.reader = snowflake.connector.connect(**snowflake_settings, network_timeout=10)
-        yield lambda: sink_type.create(**snowflake_settings)
+        self.reader = snowflake_reader(warehouse)
+        yield lambda: sink_type.create(**warehouse)
         self.reader.close()
 
     @pytest.fixture(params=[7, 10_000], ids=lambda n: f"batch{n}")

@@ -14,7 +14,7 @@ import pytest
 import snowflake.connector
 
 from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, produce
-from starload.exceptions import TerminalSinkError, TransientSinkError
+from starload.exceptions import StarloadError, TerminalSinkError, TransientSinkError
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.snowflake import SnowflakeSink, settings_from_environment
 
@@ -65,9 +65,10 @@ def test_batches_load_exactly_once_with_constant_statements(snowflake_settings):
         sink.prepare(ORDERS_SCHEMA)
         small = sink.write(stage(values[:101]))
         large = sink.write(stage(values[101:], start=101))
-        # Staging table, PUT, COPY; BEGIN, 2 per dimension, dates, facts, rejects, offsets (+ insert), COMMIT.
-        assert small.statements == 3 + 11
-        assert large.statements == 2 + 10  # the staging table is reused; the partition's offsets row exists
+        # PUT, COPY; BEGIN, lock, 2 per dimension, dates, facts, rejects, offsets, COMMIT (the staging
+        # table was made by prepare); the unfenced first batch also inserts the new partition's offsets.
+        assert small.statements == 2 + 12
+        assert large.statements == 2 + 11
         assert (small.facts_inserted + large.facts_inserted, small.rejects + large.rejects) == (3_000, 2)
         replay = sink.write(stage(values))
         assert (replay.facts_inserted, replay.duplicates, replay.rejects) == (0, 3_000, 2)
@@ -89,10 +90,9 @@ def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowfl
     assert done.returncode == 0, done.stderr
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert (summary["facts loaded"], summary["rejected"], summary["duplicates skipped"]) == ("2000", "0", "0")
-    # PUT, COPY, conflict lookup; BEGIN, 2 per dimension, dates, facts, offsets, COMMIT; plus the staging
-    # table once and the offsets row of the new partition once.
+    # PUT, COPY, conflict lookup; BEGIN, lock, 2 per dimension, dates, facts, offsets, COMMIT.
     batches = int(summary["batches"])
-    assert int(summary["statements"].split()[0]) == 12 * batches + 2
+    assert int(summary["statements"].split()[0]) == 13 * batches
     assert snowflake_environment["SNOWFLAKE_PASSWORD"] not in done.stdout + done.stderr
     check_star(snowflake_settings, orders(2_000, 8))
     # A restart resumes from the offsets committed with the data: nothing is loaded twice.
@@ -143,3 +143,14 @@ def test_ddl_needs_no_connection():
     assert '"CUSTOMER_KEY" NUMBER(38, 0) IDENTITY(1, 1) NOT NULL' in done.stdout
     assert '"UNIT_PRICE" NUMBER(18, 2) NOT NULL' in done.stdout
     assert '"ORDER_TIMESTAMP" TIMESTAMP_TZ NOT NULL' in done.stdout
+
+
+def test_every_wait_is_bounded():
+    """Lock and statement timeouts for the session, and a bound on the connector's own retries of a request."""
+    arguments = SnowflakeSink(account="acme", lock_timeout="30", statement_timeout=600).connection_arguments()
+    assert arguments["session_parameters"]["LOCK_TIMEOUT"] == 30
+    assert arguments["session_parameters"]["STATEMENT_TIMEOUT_IN_SECONDS"] == 600
+    assert arguments["network_timeout"] == 660
+    assert SnowflakeSink(account="acme", network_timeout="45").connection_arguments()["network_timeout"] == 45
+    with pytest.raises(StarloadError, match="network_timeout must be a whole number"):
+        SnowflakeSink(account="acme", network_timeout="soon")

@@ -11,6 +11,7 @@
 -- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load, written in the
 --                            same transaction as the data. This, not Kafka, is where a loader resumes.
 -- STARLOAD_REJECTS           every message that could not be loaded: coordinates, raw bytes and the reasons.
+-- STARLOAD_LOCK              one row, updated first by every write transaction: loaders sharing the star take turns.
 -- Run it as a role that may create tables in E_COMMERCE.SALES (or your database.schema); every statement is idempotent.
 
 CREATE TABLE IF NOT EXISTS "DIM_CUSTOMER" (
@@ -88,3 +89,5 @@ CREATE TABLE IF NOT EXISTS "STARLOAD_REJECTS" (
     "REJECTED_AT" TIMESTAMP_TZ NOT NULL,
     PRIMARY KEY ("KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET")
 );
+
+CREATE TABLE IF NOT EXISTS "STARLOAD_LOCK" AS SELECT CAST('' AS VARCHAR) AS LOCKED_BY, CAST(NULL AS TIMESTAMP_TZ) AS LOCKED_AT;

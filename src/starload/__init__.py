@@ -2,7 +2,14 @@
 
 from starload.broker import LocalBroker
 from starload.engine import LoadStats, StarLoader
-from starload.exceptions import SinkError, SpecError, StarloadError, TerminalSinkError, TransientSinkError
+from starload.exceptions import (
+    OffsetsMovedError,
+    SinkError,
+    SpecError,
+    StarloadError,
+    TerminalSinkError,
+    TransientSinkError,
+)
 from starload.generators.base import Event, Generator
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.hookspecs import hookimpl
@@ -41,6 +48,7 @@ __all__ = [
     "LoadStats",
     "LocalBroker",
     "Measure",
+    "OffsetsMovedError",
     "Sink",
     "SinkError",
     "SinkType",

@@ -13,6 +13,13 @@ committed in order.
 Kafka offsets are committed only after the sink committed, and only as a hint for
 lag monitoring: on every partition assignment the loader seeks to the offsets
 stored in the sink, which is what makes the warehouse exactly-once.
+
+Every batch is fenced (:mod:`starload.sinks.base`): it applies only if the stored
+offsets of its partitions are still where this loader left them. When another loader
+has written them (it took the partitions over while this one was slow, frozen or
+cut off from the group), the write fails with
+:class:`~starload.exceptions.OffsetsMovedError`; the loader then drops the batches
+in flight and what it gathered, and resumes its partitions from the stored offsets.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from starload.deadletter import DeadLetters, Headers
-from starload.exceptions import SinkError, TransientSinkError
+from starload.exceptions import OffsetsMovedError, SinkError, TransientSinkError
 from starload.kafka import consumer_config, seek_positions
 from starload.mapping import RAW_SCHEMA, Mapper
 from starload.sinks.base import Sink, StagedBatch, WriteResult
@@ -204,6 +211,10 @@ class StarLoader:
         self._last_message = 0.0
         self._paused = False
         self._assigned = False
+        #: Per assigned partition, the offset stored in the sink after the last batch this
+        #: loader wrote (None: none stored). Read and advanced by the writer thread; reset
+        #: by the main thread only when no write is in flight.
+        self._expected: dict[int, int | None] = {}
         self._mappers: queue.SimpleQueue[Mapper] = queue.SimpleQueue()
         self._map_threads: ThreadPoolExecutor
         self._write_thread: ThreadPoolExecutor
@@ -338,6 +349,7 @@ class StarLoader:
 
     def _write_in_order(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
         mapped, headers = staged.result()
+        mapped = mapped.fenced(self._expected)
         for attempt in itertools.count():
             try:
                 # Grain values loaded earlier with other content become rejects too.
@@ -346,6 +358,7 @@ class StarLoader:
                     self._dead_letters.send(batch.rejects, headers)
                 result = self.sink.write(batch)
                 self.stats.last_commit = time.monotonic()
+                self._expected.update(batch.next_offsets)
                 break
             except TransientSinkError as exc:
                 delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
@@ -354,9 +367,25 @@ class StarLoader:
                     raise
         return result, batch.consumed, dict(batch.next_offsets)
 
-    def _finish_oldest(self) -> None:
-        """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint)."""
-        result, consumed, next_offsets = self._pending.popleft().result()
+    def _finish_oldest(self, *, resume: bool = True) -> None:
+        """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).
+
+        If another loader had written its partitions' offsets, drop everything in flight
+        and (``resume``) restart the assigned partitions from the stored offsets.
+        """
+        try:
+            result, consumed, next_offsets = self._pending.popleft().result()
+        except OffsetsMovedError as exc:
+            dropped = len(self._pending) + 1
+            while self._pending:
+                with contextlib.suppress(SinkError):
+                    self._pending.popleft().result()
+            self._batch = _Batch()
+            self._write_failed.clear()
+            log.warning("%s; dropped the %d batches in flight, resuming from the stored offsets", exc, dropped)
+            if resume and self._assigned and self._consumer is not None:
+                self._seek_stored(self._consumer, self._consumer.assignment())
+            return
         self.stats.add(result, consumed)
         if next_offsets and self._consumer is not None:
             offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
@@ -366,20 +395,29 @@ class StarLoader:
                 log.debug("Kafka commit (a hint only) failed: %s", exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self.sink.stored_offsets(self.group, self.topic)
-        positions = seek_positions(partitions, stored)
+        positions = self._seek_stored(consumer, partitions)
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in positions))
-        consumer.assign(positions)
-        self._paused = False
         self._assigned = True
         if self.stats.first_assignment is None:
             self.stats.first_assignment = time.monotonic()
+
+    def _seek_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Assign ``partitions`` at the offsets stored in the sink, which the next batches are fenced on."""
+        stored = self.sink.stored_offsets(self.group, self.topic)
+        positions = seek_positions(partitions, stored)
+        consumer.assign(positions)
+        # librdkafka keeps a partition's pause flag across a rebalance: one paused while
+        # the writer was behind would stay paused for good.
+        consumer.resume(positions)
+        self._paused = False
+        self._expected = {tp.partition: stored.get(tp.partition) for tp in partitions}
+        return positions
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish the write in flight and drop what was gathered: after the rebalance
         # every partition restarts from the offsets stored in the sink.
         while self._pending:
-            self._finish_oldest()
+            self._finish_oldest(resume=False)
         self._batch = _Batch()
         consumer.unassign()
         self._assigned = False

@@ -34,3 +34,12 @@ class TransientSinkError(SinkError):
 
 class TerminalSinkError(SinkError):
     """A failure retrying cannot fix (authentication, missing objects, bad SQL): the loader stops."""
+
+
+class OffsetsMovedError(SinkError):
+    """The offsets stored in the warehouse are not where this loader left them: another loader wrote them.
+
+    Raised by a fenced :meth:`~starload.sinks.base.Sink.write` (nothing of the batch was
+    committed). The engine drops the batches in flight and resumes every partition from
+    the stored offsets; it is neither retried as it is nor fatal.
+    """

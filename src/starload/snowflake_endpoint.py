@@ -34,11 +34,13 @@ that too.
 
 For the tests and the benchmark it also counts requests, can hold each request
 ``latency`` seconds (a remote warehouse's round trip), and injects faults:
-``POST /starload/faults`` with ``[{"match": REGEX, "action": "error" | "lose_file",
-"times": N, "errno": E, "message": M}]`` makes the next N statements matching REGEX
-fail with that error (``error``) or lose their staged files before a COPY
-(``lose_file``). ``POST /starload/stats`` returns the request counts;
-``POST /starload/reset`` clears counts and faults.
+``POST /starload/faults`` with ``[{"match": REGEX, "action": ACTION, "times": N,
+"errno": E, "message": M, "seconds": S}]`` acts on the next N statements matching
+REGEX: ``error`` fails them with that error, ``error_after`` runs them and then
+answers with that error (a lost answer, e.g. of a COMMIT), ``delay`` holds them S
+seconds before they run, ``lose_file`` loses their staged files before a COPY.
+``POST /starload/stats`` returns the request counts (``held``: statements a ``delay``
+fault started holding); ``POST /starload/reset`` clears counts and faults.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class Fault:
     times: int = 1
     errno: int = 990002
     message: str = "injected failure"
+    #: For ``delay``: how long the statement is held before it runs.
+    seconds: float = 0.0
 
 
 class StrictSnowflake:
@@ -176,10 +180,14 @@ class StrictSnowflake:
         try:
             statement = _parse(sql)
             fault = self._fault(sql)
-            if fault is not None and fault.action == "error":
+            action = fault.action if fault is not None else None
+            if fault is not None and action == "error":
                 raise RuleViolation(fault.message, fault.errno, "08000")
+            if fault is not None and action == "delay":
+                self.requests["held"] += 1
+                await asyncio.sleep(fault.seconds)
             if session is not None:
-                sql = await self._apply_rules(session, statement, sql, lose_files=fault is not None)
+                sql = await self._apply_rules(session, statement, sql, lose_files=action == "lose_file")
         except RuleViolation as violation:
             await _respond(send, _error(violation))
             return
@@ -189,6 +197,10 @@ class StrictSnowflake:
         status, response = await self._forward(scope, body, receive)
         if session is not None:
             self._after(session, statement, sql, json.loads(response) if response else {})
+        if fault is not None and action == "error_after":
+            # The statement ran; its answer is lost on the way back.
+            await _respond(send, _error(RuleViolation(fault.message, fault.errno, "08000")))
+            return
         await _respond_raw(send, status, response)
 
     async def _forward(self, scope: Scope, body: bytes, receive: Receive) -> tuple[int, bytes]:

@@ -49,7 +49,7 @@ import pytest
 
 from starload.broker import LocalBroker, free_port, stop_process
 from starload.engine import LoadStats, StarLoader
-from starload.exceptions import SinkError
+from starload.exceptions import OffsetsMovedError, SinkError
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.kafka import ensure_topic
 from starload.mapping import Mapper, raw_batch
@@ -472,6 +472,20 @@ class SinkBehaviour:
         assert (result.facts_inserted, result.duplicates) == (0, 1)
         assert self.rows(sink, 'SELECT "QUANTITY", "KAFKA_OFFSET" FROM "FACT_ORDERS"') == [(order["quantity"], 0)]
 
+    def test_a_fenced_batch_applies_only_on_the_offsets_it_expects(self, sink: Sink, stager: Stager) -> None:
+        orders = sample_orders(30, customers=30, products=30)
+        sink.write(stager.batch(orders[:10]).fenced({}))  # no offset stored yet: expected None
+        before = self.snapshot(sink)
+        stale = stager.batch(orders[10:20], start=10, partitions=[0] * 5 + [1] * 5)
+        # Another loader moved partition 0 on (the loader expected 5), or stored one for partition 1.
+        for expected in ({0: 5}, {0: 10, 1: 0}, {}):
+            with pytest.raises(OffsetsMovedError):
+                sink.write(stale.fenced(expected))
+            assert self.snapshot(sink) == before
+        sink.write(stale.fenced({0: 10}))
+        assert sink.stored_offsets("g", "orders") == {0: 15, 1: 20}
+        assert self.count(sink, "FACT_ORDERS") == 20
+
     def test_offsets_resume_and_never_go_backwards(
         self, sink: Sink, stager: Stager, make_sink: Callable[[], Sink]
     ) -> None:
@@ -723,9 +737,19 @@ class LocalSnowflake:
         with urllib.request.urlopen(request, timeout=10) as response:
             return dict(orjson.loads(response.read()))
 
-    def inject(self, match: str, *, action: str = "error", times: int = 1, errno: int = 990002, message: str = "injected failure") -> None:
-        """Make the next ``times`` statements matching the regular expression ``match`` fail (see the endpoint module)."""
-        self._control("faults", [{"match": match, "action": action, "times": times, "errno": errno, "message": message}])
+    def inject(
+        self,
+        match: str,
+        *,
+        action: str = "error",
+        times: int = 1,
+        errno: int = 990002,
+        message: str = "injected failure",
+        seconds: float = 0.0,
+    ) -> None:
+        """Make the next ``times`` statements matching the regular expression ``match`` fail, or be held (see the endpoint module)."""
+        fault = {"match": match, "action": action, "times": times, "errno": errno, "message": message, "seconds": seconds}
+        self._control("faults", [fault])
 
     def stats(self) -> dict[str, int]:
         """Requests served since start or :meth:`reset`: ``all`` and ``queries``."""

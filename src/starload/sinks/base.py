@@ -17,6 +17,15 @@ then commit. If anything fails the transaction is rolled back and the error is
 raised: the engine then stops without advancing any offset. On start the engine
 seeks each partition to :meth:`Sink.stored_offsets`, which is what makes the
 warehouse exactly-once even when the loader is killed at any instant.
+
+**The fence.** The engine sets ``batch.expected_offsets``: per partition, the
+NEXT_OFFSET this loader believes is stored (None: no row yet). A sink must apply the
+batch only if every partition's stored offset is exactly that, checked inside the
+transaction after taking the star's write lock, and otherwise roll back and raise
+:class:`~starload.exceptions.OffsetsMovedError`. Another loader that took the
+partitions over (a rebalance, or this one frozen past its session timeout) has then
+written them; the engine resumes from what is stored. A batch without
+``expected_offsets`` (written by hand, not by the engine) is not fenced.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ import pyarrow as pa
 from starload.spec import StarSchema
 
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
+#: One row; every write transaction updates it first, so that writers to one star take turns.
+LOCK_TABLE = "STARLOAD_LOCK"
 #: Columns of the table :meth:`Sink.find_conflicts` returns.
 CONFLICT_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET")
 REJECTS_TABLE = "STARLOAD_REJECTS"
@@ -71,6 +82,8 @@ class StagedBatch:
     * ``rejects``: KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY,
       MESSAGE_VALUE (the raw bytes) and REASON.
     * ``next_offsets``: per partition, the offset after the batch's last message.
+    * ``expected_offsets``: per partition, the stored offset the batch applies on
+      (None: no offset stored yet); None altogether: not fenced (see the module docstring).
     * ``conflicts``: how many of the rejects are conflicts (a grain value seen before
       with different content; the first version stays), set by :meth:`with_conflicts`.
     """
@@ -87,6 +100,11 @@ class StagedBatch:
     conflicts: int = 0
     #: The raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
     raw: pa.Table | None = attrs.field(default=None, repr=False)
+    expected_offsets: Mapping[int, int | None] | None = None
+
+    def fenced(self, stored: Mapping[int, int | None]) -> StagedBatch:
+        """This batch, to be applied only on these stored offsets (each of its partitions; missing: None)."""
+        return attrs.evolve(self, expected_offsets={p: stored.get(p) for p in self.next_offsets})
 
     def with_conflicts(self, conflicts: pa.Table) -> StagedBatch:
         """This batch with the fact rows in ``conflicts`` (see :meth:`Sink.find_conflicts`) moved to the rejects."""
@@ -125,14 +143,16 @@ class StagedBatch:
         )
 
     def offsets_table(self) -> pa.Table:
-        """``next_offsets`` as a table of GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET."""
+        """GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET and EXPECTED_OFFSET (NULL: none stored, or not fenced)."""
         parts = sorted(self.next_offsets)
+        expected = self.expected_offsets or {}
         return pa.table(
             {
                 "GROUP_ID": pa.array([self.group] * len(parts), pa.string()),
                 "TOPIC": pa.array([self.topic] * len(parts), pa.string()),
                 "KAFKA_PARTITION": pa.array(parts, pa.int32()),
                 "NEXT_OFFSET": pa.array([self.next_offsets[p] for p in parts], pa.int64()),
+                "EXPECTED_OFFSET": pa.array([expected.get(p) for p in parts], pa.int64()),
             }
         )
 

@@ -4,7 +4,8 @@ Each batch is registered with DuckDB as Arrow tables (no copy, no row loop) and
 applied with the shared set-based plan of :class:`starload.sinks.sql.SQLSink` in
 one transaction. Surrogate keys come from sequences (``<TABLE>_SEQ``). A DuckDB file
 is opened by one process at a time; ``path=":memory:"`` gives an in-memory warehouse.
-``memory_limit`` caps DuckDB's buffer cache (default 512MB; ``--sink-option
+A second process opening the same file (another loader) stops at once with a
+one-line error naming the process that holds it. ``memory_limit`` caps DuckDB's buffer cache (default 512MB; ``--sink-option
 memory_limit=2GB``), which otherwise grows with the database, up to 80 % of RAM.
 
 ``checkpoint_threshold`` is how much write-ahead log DuckDB gathers before it
@@ -17,6 +18,7 @@ log is replayed when the file is opened again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,18 @@ class DuckDBSink(SQLSink):
     def _connect(self) -> None:
         if self._connection is None:
             config = {"memory_limit": self.memory_limit, "checkpoint_threshold": self.checkpoint_threshold}
-            self._connection = duckdb.connect(self.path, config=config)
+            try:
+                self._connection = duckdb.connect(self.path, config=config)
+            except duckdb.IOException as exc:
+                held = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(exc))
+                if held is None:
+                    raise
+                msg = (
+                    f"DuckDB file {self.path!r} is open in another process ({held[1]}, PID {held[2]}): DuckDB allows "
+                    f"one writer per file, so loaders cannot share it. Stop that process, or give this loader "
+                    f"another --duckdb-path"
+                )
+                raise TerminalSinkError(msg) from None
             self._connection.execute("SET TimeZone = 'UTC'")
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:

@@ -6,9 +6,10 @@ ONE Parquet file, ``PUT`` to the internal stage ``STARLOAD_STAGE`` and ``COPY``-
 into one temporary staging table of this session's; then the shared set-based plan
 of :class:`~starload.sinks.sql.SQLSink` runs in one transaction, each statement
 reading its part of the staging table. The conflict lookup and the write read the
-same staged rows, so a batch costs about a dozen requests whatever its size: PUT,
-COPY, the conflict lookup, BEGIN, two per dimension, dates, facts, rejects (when
-there are any), offsets, COMMIT.
+same staged rows, so a batch costs 13 statements whatever its size: PUT, COPY, the
+conflict lookup, BEGIN, the star's lock (see :mod:`starload.sinks.sql`), two per
+dimension, dates, facts, rejects (when there are any), offsets, COMMIT. The staging
+table is made when the sink is prepared, not by the first batch.
 
 Snowflake's own semantics, each checked against its documentation (the tests run
 them through a local endpoint that enforces these rules, see
@@ -27,7 +28,9 @@ them through a local endpoint that enforces these rules, see
   (sink options ``lock_timeout``, default 120 s, and ``statement_timeout``, default
   900 s; Snowflake's defaults are 12 hours and 2 days), so no statement waits
   unbounded; a lock or statement timeout is transient and logged with what it waited
-  for. A loader killed inside a transaction leaves it open, holding its locks, until
+  for. The connector's own retries of a request are bounded by ``network_timeout``
+  (default ``statement_timeout`` + 60 s; unbounded in the connector by default). A
+  loader killed inside a transaction leaves it open, holding its locks, until
   Snowflake aborts it (after about four hours idle). Every starload transaction is
   named ``STARLOAD``; a loader whose write waited for a lock held by a starload
   transaction open for longer than ``stale_transaction`` seconds (default 600; a
@@ -69,9 +72,10 @@ import pyarrow.parquet as pq
 
 from starload.exceptions import SinkError, StarloadError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
-from starload.mapping import quote
+from starload.mapping import Mapper, quote, raw_batch
 from starload.sinks.base import SinkType, StagedBatch, WriteResult
 from starload.sinks.sql import Dialect, SQLSink, batch_parts
+from starload.spec import StarSchema
 
 SNOWFLAKE = Dialect(
     name="snowflake",
@@ -242,6 +246,7 @@ def _moved_conflicts(held: StagedBatch, batch: StagedBatch) -> bool:
         and batch.dimensions is held.dimensions
         and batch.dates is held.dates
         and batch.next_offsets == held.next_offsets
+        and batch.expected_offsets == held.expected_offsets
         and batch.facts.schema == held.facts.schema
         and batch.rejects.schema == held.rejects.schema
         and batch.conflicts > held.conflicts
@@ -267,6 +272,7 @@ class SnowflakeSink(SQLSink):
         lock_timeout: int | str = DEFAULT_LOCK_TIMEOUT,
         statement_timeout: int | str = DEFAULT_STATEMENT_TIMEOUT,
         stale_transaction: int | str = DEFAULT_STALE_TRANSACTION,
+        network_timeout: int | str | None = None,
         **settings: Any,
     ) -> None:
         super().__init__()
@@ -274,6 +280,9 @@ class SnowflakeSink(SQLSink):
         self.lock_timeout = _seconds("lock_timeout", lock_timeout)
         self.statement_timeout = _seconds("statement_timeout", statement_timeout)
         self.stale_transaction = _seconds("stale_transaction", stale_transaction)
+        if network_timeout is None:
+            network_timeout = self.statement_timeout + 60
+        self.network_timeout = _seconds("network_timeout", network_timeout)
         self._settings = {k: v for k, v in settings.items() if v not in (None, "")}
         self._connection: Any = None
         self._id = uuid.uuid4().hex[:12].upper()
@@ -302,7 +311,8 @@ class SnowflakeSink(SQLSink):
             "STATEMENT_TIMEOUT_IN_SECONDS": self.statement_timeout,
             "QUERY_TAG": "starload",
         }
-        fixed = {"paramstyle": "qmark", "session_parameters": session}
+        # network_timeout bounds the connector's own retries of a request (unbounded by default).
+        fixed = {"paramstyle": "qmark", "session_parameters": session, "network_timeout": self.network_timeout}
         if self.connection_name:
             return {"connection_name": self.connection_name, **fixed, **self._settings}
         return {**settings_from_environment(), **fixed, **self._settings}
@@ -380,15 +390,31 @@ class SnowflakeSink(SQLSink):
         parts = batch_parts(batch)
         layout = StagingLayout({name: table.schema for name, table in parts.items()})
         self._held = None
-        if self._layout is None or self._staged_batches >= STAGING_BATCHES or layout.schemas != self._layout.schemas:
-            self._execute(layout.ddl(self._staging))
-            self._layout, self._staged_batches = layout, 0
+        self._make_staging(layout, renew=self._staged_batches >= STAGING_BATCHES)
         self._batch_number += 1
         self._staged_batches += 1
         self._upload(parts)
         self._relations = {part: layout.relation(self._staging, self._batch_number, part) for part in parts}
         self._held, self._held_extended = batch, False
         return self._relations
+
+    def _make_staging(self, layout: StagingLayout, *, renew: bool = False) -> None:
+        """(Re)make this session's staging table for ``layout`` unless it has it already (and ``renew`` is False)."""
+        if renew or self._layout is None or layout.schemas != self._layout.schemas:
+            self._execute(layout.ddl(self._staging))
+            self._layout, self._staged_batches = layout, 0
+
+    def prepare(self, schema: StarSchema) -> None:
+        """The SQL sink's prepare, then the staging table, so that the first batch does not wait for it."""
+        super().prepare(schema)
+        mapper = Mapper(schema)
+        try:
+            empty = mapper.stage(raw_batch([]), topic="", group="")
+        finally:
+            mapper.close()
+        layout = StagingLayout({name: table.schema for name, table in batch_parts(empty).items()})
+        self._guarded(self._make_staging, layout)
+        self._statements = 0
 
     def _upload(self, parts: Mapping[str, pa.Table]) -> None:
         """PUT ``parts`` of the current batch as one Parquet file and COPY it into the staging table; check both."""
@@ -509,6 +535,7 @@ SNOWFLAKE_SINK = SinkType(
         "lock_timeout": f"seconds a statement waits for a lock (default {DEFAULT_LOCK_TIMEOUT})",
         "statement_timeout": f"seconds a statement may run (default {DEFAULT_STATEMENT_TIMEOUT})",
         "stale_transaction": f"seconds after which a blocking starload transaction is aborted (default {DEFAULT_STALE_TRANSACTION})",
+        "network_timeout": "seconds the connector may spend retrying one request (default statement_timeout + 60)",
     },
 )
 

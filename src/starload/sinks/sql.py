@@ -11,22 +11,38 @@ Upserts are an UPDATE … FROM followed by an INSERT of the members not there ye
 rather than a MERGE: the same semantics, the counts of updated and inserted rows for free, and
 both work inside a transaction on every engine we test with (the local Snowflake
 emulator cannot run MERGE inside an explicit transaction).
+
+**Several loaders on one star.** Every write transaction (and the one of
+:meth:`SQLSink.prepare` that adds unknown members) starts with an UPDATE of the one
+row of ``STARLOAD_LOCK``: on Snowflake an UPDATE holds its table's lock until the
+transaction ends, so writers to one star run one after the other, and each statement
+sees what the writers before it committed (Snowflake: "Transactions", resource
+locking and READ COMMITTED isolation). Nothing relies on INSERTs or UPDATEs that
+match no row taking a lock, nor on UNIQUE or PRIMARY KEY (Snowflake enforces
+neither). Every write of the batch is guarded by the transaction's own lock token
+(:meth:`StarSQL.holding`), and the offsets are fenced last, just before COMMIT (see
+:mod:`starload.sinks.base`). The fact insert takes one member per natural key even if
+a dimension held two.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 import pyarrow as pa
 
-from starload.exceptions import SinkError, TerminalSinkError
+from starload.exceptions import OffsetsMovedError, SinkError, TerminalSinkError, TransientSinkError
 from starload.mapping import quote
 from starload.sinks.base import (
     CONFLICT_COLUMNS,
+    LOCK_TABLE,
     OFFSETS_TABLE,
     REJECTS_TABLE,
     Sink,
@@ -126,8 +142,6 @@ class StarSQL:
             cols += [_col("LAST_EVENT_AT", d.timestamp), _col("UPDATED_AT", d.timestamp)]
             cols += self._keys([dim.key], [f.column for f in dim.natural_key])
             statements.append(self._create(dim.table, cols))
-            if optional:
-                statements.append(self._unknown_member(dim))
         if s.date_dimension:
             dd = s.date_dimension
             cols = [
@@ -188,7 +202,34 @@ class StarSQL:
                 ],
             )
         )
+        # Made with its one row, atomically: an INSERT by each of two loaders preparing at
+        # once could add two.
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {quote(LOCK_TABLE)} AS "
+            f"SELECT CAST('' AS {d.string}) AS LOCKED_BY, CAST(NULL AS {d.timestamp}) AS LOCKED_AT"
+        )
         return statements
+
+    def unknown_members(self) -> list[str]:
+        """The INSERTs of each optional dimension's unknown member (run under the lock by :meth:`SQLSink.prepare`)."""
+        return [self._unknown_member(dim) for dim in self.schema.dimensions if self.schema.is_optional(dim)]
+
+    def lock(self) -> str:
+        """The first statement of every write transaction: it serialises the writers of the star.
+
+        One bound parameter: the transaction's own token, which :meth:`holding` checks.
+        """
+        p = self.dialect.placeholder
+        return f"UPDATE {quote(LOCK_TABLE)} SET LOCKED_BY = {p}, LOCKED_AT = CURRENT_TIMESTAMP"
+
+    def holding(self) -> str:
+        """A condition true only in the transaction whose :meth:`lock` set the token bound to it (one parameter).
+
+        Every write of a batch carries it. If Snowflake aborts a loader's transaction
+        while the loader is frozen (another loader found it stale), the loader's next
+        statements run outside it, in autocommit: with this condition they change nothing.
+        """
+        return f"EXISTS (SELECT 1 FROM {quote(LOCK_TABLE)} WHERE LOCKED_BY = {self.dialect.placeholder})"
 
     @staticmethod
     def _unknown_member(dim: Dimension) -> str:
@@ -225,7 +266,10 @@ class StarSQL:
         updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
         changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
         sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
-        return f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on} AND ({changed})"
+        return (
+            f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s "
+            f"WHERE {on} AND ({changed}) AND {self.holding()}"
+        )
 
     def insert_dimension(self, dim: Dimension, staged: str) -> str:
         """Insert the members in ``staged`` that are new; the key comes from the column default."""
@@ -235,7 +279,7 @@ class StarSQL:
         return (
             f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
             f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "
-            f"{join} WHERE {new}"
+            f"{join} WHERE {new} AND {self.holding()}"
         )
 
     def insert_dates(self, staged: str) -> str:
@@ -246,7 +290,7 @@ class StarSQL:
         join, new = _unmatched(dd.table, f"t.{quote(dd.key)} = s.{quote(dd.key)}", dd.key)
         return (
             f"INSERT INTO {quote(dd.table)} ({', '.join(map(quote, columns))}) "
-            f"SELECT {', '.join('s.' + quote(c) for c in columns)} FROM {staged} AS s {join} WHERE {new}"
+            f"SELECT {', '.join('s.' + quote(c) for c in columns)} FROM {staged} AS s {join} WHERE {new} AND {self.holding()}"
         )
 
     def any_loaded(self, staged: str) -> str:
@@ -283,12 +327,17 @@ class StarSQL:
             selects.append(f"s.{quote(s.date_dimension.key)}")
         selects += [f"s.{quote(m.column)}" for m in fact.measures]
         selects += ["s.GRAIN_HASH", "s.MESSAGE_HASH", "s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
-        where = "s._SL_RANK = 1"
+        where = f"s._SL_RANK = 1 AND {self.holding()}"
         if loaded:
             grain = " AND ".join(f"t.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
             join, new = _unmatched(fact.table, grain, fact.grain[0].column)
             joins.append(join)
             where += f" AND {new}"
+        if s.referenced_dimensions:
+            # One row per staged fact even if a dimension holds a natural key twice (nothing
+            # enforces UNIQUE on Snowflake): the member with the smallest key wins.
+            keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions))
+            where += f"\nQUALIFY row_number() OVER (PARTITION BY s.KAFKA_PARTITION, s.KAFKA_OFFSET ORDER BY {keys}) = 1"
         columns = ", ".join(map(quote, s.fact_columns()))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
@@ -320,26 +369,33 @@ class StarSQL:
         join, new = _unmatched(REJECTS_TABLE, " AND ".join(f"t.{c} = s.{c}" for c in cols[:3]), cols[0])
         return (
             f"INSERT INTO {quote(REJECTS_TABLE)} ({', '.join(cols)}, REJECTED_AT) "
-            f"SELECT {', '.join('s.' + c for c in cols)}, CURRENT_TIMESTAMP FROM {staged} AS s {join} WHERE {new}"
+            f"SELECT {', '.join('s.' + c for c in cols)}, CURRENT_TIMESTAMP FROM {staged} AS s {join} WHERE {new} AND {self.holding()}"
         )
 
-    def update_offsets(self, staged: str) -> str:
-        """Advance stored offsets to the staged ones, never backwards."""
+    def update_offsets(self, staged: str, *, fenced: bool) -> str:
+        """Advance stored offsets to the staged ones, never backwards.
+
+        ``fenced``: only where the stored offset is the staged EXPECTED_OFFSET.
+        """
         table = quote(OFFSETS_TABLE)
         on = " AND ".join(f"{table}.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
+        if fenced:
+            on += f" AND {table}.NEXT_OFFSET = s.EXPECTED_OFFSET"
         return (
             f"UPDATE {table} SET NEXT_OFFSET = {self.dialect.greatest}({table}.NEXT_OFFSET, s.NEXT_OFFSET), "
-            f"UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on}"
+            f"UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on} AND {self.holding()}"
         )
 
-    def insert_offsets(self, staged: str) -> str:
-        """Store offsets of partitions seen for the first time."""
+    def insert_offsets(self, staged: str, *, fenced: bool) -> str:
+        """Store offsets of partitions seen for the first time (``fenced``: only those expected to have none)."""
         on = " AND ".join(f"t.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
         join, new = _unmatched(OFFSETS_TABLE, on, "GROUP_ID")
+        if fenced:
+            new += " AND s.EXPECTED_OFFSET IS NULL"
         return (
             f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, UPDATED_AT) "
             f"SELECT s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, CURRENT_TIMESTAMP FROM {staged} AS s "
-            f"{join} WHERE {new}"
+            f"{join} WHERE {new} AND {self.holding()}"
         )
 
     def select_fact_columns(self) -> str:
@@ -381,6 +437,10 @@ class SQLSink(Sink):
 
     def __init__(self) -> None:
         self._sql: StarSQL | None = None
+        #: Who holds the star's lock, as STARLOAD_LOCK.LOCKED_BY shows it (host:pid), and the
+        #: token of the current write transaction (host:pid:random; see StarSQL.holding).
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._token = self._holder
         #: Statements sent since prepare or the last committed write, conflict lookup
         #: included (reported in the WriteResult); reading stored offsets is not counted.
         self._statements = 0
@@ -429,13 +489,16 @@ class SQLSink(Sink):
 
     # -- the contract ------------------------------------------------------------
     def ddl(self, schema: StarSchema) -> list[str]:
-        return StarSQL(schema, self.dialect).ddl()
+        sql = StarSQL(schema, self.dialect)
+        return sql.ddl() + sql.unknown_members()
 
     def prepare(self, schema: StarSchema) -> None:
         self._guarded(self._connect)
         self._sql = StarSQL(schema, self.dialect)
         for statement in self._sql.ddl():
             self._guarded(self._execute, statement)
+        if members := self._sql.unknown_members():
+            self._locked(lambda: [self._guarded(self._execute, statement) for statement in members])
         try:
             self._guarded(self._execute, self._sql.select_fact_columns())
         except TerminalSinkError as exc:
@@ -476,26 +539,23 @@ class SQLSink(Sink):
             if batch.dates is not None and batch.dates.num_rows:
                 plan.append(("inserted", sql.insert_dates(staged["DATES"])))
             counts = dict.fromkeys(("updated", "inserted", "facts"), 0)
-            self._guarded(self._transaction, "begin")
-            try:
+
+            def apply() -> None:
                 if batch.facts.num_rows:
                     # Asked inside the transaction, so the insert sees what the question saw.
                     plan.append(("facts", sql.insert_facts(staged["FACTS"], loaded=self._any_loaded(staged["FACTS"]))))
                 if batch.rejects.num_rows:
                     plan.append(("", sql.insert_rejects(staged["REJECTS"])))
                 for counter, statement in plan:
-                    rows = self._guarded(self._execute, statement)
+                    rows = self._guarded(self._execute, statement, [self._token])
                     if counter:
                         counts[counter] += self._rowcount(rows)
-                if batch.next_offsets:
-                    updated = self._rowcount(self._guarded(self._execute, sql.update_offsets(staged["OFFSETS"])))
-                    if updated < len(batch.next_offsets):
-                        self._guarded(self._execute, sql.insert_offsets(staged["OFFSETS"]))
-                self._guarded(self._transaction, "commit")
-                statements, self._statements = self._statements, 0
-            except BaseException:
-                self._rollback_quietly()
-                raise
+                # Last: the fence also finds a transaction aborted under this loader's feet
+                # (its statements then ran outside it, and changed nothing; see StarSQL.holding).
+                self._advance_offsets(batch, staged["OFFSETS"])
+
+            self._locked(apply, batch)
+            statements, self._statements = self._statements, 0
         finally:
             self._release_batch(staged)
         return WriteResult(
@@ -507,6 +567,69 @@ class SQLSink(Sink):
             statements=statements,
             conflicts=batch.conflicts,
         )
+
+    def _locked(self, apply: Callable[[], object], batch: StagedBatch | None = None) -> None:
+        """Run ``apply`` in one transaction that first takes the star's lock (:meth:`StarSQL.lock`); commit.
+
+        A COMMIT that fails may still have committed (its answer was lost): with
+        ``batch``, that is decided by reading the stored offsets (see :meth:`_committed`),
+        never assumed either way.
+        """
+        sql = self._prepared()
+        self._token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
+        self._guarded(self._transaction, "begin")
+        try:
+            locked = self._rowcount(self._guarded(self._execute, sql.lock(), [self._token]))
+            if locked < 1:
+                msg = (
+                    f"{LOCK_TABLE} has no row, so writers to this star cannot take turns; restore it: "
+                    f"INSERT INTO {LOCK_TABLE} (LOCKED_BY) VALUES ('')"
+                )
+                raise TerminalSinkError(msg)
+            apply()
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        try:
+            self._guarded(self._transaction, "commit")
+        except SinkError as exc:
+            self._rollback_quietly()
+            if batch is None:
+                raise
+            if not self._committed(batch):
+                msg = f"COMMIT failed and the stored offsets show the batch did not commit; it is written again: {exc}"
+                raise TransientSinkError(msg) from exc
+            log.warning("%s: COMMIT failed (%s), but the stored offsets show the batch committed", type(self).__name__, exc)
+
+    def _committed(self, batch: StagedBatch) -> bool:
+        """After a failed COMMIT (and a ROLLBACK, or a new session): whether the stored offsets are the batch's."""
+        try:
+            stored = self.stored_offsets(batch.group, batch.topic)
+        except SinkError as exc:
+            log.warning("%s: could not read the stored offsets after a failed COMMIT: %s", type(self).__name__, exc)
+            return False
+        return all(stored.get(p) == o for p, o in batch.next_offsets.items())
+
+    def _advance_offsets(self, batch: StagedBatch, staged: str) -> None:
+        """Store ``batch.next_offsets``; when the batch is fenced, raise :class:`OffsetsMovedError` unless every partition was where expected."""
+        if not batch.next_offsets:
+            return
+        sql = self._prepared()
+        fenced = batch.expected_offsets is not None
+        advanced = 0
+        # A fenced batch that expects no stored offset at all (new partitions) has nothing to update.
+        if not fenced or any(o is not None for o in (batch.expected_offsets or {}).values()):
+            advanced = self._rowcount(self._guarded(self._execute, sql.update_offsets(staged, fenced=fenced), [self._token]))
+        if advanced < len(batch.next_offsets):
+            inserted = self._guarded(self._execute, sql.insert_offsets(staged, fenced=fenced), [self._token])
+            advanced += self._rowcount(inserted)
+        if fenced and advanced != len(batch.next_offsets):
+            msg = (
+                f"the offsets stored for {batch.topic!r} (group {batch.group!r}) are not where this loader left them "
+                f"(expected {dict(sorted((batch.expected_offsets or {}).items()))}): another loader wrote them, "
+                "or this loader's transaction was aborted"
+            )
+            raise OffsetsMovedError(msg)
 
     def _any_loaded(self, staged: str) -> bool:
         """Whether the fact table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`).

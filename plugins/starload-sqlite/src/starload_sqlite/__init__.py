@@ -23,7 +23,9 @@ How the contract maps onto SQLite:
   each grain value in Kafka order (``row_number()``), ``WHERE NOT EXISTS`` in the fact
   table (a redelivered message loads once, the first version stays); dates and rejects are
   ``ON CONFLICT DO NOTHING``; offsets are ``ON CONFLICT DO UPDATE`` with ``max()``,
-  so they never move backwards.
+  so they never move backwards. A fenced batch (``batch.expected_offsets``) first
+  compares the stored offsets with the expected ones, under the write lock, and raises
+  ``OffsetsMovedError`` when they differ.
 
 Types: SQLite has no DECIMAL and no TIMESTAMP. Money is stored as TEXT (``'2500.00'``)
 so it stays exact: read it with ``decimal.Decimal(value)`` (``SUM()`` in SQL would go
@@ -46,6 +48,7 @@ import pyarrow.compute as pc
 from starload import (
     Dimension,
     Integer,
+    OffsetsMovedError,
     Sink,
     SinkError,
     SinkType,
@@ -289,11 +292,14 @@ class SQLiteSink(Sink):
             pass
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
+        with self._lock:
+            return self._stored(group, topic)
+
+    def _stored(self, group: str, topic: str) -> dict[int, int]:
         sql = (
             f'SELECT "KAFKA_PARTITION", "NEXT_OFFSET" FROM {quote(OFFSETS_TABLE)} WHERE "GROUP_ID" = ? AND "TOPIC" = ?'
         )
-        with self._lock:
-            return dict(self.connection.execute(sql, [group, topic]).fetchall())
+        return dict(self.connection.execute(sql, [group, topic]).fetchall())
 
     def write(self, batch: StagedBatch) -> WriteResult:
         schema = batch.schema
@@ -319,6 +325,12 @@ class SQLiteSink(Sink):
                 counts["inserted"] += run(insert_dates(schema, '"_sl_dates"'), [])
             counts["facts"] = run(insert_facts(schema, '"_sl_facts"'), now)
             run(insert_rejects('"_sl_rejects"'), now)
+            if batch.expected_offsets is not None:
+                # The fence (see starload.sinks.base): BEGIN IMMEDIATE holds the write lock already.
+                stored = self._stored(batch.group, batch.topic)
+                if {p: stored.get(p) for p in batch.next_offsets} != dict(batch.expected_offsets):
+                    msg = f"the offsets stored for {batch.topic!r} are not where this loader left them"
+                    raise OffsetsMovedError(msg)
             run(advance_offsets('"_sl_offsets"'), now)
             for name in staged:
                 run(f"DROP TABLE temp.{quote(name)}")

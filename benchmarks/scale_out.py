@@ -1,0 +1,109 @@
+"""Aggregate throughput of several loaders sharing one star on the local Snowflake endpoint.
+
+    python benchmarks/scale_out.py [--count N] [--partitions N] [--batch-rows N]
+                                   [--latency-ms MS] [--loaders 1,2,3]
+
+For each number of loaders k: a fresh topic of ``--count`` seeded orders over
+``--partitions`` partitions and a fresh schema; k ``starload load --sink snowflake``
+processes in one consumer group, started together, each until idle. The figure is
+``--count`` over the span from the first "assigned" log line of any of them to the
+last commit of any of them (each logs how long before it stopped it last
+committed), so start-up and the idle wait at the end are not counted; the group's
+join and any rebalance while the loaders come up are. Every run checks that
+FACT_ORDERS holds exactly ``--count`` rows.
+
+Needs ``starload[test]`` (the connector and fakesnow) and ``starload[local]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.table import Table
+from throughput import LAST_COMMIT
+
+from starload import ORDERS_GENERATOR, LocalBroker
+from starload.produce import produce
+from starload.testing import LocalSnowflake, snowflake_environment
+
+IDLE_SECONDS = 3
+
+
+def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.Namespace) -> tuple[float, int, int]:
+    """Load a fresh topic with ``loaders`` loaders; (seconds from first assignment to last commit, facts, requests)."""
+    topic = f"scale-{loaders}"
+    produce(bootstrap, topic, ORDERS_GENERATOR, args.count, seed=1, partitions=args.partitions)
+    settings = endpoint.fresh_schema(f"scale{loaders}")
+    env = snowflake_environment(settings)
+    command = [
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--group", topic, "--sink", "snowflake", "--batch-rows", str(args.batch_rows),
+        "--until-idle", str(IDLE_SECONDS),
+    ]  # fmt: skip
+    assigned: list[float] = []
+    commits: list[float] = []
+    lock = threading.Lock()
+
+    def follow(process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            now = time.monotonic()
+            with lock:
+                if "starload.engine: assigned" in line:
+                    assigned.append(now)
+                elif found := LAST_COMMIT.search(line):
+                    commits.append(now - float(found.group(1)))
+
+    endpoint.reset()
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(loaders)
+    ]
+    readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in processes]
+    for reader in readers:
+        reader.start()
+    for process in processes:
+        if process.wait(timeout=1800) != 0:
+            msg = f"a loader exited with {process.returncode}"
+            raise RuntimeError(msg)
+    for reader in readers:
+        reader.join()
+    requests = endpoint.stats().get("all", 0)
+    with endpoint.connect(settings) as con:
+        [(facts,)] = con.cursor().execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
+    return max(commits) - min(assigned), int(facts), requests
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000, help="orders per run (default 100,000)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of each topic (default 6)")
+    parser.add_argument("--batch-rows", type=int, default=10_000, help="starload --batch-rows (default 10,000)")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="held per request by the endpoint (default 100)")
+    parser.add_argument("--loaders", default="1,2,3", help="loader counts to run, comma-separated (default 1,2,3)")
+    args = parser.parse_args(argv)
+    console = Console()
+    table = Table("loaders", "orders", "seconds", "orders/s", "× one loader", "requests", title="scale-out")
+    with LocalBroker() as broker, LocalSnowflake(latency_ms=args.latency_ms) as endpoint:
+        first: float | None = None
+        for loaders in (int(k) for k in args.loaders.split(",")):
+            seconds, facts, requests = run(broker.bootstrap_servers, endpoint, loaders, args)
+            check = "OK" if facts == args.count else f"MISMATCH: {facts:,} facts"
+            rate = args.count / seconds
+            first = first or rate
+            console.print(f"{loaders} loader(s): {seconds:.2f} s from first assignment to last commit, {check}")
+            table.add_row(str(loaders), f"{facts:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / first:.2f}", f"{requests:,}")
+    console.print(table)
+    console.print(
+        f"count {args.count:,} · partitions {args.partitions} · batch rows {args.batch_rows:,} · "
+        f"latency {args.latency_ms:g} ms per request"
+    )
+
+
+if __name__ == "__main__":
+    main()

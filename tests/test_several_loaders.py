@@ -1,0 +1,189 @@
+"""Several loaders on one star: nothing lost, nothing doubled, zombies fenced, lost COMMITs resolved.
+
+The loaders share a consumer group over the real local broker and write through the
+real connector to the strict local Snowflake endpoint, which holds UPDATE locks the
+way Snowflake does (starload.snowflake_endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import snowflake.connector
+from test_recovery import assert_exact, produce_stream
+
+from starload import ORDERS_SCHEMA, StarLoader
+from starload.sinks.snowflake import SnowflakeSink
+
+
+def snowflake_query(settings: dict):
+    def query(sql: str) -> list[tuple]:
+        with snowflake.connector.connect(**settings, network_timeout=30) as con:
+            return [tuple(r) for r in con.cursor().execute(sql).fetchall()]
+
+    return query
+
+
+class Loader:
+    """``starload load --sink snowflake`` as a subprocess, its stderr kept in a file."""
+
+    def __init__(self, bootstrap: str, topic: str, log: Path, *extra: str) -> None:
+        command = [
+            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+            "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
+            # A killed or frozen loader's transaction holds the lock: short timers let the
+            # others find it stale and abort it within seconds (defaults: 120 s and 600 s).
+            "--sink-option", "lock_timeout=2", "--sink-option", "stale_transaction=4",
+            # The local broker waits a whole rebalance timeout (max.poll.interval.ms, 300 s by
+            # default) for members that left before it completes a join: keep it short here.
+            "-X", "max.poll.interval.ms=15000", *extra,
+        ]  # fmt: skip
+        self.log = log
+        self._file = log.open("w")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._file, text=True)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            assert self.process.poll() is None, f"the loader exited: {self.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout} s: {self.log.read_text()[-3000:]}"
+            time.sleep(0.1)
+
+    def finish(self, timeout: float = 180) -> str:
+        out, _ = self.process.communicate(timeout=timeout)
+        self._file.close()
+        assert self.process.returncode == 0, self.log.read_text()[-3000:]
+        return out
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._file.close()
+
+
+@pytest.fixture
+def spawn(local_broker, tmp_path) -> Iterator[Callable[..., Loader]]:
+    """Starts loaders (``spawn(topic, name, *extra)``); any still running at the end of the test is killed."""
+    started: list[Loader] = []
+
+    def start(topic: str, name: str, *extra: str) -> Loader:
+        started.append(Loader(local_broker.bootstrap_servers, topic, tmp_path / f"{name}.log", *extra))
+        return started[-1]
+
+    yield start
+    for loader in started:
+        if loader.process.poll() is None:
+            loader.process.send_signal(signal.SIGCONT)
+            loader.kill()
+
+
+def test_three_loaders_killed_and_replaced_at_random_build_the_exact_star(
+    local_broker, snowflake_environment, snowflake_settings, spawn
+):
+    """Three loaders share six partitions; one is SIGKILLed and replaced, three times; rebalances all along."""
+    topic = "scale-out"
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 30_000, seed=41, partitions=6)
+    rng = random.Random(7)
+    names = iter(f"loader-{i}" for i in range(100))
+    loaders = [spawn(topic, next(names)) for _ in range(3)]
+    for loader in loaders:
+        loader.wait_for("assigned")
+    for _ in range(3):
+        time.sleep(rng.uniform(0.2, 2.0))
+        victim = loaders.pop(rng.randrange(len(loaders)))
+        victim.kill()
+        loaders.append(spawn(topic, next(names)))
+        # Once it has partitions (after a rebalance) it also stops cleanly on SIGTERM.
+        loaders[-1].wait_for("assigned")
+    # The three left finish the topic (a fresh loader joining a group that all members just
+    # left can wait minutes for its first assignment on the local broker), then stop cleanly.
+    query = snowflake_query(snowflake_settings)
+    end = len(orders) + len(orders[::50]) + bad
+    deadline = time.monotonic() + 300
+    while query("SELECT coalesce(sum(NEXT_OFFSET), 0) FROM STARLOAD_OFFSETS") != [(end,)]:
+        assert time.monotonic() < deadline, [loader.log.read_text()[-1500:] for loader in loaders]
+        time.sleep(0.5)
+    for loader in loaders:
+        loader.process.send_signal(signal.SIGTERM)
+    for loader in loaders:
+        loader.finish()
+    assert_exact(query, orders, bad)
+
+
+def test_a_zombie_loader_cannot_commit(local_broker, local_snowflake, snowflake_environment, snowflake_settings, spawn):
+    """A loader frozen mid-write past its session timeout; another takes its partitions; then it resumes."""
+    topic = "zombie"
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 6_000, seed=42, partitions=2)
+    # Hold the zombie's first fact insert, so that it can be frozen inside its transaction.
+    local_snowflake.inject(r'^INSERT INTO "FACT_ORDERS"', action="delay", seconds=2)
+    zombie = spawn(topic, "zombie", "--until-idle", "4")
+    deadline = time.monotonic() + 60
+    while local_snowflake.stats().get("held", 0) < 1:
+        assert time.monotonic() < deadline, zombie.log.read_text()[-3000:]
+        time.sleep(0.05)
+    zombie.process.send_signal(signal.SIGSTOP)
+    try:
+        # The other loader gets every partition once the zombie's session times out (6 s),
+        # waits for the zombie's lock, finds its transaction stale, aborts it and loads all.
+        heir = spawn(topic, "heir", "--until-idle", "3")
+        heir.finish(timeout=300)
+    finally:
+        zombie.process.send_signal(signal.SIGCONT)
+    assert "aborted transaction" in heir.log.read_text()
+    zombie.finish(timeout=300)
+    assert "not where this loader left them" in zombie.log.read_text()
+    assert_exact(snowflake_query(snowflake_settings), orders, bad)
+
+
+@pytest.mark.parametrize("action", ["error_after", "error"])
+def test_a_lost_commit_is_resolved_from_the_stored_offsets(
+    action, local_broker, local_snowflake, snowflake_settings, topic, caplog
+):
+    """``error_after``: the COMMIT ran but its answer was lost; ``error``: it never ran. Either way, exactly once."""
+    orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 3_000, seed=43, partitions=1)
+    caplog.set_level(logging.WARNING)
+    local_snowflake.inject(r"^COMMIT", action=action, times=2)
+    with SnowflakeSink(**snowflake_settings) as sink:
+        loader = StarLoader(
+            ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group="lost",
+            batch_rows=1_000, max_backoff=0.5, dlq_topic=None,
+        )  # fmt: skip
+        stats = loader.run(until_idle=2)
+    assert (stats.facts_loaded, stats.rejected) == (len(orders), bad)
+    committed_anyway = "stored offsets show the batch committed" in caplog.text
+    written_again = "the batch did not commit; it is written again" in caplog.text
+    assert (committed_anyway, written_again) == (action == "error_after", action == "error")
+    assert_exact(snowflake_query(snowflake_settings), orders, bad)
+
+
+def test_a_second_loader_on_one_duckdb_file_stops_at_once(local_broker, topic, tmp_path):
+    produce_stream(local_broker.bootstrap_servers, topic, 100, seed=44, partitions=1)
+    db = tmp_path / "one.duckdb"
+    command = [
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
+        "--topic", topic, "--duckdb-path", str(db),
+    ]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:
+            if "assigned" in line:
+                break
+        threading.Thread(target=first.stderr.read, daemon=True).start()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert second.returncode == 2
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith("starload: error: DuckDB file") and "is open in another process" in line
+    assert f"PID {first.pid}" in line
