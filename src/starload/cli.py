@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
+import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 from confluent_kafka import KafkaException
 from rich.console import Console
@@ -18,7 +20,7 @@ from rich.table import Table
 
 from starload import plugins
 from starload.broker import LocalBroker
-from starload.engine import DEFAULT_BATCH_ROWS, LoadStats, StarLoader
+from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
 from starload.exceptions import StarloadError
 from starload.produce import produce
 from starload.progress import Progress, describe_load, describe_produce
@@ -28,16 +30,80 @@ DEFAULT_BOOTSTRAP = os.environ.get("STARLOAD_BOOTSTRAP_SERVERS", "127.0.0.1:9092
 log = logging.getLogger("starload")
 
 
-def _key_values(pairs: Sequence[str], what: str) -> dict[str, Any]:
-    """``k=v`` pairs as a dict; values that are integers become int."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage mistake is one line (``starload: error: …``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"starload: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            msg = f"expected a whole number, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < minimum:
+            msg = f"must be at least {minimum}, got {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def _number(*, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number > 0 (>= 0 with ``zero``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            msg = f"expected a number, got {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if math.isnan(value) or value < 0 or (value == 0 and not zero):
+            msg = f"must be {'at least' if zero else 'more than'} 0, got {text}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def _ratio(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = _number(zero=True)(text)
+    if value > 1:
+        msg = f"must be at most 1, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _key_values(pairs: Sequence[str], what: str, *, integers: bool = False) -> dict[str, Any]:
+    """``k=v`` pairs as a dict of strings (``0123`` stays ``'0123'``); with ``integers``, integer values become int."""
     found: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             msg = f"{what} must look like key=value, got {pair!r}"
             raise StarloadError(msg)
-        found[key] = int(value) if value.lstrip("-").isdigit() else value
+        found[key] = int(value) if integers and value.lstrip("-").isdigit() else value
     return found
+
+
+def _check_options(function: Callable[..., Any], options: Mapping[str, Any], what: str, *, skip: int = 0) -> None:
+    """Raise a one-line error naming the ``options`` that ``function`` takes no keyword for.
+
+    ``skip``: leading parameters that are not options (a generator's random source).
+    """
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    keywords = [p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if unknown := [name for name in options if name not in keywords]:
+        msg = f"unknown {what}: {', '.join(sorted(unknown))} (known: {', '.join(keywords) or 'none'})"
+        raise StarloadError(msg)
 
 
 def resolve_schema(name: str) -> StarSchema:
@@ -71,6 +137,8 @@ def load_summary(stats: LoadStats) -> str:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     generator = plugins.get_generator(args.generator)
+    options = _key_values(args.option, "--option", integers=True)
+    _check_options(generator.events, options, f"--option for generator {generator.name!r}", skip=1)
     with Progress(describe_produce) as progress:
         stats = produce(
             args.bootstrap_servers,
@@ -80,16 +148,17 @@ def cmd_produce(args: argparse.Namespace) -> int:
             seed=args.seed,
             rate=args.rate or None,
             partitions=args.partitions,
-            options=_key_values(args.option, "--option"),
+            options=options,
             overrides=_key_values(args.X, "-X"),
             progress=progress,
+            startup_timeout=args.startup_timeout,
         )
     print(f"produced {stats.produced} {generator.name} events to {args.topic!r} in {stats.seconds:.1f} s")
     return 0
 
 
 def sink_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Options for the chosen sink from its dedicated flags and ``--sink-option``."""
+    """Options for the chosen sink from its dedicated flags and ``--sink-option`` (values stay strings)."""
     options = _key_values(args.sink_option, "--sink-option")
     if args.sink == "duckdb":
         options.setdefault("path", args.duckdb_path)
@@ -98,9 +167,17 @@ def sink_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def create_sink(args: argparse.Namespace) -> Any:
+    """The chosen sink, after checking that it takes every option given."""
+    sink_type = plugins.get_sink_type(args.sink)
+    options = sink_options(args)
+    _check_options(sink_type.factory, options, f"--sink-option for sink {sink_type.name!r}")
+    return sink_type.create(**options)
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     schema = resolve_schema(args.schema)
-    sink = plugins.get_sink_type(args.sink).create(**sink_options(args))
+    sink = create_sink(args)
     with sink, Progress(describe_load) as progress:
         loader = StarLoader(
             schema,
@@ -113,6 +190,8 @@ def cmd_load(args: argparse.Namespace) -> int:
             consumer_overrides={**({"group.instance.id": args.instance_id} if args.instance_id else {}), **_key_values(args.X, "-X")},
             progress=progress,
             dlq_topic=None if args.no_dlq else (args.dlq_topic or ""),
+            max_reject_ratio=args.max_reject_ratio,
+            startup_timeout=args.startup_timeout,
         )
         _stop_on_signals(loader)
         stats = loader.run(until_idle=args.until_idle)
@@ -135,7 +214,7 @@ def _stop_on_signals(loader: StarLoader) -> None:
 
 def cmd_ddl(args: argparse.Namespace) -> int:
     schema = resolve_schema(args.schema)
-    sink = plugins.get_sink_type(args.sink).create(**sink_options(args))
+    sink = create_sink(args)
     print(";\n\n".join(sink.ddl(schema)) + ";")
     return 0
 
@@ -164,7 +243,7 @@ def cmd_plugins(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="starload", description="Kafka events → star schema (DuckDB, Snowflake).")
+    parser = _Parser(prog="starload", description="Kafka events → star schema (DuckDB, Snowflake).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -172,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers (env STARLOAD_BOOTSTRAP_SERVERS)")
         p.add_argument("--topic", default="orders")
         p.add_argument("-X", action="append", default=[], metavar="KEY=VALUE", help="librdkafka client setting")
+        p.add_argument(
+            "--startup-timeout", type=_number(), default=30.0, metavar="SECONDS",
+            help="give up, exit code 2, when no broker answers or the topic does not exist by then (default 30)",
+        )
 
     def sink_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--sink", default="duckdb", help="registered sink name (see `starload plugins`)")
@@ -182,11 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="produce generated events and exit")
     kafka_args(p)
-    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--count", type=_at_least(1), required=True)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--rate", type=float, default=0, help="messages per second; 0 = as fast as possible")
+    p.add_argument("--rate", type=_number(zero=True), default=0, help="messages per second; 0 = as fast as possible")
     p.add_argument("--generator", default="orders")
-    p.add_argument("--partitions", type=int, default=4, help="partitions when the topic is created")
+    p.add_argument("--partitions", type=_at_least(1), default=4, help="partitions when the topic is created")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50")
     p.set_defaults(func=cmd_produce)
 
@@ -199,11 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="static group membership (group.instance.id): a restarted loader gets its partitions back "
         "without a rebalance; give each loader of the group its own id",
     )
-    p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS", help="exit after this long without messages")
-    p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
-    p.add_argument("--batch-seconds", type=float, default=1.0)
+    p.add_argument("--until-idle", type=_number(), default=None, metavar="SECONDS", help="exit after this long without messages")
+    p.add_argument("--batch-rows", type=_at_least(1), default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
+    p.add_argument("--batch-seconds", type=_number(), default=1.0)
     p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
     p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")
+    p.add_argument(
+        "--max-reject-ratio", type=_ratio, default=DEFAULT_MAX_REJECT_RATIO, metavar="R",
+        help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects "
+        f"(default {DEFAULT_MAX_REJECT_RATIO}; 1 turns the guard off)",
+    )
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("ddl", help="print the DDL the sink would run")

@@ -32,7 +32,7 @@ import queue
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -42,8 +42,8 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from starload.deadletter import DeadLetters, Headers
-from starload.exceptions import OffsetsMovedError, SinkError, TransientSinkError
-from starload.kafka import consumer_config, seek_positions
+from starload.exceptions import OffsetsMovedError, RejectGuardError, SinkError, StartupError, TransientSinkError
+from starload.kafka import consumer_config, seek_positions, unreachable
 from starload.mapping import RAW_SCHEMA, Mapper
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: with 125,000-row batches took about 30 % less CPU than with 50,000-row ones (peak RSS
 #: about 750 MiB instead of 600). ``batch_seconds`` still bounds the latency of a slow stream.
 DEFAULT_BATCH_ROWS = 125_000
+#: The reject guard: a batch of at least GUARDED_BATCH messages of which more than this
+#: share are rejects stops the loader (see StarLoader).
+DEFAULT_MAX_REJECT_RATIO = 0.9
+GUARDED_BATCH = 100
 
 
 @attrs.define
@@ -168,6 +172,12 @@ class StarLoader:
     >>> loader = StarLoader(ORDERS_SCHEMA, DuckDBSink("orders.duckdb"),   # doctest: +SKIP
     ...                     bootstrap_servers="127.0.0.1:9092", topic="orders", group="starload")
     >>> stats = loader.run(until_idle=5)                                # doctest: +SKIP
+
+    The reject guard: a batch of at least 100 messages of which more than
+    ``max_reject_ratio`` (default 0.9; 1 turns it off) are rejects stops the loader
+    with :class:`~starload.exceptions.RejectGuardError` before the batch is written or
+    dead-lettered, its offsets unchanged: that is a loader reading the wrong topic or
+    with the wrong schema, not bad data.
     """
 
     def __init__(
@@ -185,9 +195,14 @@ class StarLoader:
         progress_interval: float = 1.0,
         max_backoff: float = 60.0,
         dlq_topic: str | None = "",
+        max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
+        startup_timeout: float = 30.0,
     ) -> None:
-        if batch_rows < 1 or batch_seconds <= 0:
-            msg = f"batch_rows must be >= 1 and batch_seconds > 0 (got {batch_rows}, {batch_seconds})"
+        if batch_rows < 1 or batch_seconds <= 0 or not 0 <= max_reject_ratio <= 1:
+            msg = (
+                f"batch_rows must be >= 1, batch_seconds > 0 and max_reject_ratio between 0 and 1 "
+                f"(got {batch_rows}, {batch_seconds}, {max_reject_ratio})"
+            )
             raise ValueError(msg)
         self.schema = schema
         self.sink = sink
@@ -199,6 +214,8 @@ class StarLoader:
         self.progress = progress
         self.progress_interval = progress_interval
         self.max_backoff = max_backoff
+        self.max_reject_ratio = max_reject_ratio
+        self.startup_timeout = startup_timeout
         #: ``""`` means ``<topic>.dlq``; ``None`` disables the dead-letter topic.
         self.dlq_topic = f"{topic}.dlq" if dlq_topic == "" else dlq_topic
         self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic) if self.dlq_topic else None
@@ -228,9 +245,17 @@ class StarLoader:
 
         Idle time counts from the first partition assignment, not from start-up, and
         not while consumption is paused because the writer is behind or the loader has
-        no partitions (a rebalance, or a broker outage past the session timeout).
+        no partitions (a rebalance, or a broker outage past the session timeout). A
+        loader given an empty assignment (the group's other loaders hold every
+        partition) is idle. One that gets no assignment at all ``until_idle`` seconds
+        after the start-up timeout raises :class:`StartupError`.
+
+        Raises :class:`StartupError` when no broker answers, or the topic does not
+        exist, within ``startup_timeout`` seconds (after preparing the sink); no topic
+        is created then.
         """
-        self.sink.prepare(self.schema)
+        self.sink.prepare(self.schema)  # first: a sink's configuration mistakes need no broker to show
+        self._await_topic()
         if self._dead_letters is not None:
             self._dead_letters.ensure_topic()
         for _ in range(self.MAPPERS):
@@ -249,6 +274,13 @@ class StarLoader:
                 while self._pending and self._pending[0].done():
                     self._finish_oldest()
                 idle = until_idle is not None and self._idle_for(now) >= until_idle
+                if until_idle is not None and self._never_assigned(now, until_idle):
+                    msg = (
+                        f"the consumer group {self.group!r} gave this loader no assignment (not even an empty one) "
+                        f"in {now - self.stats.started:.0f} s (--startup-timeout {self.startup_timeout:g} + --until-idle "
+                        f"{until_idle:g}): the group cannot complete a join; check the broker's group coordinator"
+                    )
+                    raise StartupError(msg)
                 if idle and not self._pending and not self._batch.count:
                     break
                 full = self._batch.count >= self.batch_rows
@@ -318,6 +350,37 @@ class StarLoader:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
+    def _await_topic(self) -> None:
+        """Wait up to ``startup_timeout`` for the broker to answer and the topic to exist; else StartupError."""
+        servers = self.config["bootstrap.servers"]
+        probe = Consumer(self.config)  # only reads metadata: it never joins the group
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    topics = probe.list_topics(self.topic, timeout=max(0.5, min(remaining, 5.0))).topics
+                except KafkaException as exc:
+                    if time.monotonic() >= deadline:
+                        raise StartupError(unreachable(servers, self.startup_timeout, exc)) from None
+                    continue
+                found = topics.get(self.topic)
+                if found is not None and found.error is None and found.partitions:
+                    return
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"topic {self.topic!r} does not exist on {servers} (waited {self.startup_timeout:g} s, "
+                        "--startup-timeout): check --topic, or create it first (starload produce creates it)"
+                    )
+                    raise StartupError(msg)
+                time.sleep(min(1.0, max(remaining, 0.0)))
+        finally:
+            probe.close()
+
+    def _never_assigned(self, now: float, until_idle: float) -> bool:
+        """Whether the loader has waited the start-up timeout plus ``until_idle`` without ever getting a partition."""
+        return self.stats.first_assignment is None and now - self.stats.started >= self.startup_timeout + until_idle
+
     def _idle_for(self, now: float) -> float:
         if self.stats.first_assignment is None:
             return 0.0
@@ -349,6 +412,7 @@ class StarLoader:
 
     def _write_in_order(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
         mapped, headers = staged.result()
+        self._guard_rejects(mapped)
         mapped = mapped.fenced(self._expected)
         for attempt in itertools.count():
             try:
@@ -366,6 +430,21 @@ class StarLoader:
                 if self._stop.wait(delay):
                     raise
         return result, batch.consumed, dict(batch.next_offsets)
+
+    def _guard_rejects(self, batch: StagedBatch) -> None:
+        """Stop before writing or dead-lettering a batch of at least GUARDED_BATCH messages that is nearly all rejects."""
+        rejects, consumed = batch.rejects.num_rows, batch.consumed
+        if consumed < GUARDED_BATCH or self.max_reject_ratio >= 1 or rejects <= self.max_reject_ratio * consumed:
+            return
+        reason, times = Counter(batch.rejects.column("REASON").to_pylist()).most_common(1)[0]
+        msg = (
+            f"{rejects:,} of the {consumed:,} messages of a batch from {self.topic!r} are rejects "
+            f"({rejects / consumed:.0%}, over --max-reject-ratio {self.max_reject_ratio:g}); most common reason "
+            f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --schema?) rather than "
+            "bad data: nothing of the batch was written or dead-lettered and the offsets are unchanged. Fix the "
+            "configuration, or raise --max-reject-ratio (1 turns the guard off)"
+        )
+        raise RejectGuardError(msg)
 
     def _finish_oldest(self, *, resume: bool = True) -> None:
         """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).

@@ -43,3 +43,11 @@ class OffsetsMovedError(SinkError):
     committed). The engine drops the batches in flight and resumes every partition from
     the stored offsets; it is neither retried as it is nor fatal.
     """
+
+
+class RejectGuardError(StarloadError):
+    """A batch was (nearly) all rejects: a misconfigured loader, not bad data. Nothing of it was written."""
+
+
+class StartupError(StarloadError):
+    """The broker or the topic was not there within the start-up timeout."""

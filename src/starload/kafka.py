@@ -8,6 +8,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from starload.exceptions import StartupError
+
 #: Group settings that make a first join take ~3 s instead of ~23 s on a local broker.
 #: They are the defaults everywhere: 6 s is the smallest session timeout Apache Kafka
 #: accepts by default, and heartbeats come from librdkafka's own thread, so a slow
@@ -59,10 +61,21 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
     return config
 
 
+def unreachable(bootstrap_servers: str, timeout: float, exc: KafkaException) -> str:
+    """The one line that says no broker answered."""
+    return (
+        f"no Kafka broker answered at {bootstrap_servers} within {timeout:g} s (--startup-timeout): is it "
+        f"running, and is the address right? ({exc.args[0].str() if exc.args else exc})"
+    )
+
+
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int = 4, timeout: float = 30.0) -> bool:
     """Create ``topic`` with ``partitions`` unless it exists; True when it was created."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    metadata = admin.list_topics(timeout=timeout)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise StartupError(unreachable(bootstrap_servers, timeout, exc)) from None
     if topic in metadata.topics and metadata.topics[topic].error is None:
         return False
     futures = admin.create_topics([NewTopic(topic, num_partitions=partitions)], operation_timeout=timeout)

@@ -41,13 +41,15 @@ def produce(
     options: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: Callable[[ProduceStats], None] | None = None,
+    startup_timeout: float = 30.0,
 ) -> ProduceStats:
     """Produce ``count`` events of ``generator`` to ``topic`` (created if missing), keyed by the event key.
 
-    ``rate`` is messages per second (``None`` or 0: as fast as possible). Returns once
+    ``rate`` is messages per second (``None`` or 0: as fast as possible). If no broker
+    answers within ``startup_timeout`` seconds, :class:`StartupError` names the address. Returns once
     every message is acknowledged; raises :class:`StarloadError` if any delivery failed.
     """
-    ensure_topic(bootstrap_servers, topic, partitions)
+    ensure_topic(bootstrap_servers, topic, partitions, timeout=startup_timeout)
     stats = ProduceStats()
     errors: list[KafkaError] = []
 
