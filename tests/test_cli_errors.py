@@ -22,6 +22,8 @@ NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
         (["load", "--batch-rows", "0"], "argument --batch-rows: must be at least 1, got 0"),
         (["load", "--batch-seconds", "-1"], "argument --batch-seconds: must be more than 0, got -1"),
         (["load", "--until-idle", "soon"], "argument --until-idle: expected a number, got 'soon'"),
+        (["load", "--max-reject-ratio", "2"], "argument --max-reject-ratio: must be at most 1, got 2"),
+        (["produce", "--count", "1", "--rate", "-1"], "argument --rate: must be at least 0, got -1"),
         (["produce", "--count", "-5"], "argument --count: must be at least 1, got -5"),
         (["produce", "--count", "1", "--partitions", "0"], "argument --partitions: must be at least 1, got 0"),
         (["load", "--sink-option", "nope=1"], "unknown --sink-option for sink 'duckdb': nope (known: path, memory_limit"),

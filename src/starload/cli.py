@@ -37,47 +37,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"starload: error: {message} (see {self.prog} --help)\n")
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``minimum``."""
+def _bounded(convert: type[int | float], low: float, *, above: bool = False, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)`` at least ``low`` (more than ``low`` with ``above``), at most ``high``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            msg = f"expected a whole number, got {text!r}"
+            msg = f"expected {'a whole number' if convert is int else 'a number'}, got {text!r}"
             raise argparse.ArgumentTypeError(msg) from None
-        if value < minimum:
-            msg = f"must be at least {minimum}, got {value}"
+        if math.isnan(value) or value < low or (above and value == low):
+            msg = f"must be {'more than' if above else 'at least'} {low:g}, got {text}"
+            raise argparse.ArgumentTypeError(msg)
+        if high is not None and value > high:
+            msg = f"must be at most {high:g}, got {text}"
             raise argparse.ArgumentTypeError(msg)
         return value
 
     return parse
-
-
-def _number(*, zero: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number > 0 (>= 0 with ``zero``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            msg = f"expected a number, got {text!r}"
-            raise argparse.ArgumentTypeError(msg) from None
-        if math.isnan(value) or value < 0 or (value == 0 and not zero):
-            msg = f"must be {'at least' if zero else 'more than'} 0, got {text}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return parse
-
-
-def _ratio(text: str) -> float:
-    """An argparse type: a number from 0 to 1."""
-    value = _number(zero=True)(text)
-    if value > 1:
-        msg = f"must be at most 1, got {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _key_values(pairs: Sequence[str], what: str, *, integers: bool = False) -> dict[str, Any]:
@@ -252,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--topic", default="orders")
         p.add_argument("-X", action="append", default=[], metavar="KEY=VALUE", help="librdkafka client setting")
         p.add_argument(
-            "--startup-timeout", type=_number(), default=30.0, metavar="SECONDS",
+            "--startup-timeout", type=_bounded(float, 0, above=True), default=30.0, metavar="SECONDS",
             help="give up, exit code 2, when no broker answers or the topic does not exist by then (default 30)",
         )
 
@@ -265,11 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="produce generated events and exit")
     kafka_args(p)
-    p.add_argument("--count", type=_at_least(1), required=True)
+    p.add_argument("--count", type=_bounded(int, 1), required=True)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--rate", type=_number(zero=True), default=0, help="messages per second; 0 = as fast as possible")
+    p.add_argument("--rate", type=_bounded(float, 0), default=0, help="messages per second; 0 = as fast as possible")
     p.add_argument("--generator", default="orders")
-    p.add_argument("--partitions", type=_at_least(1), default=4, help="partitions when the topic is created")
+    p.add_argument("--partitions", type=_bounded(int, 1), default=4, help="partitions when the topic is created")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50")
     p.set_defaults(func=cmd_produce)
 
@@ -282,13 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="static group membership (group.instance.id): a restarted loader gets its partitions back "
         "without a rebalance; give each loader of the group its own id",
     )
-    p.add_argument("--until-idle", type=_number(), default=None, metavar="SECONDS", help="exit after this long without messages")
-    p.add_argument("--batch-rows", type=_at_least(1), default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
-    p.add_argument("--batch-seconds", type=_number(), default=1.0)
+    p.add_argument("--until-idle", type=_bounded(float, 0, above=True), default=None, metavar="SECONDS", help="exit after this long without messages")
+    p.add_argument("--batch-rows", type=_bounded(int, 1), default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
+    p.add_argument("--batch-seconds", type=_bounded(float, 0, above=True), default=1.0)
     p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
     p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")
     p.add_argument(
-        "--max-reject-ratio", type=_ratio, default=DEFAULT_MAX_REJECT_RATIO, metavar="R",
+        "--max-reject-ratio", type=_bounded(float, 0, high=1), default=DEFAULT_MAX_REJECT_RATIO, metavar="R",
         help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects "
         f"(default {DEFAULT_MAX_REJECT_RATIO}; 1 turns the guard off)",
     )
