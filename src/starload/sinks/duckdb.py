@@ -5,8 +5,9 @@ applied with the shared set-based plan of :class:`starload.sinks.sql.SQLSink` in
 one transaction. Surrogate keys come from sequences (``<TABLE>_SEQ``). A DuckDB file
 is opened by one process at a time; ``path=":memory:"`` gives an in-memory warehouse.
 A second process opening the same file (another loader) stops at once with a
-one-line error naming the process that holds it. ``memory_limit`` caps DuckDB's buffer cache (default 512MB; ``--sink-option
-memory_limit=2GB``), which otherwise grows with the database, up to 80 % of RAM.
+one-line error naming the process that holds it. ``memory_limit`` caps DuckDB's
+buffer cache (default 512MB; ``--sink-option memory_limit=2GB``), which otherwise
+grows with the database, up to 80 % of RAM.
 
 ``checkpoint_threshold`` is how much write-ahead log DuckDB gathers before it
 checkpoints into the file (default here 64MB; DuckDB's own is 16MB). A checkpoint

@@ -202,6 +202,11 @@ class StagingLayout:
                     self.types[name] = field.type
         self.schemas = dict(schemas)
 
+    @classmethod
+    def of(cls, parts: Mapping[str, pa.Table]) -> StagingLayout:
+        """The layout of a batch's parts (:func:`~starload.sinks.sql.batch_parts`)."""
+        return cls({name: table.schema for name, table in parts.items()})
+
     def ddl(self, table: str) -> str:
         """The staging table: batch number, part number, then every staging column."""
         columns = [f"{BATCH_COLUMN} NUMBER(38, 0)", f"{PART_COLUMN} NUMBER(10, 0)"]
@@ -288,6 +293,7 @@ class SnowflakeSink(SQLSink):
         self._id = uuid.uuid4().hex[:12].upper()
         self._files: Path | None = None
         self._last_rowcount = 0
+        self._last_columns: list[str] = []
         self._staging = f"STARLOAD_BATCH_{self._id}"
         self._layout: StagingLayout | None = None
         #: Batches staged since the staging table was (re)made; the last one's number.
@@ -346,6 +352,7 @@ class SnowflakeSink(SQLSink):
         cursor = self._connection.cursor()
         try:
             cursor.execute(statement, params)
+            self._last_columns = [d[0].lower() for d in cursor.description or []]
             rows = cursor.fetchall() if cursor.description else []
             self._last_rowcount = cursor.rowcount or 0
             return rows
@@ -354,14 +361,7 @@ class SnowflakeSink(SQLSink):
 
     def _results(self, statement: str) -> list[dict[str, Any]]:
         """Run a statement (counted) whose result rows are a report: each row by lower-case column name."""
-        self._statements += 1
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(statement)
-            names = [d[0].lower() for d in cursor.description or []]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        return [dict(zip(self._last_columns, row)) for row in self._execute(statement)]
 
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
         return int(self._last_rowcount)
@@ -388,7 +388,7 @@ class SnowflakeSink(SQLSink):
             self._held = batch
             return self._relations
         parts = batch_parts(batch)
-        layout = StagingLayout({name: table.schema for name, table in parts.items()})
+        layout = StagingLayout.of(parts)
         self._held = None
         self._make_staging(layout, renew=self._staged_batches >= STAGING_BATCHES)
         self._batch_number += 1
@@ -412,8 +412,7 @@ class SnowflakeSink(SQLSink):
             empty = mapper.stage(raw_batch([]), topic="", group="")
         finally:
             mapper.close()
-        layout = StagingLayout({name: table.schema for name, table in batch_parts(empty).items()})
-        self._guarded(self._make_staging, layout)
+        self._guarded(self._make_staging, StagingLayout.of(batch_parts(empty)))
         self._statements = 0
 
     def _upload(self, parts: Mapping[str, pa.Table]) -> None:
