@@ -8,8 +8,9 @@
 --                            found through GRAIN_HASH, a hash of the ORDER_ID; MESSAGE_HASH, a fingerprint of
 --                            the content, tells a redelivery from a conflict;
 --                            it never relies on a constraint); TOTAL_AMOUNT = UNIT_PRICE * QUANTITY; money is exact.
--- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load, written in the
---                            same transaction as the data. This, not Kafka, is where a loader resumes.
+-- STARLOAD_OFFSETS           per consumer group, topic and partition: the next offset to load and the Kafka topic
+--                            ID it belongs to, written in the same transaction as the data. This, not Kafka, is
+--                            where a loader resumes.
 -- STARLOAD_REJECTS           every message that could not be loaded: coordinates, raw bytes and the reasons.
 -- STARLOAD_LOCK              one row, updated first by every write transaction: loaders sharing the star take turns.
 -- Run it as a role that may create tables in E_COMMERCE.SALES (or your database.schema); every statement is idempotent.
@@ -76,8 +77,11 @@ CREATE TABLE IF NOT EXISTS "STARLOAD_OFFSETS" (
     "KAFKA_PARTITION" NUMBER(10, 0) NOT NULL,
     "NEXT_OFFSET" NUMBER(38, 0) NOT NULL,
     "UPDATED_AT" TIMESTAMP_TZ NOT NULL,
+    "TOPIC_ID" VARCHAR,
     PRIMARY KEY ("GROUP_ID", "TOPIC", "KAFKA_PARTITION")
 );
+
+ALTER TABLE "STARLOAD_OFFSETS" ADD COLUMN IF NOT EXISTS TOPIC_ID VARCHAR;
 
 CREATE TABLE IF NOT EXISTS "STARLOAD_REJECTS" (
     "KAFKA_TOPIC" VARCHAR NOT NULL,

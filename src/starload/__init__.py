@@ -4,9 +4,12 @@ from starload.broker import LocalBroker
 from starload.engine import LoadStats, StarLoader
 from starload.exceptions import (
     OffsetsMovedError,
+    RejectGuardError,
     SinkError,
     SpecError,
     StarloadError,
+    StartupError,
+    StoredOffsetsError,
     TerminalSinkError,
     TransientSinkError,
 )
@@ -49,6 +52,7 @@ __all__ = [
     "LocalBroker",
     "Measure",
     "OffsetsMovedError",
+    "RejectGuardError",
     "Sink",
     "SinkError",
     "SinkType",
@@ -57,6 +61,8 @@ __all__ = [
     "StarLoader",
     "StarSchema",
     "StarloadError",
+    "StartupError",
+    "StoredOffsetsError",
     "String",
     "TerminalSinkError",
     "Timestamp",

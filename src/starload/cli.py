@@ -1,4 +1,8 @@
-"""The ``starload`` command: produce, load, ddl, broker, plugins."""
+"""The ``starload`` command: produce, load, offsets, ddl, broker, plugins.
+
+Exit codes: 0 a normal stop; 2 a usage, configuration or environment mistake (or a
+sink error); 3 offsets stored in the sink that do not belong to the topic as it is now.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from rich.table import Table
 from starload import plugins
 from starload.broker import LocalBroker
 from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
-from starload.exceptions import StarloadError
+from starload.exceptions import StarloadError, StoredOffsetsError
+from starload.kafka import consumer_config
+from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.produce import produce
 from starload.progress import Progress, describe_load, describe_produce
 from starload.spec import StarSchema
@@ -55,6 +61,14 @@ def _bounded(convert: type[int | float], low: float, *, above: bool = False, hig
         return value
 
     return parse
+
+
+def _offset_target(text: str) -> str | int:
+    """An argparse type: ``earliest``, ``latest`` or an offset (a whole number, at least 0)."""
+    if text in ("earliest", "latest"):
+        return text
+    parsed: int = _bounded(int, 0)(text)
+    return parsed
 
 
 def _key_values(pairs: Sequence[str], what: str, *, integers: bool = False) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             dlq_topic=None if args.no_dlq else (args.dlq_topic or ""),
             max_reject_ratio=args.max_reject_ratio,
             startup_timeout=args.startup_timeout,
+            on_offset_mismatch=args.on_offset_mismatch,
         )
         _stop_on_signals(loader)
         stats = loader.run(until_idle=args.until_idle)
@@ -187,6 +202,50 @@ def _stop_on_signals(loader: StarLoader) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_offsets(args: argparse.Namespace) -> int:
+    """``offsets show`` and ``offsets reset``: the stored offsets next to the topic as it is now, and moving them."""
+    schema = resolve_schema(args.schema)
+    sink = create_sink(args)
+    config = consumer_config(args.bootstrap_servers, args.group, _key_values(args.X, "-X"))
+    with sink:
+        sink.prepare(schema)
+        now = TopicNow.look_up(config, args.topic, args.startup_timeout)
+        rows = StoredOffset.survey(sink, args.group, args.topic, now)
+        where = f"topic {args.topic!r} on {args.bootstrap_servers}, group {args.group!r}"
+        if now.partitions is None:
+            print(f"{where}: the topic does not exist now")
+        else:
+            print(f"{where}: topic ID {now.topic_id or '(the broker gives none)'}")
+        if args.action == "show":
+            _print_offsets(rows, now, {})
+            return 0
+        if now.partitions is None:
+            msg = f"topic {args.topic!r} does not exist on {args.bootstrap_servers}: there is nothing to reset its offsets to"
+            raise StarloadError(msg)
+        chosen = args.partition or now.partitions
+        if missing := sorted(set(chosen) - set(now.partitions)):
+            msg = f"topic {args.topic!r} has no partition {', '.join(map(str, missing))} (it has {len(now.partitions)})"
+            raise StarloadError(msg)
+        targets = reset_targets({p: now.marks[p] for p in chosen}, args.to)
+        _print_offsets([r for r in rows if r.partition in targets], now, targets)
+        if not args.execute:
+            print("dry run: nothing changed; add --execute to store these offsets")
+            return 0
+        sink.reset_offsets(args.group, args.topic, targets, now.topic_id)
+        print(f"stored the new offsets of {len(targets)} partitions in one transaction")
+    return 0
+
+
+def _print_offsets(rows: list[StoredOffset], now: TopicNow, targets: Mapping[int, int]) -> None:
+    """One row per partition; with ``targets`` (a reset), the new offset instead of the stored topic ID."""
+    table = Table("partition", "stored", "first", "end", "status", "new offset" if targets else "stored topic ID")
+    for r in rows:
+        low, high = r.marks if r.marks is not None else ("", "")
+        last = str(targets[r.partition]) if targets else r.stored_topic_id or ""
+        table.add_row(str(r.partition), "" if r.stored is None else str(r.stored), str(low), str(high), r.status(now.topic_id), last)
+    Console().print(table)
 
 
 def cmd_ddl(args: argparse.Namespace) -> int:
@@ -269,7 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects "
         f"(default {DEFAULT_MAX_REJECT_RATIO}; 1 turns the guard off)",
     )
+    p.add_argument(
+        "--on-offset-mismatch", choices=POLICIES, default="stop",
+        help="when offsets stored in the sink do not belong to the topic as it is now (re-created, or out of the "
+        "range the broker holds): stop with exit code 3 (default), or reset them to the partition's first "
+        "offset or its end and go on",
+    )
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("offsets", help="show or reset the offsets stored in the sink")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (("show", "the stored offsets next to the topic as it is now"), ("reset", "store other offsets (a dry run without --execute)")):
+        a = actions.add_parser(action, help=text)
+        kafka_args(a)
+        sink_args(a)
+        a.add_argument("--group", default="starload", help="consumer group (default starload)")
+        a.set_defaults(func=cmd_offsets)
+        if action == "reset":
+            a.add_argument("--to", type=_offset_target, required=True, metavar="earliest|latest|OFFSET", help="each partition's first offset, its end, or this offset")
+            a.add_argument("--partition", type=_bounded(int, 0), action="append", default=[], metavar="N", help="only this partition (repeatable; default every partition)")
+            a.add_argument("--execute", action="store_true", help="store the new offsets (without it, only show them)")
 
     p = sub.add_parser("ddl", help="print the DDL the sink would run")
     sink_args(p)
@@ -293,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except StoredOffsetsError as exc:
+        print(f"starload: error: {exc}", file=sys.stderr)
+        return 3
     except (StarloadError, KafkaException, ImportError) as exc:
         print(f"starload: error: {exc}", file=sys.stderr)
         return 2

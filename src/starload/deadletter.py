@@ -48,7 +48,7 @@ class DeadLetters:
     def ensure_topic(self) -> None:
         """Create the dead-letter topic if it is missing (a warning when not allowed)."""
         try:
-            ensure_topic(self.bootstrap_servers, self.topic, partitions=1)
+            ensure_topic(self.bootstrap_servers, self.topic, partitions=1, overrides=self.overrides)
         except KafkaException as exc:
             log.warning("could not create dead-letter topic %r (it must exist): %s", self.topic, exc)
 

@@ -20,6 +20,10 @@ has written them (it took the partitions over while this one was slow, frozen or
 cut off from the group), the write fails with
 :class:`~starload.exceptions.OffsetsMovedError`; the loader then drops the batches
 in flight and what it gathered, and resumes its partitions from the stored offsets.
+
+Stored offsets written for another life of the topic (re-created, another cluster) or
+out of the range the broker holds are never resumed from silently: see
+:mod:`starload.offsets`.
 """
 
 from __future__ import annotations
@@ -39,12 +43,29 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from starload.deadletter import DeadLetters, Headers
-from starload.exceptions import OffsetsMovedError, RejectGuardError, SinkError, StartupError, TransientSinkError
-from starload.kafka import consumer_config, seek_positions, unreachable
+from starload.exceptions import (
+    OffsetsMovedError,
+    RejectGuardError,
+    SinkError,
+    StartupError,
+    StoredOffsetsError,
+    TransientSinkError,
+)
+from starload.kafka import (
+    connection_settings,
+    consumer_config,
+    seek_positions,
+    topic_id,
+    topic_partitions,
+    unreachable,
+    watermarks,
+)
 from starload.mapping import RAW_SCHEMA, Mapper
+from starload.offsets import POLICIES, foreign, reset_targets, resolution
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
 
@@ -155,13 +176,23 @@ def _collection_paused() -> Iterator[None]:
         gc.enable()
 
 
+class _OutOfRange(Exception):
+    """The broker said a partition's position is out of range (see :mod:`starload.offsets`)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.error().str())
+        self.partition = message.partition()
+
+
 def _without_errors(messages: list[Message]) -> list[Message]:
-    """``messages`` without consumer error events, which are logged (fatal ones raise)."""
+    """``messages`` without consumer error events, which are logged (fatal ones raise, and so does :class:`_OutOfRange`)."""
     for m in messages:
         error = m.error()
         if error is not None:
             if error.fatal():
                 raise KafkaException(error)
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                raise _OutOfRange(m)
             log.warning("consumer event: %s", error)
     return [m for m in messages if m.error() is None]
 
@@ -178,6 +209,10 @@ class StarLoader:
     with :class:`~starload.exceptions.RejectGuardError` before the batch is written or
     dead-lettered, its offsets unchanged: that is a loader reading the wrong topic or
     with the wrong schema, not bad data.
+
+    ``on_offset_mismatch`` (``stop``, ``earliest`` or ``latest``) is what to do with
+    stored offsets that do not belong to the topic as it is now (:mod:`starload.offsets`):
+    raise :class:`~starload.exceptions.StoredOffsetsError`, or reset them in the sink.
     """
 
     def __init__(
@@ -197,11 +232,12 @@ class StarLoader:
         dlq_topic: str | None = "",
         max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
         startup_timeout: float = 30.0,
+        on_offset_mismatch: str = "stop",
     ) -> None:
-        if batch_rows < 1 or batch_seconds <= 0 or not 0 <= max_reject_ratio <= 1:
+        if batch_rows < 1 or batch_seconds <= 0 or not 0 <= max_reject_ratio <= 1 or on_offset_mismatch not in POLICIES:
             msg = (
-                f"batch_rows must be >= 1, batch_seconds > 0 and max_reject_ratio between 0 and 1 "
-                f"(got {batch_rows}, {batch_seconds}, {max_reject_ratio})"
+                f"batch_rows must be >= 1, batch_seconds > 0, max_reject_ratio between 0 and 1 and on_offset_mismatch "
+                f"one of {', '.join(POLICIES)} (got {batch_rows}, {batch_seconds}, {max_reject_ratio}, {on_offset_mismatch!r})"
             )
             raise ValueError(msg)
         self.schema = schema
@@ -216,9 +252,15 @@ class StarLoader:
         self.max_backoff = max_backoff
         self.max_reject_ratio = max_reject_ratio
         self.startup_timeout = startup_timeout
+        self.on_offset_mismatch = on_offset_mismatch
         #: ``""`` means ``<topic>.dlq``; ``None`` disables the dead-letter topic.
         self.dlq_topic = f"{topic}.dlq" if dlq_topic == "" else dlq_topic
-        self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic) if self.dlq_topic else None
+        connection = connection_settings(self.config)
+        self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic, connection) if self.dlq_topic else None
+        #: Asks the topic's ID; made by run() once the broker answered (a client connects as soon as it is made).
+        self._admin: AdminClient | None = None
+        #: The topic's ID at the last assignment (None: the broker gives none), stored with the offsets.
+        self._topic_id: str | None = None
         self.stats = LoadStats()
         self._stop = threading.Event()
         self._write_failed = threading.Event()
@@ -256,6 +298,7 @@ class StarLoader:
         """
         self.sink.prepare(self.schema)  # first: a sink's configuration mistakes need no broker to show
         self._await_topic()
+        self._admin = AdminClient(connection_settings(self.config))
         if self._dead_letters is not None:
             self._dead_letters.ensure_topic()
         for _ in range(self.MAPPERS):
@@ -337,7 +380,10 @@ class StarLoader:
         room = max(1, min(self.batch_rows - self._batch.count, 10_000))
         with _collection_paused():
             messages = consumer.consume(num_messages=room, timeout=0.1)
-            self._batch.add(messages)
+            try:
+                self._batch.add(messages)
+            except _OutOfRange as event:
+                self._out_of_range(consumer, event)
             return bool(messages)
 
     def _submit(self) -> None:
@@ -359,14 +405,12 @@ class StarLoader:
             while True:
                 remaining = deadline - time.monotonic()
                 try:
-                    topics = probe.list_topics(self.topic, timeout=max(0.5, min(remaining, 5.0))).topics
+                    if topic_partitions(probe, self.topic, max(0.5, min(remaining, 5.0))) is not None:
+                        return
                 except KafkaException as exc:
                     if time.monotonic() >= deadline:
                         raise StartupError(unreachable(servers, self.startup_timeout, exc)) from None
                     continue
-                found = topics.get(self.topic)
-                if found is not None and found.error is None and found.partitions:
-                    return
                 if time.monotonic() >= deadline:
                     msg = (
                         f"topic {self.topic!r} does not exist on {servers} (waited {self.startup_timeout:g} s, "
@@ -413,7 +457,7 @@ class StarLoader:
     def _write_in_order(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
         mapped, headers = staged.result()
         self._guard_rejects(mapped)
-        mapped = mapped.fenced(self._expected)
+        mapped = mapped.fenced(self._expected, self._topic_id)
         for attempt in itertools.count():
             try:
                 # Grain values loaded earlier with other content become rejects too.
@@ -481,7 +525,21 @@ class StarLoader:
             self.stats.first_assignment = time.monotonic()
 
     def _seek_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Assign ``partitions`` at the offsets stored in the sink, which the next batches are fenced on."""
+        """Assign ``partitions`` at the offsets stored in the sink, which the next batches are fenced on.
+
+        First the topic's ID now is compared with the one stored with each offset;
+        offsets stored for another ID go to the ``on_offset_mismatch`` policy.
+        """
+        assert self._admin is not None, "made by run()"
+        self._topic_id = topic_id(self._admin, self.topic, self.startup_timeout)
+        stale = foreign(self.sink.stored_topic_ids(self.group, self.topic), self._topic_id, [tp.partition for tp in partitions])
+        if stale:
+            problem = (
+                f"the offsets stored for topic {self.topic!r} (group {self.group!r}) at partitions "
+                f"{', '.join(map(str, stale))} were written for topic ID {next(iter(stale.values()))}, and the topic's "
+                f"ID is now {self._topic_id}: it was deleted and re-created, or this is another cluster"
+            )
+            self._mismatched(consumer, list(stale), problem)
         stored = self.sink.stored_offsets(self.group, self.topic)
         positions = seek_positions(partitions, stored)
         consumer.assign(positions)
@@ -491,6 +549,32 @@ class StarLoader:
         self._paused = False
         self._expected = {tp.partition: stored.get(tp.partition) for tp in partitions}
         return positions
+
+    def _out_of_range(self, consumer: Consumer, event: _OutOfRange) -> None:
+        """The broker said a partition's position is out of range: apply the policy, then resume from the stored offsets."""
+        partition = event.partition
+        low, high = watermarks(consumer, self.topic, [partition], self.startup_timeout)[partition]
+        position = self._expected.get(partition)
+        problem = (
+            f"the broker says the position of partition {partition} of topic {self.topic!r} (group {self.group!r}; "
+            f"stored offset {position}) is out of range: it now holds offsets {low} to {high}. Retention deleted "
+            f"messages the loader never read, or the partition was truncated or re-created ({event})"
+        )
+        while self._pending:  # what was read before the gap is written first
+            self._finish_oldest(resume=False)
+        self._batch = _Batch()
+        self._mismatched(consumer, [partition], problem)
+        self._seek_stored(consumer, consumer.assignment())
+
+    def _mismatched(self, consumer: Consumer, partitions: list[int], problem: str) -> None:
+        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to the topic: raise, or reset them in the sink."""
+        if self.on_offset_mismatch == "stop":
+            msg = f"{problem}. Nothing was loaded from them; {resolution(self.topic, self.group)}"
+            raise StoredOffsetsError(msg)
+        marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
+        targets = reset_targets(marks, self.on_offset_mismatch)
+        self.sink.reset_offsets(self.group, self.topic, targets, self._topic_id)
+        log.warning("%s; reset the stored offsets to %s (--on-offset-mismatch %s)", problem, targets, self.on_offset_mismatch)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish the write in flight and drop what was gathered: after the rebalance

@@ -51,3 +51,11 @@ class RejectGuardError(StarloadError):
 
 class StartupError(StarloadError):
     """The broker or the topic was not there within the start-up timeout."""
+
+
+class StoredOffsetsError(StarloadError):
+    """The offsets stored in the warehouse do not belong to the topic as it is now: resuming would skip messages.
+
+    The topic was re-created (another topic ID), or the broker says a stored offset is
+    out of range. Nothing was loaded from those partitions; see :mod:`starload.offsets`.
+    """

@@ -1,11 +1,11 @@
-"""Kafka client configuration, topic creation, and seeking to the offsets a sink stored."""
+"""Kafka client configuration, topic creation and description, and seeking to the offsets a sink stored."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from starload.exceptions import StartupError
@@ -23,6 +23,12 @@ def consumer_config(bootstrap_servers: str, group: str, overrides: Mapping[str, 
     ``enable.auto.offset.store`` is off and offsets are committed explicitly, after
     the sink committed, only as a hint for lag monitoring.
 
+    ``auto.offset.reset`` is ``error``: the loader always seeks explicitly (to the stored
+    offset, or the beginning when none is stored), so librdkafka resets a position only
+    when the broker answers that it is out of range (retention deleted the messages, or
+    the partition is shorter than the stored offset). The loader must decide that, never
+    librdkafka silently (see :mod:`starload.offsets`).
+
     ``fetch.queue.backoff.ms`` is 100 instead of librdkafka's 1000: once a partition's
     local queue passes its thresholds, the next fetch for it waits that long, and with
     the default a consumer that keeps up sits idle for most of every second (a bare
@@ -33,7 +39,7 @@ def consumer_config(bootstrap_servers: str, group: str, overrides: Mapping[str, 
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": "error",
         "enable.partition.eof": False,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
@@ -61,6 +67,21 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
     return config
 
 
+#: Setting names (prefixes) that say where and how to reach the cluster. Every client the
+#: loader makes (its admin client, the dead-letter producer) takes these from the
+#: consumer's settings, so that ``-X sasl.…`` reaches them all; the consumer-only ones
+#: would only draw librdkafka's "consumer property ignored" warnings.
+CONNECTION_SETTINGS = (
+    "bootstrap.servers", "security.", "sasl.", "ssl.", "ssl_", "enable.ssl.", "https.", "client.", "socket.",
+    "broker.", "metadata.", "topic.metadata.", "api.version", "reconnect.", "retry.", "debug", "log",
+)  # fmt: skip
+
+
+def connection_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of ``config`` that every client of the cluster needs (:data:`CONNECTION_SETTINGS`)."""
+    return {key: value for key, value in config.items() if key.startswith(CONNECTION_SETTINGS)}
+
+
 def unreachable(bootstrap_servers: str, timeout: float, exc: KafkaException) -> str:
     """The one line that says no broker answered."""
     return (
@@ -69,9 +90,11 @@ def unreachable(bootstrap_servers: str, timeout: float, exc: KafkaException) -> 
     )
 
 
-def ensure_topic(bootstrap_servers: str, topic: str, partitions: int = 4, timeout: float = 30.0) -> bool:
+def ensure_topic(
+    bootstrap_servers: str, topic: str, partitions: int = 4, timeout: float = 30.0, overrides: Mapping[str, Any] | None = None
+) -> bool:
     """Create ``topic`` with ``partitions`` unless it exists; True when it was created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(overrides or {})})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -86,6 +109,35 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int = 4, timeou
             return False
         raise
     return True
+
+
+def topic_partitions(client: Consumer, topic: str, timeout: float) -> list[int] | None:
+    """The partitions of ``topic``, None when it does not exist (KafkaException when no broker answers)."""
+    found = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return None
+    return sorted(found.partitions)
+
+
+#: How a broker that knows no topic IDs (Kafka before 2.8) answers: the zero UUID.
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+def topic_id(admin: AdminClient, topic: str, timeout: float) -> str | None:
+    """The topic's ID (KIP-516; it changes when a topic is deleted and re-created), None when the broker gives none."""
+    try:
+        found = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result(timeout)
+    except KafkaException as exc:
+        if exc.args and exc.args[0].code() in (KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION):
+            return None
+        raise
+    identity = str(found.topic_id) if found.topic_id is not None else ""
+    return identity if identity and identity != _NO_TOPIC_ID else None
+
+
+def watermarks(client: Consumer, topic: str, partitions: Iterable[int], timeout: float) -> dict[int, tuple[int, int]]:
+    """Per partition, the broker's (earliest, end) offsets, asked now (not the cached ones)."""
+    return {p: client.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in partitions}
 
 
 def seek_positions(partitions: list[TopicPartition], stored: Mapping[int, int]) -> list[TopicPartition]:

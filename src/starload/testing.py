@@ -486,6 +486,31 @@ class SinkBehaviour:
         assert sink.stored_offsets("g", "orders") == {0: 15, 1: 20}
         assert self.count(sink, "FACT_ORDERS") == 20
 
+    def test_offsets_keep_their_topic_id_and_reset_anywhere_in_one_transaction(self, sink: Sink, stager: Stager) -> None:
+        orders = sample_orders(12)
+        sink.write(stager.batch(orders[:4], partitions=[0, 0, 1, 1]).fenced({}, topic_id="old-life"))
+        sink.write(stager.batch(orders[4:6], start=2).fenced({0: 2}))  # a broker that gives no ID keeps the stored one
+        sink.write(stager.batch(orders[6:7], start=9, topic="elsewhere").fenced({}, topic_id="other"))
+        assert sink.stored_offsets("g", "orders") == {0: 4, 1: 4}
+        assert sink.stored_topic_ids("g", "orders") == {0: "old-life", 1: "old-life"}
+        before = self.snapshot(sink)
+        # Backwards, forwards and a partition never stored; partition 1 is not named, so it keeps its offset.
+        sink.reset_offsets("g", "orders", {0: 1, 2: 30}, "new-life")
+        assert sink.stored_offsets("g", "orders") == {0: 1, 1: 4, 2: 30}
+        assert sink.stored_topic_ids("g", "orders") == {0: "new-life", 1: "old-life", 2: "new-life"}
+        assert sink.stored_offsets("g", "elsewhere") == {0: 10}
+        for table in (*ORDERS_SCHEMA.tables, REJECTS_TABLE):  # nothing but the offsets moved
+            assert self.snapshot(sink)[table] == before[table]
+        # A loader that expected the old offset finds it moved; one that read the reset applies.
+        stale = stager.batch(orders[7:9], start=4)
+        with pytest.raises(OffsetsMovedError):
+            sink.write(stale.fenced({0: 4}, topic_id="new-life"))
+        sink.write(stager.batch(orders[7:9], start=1).fenced({0: 1}, topic_id="new-life"))
+        assert sink.stored_offsets("g", "orders") == {0: 3, 1: 4, 2: 30}
+        sink.reset_offsets("g", "orders", {0: 0, 1: 0}, None)
+        assert sink.stored_offsets("g", "orders") == {0: 0, 1: 0, 2: 30}
+        assert sink.stored_topic_ids("g", "orders") == {2: "new-life"}
+
     def test_offsets_resume_and_never_go_backwards(
         self, sink: Sink, stager: Stager, make_sink: Callable[[], Sink]
     ) -> None:

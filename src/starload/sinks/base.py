@@ -11,7 +11,8 @@ it in ONE warehouse transaction, in this order:
    (rows with ``_SL_RANK`` 1 only; the others repeat an earlier row of the batch);
 4. insert ``batch.rejects`` into ``STARLOAD_REJECTS``;
 5. advance ``STARLOAD_OFFSETS`` for ``(batch.group, batch.topic)`` to
-   ``batch.next_offsets`` (never backwards);
+   ``batch.next_offsets`` (never backwards), with ``batch.topic_id`` (the Kafka
+   topic ID the offsets belong to, when the broker gives one);
 
 then commit. If anything fails the transaction is rolled back and the error is
 raised: the engine then stops without advancing any offset. On start the engine
@@ -26,6 +27,13 @@ transaction after taking the star's write lock, and otherwise roll back and rais
 partitions over (a rebalance, or this one frozen past its session timeout) has then
 written them; the engine resumes from what is stored. A batch without
 ``expected_offsets`` (written by hand, not by the engine) is not fenced.
+
+**Topic identity.** A sink that stores ``batch.topic_id`` with the offsets and returns
+it from :meth:`Sink.stored_topic_ids` lets the engine notice offsets stored for an
+earlier life of the topic (deleted and re-created, another cluster) instead of
+skipping the new messages below them. :meth:`Sink.reset_offsets` is how an operator
+(``starload offsets reset``) or the loader's ``--on-offset-mismatch`` policy moves
+stored offsets anywhere, backwards too.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any, Self
 import attrs
 import pyarrow as pa
 
+from starload.exceptions import SinkError
 from starload.spec import StarSchema
 
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
@@ -84,6 +93,7 @@ class StagedBatch:
     * ``next_offsets``: per partition, the offset after the batch's last message.
     * ``expected_offsets``: per partition, the stored offset the batch applies on
       (None: no offset stored yet); None altogether: not fenced (see the module docstring).
+    * ``topic_id``: the Kafka topic ID the messages came from (None: the broker gives none).
     * ``conflicts``: how many of the rejects are conflicts (a grain value seen before
       with different content; the first version stays), set by :meth:`with_conflicts`.
     """
@@ -101,10 +111,11 @@ class StagedBatch:
     #: The raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
     raw: pa.Table | None = attrs.field(default=None, repr=False)
     expected_offsets: Mapping[int, int | None] | None = None
+    topic_id: str | None = None
 
-    def fenced(self, stored: Mapping[int, int | None]) -> StagedBatch:
-        """This batch, to be applied only on these stored offsets (each of its partitions; missing: None)."""
-        return attrs.evolve(self, expected_offsets={p: stored.get(p) for p in self.next_offsets})
+    def fenced(self, stored: Mapping[int, int | None], topic_id: str | None = None) -> StagedBatch:
+        """This batch from the topic with ``topic_id``, to be applied only on these stored offsets (each of its partitions; missing: None)."""
+        return attrs.evolve(self, expected_offsets={p: stored.get(p) for p in self.next_offsets}, topic_id=topic_id)
 
     def with_conflicts(self, conflicts: pa.Table) -> StagedBatch:
         """This batch with the fact rows in ``conflicts`` (see :meth:`Sink.find_conflicts`) moved to the rejects."""
@@ -143,7 +154,7 @@ class StagedBatch:
         )
 
     def offsets_table(self) -> pa.Table:
-        """GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET and EXPECTED_OFFSET (NULL: none stored, or not fenced)."""
+        """GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID and EXPECTED_OFFSET (NULL: none stored, or not fenced)."""
         parts = sorted(self.next_offsets)
         expected = self.expected_offsets or {}
         return pa.table(
@@ -152,6 +163,7 @@ class StagedBatch:
                 "TOPIC": pa.array([self.topic] * len(parts), pa.string()),
                 "KAFKA_PARTITION": pa.array(parts, pa.int32()),
                 "NEXT_OFFSET": pa.array([self.next_offsets[p] for p in parts], pa.int64()),
+                "TOPIC_ID": pa.array([self.topic_id] * len(parts), pa.string()),
                 "EXPECTED_OFFSET": pa.array([expected.get(p) for p in parts], pa.int64()),
             }
         )
@@ -194,6 +206,23 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, batch: StagedBatch) -> WriteResult:
         """Apply the whole batch and its offsets in one transaction."""
+
+    def stored_topic_ids(self, group: str, topic: str) -> dict[int, str]:
+        """Per partition, the topic ID stored with its offset (partitions stored without one are left out).
+
+        This default stores none: the engine then cannot tell offsets of a re-created
+        topic from its own (it still stops on offsets the broker says are out of range).
+        """
+        return {}
+
+    def reset_offsets(self, group: str, topic: str, offsets: Mapping[int, int], topic_id: str | None) -> None:
+        """Store exactly ``offsets`` (backwards too) with ``topic_id`` for these partitions, in one transaction.
+
+        Other partitions keep theirs. A loader writing meanwhile finds its offsets
+        moved (the fence) and resumes from the reset ones.
+        """
+        msg = f"the {type(self).__name__} sink cannot reset stored offsets (it does not implement Sink.reset_offsets)"
+        raise SinkError(msg)
 
     def find_conflicts(self, batch: StagedBatch) -> pa.Table:
         """Staged fact rows whose content differs from the first version of their grain value.

@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -183,10 +183,13 @@ class StarSQL:
                     _col("KAFKA_PARTITION", d.small_integer, not_null=True),
                     _col("NEXT_OFFSET", d.integer, not_null=True),
                     _col("UPDATED_AT", d.timestamp, not_null=True),
+                    _col("TOPIC_ID", d.string),
                     *self._keys(["GROUP_ID", "TOPIC", "KAFKA_PARTITION"]),
                 ],
             )
         )
+        # Made by a version before topic IDs were stored: add the column, keep the offsets.
+        statements.append(f"ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN IF NOT EXISTS TOPIC_ID {d.string}")
         statements.append(
             self._create(
                 REJECTS_TABLE,
@@ -373,7 +376,7 @@ class StarSQL:
         )
 
     def update_offsets(self, staged: str, *, fenced: bool) -> str:
-        """Advance stored offsets to the staged ones, never backwards.
+        """Advance stored offsets to the staged ones, never backwards, with the staged TOPIC_ID when there is one.
 
         ``fenced``: only where the stored offset is the staged EXPECTED_OFFSET.
         """
@@ -383,6 +386,7 @@ class StarSQL:
             on += f" AND {table}.NEXT_OFFSET = s.EXPECTED_OFFSET"
         return (
             f"UPDATE {table} SET NEXT_OFFSET = {self.dialect.greatest}({table}.NEXT_OFFSET, s.NEXT_OFFSET), "
+            f"TOPIC_ID = COALESCE(s.TOPIC_ID, {table}.TOPIC_ID), "
             f"UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s WHERE {on} AND {self.holding()}"
         )
 
@@ -393,8 +397,8 @@ class StarSQL:
         if fenced:
             new += " AND s.EXPECTED_OFFSET IS NULL"
         return (
-            f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, UPDATED_AT) "
-            f"SELECT s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, CURRENT_TIMESTAMP FROM {staged} AS s "
+            f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID, UPDATED_AT) "
+            f"SELECT s.GROUP_ID, s.TOPIC, s.KAFKA_PARTITION, s.NEXT_OFFSET, s.TOPIC_ID, CURRENT_TIMESTAMP FROM {staged} AS s "
             f"{join} WHERE {new} AND {self.holding()}"
         )
 
@@ -404,9 +408,21 @@ class StarSQL:
         return f"SELECT {columns} FROM {quote(self.schema.fact.table)} WHERE 1 = 0"
 
     def select_offsets(self) -> str:
-        """Stored offsets of one group and topic (two bound parameters)."""
+        """Stored offsets of one group and topic, with their TOPIC_ID (two bound parameters)."""
         p = self.dialect.placeholder
-        return f"SELECT KAFKA_PARTITION, NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p}"
+        return f"SELECT KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p}"
+
+    def delete_offsets(self, partitions: int) -> str:
+        """Forget the stored offsets of ``partitions`` partitions of one group and topic (2 + ``partitions`` parameters)."""
+        p = self.dialect.placeholder
+        listed = ", ".join([p] * partitions)
+        return f"DELETE FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p} AND KAFKA_PARTITION IN ({listed})"
+
+    def insert_offset_rows(self, rows: int) -> str:
+        """Store ``rows`` offsets (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID: 5 parameters a row)."""
+        p = self.dialect.placeholder
+        values = ", ".join([f"({p}, {p}, {p}, {p}, {p}, CURRENT_TIMESTAMP)"] * rows)
+        return f"INSERT INTO {quote(OFFSETS_TABLE)} (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID, UPDATED_AT) VALUES {values}"
 
 
 def batch_parts(batch: StagedBatch) -> dict[str, pa.Table]:
@@ -510,9 +526,28 @@ class SQLSink(Sink):
         self._statements = 0
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
+        return {p: o for p, (o, _) in self._stored(group, topic).items()}
+
+    def stored_topic_ids(self, group: str, topic: str) -> dict[int, str]:
+        return {p: i for p, (_, i) in self._stored(group, topic).items() if i is not None}
+
+    def _stored(self, group: str, topic: str) -> dict[int, tuple[int, str | None]]:
+        rows = self._guarded(self._run, self._prepared().select_offsets(), [group, topic])
+        return {int(p): (int(o), i) for p, o, i in rows}
+
+    def reset_offsets(self, group: str, topic: str, offsets: Mapping[int, int], topic_id: str | None) -> None:
+        if not offsets:
+            return
         sql = self._prepared()
-        rows = self._guarded(self._run, sql.select_offsets(), [group, topic])
-        return {int(p): int(o) for p, o in rows}
+        parts = sorted(offsets)
+        rows = [value for p in parts for value in (group, topic, p, offsets[p], topic_id)]
+
+        def apply() -> None:
+            self._guarded(self._execute, sql.delete_offsets(len(parts)), [group, topic, *parts])
+            self._guarded(self._execute, sql.insert_offset_rows(len(parts)), rows)
+
+        self._locked(apply)
+        self._statements = 0
 
     def find_conflicts(self, batch: StagedBatch) -> pa.Table:
         sql = self._prepared()

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -120,7 +121,7 @@ def ddl(schema: StarSchema) -> list[str]:
             OFFSETS_TABLE,
             [
                 '"GROUP_ID" TEXT NOT NULL, "TOPIC" TEXT NOT NULL, "KAFKA_PARTITION" INTEGER NOT NULL',
-                '"NEXT_OFFSET" INTEGER NOT NULL, "UPDATED_AT" TEXT NOT NULL',
+                '"NEXT_OFFSET" INTEGER NOT NULL, "UPDATED_AT" TEXT NOT NULL, "TOPIC_ID" TEXT',
                 'PRIMARY KEY ("GROUP_ID", "TOPIC", "KAFKA_PARTITION")',
             ],
         )
@@ -222,12 +223,13 @@ def insert_rejects(staged: str) -> str:
 
 
 def advance_offsets(staged: str) -> str:
-    """Store the next offsets; ``max()`` keeps them from ever moving backwards."""
+    """Store the next offsets and their topic ID; ``max()`` keeps them from ever moving backwards."""
     return (
-        f'INSERT INTO {quote(OFFSETS_TABLE)} ("GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", "UPDATED_AT")\n'
-        f'SELECT "GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", ? FROM {staged} WHERE true\n'
+        f'INSERT INTO {quote(OFFSETS_TABLE)} ("GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", "TOPIC_ID", "UPDATED_AT")\n'
+        f'SELECT "GROUP_ID", "TOPIC", "KAFKA_PARTITION", "NEXT_OFFSET", "TOPIC_ID", ? FROM {staged} WHERE true\n'
         'ON CONFLICT ("GROUP_ID", "TOPIC", "KAFKA_PARTITION") DO UPDATE SET\n'
-        '"NEXT_OFFSET" = max("NEXT_OFFSET", excluded."NEXT_OFFSET"), "UPDATED_AT" = excluded."UPDATED_AT"'
+        '"NEXT_OFFSET" = max("NEXT_OFFSET", excluded."NEXT_OFFSET"), "UPDATED_AT" = excluded."UPDATED_AT",\n'
+        '"TOPIC_ID" = coalesce(excluded."TOPIC_ID", "TOPIC_ID")'
     )
 
 
@@ -277,6 +279,9 @@ class SQLiteSink(Sink):
                 )
                 self._use_wal(self._connection)
             self._transaction("prepare failed", lambda run: [run(statement) for statement in ddl(schema)])
+            columns = [row[1] for row in self.connection.execute(f"PRAGMA table_info({quote(OFFSETS_TABLE)})")]
+            if "TOPIC_ID" not in columns:  # made before topic IDs were stored
+                self.connection.execute(f'ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN "TOPIC_ID" TEXT')
 
     @staticmethod
     def _use_wal(con: sqlite3.Connection) -> None:
@@ -295,11 +300,26 @@ class SQLiteSink(Sink):
         with self._lock:
             return self._stored(group, topic)
 
-    def _stored(self, group: str, topic: str) -> dict[int, int]:
+    def _stored(self, group: str, topic: str, column: str = "NEXT_OFFSET") -> dict[int, Any]:
         sql = (
-            f'SELECT "KAFKA_PARTITION", "NEXT_OFFSET" FROM {quote(OFFSETS_TABLE)} WHERE "GROUP_ID" = ? AND "TOPIC" = ?'
+            f'SELECT "KAFKA_PARTITION", {quote(column)} FROM {quote(OFFSETS_TABLE)} '
+            f'WHERE "GROUP_ID" = ? AND "TOPIC" = ? AND {quote(column)} IS NOT NULL'
         )
         return dict(self.connection.execute(sql, [group, topic]).fetchall())
+
+    def stored_topic_ids(self, group: str, topic: str) -> dict[int, str]:
+        with self._lock:
+            return self._stored(group, topic, "TOPIC_ID")
+
+    def reset_offsets(self, group: str, topic: str, offsets: Mapping[int, int], topic_id: str | None) -> None:
+        now = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
+        rows = [(group, topic, p, o, topic_id, now) for p, o in offsets.items()]
+        sql = (
+            f'INSERT OR REPLACE INTO {quote(OFFSETS_TABLE)} ("GROUP_ID", "TOPIC", "KAFKA_PARTITION", '
+            '"NEXT_OFFSET", "TOPIC_ID", "UPDATED_AT") VALUES (?, ?, ?, ?, ?, ?)'
+        )
+        with self._lock:
+            self._transaction("offsets not reset", lambda run: run(sql, rows, many=True))
 
     def write(self, batch: StagedBatch) -> WriteResult:
         schema = batch.schema
