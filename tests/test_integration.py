@@ -12,9 +12,12 @@ from pathlib import Path
 
 import duckdb
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader, produce
+from starload.broker import port_is_free
+from starload.generators.base import SEEDED_NOW
 from starload.kafka import ensure_topic, producer_config
 from starload.testing import load_until_idle
 
@@ -22,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOW = "2024-06-01T12:00:00+00:00"
 
 
-def produced_orders(count: int, seed: int) -> list[dict]:
-    return [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=NOW), count)]
+def produced_orders(count: int, seed: int, now: object = NOW) -> list[dict]:
+    return [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=now), count)]
 
 
 def check_star(con: duckdb.DuckDBPyConnection, orders: list[dict], *, dates: bool = True) -> None:
@@ -105,8 +108,8 @@ def test_kafka_offsets_are_committed_after_the_sink(local_broker, topic):
     assert committed.offset == stored[0] == 500
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "starload.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
@@ -147,30 +150,46 @@ def test_cli_errors_are_clear(local_broker):
     assert "Traceback" not in unknown.stderr
 
 
-def test_example_runs_to_the_end(local_broker, tmp_path):
+def test_example_runs_to_the_end_and_reruns_as_duplicates(local_broker, tmp_path):
     db = tmp_path / "orders.duckdb"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "run_orders.py"), "--count", "300", "--duckdb-path", str(db), "--seed", "4"],
-        capture_output=True, text=True, timeout=180, check=False,
-    )
+    command = [sys.executable, str(ROOT / "examples" / "run_orders.py"), "--count", "300", "--duckdb-path", str(db), "--seed", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr
     assert "loaded 300 facts" in done.stdout
     for title in ("Rows per table", "Revenue by customer region", "Revenue by category", "Top customers"):
         assert title in done.stdout
+    # A seeded stream is the same on any day: the second run's orders are duplicates, not conflicts.
+    assert [e.value for e in islice(ORDERS_GENERATOR.stream(4), 300)] == produced_orders(300, 4, now=SEEDED_NOW)
     with duckdb.connect(str(db), read_only=True) as con:
-        check_star(con, produced_orders(300, 4), dates=False)
+        check_star(con, produced_orders(300, 4, now=SEEDED_NOW), dates=False)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "loaded 0 facts (300 duplicates, 0 rejected)" in again.stdout
 
 
-def test_broker_command_prints_its_address():
-    proc = subprocess.Popen([sys.executable, "-m", "starload.cli", "broker"], stdout=subprocess.PIPE, text=True)
+def test_broker_command_listens_where_the_other_commands_look():
+    """On 9092 when that is free, so `starload produce` and `load` need no --bootstrap-servers; else anywhere, saying so."""
+    if not port_is_free(9092):
+        pytest.skip("127.0.0.1:9092 is in use on this machine")
+    command = [sys.executable, "-m", "starload.cli", "broker"]
+    env = {k: v for k, v in os.environ.items() if k != "STARLOAD_BOOTSTRAP_SERVERS"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    second = None
     try:
-        line = proc.stdout.readline()
-        assert "bootstrap servers: 127.0.0.1:" in line
+        assert first.stdout.readline().strip() == "local broker listening; bootstrap servers: 127.0.0.1:9092"
+        produced = run_cli("produce", "--count", "20", "--topic", "probe", env=env)
+        assert produced.returncode == 0, produced.stderr
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = second.stdout.readline()
+        assert "bootstrap servers: 127.0.0.1:" in line and not line.strip().endswith(":9092")
         bootstrap = line.rsplit(" ", 1)[1].strip()
         assert ensure_topic(bootstrap, "probe", partitions=2) is True
     finally:
-        proc.terminate()
-        assert proc.wait(20) == 0
+        for proc in (first, second):
+            if proc is not None:
+                proc.terminate()
+                assert proc.wait(20) == 0
+    assert f"127.0.0.1:9092 is in use; pass --bootstrap-servers {bootstrap}" in second.stderr.read()
 
 
 def test_generator_is_reproducible_and_follows_the_seed_shape():

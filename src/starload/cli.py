@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from starload import plugins
-from starload.broker import LocalBroker
+from starload.broker import LocalBroker, free_port, port_is_free
 from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
 from starload.exceptions import StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
@@ -32,7 +32,9 @@ from starload.produce import produce
 from starload.progress import Progress, describe_load, describe_produce
 from starload.spec import StarSchema
 
-DEFAULT_BOOTSTRAP = os.environ.get("STARLOAD_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+#: Where ``starload broker`` listens by default, and so where the other commands look.
+DEFAULT_BROKER_PORT = 9092
+DEFAULT_BOOTSTRAP = os.environ.get("STARLOAD_BOOTSTRAP_SERVERS", f"127.0.0.1:{DEFAULT_BROKER_PORT}")
 log = logging.getLogger("starload")
 
 
@@ -256,9 +258,18 @@ def cmd_ddl(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    """A local broker on ``--port``; by default on 9092, where the other commands look, when that is free."""
+    port = args.port
+    if port is None:
+        port = DEFAULT_BROKER_PORT if port_is_free(DEFAULT_BROKER_PORT) else free_port()
+        if port != DEFAULT_BROKER_PORT:
+            print(
+                f"127.0.0.1:{DEFAULT_BROKER_PORT} is in use; pass --bootstrap-servers 127.0.0.1:{port} to the other commands",
+                file=sys.stderr,
+            )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with LocalBroker(args.port) as broker:
+    with LocalBroker(port) as broker:
         print(f"local broker listening; bootstrap servers: {broker.bootstrap_servers}", flush=True)
         try:
             while not stopped.wait(0.5):
@@ -354,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ddl)
 
     p = sub.add_parser("broker", help="run a local Kafka-protocol broker until Ctrl-C")
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument(
+        "--port", type=_bounded(int, 1, high=65535), default=None,
+        help=f"loopback port (default {DEFAULT_BROKER_PORT}, where the other commands look, else any free port)",
+    )
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("plugins", help="list registered sinks and generators")

@@ -118,10 +118,10 @@ def generate_orders(
 ) -> Iterator[Event]:
     """Endless orders: random product and customer, quantity 1–5, time in the 30 days before ``now``.
 
-    Everything comes from ``rng`` and ``now`` (default: the current time; an ISO-8601
-    string is accepted, e.g. ``--option now=2024-06-01T00:00:00Z``), so a seed and a
-    ``now`` reproduce the stream exactly; the same seed alone reproduces the ids, so
-    a second run with the same seed produces orders that load once.
+    Everything comes from ``rng`` and ``now`` (default: the current time, or a fixed
+    day for a seeded stream, see :meth:`Generator.stream`; an ISO-8601 string is
+    accepted, e.g. ``--option now=2024-06-01T00:00:00Z``), so a seed reproduces the
+    stream exactly and a second run with the same seed produces orders that load once.
     """
     catalogue = _products(products)
     people = _customers(customers)
