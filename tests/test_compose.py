@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -284,3 +286,32 @@ def test_compose_commands_run_against_the_local_broker(local_broker, tmp_path):
             [option(load, "--group"), topic],
         ).fetchall()
     assert (facts, spread, stored) == (200, partitions, 200)
+
+
+def test_the_loaders_healthcheck_passes_while_a_loader_runs(local_broker, tmp_path):
+    """Each loader serves /healthz on the port its healthcheck asks; the check's own command passes."""
+    topic = f"health-{uuid.uuid4().hex[:12]}"
+    ensure_topic(local_broker.bootstrap_servers, topic, partitions=1)
+    for service in ("loader", "loader-duckdb"):
+        check = SERVICES[service]["healthcheck"]["test"]
+        assert check[:2] == ["CMD", "python"] and "/healthz" in check[-1]
+        assert option(command(service), "--metrics-port") in check[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {"BOOTSTRAP_SERVERS": local_broker.bootstrap_servers}
+    load = with_option(with_option(command("loader-duckdb", env), "--topic", topic), "--duckdb-path", str(tmp_path / "o.duckdb"))
+    load = with_option(load, "--metrics-port", port)
+    loader = subprocess.Popen([sys.executable, "-m", "starload.cli", *load], stderr=subprocess.PIPE, text=True)
+    probe = [sys.executable, *SERVICES["loader-duckdb"]["healthcheck"]["test"][2:]]
+    probe[-1] = probe[-1].replace(option(command("loader-duckdb"), "--metrics-port"), port)
+    try:
+        deadline, code = time.monotonic() + 60, None
+        while time.monotonic() < deadline and code != 0:
+            code = subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode
+            time.sleep(0.5)
+        assert code == 0
+    finally:
+        loader.terminate()
+        _, err = loader.communicate(timeout=60)
+    assert loader.returncode == 0, err[-2000:]

@@ -7,6 +7,7 @@ sink error); 3 offsets stored in the sink that do not belong to the topic as it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
@@ -24,9 +25,10 @@ from rich.table import Table
 
 from starload import plugins
 from starload.broker import LocalBroker, free_port, port_is_free
-from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
+from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
 from starload.exceptions import StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
+from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.produce import produce
 from starload.progress import Progress, describe_load, describe_produce
@@ -186,11 +188,22 @@ def cmd_load(args: argparse.Namespace) -> int:
             max_reject_ratio=args.max_reject_ratio,
             startup_timeout=args.startup_timeout,
             on_offset_mismatch=args.on_offset_mismatch,
+            health_timeout=args.health_timeout,
         )
         _stop_on_signals(loader)
-        stats = loader.run(until_idle=args.until_idle)
+        with _serving(loader, args.metrics_host, args.metrics_port):
+            stats = loader.run(until_idle=args.until_idle)
     print(load_summary(stats))
     return 0
+
+
+def _serving(loader: StarLoader, host: str, port: int | None) -> contextlib.AbstractContextManager[Any]:
+    """The loader's ``/metrics`` and ``/healthz`` on ``host:port`` while it runs (nothing when ``port`` is None)."""
+    if port is None:
+        return contextlib.nullcontext()
+    server = MetricsServer(loader.metrics.registry, loader.health, host, port)
+    log.info("metrics at http://%s:%d/metrics, health at /healthz", host, server.port)
+    return server
 
 
 def _stop_on_signals(loader: StarLoader) -> None:
@@ -344,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="when offsets stored in the sink do not belong to the topic as it is now (re-created, or out of the "
         "range the broker holds): stop with exit code 3 (default), or reset them to the partition's first "
         "offset or its end and go on",
+    )
+    p.add_argument(
+        "--metrics-port", type=_bounded(int, 0, high=65535), default=None, metavar="PORT",
+        help="serve Prometheus metrics at /metrics and the health check at /healthz on this port (default: off; 0: any free port)",
+    )
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="address the metrics server listens on (default 0.0.0.0)")
+    p.add_argument(
+        "--health-timeout", type=_bounded(float, 0, above=True), default=DEFAULT_HEALTH_TIMEOUT, metavar="SECONDS",
+        help=f"/healthz answers 503 after this long without an assignment or with batches waiting for the sink without a commit (default {DEFAULT_HEALTH_TIMEOUT:g})",
     )
     p.set_defaults(func=cmd_load)
 

@@ -65,6 +65,7 @@ from starload.kafka import (
     watermarks,
 )
 from starload.mapping import RAW_SCHEMA, Mapper
+from starload.metrics import LoaderMetrics
 from starload.offsets import POLICIES, foreign, reset_targets, resolution
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
@@ -76,6 +77,8 @@ log = logging.getLogger(__name__)
 #: with 125,000-row batches took about 30 % less CPU than with 50,000-row ones (peak RSS
 #: about 750 MiB instead of 600). ``batch_seconds`` still bounds the latency of a slow stream.
 DEFAULT_BATCH_ROWS = 125_000
+#: Seconds without progress after which :meth:`StarLoader.health` reports the loader unhealthy.
+DEFAULT_HEALTH_TIMEOUT = 120.0
 #: The reject guard: a batch of at least GUARDED_BATCH messages of which more than this
 #: share are rejects stops the loader (see StarLoader).
 DEFAULT_MAX_REJECT_RATIO = 0.9
@@ -98,11 +101,19 @@ class LoadStats:
     statements: int = 0
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
+    #: Messages behind the end over the assigned partitions; None while unknown.
     lag: int | None = None
+    #: Partitions assigned now; None until the group first answers (0: none, or a rebalance).
+    partitions: int | None = None
     started: float = attrs.field(factory=time.monotonic)
     first_assignment: float | None = None
     #: When the sink last committed a batch (``time.monotonic()``).
     last_commit: float | None = None
+    #: (time, consumed) readings of the last RATE_WINDOW seconds, for :attr:`recent_rate`.
+    _readings: deque[tuple[float, int]] = attrs.field(factory=deque, repr=False)
+
+    #: Seconds the :attr:`recent_rate` looks back.
+    RATE_WINDOW = 5.0
 
     @property
     def seconds(self) -> float:
@@ -113,6 +124,21 @@ class LoadStats:
     def rate(self) -> float:
         """Consumed messages per second since the first partition assignment."""
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def recent_rate(self) -> float:
+        """Consumed messages per second over the last :attr:`RATE_WINDOW` seconds (as of the last :meth:`sample`)."""
+        if len(self._readings) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self._readings[0], self._readings[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def sample(self) -> None:
+        """Take a reading for :attr:`recent_rate`; the loader does, at every progress tick."""
+        now = time.monotonic()
+        self._readings.append((now, self.consumed))
+        while len(self._readings) > 2 and now - self._readings[1][0] >= self.RATE_WINDOW:
+            self._readings.popleft()
 
     def add(self, result: WriteResult, consumed: int) -> None:
         self.consumed += consumed
@@ -210,6 +236,10 @@ class StarLoader:
     dead-lettered, its offsets unchanged: that is a loader reading the wrong topic or
     with the wrong schema, not bad data.
 
+    ``loader.metrics`` holds its Prometheus metrics and :meth:`health` says whether it
+    makes progress (``health_timeout`` is the bound); :class:`~starload.metrics.MetricsServer`
+    serves both.
+
     ``on_offset_mismatch`` (``stop``, ``earliest`` or ``latest``) is what to do with
     stored offsets that do not belong to the topic as it is now (:mod:`starload.offsets`):
     raise :class:`~starload.exceptions.StoredOffsetsError`, or reset them in the sink.
@@ -233,6 +263,7 @@ class StarLoader:
         max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
         startup_timeout: float = 30.0,
         on_offset_mismatch: str = "stop",
+        health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     ) -> None:
         if batch_rows < 1 or batch_seconds <= 0 or not 0 <= max_reject_ratio <= 1 or on_offset_mismatch not in POLICIES:
             msg = (
@@ -253,6 +284,14 @@ class StarLoader:
         self.max_reject_ratio = max_reject_ratio
         self.startup_timeout = startup_timeout
         self.on_offset_mismatch = on_offset_mismatch
+        self.health_timeout = health_timeout
+        self.metrics = LoaderMetrics()
+        #: For health(): when the consume loop last turned (None: not running), since when the
+        #: loader has had no assignment (None: it has one), and since when work has waited
+        #: for the sink without a commit (None: none waits).
+        self._loop_at: float | None = None
+        self._unassigned_since: float | None = None
+        self._work_since: float | None = None
         #: ``""`` means ``<topic>.dlq``; ``None`` disables the dead-letter topic.
         self.dlq_topic = f"{topic}.dlq" if dlq_topic == "" else dlq_topic
         connection = connection_settings(self.config)
@@ -306,12 +345,12 @@ class StarLoader:
         consumer = self._consumer = Consumer(self.config)
         self._map_threads = ThreadPoolExecutor(self.MAPPERS, thread_name_prefix="starload-mapper")
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
-        last_progress = time.monotonic()
+        last_progress = self._unassigned_since = time.monotonic()
         try:
             consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
             while not self._stop.is_set():
                 fetched = self._fetch(consumer)
-                now = time.monotonic()
+                now = self._loop_at = time.monotonic()
                 if fetched or self._paused or not self._assigned:
                     self._last_message = now
                 while self._pending and self._pending[0].done():
@@ -334,10 +373,12 @@ class StarLoader:
                         # The writer is behind: stop fetching instead of buffering more.
                         consumer.pause(consumer.assignment())
                         self._paused = True
-                if self.progress and now - last_progress >= self.progress_interval:
+                if now - last_progress >= self.progress_interval:
                     last_progress = now
                     self.stats.lag = self._lag()
-                    self.progress(self.stats)
+                    self.stats.sample()
+                    if self.progress:
+                        self.progress(self.stats)
             if self._batch.count:
                 self._submit()
             while self._pending:
@@ -350,6 +391,7 @@ class StarLoader:
                     self.stats.consumed, since, span,
                 )  # fmt: skip
         finally:
+            self._loop_at = None
             self._map_threads.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)
             # Only left when a batch failed: what follows it was not written, by design.
@@ -391,6 +433,8 @@ class StarLoader:
         assert self._consumer is not None
         staged = self._map_threads.submit(self._stage, self._batch)
         self._pending.append(self._write_thread.submit(self._write, staged))
+        if self._work_since is None:
+            self._work_since = time.monotonic()
         self._batch = _Batch()
         if self._paused:
             self._consumer.resume(self._consumer.assignment())
@@ -432,10 +476,13 @@ class StarLoader:
 
     def _stage(self, gathered: _Batch) -> tuple[StagedBatch, dict[tuple[int, int], Headers]]:
         mapper = self._mappers.get()
+        started = time.monotonic()
         try:
             return mapper.stage(gathered.raw(), topic=self.topic, group=self.group), gathered.headers
         finally:
             self._mappers.put(mapper)
+            self.metrics.map_seconds.observe(time.monotonic() - started)
+            self.metrics.batch_rows.observe(gathered.count)
 
     def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
         """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
@@ -464,11 +511,18 @@ class StarLoader:
                 batch = mapped.with_conflicts(self.sink.find_conflicts(mapped))
                 if self._dead_letters is not None and batch.rejects.num_rows:
                     self._dead_letters.send(batch.rejects, headers)
+                started = time.monotonic()
                 result = self.sink.write(batch)
                 self.stats.last_commit = time.monotonic()
                 self._expected.update(batch.next_offsets)
+                self.metrics.write_seconds.observe(self.stats.last_commit - started)
+                self.metrics.committed(
+                    batch.consumed, result.facts_inserted, result.duplicates, result.conflicts,
+                    batch.rejects.column("REASON").to_pylist(),
+                )  # fmt: skip
                 break
             except TransientSinkError as exc:
+                self.metrics.retries.inc()
                 delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning("sink write failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
                 if self._stop.wait(delay):
@@ -505,11 +559,13 @@ class StarLoader:
                     self._pending.popleft().result()
             self._batch = _Batch()
             self._write_failed.clear()
+            self._work_since = None
             log.warning("%s; dropped the %d batches in flight, resuming from the stored offsets", exc, dropped)
             if resume and self._assigned and self._consumer is not None:
                 self._seek_stored(self._consumer, self._consumer.assignment())
             return
         self.stats.add(result, consumed)
+        self._work_since = time.monotonic() if self._pending else None
         if next_offsets and self._consumer is not None:
             offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
             try:
@@ -521,6 +577,9 @@ class StarLoader:
         positions = self._seek_stored(consumer, partitions)
         log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in positions))
         self._assigned = True
+        self._unassigned_since = None
+        self.stats.partitions = len(positions)
+        self.metrics.assigned.set(len(positions))
         if self.stats.first_assignment is None:
             self.stats.first_assignment = time.monotonic()
 
@@ -584,20 +643,57 @@ class StarLoader:
         self._batch = _Batch()
         consumer.unassign()
         self._assigned = False
+        self._unassigned_since = time.monotonic()
+        self.stats.partitions = 0
+        self.metrics.assigned.set(0)
+        self.metrics.set_lag({})
 
     def _lag(self) -> int | None:
-        """Messages behind the high watermark over the assignment (None when unknown)."""
+        """Messages behind the high watermark over the assignment; None until known for every partition.
+
+        Sets the per-partition lag metric for the partitions whose lag is known.
+        """
         consumer = self._consumer
-        if consumer is None:
+        if consumer is None or not self._assigned:
             return None
         try:
-            total = 0
-            for tp in consumer.position(consumer.assignment()):
+            lag = {}
+            positions = consumer.position(consumer.assignment())
+            for tp in positions:
                 # Cached: the high watermark of the last fetch response, no broker round trip.
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
                 position = tp.offset if tp.offset >= 0 else low
                 if high >= 0 and position >= 0:
-                    total += max(0, high - position)
-            return total
+                    lag[tp.partition] = max(0, high - position)
         except KafkaException:
             return None
+        self.metrics.set_lag(lag)
+        return sum(lag.values()) if len(lag) == len(positions) else None
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the loader is alive and making progress, and its state (for ``/healthz``).
+
+        Unhealthy when it is not running, when its consume loop has not turned for
+        ``health_timeout`` seconds, when it has had no partition assignment for that
+        long (an empty assignment counts: the group answered, the loader is a standby),
+        or when batches have waited that long for the sink without a commit.
+        """
+        now, bound = time.monotonic(), self.health_timeout
+        problem = None
+        if self._loop_at is None:
+            problem = "not running"
+        elif now - self._loop_at > bound:
+            problem = f"the consume loop has not turned for {now - self._loop_at:.0f} s"
+        elif self._unassigned_since is not None and now - self._unassigned_since > bound:
+            problem = f"no partition assignment from group {self.group!r} for {now - self._unassigned_since:.0f} s"
+        elif self._work_since is not None and now - self._work_since > bound:
+            problem = f"{len(self._pending)} batches have waited {now - self._work_since:.0f} s for the sink without a commit"
+        last = self.stats.last_commit
+        state = {
+            "status": "unhealthy" if problem else "ok",
+            "problem": problem,
+            "assigned_partitions": self.stats.partitions,
+            "batches_in_flight": len(self._pending),
+            "seconds_since_last_commit": None if last is None else round(now - last, 3),
+        }
+        return problem is None, state
