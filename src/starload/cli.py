@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -23,15 +24,17 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
-from starload import plugins
+from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
+from starload.deadletter import VERSION
 from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
 from starload.exceptions import StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.produce import produce
-from starload.progress import Progress, describe_load, describe_produce
+from starload.progress import CONSOLE, Progress, describe_load, describe_produce
+from starload.sinks.base import REJECTS_TABLE
 from starload.spec import StarSchema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -113,15 +116,18 @@ def resolve_schema(name: str) -> StarSchema:
     return plugins.get_generator(name).schema
 
 
-def load_summary(stats: LoadStats) -> str:
-    """The end-of-load summary (one ``name: value`` per line)."""
+def load_summary(stats: LoadStats, rejects_to: str) -> str:
+    """The end-of-load summary (one ``name: value`` per line); ``rejects_to`` says where the rejects went."""
     return "\n".join(
         [
+            f"elapsed: {time.monotonic() - stats.started:.1f} s",
+            f"throughput: {stats.rate:,.0f} messages/s (from the first assignment)",
             f"consumed: {stats.consumed}",
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",
             f"rejected: {stats.rejected}",
             f"conflicts (among rejected): {stats.conflicts}",
+            f"rejects went to: {rejects_to}",
             f"batches: {stats.batches}",
             f"statements: {stats.statements} ({stats.statements / stats.batches if stats.batches else 0:.0f} per batch)",
             f"dimension rows inserted: {stats.dimension_rows_inserted}",
@@ -173,7 +179,7 @@ def create_sink(args: argparse.Namespace) -> Any:
 def cmd_load(args: argparse.Namespace) -> int:
     schema = resolve_schema(args.schema)
     sink = create_sink(args)
-    with sink, Progress(describe_load) as progress:
+    with sink, Progress(describe_load, live=args.log_format == "text") as progress:
         loader = StarLoader(
             schema,
             sink,
@@ -193,7 +199,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         _stop_on_signals(loader)
         with _serving(loader, args.metrics_host, args.metrics_port):
             stats = loader.run(until_idle=args.until_idle)
-    print(load_summary(stats))
+    dead_letters = f" and topic {loader.dlq_topic!r}" if loader.dlq_topic else ""
+    print(load_summary(stats, f"table {REJECTS_TABLE}{dead_letters}"))
     return 0
 
 
@@ -302,109 +309,120 @@ def cmd_plugins(_args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default, unless it is empty or the help text says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        empty = action.default in (None, False, [], argparse.SUPPRESS)
+        if "default" in text or empty or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="starload", description="Kafka events → star schema (DuckDB, Snowflake).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="starload", description="Kafka events → star schema (DuckDB, Snowflake).", formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"starload {VERSION.decode()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    logging_args = _Parser(add_help=False)
+    logging_args.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    logging_args.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines for people (text) or machines (one JSON object a line)")
+
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text, formatter_class=_Help, parents=[logging_args])
 
     def kafka_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers (env STARLOAD_BOOTSTRAP_SERVERS)")
-        p.add_argument("--topic", default="orders")
-        p.add_argument("-X", action="append", default=[], metavar="KEY=VALUE", help="librdkafka client setting")
+        p.add_argument("--topic", default="orders", help="the topic")
+        p.add_argument("-X", action="append", default=[], metavar="KEY=VALUE", help="a librdkafka client setting, passed as the string given (repeatable)")
         p.add_argument(
             "--startup-timeout", type=_bounded(float, 0, above=True), default=30.0, metavar="SECONDS",
-            help="give up, exit code 2, when no broker answers or the topic does not exist by then (default 30)",
+            help="give up, exit code 2, when no broker answers or the topic does not exist by then",
         )
 
     def sink_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--sink", default="duckdb", help="registered sink name (see `starload plugins`)")
         p.add_argument("--duckdb-path", default="starload.duckdb", help="DuckDB database file")
-        p.add_argument("--snowflake-connection", default=None, metavar="NAME", help="a connection of the Snowflake connector's connections.toml (else SNOWFLAKE_* variables)")
-        p.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE", help="option passed to the sink")
+        p.add_argument("--snowflake-connection", default=None, metavar="NAME", help="a connection of the Snowflake connector's connections.toml (default: the SNOWFLAKE_* variables)")
+        p.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE", help="an option passed to the sink, as the string given (repeatable)")
         p.add_argument("--schema", default="orders", help="generator name whose schema to use, or module:ATTRIBUTE")
 
-    p = sub.add_parser("produce", help="produce generated events and exit")
+    p = command("produce", "produce generated events and exit")
     kafka_args(p)
-    p.add_argument("--count", type=_bounded(int, 1), required=True)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--count", type=_bounded(int, 1), required=True, help="events to produce")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same events on any day (default: a random one)")
     p.add_argument("--rate", type=_bounded(float, 0), default=0, help="messages per second; 0 = as fast as possible")
-    p.add_argument("--generator", default="orders")
+    p.add_argument("--generator", default="orders", help="registered generator name (see `starload plugins`)")
     p.add_argument("--partitions", type=_bounded(int, 1), default=4, help="partitions when the topic is created")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50 (repeatable)")
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("load", help="load a topic into the star schema")
+    p = command("load", "load a topic into the star schema")
     kafka_args(p)
     sink_args(p)
     p.add_argument("--group", default="starload", help="consumer group (offsets are stored per group in the sink)")
     p.add_argument(
         "--instance-id", default=None, metavar="ID",
         help="static group membership (group.instance.id): a restarted loader gets its partitions back "
-        "without a rebalance; give each loader of the group its own id",
+        "without a rebalance; give each loader of the group its own id (default: none)",
     )
-    p.add_argument("--until-idle", type=_bounded(float, 0, above=True), default=None, metavar="SECONDS", help="exit after this long without messages")
-    p.add_argument("--batch-rows", type=_bounded(int, 1), default=DEFAULT_BATCH_ROWS, help=f"messages per batch (default {DEFAULT_BATCH_ROWS})")
-    p.add_argument("--batch-seconds", type=_bounded(float, 0, above=True), default=1.0)
+    p.add_argument("--until-idle", type=_bounded(float, 0, above=True), default=None, metavar="SECONDS", help="exit after this long without messages (default: run until stopped)")
+    p.add_argument("--batch-rows", type=_bounded(int, 1), default=DEFAULT_BATCH_ROWS, help="messages per batch at most")
+    p.add_argument("--batch-seconds", type=_bounded(float, 0, above=True), default=1.0, help="seconds a batch gathers at most")
     p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
     p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")
     p.add_argument(
         "--max-reject-ratio", type=_bounded(float, 0, high=1), default=DEFAULT_MAX_REJECT_RATIO, metavar="R",
-        help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects "
-        f"(default {DEFAULT_MAX_REJECT_RATIO}; 1 turns the guard off)",
+        help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects (1 turns the guard off)",
     )
     p.add_argument(
         "--on-offset-mismatch", choices=POLICIES, default="stop",
         help="when offsets stored in the sink do not belong to the topic as it is now (re-created, or out of the "
-        "range the broker holds): stop with exit code 3 (default), or reset them to the partition's first "
-        "offset or its end and go on",
+        "range the broker holds): stop with exit code 3, or reset them to the partition's first offset or its end and go on",
     )
     p.add_argument(
         "--metrics-port", type=_bounded(int, 0, high=65535), default=None, metavar="PORT",
         help="serve Prometheus metrics at /metrics and the health check at /healthz on this port (default: off; 0: any free port)",
     )
-    p.add_argument("--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="address the metrics server listens on (default 0.0.0.0)")
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="address the metrics server listens on")
     p.add_argument(
         "--health-timeout", type=_bounded(float, 0, above=True), default=DEFAULT_HEALTH_TIMEOUT, metavar="SECONDS",
-        help=f"/healthz answers 503 after this long without an assignment or with batches waiting for the sink without a commit (default {DEFAULT_HEALTH_TIMEOUT:g})",
+        help="/healthz answers 503 after this long without an assignment, or with batches waiting for the sink without a commit",
     )
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("offsets", help="show or reset the offsets stored in the sink")
+    p = command("offsets", "show or reset the offsets stored in the sink")
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("show", "the stored offsets next to the topic as it is now"), ("reset", "store other offsets (a dry run without --execute)")):
-        a = actions.add_parser(action, help=text)
+        a = command(action, text, actions)
         kafka_args(a)
         sink_args(a)
-        a.add_argument("--group", default="starload", help="consumer group (default starload)")
+        a.add_argument("--group", default="starload", help="consumer group")
         a.set_defaults(func=cmd_offsets)
         if action == "reset":
             a.add_argument("--to", type=_offset_target, required=True, metavar="earliest|latest|OFFSET", help="each partition's first offset, its end, or this offset")
-            a.add_argument("--partition", type=_bounded(int, 0), action="append", default=[], metavar="N", help="only this partition (repeatable; default every partition)")
+            a.add_argument("--partition", type=_bounded(int, 0), action="append", default=[], metavar="N", help="only this partition (repeatable; default: every partition)")
             a.add_argument("--execute", action="store_true", help="store the new offsets (without it, only show them)")
 
-    p = sub.add_parser("ddl", help="print the DDL the sink would run")
+    p = command("ddl", "print the DDL the sink would run")
     sink_args(p)
     p.set_defaults(func=cmd_ddl)
 
-    p = sub.add_parser("broker", help="run a local Kafka-protocol broker until Ctrl-C")
+    p = command("broker", "run a local Kafka-protocol broker until Ctrl-C")
     p.add_argument(
         "--port", type=_bounded(int, 1, high=65535), default=None,
-        help=f"loopback port (default {DEFAULT_BROKER_PORT}, where the other commands look, else any free port)",
+        help=f"loopback port (default: {DEFAULT_BROKER_PORT}, where the other commands look, else any free port)",
     )
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("plugins", help="list registered sinks and generators")
+    p = command("plugins", "list registered sinks and generators")
     p.set_defaults(func=cmd_plugins)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(verbose=args.verbose, json=args.log_format == "json", console=CONSOLE)
     try:
         return int(args.func(args))
     except StoredOffsetsError as exc:

@@ -105,6 +105,8 @@ class LoadStats:
     lag: int | None = None
     #: Partitions assigned now; None until the group first answers (0: none, or a rebalance).
     partitions: int | None = None
+    #: Whether the load has ended.
+    stopped: bool = False
     started: float = attrs.field(factory=time.monotonic)
     first_assignment: float | None = None
     #: When the sink last committed a batch (``time.monotonic()``).
@@ -402,6 +404,7 @@ class StarLoader:
             if self._dead_letters is not None:
                 self._dead_letters.close()
             self._consumer = None
+        self.stats.stopped = True
         if self.progress:
             self.stats.lag = None
             self.progress(self.stats)
@@ -454,6 +457,7 @@ class StarLoader:
                 except KafkaException as exc:
                     if time.monotonic() >= deadline:
                         raise StartupError(unreachable(servers, self.startup_timeout, exc)) from None
+                    log.warning("waiting for a Kafka broker at %s: %s", servers, exc.args[0].str() if exc.args else exc)
                     continue
                 if time.monotonic() >= deadline:
                     msg = (

@@ -9,6 +9,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from starload.exceptions import StartupError
+from starload.logs import KAFKA_LOG
 
 #: Group settings that make a first join take ~3 s instead of ~23 s on a local broker.
 #: They are the defaults everywhere: 6 s is the smallest session timeout Apache Kafka
@@ -45,6 +46,7 @@ def consumer_config(bootstrap_servers: str, group: str, overrides: Mapping[str, 
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 256 * 1024,
         "fetch.queue.backoff.ms": 100,
+        "logger": KAFKA_LOG,
         **LOCAL_CONSUMER_SETTINGS,
     }
     config.update(overrides or {})
@@ -62,15 +64,16 @@ def producer_config(bootstrap_servers: str, overrides: Mapping[str, Any] | None 
         "queue.buffering.max.messages": 500000,
         "compression.type": "lz4",
         "message.max.bytes": 16 * 1024 * 1024,
+        "logger": KAFKA_LOG,
     }
     config.update(overrides or {})
     return config
 
 
-#: Setting names (prefixes) that say where and how to reach the cluster. Every client the
-#: loader makes (its admin client, the dead-letter producer) takes these from the
-#: consumer's settings, so that ``-X sasl.…`` reaches them all; the consumer-only ones
-#: would only draw librdkafka's "consumer property ignored" warnings.
+#: Setting names (prefixes) that say where and how to reach the cluster, and where to log
+#: (``logger``). Every client the loader makes (its admin client, the dead-letter
+#: producer) takes these from the consumer's settings, so that ``-X sasl.…`` reaches them
+#: all; the consumer-only ones would only draw librdkafka's "consumer property ignored" warnings.
 CONNECTION_SETTINGS = (
     "bootstrap.servers", "security.", "sasl.", "ssl.", "ssl_", "enable.ssl.", "https.", "client.", "socket.",
     "broker.", "metadata.", "topic.metadata.", "api.version", "reconnect.", "retry.", "debug", "log",
@@ -94,7 +97,7 @@ def ensure_topic(
     bootstrap_servers: str, topic: str, partitions: int = 4, timeout: float = 30.0, overrides: Mapping[str, Any] | None = None
 ) -> bool:
     """Create ``topic`` with ``partitions`` unless it exists; True when it was created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(overrides or {})})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": KAFKA_LOG, **(overrides or {})})
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:

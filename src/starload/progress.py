@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -14,20 +13,26 @@ from rich.live import Live
 
 log = logging.getLogger("starload")
 
+#: The terminal (stderr) the live line and the log lines share, so neither garbles the other.
+CONSOLE = Console(stderr=True)
+
 
 class Progress:
-    """Shows ``describe(stats)`` live on a terminal; logs it every ``log_every`` s when not a terminal."""
+    """Shows ``describe(stats)`` live on a terminal; logs it every ``log_every`` s otherwise (or without ``live``)."""
 
-    def __init__(self, describe: Callable[[Any], str], *, log_every: float = 10.0, console: Console | None = None) -> None:
+    def __init__(
+        self, describe: Callable[[Any], str], *, log_every: float = 10.0, console: Console | None = None, live: bool = True
+    ) -> None:
         self.describe = describe
-        self.console = console or Console(stderr=True)
+        self.console = console or CONSOLE
         self.log_every = log_every
+        self.live = live
         self._live: Live | None = None
         self._last_log = time.monotonic()
 
     @property
     def interactive(self) -> bool:
-        return self.console.is_terminal and sys.stderr.isatty()
+        return self.live and self.console.is_terminal
 
     def __enter__(self) -> Self:
         if self.interactive:
@@ -50,12 +55,16 @@ class Progress:
 
 
 def describe_load(stats: Any) -> str:
-    """One line of load progress."""
-    lag = "?" if stats.lag is None else f"{stats.lag:,}"
-    return (
-        f"consumed {stats.consumed:,} ({stats.rate:,.0f} msg/s) · loaded {stats.facts_loaded:,} · "
-        f"duplicates {stats.duplicates:,} · rejected {stats.rejected:,} · lag {lag}"
-    )
+    """One line of load progress, at most 80 characters: the state, or the rate of the last seconds and the counts."""
+    counts = f"loaded {stats.facts_loaded:,} · dup {stats.duplicates:,} · rejected {stats.rejected:,}"
+    if stats.stopped:
+        return f"stopped · {counts}"
+    if stats.partitions is None:
+        return "waiting for partitions from the consumer group…"
+    lag = "unknown" if stats.lag is None else f"{stats.lag:,}"
+    if stats.partitions == 0:
+        return f"no partitions (a rebalance, or a standby) · {counts}"
+    return f"{stats.recent_rate:,.0f} msg/s · {counts} · lag {lag}"
 
 
 def describe_produce(stats: Any) -> str:

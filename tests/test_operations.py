@@ -1,0 +1,170 @@
+"""Running it as a service: log routing and formats, the live progress line, help, version, the summary."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from rich.console import Console
+
+from starload import ORDERS_SCHEMA, DuckDBSink, LoadStats, StarLoader
+from starload.cli import build_parser
+from starload.deadletter import VERSION
+from starload.kafka import consumer_config, ensure_topic, producer_config
+from starload.logs import KAFKA_LOG, FoldRepeats, configure
+from starload.progress import Progress, describe_load
+from starload.testing import sample_orders
+
+
+def starload(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "starload.cli", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def produce_orders(bootstrap: str, topic: str, count: int, bad: int = 0) -> None:
+    ensure_topic(bootstrap, topic, partitions=1)
+    producer = Producer(producer_config(bootstrap))
+    for order in sample_orders(count):
+        producer.produce(topic, json.dumps(order).encode())
+    for _ in range(bad):
+        producer.produce(topic, b"{oops")
+    assert producer.flush(30) == 0
+
+
+def test_version():
+    done = starload("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"starload {VERSION.decode()}"
+
+
+def test_every_option_has_help_and_shows_its_default():
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    checked = 0
+    for parser in parsers(build_parser()):
+        text = re.sub(r"\s+", " ", parser.format_help())
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings[0]} has no help text"
+            if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in action.help:
+                assert f"(default: {action.default})" in text, f"{parser.prog} {action.option_strings[0]}"
+            checked += 1
+    assert checked > 50
+
+
+def test_an_unreachable_broker_is_one_clear_line_every_few_seconds(tmp_path):
+    started = time.monotonic()
+    done = starload(
+        "load", "--bootstrap-servers", "127.0.0.1:1", "--startup-timeout", "12", "--duckdb-path", str(tmp_path / "s.duckdb")
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert not [line for line in lines if line.startswith("%")], done.stderr  # no raw librdkafka lines
+    waiting = [line for line in lines if "waiting for a Kafka broker at 127.0.0.1:1" in line]
+    assert 1 <= len(waiting) <= 3, lines
+    assert lines[-1].startswith("starload: error: no Kafka broker answered at 127.0.0.1:1 within 12 s")
+    assert len(lines) <= 5, lines
+    assert time.monotonic() - started < 60
+
+
+def test_librdkafka_lines_go_through_python_logging_folded():
+    """A consumer that cannot reach its broker: librdkafka logs a failure about 20 times a second; one line shows."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    handler.addFilter(FoldRepeats(window=60))
+    KAFKA_LOG.addHandler(handler)
+    consumer = Consumer(consumer_config("127.0.0.1:1", "g"))
+    try:
+        consumer.subscribe(["t"])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            consumer.poll(0.1)
+    finally:
+        consumer.close()
+        KAFKA_LOG.removeHandler(handler)
+    failures = [r for r in records if "Connect to ipv4#127.0.0.1:1 failed" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in records]
+    assert failures[0].levelname == "WARNING" and failures[0].name == "starload.librdkafka"
+
+
+def test_fold_repeats_says_how_many_it_folded():
+    fold = FoldRepeats(window=0.2)
+    record = lambda n: logging.LogRecord("x", logging.WARNING, "", 0, "retry %d failed", (n,), None)
+    shown = [r.getMessage() for r in map(record, range(5)) if fold.filter(r)]
+    time.sleep(0.25)
+    last = record(99)
+    assert fold.filter(last)
+    assert shown == ["retry 0 failed"]
+    assert last.getMessage() == "retry 99 failed (and 4 more like it in the last 0 s)"
+
+
+def test_json_log_lines_and_the_summary(local_broker, tmp_path):
+    topic = f"ops-{uuid.uuid4().hex[:8]}"
+    produce_orders(local_broker.bootstrap_servers, topic, 200, bad=3)
+    done = starload(
+        "load", "--log-format", "json", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic,
+        "--duckdb-path", str(tmp_path / "s.duckdb"), "--until-idle", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.strip().splitlines()]
+    assert all(set(line) == {"time", "level", "logger", "message"} for line in lines), lines
+    assert any(line["message"].startswith("assigned 0@") and line["logger"] == "starload.engine" for line in lines)
+    summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+    assert summary["consumed"] == "203" and summary["rejected"] == "3"
+    assert summary["rejects went to"] == f"table STARLOAD_REJECTS and topic '{topic}.dlq'"
+    assert float(summary["elapsed"].removesuffix(" s")) > 0
+    assert summary["throughput"].endswith("messages/s (from the first assignment)")
+
+
+def test_the_live_line_waits_for_partitions_then_tells_the_rate_and_lag(local_broker):
+    topic = f"live-{uuid.uuid4().hex[:8]}"
+    produce_orders(local_broker.bootstrap_servers, topic, 3_000)
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80, color_system=None)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure(verbose=False, json=False, console=console)
+    lines: list[str] = []
+
+    def describe(stats):
+        lines.append(describe_load(stats))
+        return lines[-1]
+
+    try:
+        with DuckDBSink(":memory:") as sink, Progress(describe, console=console) as progress:
+            StarLoader(
+                ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group="g",
+                dlq_topic=None, batch_rows=500, progress=progress, progress_interval=0.05,
+            ).run(until_idle=1)  # fmt: skip
+    finally:
+        root.handlers[:], root.level = saved
+    assert lines[0] == "waiting for partitions from the consumer group…"
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assigned = [line for line in lines if "msg/s" in line]
+    assert assigned, lines
+    assert any(not line.startswith("0 msg/s") for line in assigned), assigned
+    assert lines[-1] == "stopped · loaded 3,000 · dup 0 · rejected 0"
+    # The log line printed while the live line was up sits whole on its own line of the screen.
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert re.search(r"^.*INFO +assigned 0@-2\s*$", shown, re.MULTILINE), shown[-3000:]
+
+
+def test_the_live_line_says_lag_unknown_until_the_broker_told_it():
+    stats = LoadStats(partitions=2)
+    assert describe_load(stats) == "0 msg/s · loaded 0 · dup 0 · rejected 0 · lag unknown"
+    stats.lag = 0
+    assert describe_load(stats).endswith("lag 0")
