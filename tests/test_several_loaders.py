@@ -185,5 +185,5 @@ def test_a_second_loader_on_one_duckdb_file_stops_at_once(local_broker, topic, t
         first.wait(timeout=60)
     assert second.returncode == 2
     [line] = second.stderr.strip().splitlines()
-    assert line.startswith("starload: error: DuckDB file") and "is open in another process" in line
+    assert line.startswith("starload: error: DuckDB file") and "is loaded by another process" in line
     assert f"PID {first.pid}" in line
