@@ -241,3 +241,20 @@ def test_the_cli_serves_metrics_and_health(local_broker, tmp_path):
     finally:
         _, err = loader.communicate(timeout=60)
     assert loader.returncode == 0, err[-2000:]
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "starload.cli", "load", "--duckdb-path", str(tmp_path / "s.duckdb"),
+             "--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--bootstrap-servers", "127.0.0.1:1",
+             "--startup-timeout", "1"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"starload: error: cannot serve metrics on 127.0.0.1:{port} (--metrics-host, --metrics-port): Address already in use"
+    )

@@ -208,7 +208,11 @@ def _serving(loader: StarLoader, host: str, port: int | None) -> contextlib.Abst
     """The loader's ``/metrics`` and ``/healthz`` on ``host:port`` while it runs (nothing when ``port`` is None)."""
     if port is None:
         return contextlib.nullcontext()
-    server = MetricsServer(loader.metrics.registry, loader.health, host, port)
+    try:
+        server = MetricsServer(loader.metrics.registry, loader.health, host, port)
+    except OSError as exc:
+        msg = f"cannot serve metrics on {host}:{port} (--metrics-host, --metrics-port): {exc.strerror}"
+        raise StarloadError(msg) from None
     log.info("metrics at http://%s:%d/metrics, health at /healthz", host, server.port)
     return server
 

@@ -632,7 +632,7 @@ class StarLoader:
     def _mismatched(self, consumer: Consumer, partitions: list[int], problem: str) -> None:
         """Apply ``on_offset_mismatch`` to stored offsets that do not belong to the topic: raise, or reset them in the sink."""
         if self.on_offset_mismatch == "stop":
-            msg = f"{problem}. Nothing was loaded from them; {resolution(self.topic, self.group)}"
+            msg = f"{problem}. Nothing more was loaded from them; {resolution(self.topic, self.group)}"
             raise StoredOffsetsError(msg)
         marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
         targets = reset_targets(marks, self.on_offset_mismatch)
