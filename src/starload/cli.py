@@ -121,7 +121,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
     return "\n".join(
         [
             f"elapsed: {time.monotonic() - stats.started:.1f} s",
-            f"throughput: {stats.rate:,.0f} messages/s (from the first assignment)",
+            f"throughput: {stats.throughput:,.0f} messages/s (from the first assignment to the last commit)",
             f"consumed: {stats.consumed}",
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",

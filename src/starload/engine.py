@@ -128,6 +128,13 @@ class LoadStats:
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def throughput(self) -> float:
+        """Consumed messages per second from the first partition assignment to the last commit (0 before one)."""
+        if self.first_assignment is None or self.last_commit is None or self.last_commit <= self.first_assignment:
+            return 0.0
+        return self.consumed / (self.last_commit - self.first_assignment)
+
+    @property
     def recent_rate(self) -> float:
         """Consumed messages per second over the last :attr:`RATE_WINDOW` seconds (as of the last :meth:`sample`)."""
         if len(self._readings) < 2:
