@@ -82,3 +82,16 @@ def test_until_idle_ends_a_loader_the_group_never_assigns(local_broker, topic):
     # A first join takes about 3 s on the local broker: longer than 0.2 + 0.3 s.
     with pytest.raises(StartupError, match="gave this loader no assignment"):
         loader.run(until_idle=0.3)
+
+
+def test_produce_creates_its_topic_with_the_x_settings_too(local_broker):
+    """-X reaches the admin client that creates the topic: SSL to a plaintext broker creates nothing."""
+    topic = f"ssl-{uuid.uuid4().hex[:8]}"
+    done, _ = starload(
+        "produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic, "--count", "5",
+        "-X", "security.protocol=SSL", "--startup-timeout", "3",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert last_line(done).startswith(f"starload: error: no Kafka broker answered at {local_broker.bootstrap_servers}")
+    topics = AdminClient({"bootstrap.servers": local_broker.bootstrap_servers}).list_topics(timeout=10).topics
+    assert topic not in topics

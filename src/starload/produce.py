@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from starload.exceptions import StarloadError
 from starload.generators.base import Generator
-from starload.kafka import ensure_topic, producer_config
+from starload.kafka import connection_settings, ensure_topic, producer_config
 
 
 @attrs.define
@@ -49,7 +49,8 @@ def produce(
     answers within ``startup_timeout`` seconds, :class:`StartupError` names the address. Returns once
     every message is acknowledged; raises :class:`StarloadError` if any delivery failed.
     """
-    ensure_topic(bootstrap_servers, topic, partitions, timeout=startup_timeout)
+    config = producer_config(bootstrap_servers, overrides)
+    ensure_topic(bootstrap_servers, topic, partitions, timeout=startup_timeout, overrides=connection_settings(config))
     stats = ProduceStats()
     errors: list[KafkaError] = []
 
@@ -57,7 +58,6 @@ def produce(
         if err is not None:
             errors.append(err)
 
-    config = producer_config(bootstrap_servers, overrides)
     config |= {"delivery.report.only.error": True, "on_delivery": on_error}
     producer = Producer(config)
     start = time.monotonic()
