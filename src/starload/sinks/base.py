@@ -46,7 +46,7 @@ from typing import Any, Self
 import attrs
 import pyarrow as pa
 
-from starload.exceptions import SinkError
+from starload.exceptions import SinkError, TerminalSinkError
 from starload.spec import StarSchema
 
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
@@ -71,6 +71,22 @@ def natural_key_column(table: str, column: str) -> str:
     if len(name) <= MAX_IDENTIFIER:
         return name
     return "_SL_NK_" + hashlib.md5(f"{table}.{column}".encode(), usedforsecurity=False).hexdigest()
+
+
+def seconds_option(name: str, value: Any, *, whole: bool = False, low: float = 0) -> Any:
+    """A sink option in seconds, given as a string or a number: at least ``low``, an int with ``whole``.
+
+    Anything else is a :class:`~starload.exceptions.TerminalSinkError` naming the option.
+    """
+    convert = int if whole else float
+    try:
+        seconds = convert(value)
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None or not seconds >= low:
+        msg = f"{name} must be {'a whole number' if whole else 'a number'} of seconds, at least {low:g} (got {value!r})"
+        raise TerminalSinkError(msg)
+    return seconds
 
 
 @attrs.frozen

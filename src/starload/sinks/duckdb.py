@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
-from starload.sinks.base import SinkType, StagedBatch, WriteResult
+from starload.sinks.base import SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import DUCKDB, SQLSink, batch_parts
 from starload.spec import StarSchema
 
@@ -91,11 +91,16 @@ class _LoaderLock:
     _held: ClassVar[dict[str, tuple[IO[str], int]]] = {}
     _guard = threading.Lock()
 
+    @staticmethod
+    def _name(path: str) -> str | None:
+        """The lock file of ``path``; None where there is none to take (no fcntl, or an in-memory database)."""
+        return None if fcntl is None or path == ":memory:" else os.path.realpath(path) + ".loader"
+
     @classmethod
     def claim(cls, path: str) -> None:
-        if fcntl is None or path == ":memory:":
+        name = cls._name(path)
+        if name is None:
             return
-        name = os.path.realpath(path) + ".loader"
         with cls._guard:
             if name in cls._held:
                 file, users = cls._held[name]
@@ -124,11 +129,9 @@ class _LoaderLock:
 
     @classmethod
     def release(cls, path: str) -> None:
-        if fcntl is None or path == ":memory:":
-            return
-        name = os.path.realpath(path) + ".loader"
+        name = cls._name(path)
         with cls._guard:
-            if name not in cls._held:
+            if name is None or name not in cls._held:
                 return
             file, users = cls._held.pop(name)
             if users > 1:
@@ -154,8 +157,8 @@ class DuckDBSink(SQLSink):
         self.path = str(path)
         self.memory_limit = memory_limit
         self.checkpoint_threshold = checkpoint_threshold
-        self.share_every = _seconds("share_every", share_every)
-        self.open_timeout = _seconds("open_timeout", open_timeout)
+        self.share_every = seconds_option("share_every", share_every)
+        self.open_timeout = seconds_option("open_timeout", open_timeout)
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._claimed = False
         #: Held while the connection is in use; the release timer takes it too.
@@ -290,17 +293,6 @@ class DuckDBSink(SQLSink):
             msg = f"DuckDB sink {self.path!r}: {exc}"
             return TerminalSinkError(msg)
         return None
-
-
-def _seconds(name: str, value: float | str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        msg = f"{name} must be a number of seconds, at least 0 (got {value!r})"
-        raise TerminalSinkError(msg)
-    return seconds
 
 
 DUCKDB_SINK = SinkType(

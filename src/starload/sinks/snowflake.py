@@ -70,10 +70,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from starload.exceptions import SinkError, StarloadError, TerminalSinkError, TransientSinkError
+from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.mapping import Mapper, quote, raw_batch
-from starload.sinks.base import SinkType, StagedBatch, WriteResult
+from starload.sinks.base import SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import Dialect, SQLSink, batch_parts
 from starload.spec import StarSchema
 
@@ -159,17 +159,6 @@ def _arrow_type_name(data_type: pa.DataType) -> str:
         return "VARCHAR"
     msg = f"no Snowflake type for staged Arrow type {data_type}"
     raise SinkError(msg)
-
-
-def _seconds(name: str, value: Any) -> int:
-    try:
-        seconds = int(value)
-    except (TypeError, ValueError):
-        seconds = -1
-    if seconds < 1:
-        msg = f"{name} must be a whole number of seconds >= 1, not {value!r}"
-        raise StarloadError(msg)
-    return seconds
 
 
 class LockWaitError(TransientSinkError):
@@ -282,12 +271,12 @@ class SnowflakeSink(SQLSink):
     ) -> None:
         super().__init__()
         self.connection_name = connection_name
-        self.lock_timeout = _seconds("lock_timeout", lock_timeout)
-        self.statement_timeout = _seconds("statement_timeout", statement_timeout)
-        self.stale_transaction = _seconds("stale_transaction", stale_transaction)
+        self.lock_timeout = seconds_option("lock_timeout", lock_timeout, whole=True, low=1)
+        self.statement_timeout = seconds_option("statement_timeout", statement_timeout, whole=True, low=1)
+        self.stale_transaction = seconds_option("stale_transaction", stale_transaction, whole=True, low=1)
         if network_timeout is None:
             network_timeout = self.statement_timeout + 60
-        self.network_timeout = _seconds("network_timeout", network_timeout)
+        self.network_timeout = seconds_option("network_timeout", network_timeout, whole=True, low=1)
         self._settings = {k: v for k, v in settings.items() if v not in (None, "")}
         self._connection: Any = None
         self._id = uuid.uuid4().hex[:12].upper()
