@@ -623,7 +623,8 @@ class StarLoader:
     def _out_of_range(self, consumer: Consumer, event: _OutOfRange) -> None:
         """The broker said a partition's position is out of range: apply the policy, then resume from the stored offsets."""
         partition = event.partition
-        low, high = watermarks(consumer, self.topic, [partition], self.startup_timeout)[partition]
+        marks = watermarks(consumer, self.topic, [partition], self.startup_timeout)
+        low, high = marks[partition]
         position = self._expected.get(partition)
         problem = (
             f"the broker says the position of partition {partition} of topic {self.topic!r} (group {self.group!r}; "
@@ -633,15 +634,21 @@ class StarLoader:
         while self._pending:  # what was read before the gap is written first
             self._finish_oldest(resume=False)
         self._batch = _Batch()
-        self._mismatched(consumer, [partition], problem)
+        self._mismatched(consumer, [partition], problem, marks)
         self._seek_stored(consumer, consumer.assignment())
 
-    def _mismatched(self, consumer: Consumer, partitions: list[int], problem: str) -> None:
-        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to the topic: raise, or reset them in the sink."""
+    def _mismatched(
+        self, consumer: Consumer, partitions: list[int], problem: str, marks: Mapping[int, tuple[int, int]] | None = None
+    ) -> None:
+        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to the topic: raise, or reset them in the sink.
+
+        ``marks``: the partitions' watermarks when the caller has asked for them already.
+        """
         if self.on_offset_mismatch == "stop":
             msg = f"{problem}. Nothing more was loaded from them; {resolution(self.topic, self.group)}"
             raise StoredOffsetsError(msg)
-        marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
+        if marks is None:
+            marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
         targets = reset_targets(marks, self.on_offset_mismatch)
         self.sink.reset_offsets(self.group, self.topic, targets, self._topic_id)
         log.warning("%s; reset the stored offsets to %s (--on-offset-mismatch %s)", problem, targets, self.on_offset_mismatch)
