@@ -48,16 +48,16 @@ def test_orders_schema_is_the_seed_model():
 
 def test_field_lists_every_problem():
     with pytest.raises(SpecError) as err:
-        Field("bad name", "x y", Decimal(50, 60), check=Check.POSITIVE)
+        Field("bad name", "x..y", Decimal(50, 60), check=Check.POSITIVE)
     problems = err.value.problems
     assert len(problems) == 3
     assert "not a valid identifier" in problems[0]
-    assert "source field" in problems[1]
+    assert "empty key" in problems[1]
     assert "Decimal(50, 60)" in problems[2]
 
 
 def test_check_needs_a_number():
-    with pytest.raises(SpecError, match="check POSITIVE needs an Integer or Decimal"):
+    with pytest.raises(SpecError, match="check POSITIVE needs an Integer, Decimal or Double"):
         Field("NAME", "name", String(), check=Check.POSITIVE)
 
 

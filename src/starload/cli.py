@@ -1,4 +1,4 @@
-"""The ``starload`` command: produce, load, offsets, ddl, broker, plugins.
+"""The ``starload`` command: produce, load, offsets, ddl, spec, broker, plugins.
 
 Exit codes: 0 a normal stop; 2 a usage, configuration or environment mistake (or a
 sink error); 3 offsets stored in the sink that do not belong to the topic as it is now.
@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import json
 import logging
 import math
 import os
@@ -32,10 +33,11 @@ from starload.exceptions import StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
-from starload.produce import produce
+from starload.produce import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
 from starload.sinks.base import REJECTS_TABLE
-from starload.spec import StarSchema
+from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, Field, StarSchema, source_name, type_spelling
+from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
 DEFAULT_BROKER_PORT = 9092
@@ -116,6 +118,13 @@ def resolve_schema(name: str) -> StarSchema:
     return plugins.get_generator(name).schema
 
 
+def spec_of(args: argparse.Namespace) -> StarSchema:
+    """The star of ``--spec FILE``, else of ``--schema``."""
+    if args.spec:
+        return StarSchema.from_file(args.spec)
+    return resolve_schema(args.schema)
+
+
 def load_summary(stats: LoadStats, rejects_to: str) -> str:
     """The end-of-load summary (one ``name: value`` per line); ``rejects_to`` says where the rejects went."""
     return "\n".join(
@@ -137,6 +146,11 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    if args.file:
+        return _produce_file(args)
+    if args.count is None:
+        msg = "produce needs --count (events to generate) or --file (a JSON Lines file to produce)"
+        raise StarloadError(msg)
     generator = plugins.get_generator(args.generator)
     options = _key_values(args.option, "--option", integers=True)
     _check_options(generator.events, options, f"--option for generator {generator.name!r}", skip=1)
@@ -155,6 +169,28 @@ def cmd_produce(args: argparse.Namespace) -> int:
             startup_timeout=args.startup_timeout,
         )
     print(f"produced {stats.produced} {generator.name} events to {args.topic!r} in {stats.seconds:.1f} s")
+    return 0
+
+
+def _produce_file(args: argparse.Namespace) -> int:
+    """``produce --file``: the lines of a JSON Lines file, one message each."""
+    given = [flag for flag, value in (("--count", args.count), ("--seed", args.seed), ("--option", args.option)) if value]
+    if given or args.generator != "orders":
+        msg = f"--file produces the file's lines as they are; {', '.join(given) or '--generator'} does not apply to it"
+        raise StarloadError(msg)
+    with Progress(describe_produce) as progress:
+        stats = produce_file(
+            args.bootstrap_servers,
+            args.topic,
+            args.file,
+            key_field=args.key_field,
+            rate=args.rate or None,
+            partitions=args.partitions,
+            overrides=_key_values(args.X, "-X"),
+            progress=progress,
+            startup_timeout=args.startup_timeout,
+        )
+    print(f"produced {stats.produced} messages from {args.file} to {args.topic!r} in {stats.seconds:.1f} s")
     return 0
 
 
@@ -177,7 +213,7 @@ def create_sink(args: argparse.Namespace) -> Any:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    schema = resolve_schema(args.schema)
+    schema = spec_of(args)
     sink = create_sink(args)
     with sink, Progress(describe_load, live=args.log_format == "text") as progress:
         loader = StarLoader(
@@ -232,7 +268,7 @@ def _stop_on_signals(loader: StarLoader) -> None:
 
 def cmd_offsets(args: argparse.Namespace) -> int:
     """``offsets show`` and ``offsets reset``: the stored offsets next to the topic as it is now, and moving them."""
-    schema = resolve_schema(args.schema)
+    schema = spec_of(args)
     sink = create_sink(args)
     config = consumer_config(args.bootstrap_servers, args.group, _key_values(args.X, "-X"))
     with sink:
@@ -275,9 +311,58 @@ def _print_offsets(rows: list[StoredOffset], now: TopicNow, targets: Mapping[int
 
 
 def cmd_ddl(args: argparse.Namespace) -> int:
-    schema = resolve_schema(args.schema)
+    schema = spec_of(args)
     sink = create_sink(args)
     print(";\n\n".join(sink.ddl(schema)) + ";")
+    return 0
+
+
+def cmd_spec_check(args: argparse.Namespace) -> int:
+    """``spec check FILE``: validate a spec file and show the tables and columns it declares."""
+    schema = StarSchema.from_file(args.file)
+    console = Console()
+    for table, rows in spec_tables(schema):
+        listing = Table("column", "type", "null", "from the message", title=table, title_justify="left")
+        for row in rows:
+            listing.add_row(*row)
+        console.print(listing)
+    print(f"{args.file}: a valid star spec ({schema.name!r}, {len(schema.tables)} tables)")
+    return 0
+
+
+def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+    """Per table of the star: (column, type, 'NULL' or 'NOT NULL', where it comes from) for each column."""
+
+    def field(f: Field, *, not_null: bool) -> tuple[str, str, str, str]:
+        return (f.column, type_spelling(f.type), "NOT NULL" if not_null else "NULL", source_name(f.source) + (" (required)" if f.required else ""))
+
+    tables = []
+    for dim in schema.dimensions:
+        rows = [(dim.key, "integer", "NOT NULL", "surrogate key, assigned by the warehouse")]
+        rows += [field(f, not_null=not schema.is_optional(dim)) for f in dim.natural_key]
+        rows += [field(f, not_null=False) for f in dim.attributes]
+        rows += [(c, "timestamp", "NULL", "starload") for c in DIMENSION_METADATA]
+        tables.append((f"{dim.table} (dimension {dim.name!r})", rows))
+    if schema.date_dimension:
+        dd = schema.date_dimension
+        tables.append((f"{dd.table} (date dimension)", [(dd.key, "integer", "NOT NULL", "YYYYMMDD of the event time, UTC"), *((c, _DATE_TYPES.get(c, "integer"), "NULL", "starload") for c in DATE_ATTRIBUTES)]))
+    fact = schema.fact
+    rows = [field(f, not_null=f.required or f in fact.grain) for f in fact.fields]
+    rows += [(schema.dimension(n).key, "integer", "NOT NULL", f"key of dimension {n!r}") for n in fact.dimensions]
+    if schema.date_dimension:
+        rows.append((schema.date_dimension.key, "integer", "NOT NULL", "the event time's date"))
+    rows += [(m.column, type_spelling(m.type), "NULL", " × ".join(m.factors)) for m in fact.measures]
+    rows += [(c, "", "", "starload: load metadata") for c in FACT_METADATA]
+    tables.append((f"{fact.table} (fact)", rows))
+    return tables
+
+
+_DATE_TYPES = {"FULL_DATE": "date", "MONTH_NAME": "string", "DAY_NAME": "string", "IS_WEEKEND": "boolean"}
+
+
+def cmd_spec_schema(_args: argparse.Namespace) -> int:
+    """``spec schema``: the JSON Schema of the spec file format."""
+    print(json.dumps(json_schema(), indent=2))
     return 0
 
 
@@ -349,11 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--duckdb-path", default="starload.duckdb", help="DuckDB database file")
         p.add_argument("--snowflake-connection", default=None, metavar="NAME", help="a connection of the Snowflake connector's connections.toml (default: the SNOWFLAKE_* variables)")
         p.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE", help="an option passed to the sink, as the string given (repeatable)")
-        p.add_argument("--schema", default="orders", help="generator name whose schema to use, or module:ATTRIBUTE")
+        star = p.add_mutually_exclusive_group()
+        star.add_argument("--spec", default=None, metavar="FILE", help="the star, declared in a YAML or TOML file (see `starload spec check`)")
+        star.add_argument("--schema", default="orders", help="instead of --spec: a generator name whose star to use, or module:ATTRIBUTE")
 
     p = command("produce", "produce generated events and exit")
     kafka_args(p)
-    p.add_argument("--count", type=_bounded(int, 1), required=True, help="events to produce")
+    p.add_argument("--count", type=_bounded(int, 1), default=None, help="events to generate (needed without --file)")
+    p.add_argument("--file", default=None, metavar="FILE", help="produce this JSON Lines file instead, one message a line, as written")
+    p.add_argument("--key-field", default=None, metavar="PATH", help="with --file: the message key is this field of each line (a path such as merchant.id)")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same events on any day (default: a random one)")
     p.add_argument("--rate", type=_bounded(float, 0), default=0, help="messages per second; 0 = as fast as possible")
     p.add_argument("--generator", default="orders", help="registered generator name (see `starload plugins`)")
@@ -411,6 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ddl", "print the DDL the sink would run")
     sink_args(p)
     p.set_defaults(func=cmd_ddl)
+
+    p = command("spec", "check a spec file, or print the JSON Schema of the format")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = command("check", "validate a spec file and print the tables and columns it declares", actions)
+    a.add_argument("file", metavar="FILE", help="a .yaml, .yml or .toml spec file")
+    a.set_defaults(func=cmd_spec_check)
+    a = command("schema", "print the JSON Schema of the spec file format (for editors)", actions)
+    a.set_defaults(func=cmd_spec_schema)
 
     p = command("broker", "run a local Kafka-protocol broker until Ctrl-C")
     p.add_argument(

@@ -16,6 +16,17 @@ class SpecError(StarloadError, ValueError):
         super().__init__(msg)
 
 
+class SpecFileError(SpecError):
+    """A spec file (or the data of :meth:`StarSchema.from_dict`) is invalid: one line per problem, each with its line and path."""
+
+    def __init__(self, file: str | None, problems: list[str]) -> None:
+        self.file = file
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        self.problems = list(problems)
+        msg = f"{file or 'the spec'} is not a valid star spec ({count}):\n" + "\n".join(f"  {p}" for p in self.problems)
+        StarloadError.__init__(self, msg)
+
+
 class PluginError(StarloadError):
     """A plugin is broken or two plugins claim the same name."""
 

@@ -7,8 +7,10 @@ batch overlaps with consuming the next.
 
 A message is rejected, with every reason found, when it is empty or null, not UTF-8,
 not valid JSON, not a JSON object, lacks a required field, has a value of the wrong
-type (see :mod:`starload.spec` for the typing rules), fails a range check, or yields
-a measure out of range. Every valid message is staged as a fact row with a
+type (see :mod:`starload.spec` for the typing rules), has a value that is not an
+object where a field's path goes on, fails a range check, or yields a measure out
+of range. Nested fields are read by the same single parse as top-level ones (one
+``json_transform`` into a nested struct). Every valid message is staged as a fact row with a
 fingerprint of its content (MESSAGE_HASH: 63 bits of the MD5 of its mapped fields as
 minified JSON, so whitespace, key order and unmapped fields do not count), its rank among the batch's
 messages of the same grain value (by partition, offset) and the fingerprint and
@@ -19,14 +21,28 @@ coordinates of the first of them; the sink loads only the first, and
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 import duckdb
 import pyarrow as pa
 
 from starload.sinks.base import StagedBatch, natural_key_column
-from starload.spec import Check, ColumnType, Decimal, Integer, StarSchema, String, Timestamp
+from starload.spec import (
+    Boolean,
+    Check,
+    ColumnType,
+    Date,
+    Decimal,
+    Double,
+    Integer,
+    Source,
+    StarSchema,
+    String,
+    Timestamp,
+    source_name,
+    source_path,
+)
 
 _RAW = "_sl_raw"
 _PARSED = "_sl_parsed"
@@ -79,7 +95,32 @@ def duckdb_type(column_type: ColumnType) -> str:
         return "BIGINT"
     if isinstance(column_type, Timestamp):
         return "TIMESTAMPTZ"
+    if isinstance(column_type, Double):
+        return "DOUBLE"
+    if isinstance(column_type, Boolean):
+        return "BOOLEAN"
+    if isinstance(column_type, Date):
+        return "DATE"
     return "VARCHAR"
+
+
+def _nested(path: tuple[str, ...], leaf: object) -> dict[str, object]:
+    """``{"a": {"b": leaf}}`` for the path ``("a", "b")``."""
+    for key in reversed(path[1:]):
+        leaf = {key: leaf}
+    return {path[0]: leaf}
+
+
+def _extract(struct: str, path: tuple[str, ...]) -> str:
+    """SQL reading ``path`` out of the struct expression ``struct`` (NULL when an object on the way is)."""
+    for key in path:
+        struct = f"struct_extract({struct}, {_literal(key)})"
+    return struct
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    """``path`` as a JSON pointer (RFC 6901), which DuckDB's JSON functions take as a path."""
+    return "/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in path)
 
 
 def _text(j: str) -> str:
@@ -94,8 +135,8 @@ def _text(j: str) -> str:
     )
 
 
-def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str], str, str]:
-    """(candidate columns, typed value, 'wrong type' message) of source field ``name`` (number ``i``).
+def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tuple[list[str], str, str]:
+    """(candidate columns, typed value, 'wrong type' message) of the source field at ``path`` (number ``i``).
 
     Columns of the earlier steps: ``_sl_j{i}``, the field as minified JSON text (from
     ``json_transform``; NULL when missing or null), so its JSON type is plain to see
@@ -115,7 +156,7 @@ def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str],
         return [f"TRY_CAST({j} AS BIGINT) AS {c}"], f"CASE WHEN {j} = CAST({c} AS VARCHAR) THEN {c} END", "expected a 64-bit integer"
     if isinstance(column_type, Decimal):
         decimal, number = duckdb_type(column_type), f"coalesce({s}, {j})"
-        reread = f"struct_extract(TRY(json_transform(_sl_text, {_literal(json.dumps({name: decimal}))})), {_literal(name)})"
+        reread = _extract(f"TRY(json_transform(_sl_text, {_literal(json.dumps(_nested(path, decimal)))}))", path)
         exact = (
             f"CASE WHEN {j} IN ('true', 'false') THEN NULL WHEN {s} IS NULL AND length({j}) > 15 THEN {reread} "
             f"ELSE TRY_CAST({number} AS {decimal}) END"
@@ -126,6 +167,19 @@ def _typed_value(column_type: ColumnType, name: str, i: int) -> tuple[list[str],
             f"before and {column_type.scale} after the decimal point"
         )
         return candidates, f"CASE WHEN _sl_d{i} = CAST({c} AS DOUBLE) THEN {c} END", wrong
+    if isinstance(column_type, Double):
+        # A JSON string, true or false does not cast; a number too large for a double casts to infinity.
+        return [f"TRY_CAST({j} AS DOUBLE) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected a JSON number (finite; not a string)"
+    if isinstance(column_type, Boolean):
+        return [f"CASE {j} WHEN 'true' THEN true WHEN 'false' THEN false END AS {c}"], c, "expected true or false"
+    if isinstance(column_type, Date):
+        iso = f"regexp_full_match({s}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') AND NOT starts_with({s}, '0000')"
+        return [f"CASE WHEN {iso} THEN TRY_CAST({s} AS DATE) END AS {c}"], c, "expected an ISO date string (YYYY-MM-DD)"
+    if isinstance(column_type, Timestamp) and column_type.encoding != "iso8601":
+        # Seconds or milliseconds read exactly (as a decimal), to whole microseconds since the epoch.
+        scale, unit = (6, "seconds") if column_type.encoding == "epoch_s" else (3, "milliseconds")
+        micros = f"TRY_CAST(TRY_CAST({j} AS DECIMAL(38, {scale})) * {10**scale} AS BIGINT)"
+        return [f"TRY(make_timestamptz({micros})) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", f"expected a JSON number of {unit} since 1970-01-01 UTC"
     if isinstance(column_type, Timestamp):
         return [f"TRY_CAST({s} AS TIMESTAMPTZ) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected an ISO-8601 timestamp string"
     return [f"{s} AS {c}"], c, "expected a string"
@@ -144,6 +198,36 @@ def _check_problem(name: str, column_type: ColumnType, check: Check | None, valu
         return None
     whens = " ".join(f"WHEN {cond} THEN {_literal(f'{name}: {msg}')}" for cond, msg in conditions)
     return f"CASE {whens} END"
+
+
+def _structure(paths: Iterable[tuple[str, ...]]) -> dict[str, object]:
+    """The ``json_transform`` structure reading every path: nested objects, each field as ``JSON`` text."""
+    root: dict[str, object] = {}
+    for path in paths:
+        node = root
+        for key in path[:-1]:
+            node = node.setdefault(key, {})  # type: ignore[assignment]
+        node[path[-1]] = "JSON"
+    return root
+
+
+def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]) -> list[str]:
+    """SQL texts of the problem 'not an object' for every object a path goes through (NULL when it is one).
+
+    ``json_transform`` reads a value that is not an object (a string, an array) where
+    the structure has an object as an object with every field NULL; only for such rows
+    is the value's JSON type looked up, so well-formed messages cost nothing more.
+    """
+    prefixes = sorted({path[:n] for path in paths.values() for n in range(1, len(path))}, key=len)
+    found = []
+    for prefix in prefixes:
+        leaves = [f"_sl_j{index[name]} IS NULL" for name, path in paths.items() if path[: len(prefix)] == prefix]
+        found.append(
+            f"CASE WHEN {_extract('_sl_json', prefix)} IS NOT NULL AND {' AND '.join(leaves)} THEN "
+            f"CASE WHEN json_type(_sl_text, {_literal(_pointer(prefix))}) <> 'OBJECT' "
+            f"THEN {_literal(source_name(prefix) + ': expected an object')} END END"
+        )
+    return found
 
 
 def _literal(text: str) -> str:
@@ -169,19 +253,22 @@ class MappingSQL:
         sources = schema.source_fields()
         index = {name: i for i, name in enumerate(sources)}
 
+        paths = {name: source_path(name) for name in sources}
         texts, candidates, values, measures, problems = [], [], [], [], []
+        problems += _object_problems(paths, index)
         for name, column_type in sources.items():
-            i = index[name]
+            i, shown = index[name], source_name(name)
             j, v = f"_sl_j{i}", f"_sl_v{i}"
             texts.append(f"{_text(j)} AS _sl_s{i}")
-            columns, value, wrong_type = _typed_value(column_type, name, i)
+            columns, value, wrong_type = _typed_value(column_type, paths[name], i)
             candidates += columns
             values.append(f"{value} AS {v}")
-            when_missing = _literal(f"{name}: missing") if schema.is_required(name) else "NULL"
-            check = _check_problem(name, column_type, schema.check_of(name), v)
+            when_missing = _literal(f"{shown}: missing") if schema.is_required(name) else "NULL"
+            check = _check_problem(shown, column_type, schema.check_of(name), v)
+            got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
             problems.append(
                 f"CASE WHEN {j} IS NULL THEN {when_missing} "
-                f"WHEN {v} IS NULL THEN {_literal(f'{name}: {wrong_type}')} "
+                f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} "
                 f"{'ELSE ' + check if check else ''} END"
             )
         fact_fields = {f.column: f for f in schema.fact.fields}
@@ -203,8 +290,8 @@ class MappingSQL:
             f"coalesce({f'CAST(_sl_v{i} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{i}'}, 'null')"
             for t, i in zip(sources.values(), index.values())
         )
-        as_json = _literal(json.dumps(dict.fromkeys(sources, "JSON")))
-        columns = ", ".join(f"CAST(struct_extract(_sl_json, {_literal(name)}) AS VARCHAR) AS _sl_j{i}" for name, i in index.items())
+        as_json = _literal(json.dumps(_structure(paths.values())))
+        columns = ", ".join(f"CAST({_extract('_sl_json', paths[name])} AS VARCHAR) AS _sl_j{i}" for name, i in index.items())
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {_PARSED} AS
 WITH text AS (

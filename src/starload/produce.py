@@ -1,10 +1,11 @@
-"""Produce generated events to a topic: batched, idempotent, optionally rate-limited."""
+"""Produce generated events, or the lines of a JSON Lines file, to a topic: batched, idempotent, optionally rate-limited."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -14,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from starload.exceptions import StarloadError
 from starload.generators.base import Generator
 from starload.kafka import connection_settings, ensure_topic, producer_config
+from starload.spec import source_path
 
 
 @attrs.define
@@ -49,6 +51,70 @@ def produce(
     answers within ``startup_timeout`` seconds, :class:`StartupError` names the address. Returns once
     every message is acknowledged; raises :class:`StarloadError` if any delivery failed.
     """
+    events = islice(generator.stream(seed, **(options or {})), count)
+    messages = ((event.key, orjson.dumps(event.value)) for event in events)
+    return _send(bootstrap_servers, topic, messages, rate, partitions, overrides, progress, startup_timeout)
+
+
+def produce_file(
+    bootstrap_servers: str,
+    topic: str,
+    path: str | Path,
+    *,
+    key_field: str | None = None,
+    rate: float | None = None,
+    partitions: int = 4,
+    overrides: Mapping[str, Any] | None = None,
+    progress: Callable[[ProduceStats], None] | None = None,
+    startup_timeout: float = 30.0,
+) -> ProduceStats:
+    """Produce a JSON Lines file to ``topic``: each line that is not blank is one message, its bytes as written.
+
+    With ``key_field`` (a path such as ``merchant.id``), the message key is that field's
+    value (a string as it is, any other JSON value as its JSON text); a line without it,
+    or that is not a JSON object, gets no key. Lines are produced even when they are not
+    valid JSON, so a file can hold the rejects one wants to try. The file is read as it
+    is produced, so its size does not matter. Otherwise as :func:`produce`.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc.strerror}"
+        raise StarloadError(msg) from None
+    keys = source_path(key_field) if key_field else None
+    with handle:
+        lines = (line.rstrip(b"\r\n") for line in handle)
+        messages = ((_key_of(line, keys), line) for line in lines if line.strip())
+        return _send(bootstrap_servers, topic, messages, rate, partitions, overrides, progress, startup_timeout)
+
+
+def _key_of(line: bytes, keys: tuple[str, ...] | None) -> bytes | None:
+    """The value at ``keys`` in the JSON object ``line`` as a message key (None when there is none)."""
+    if keys is None:
+        return None
+    try:
+        value: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return None
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+
+def _send(
+    bootstrap_servers: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | str | None, bytes]],
+    rate: float | None,
+    partitions: int,
+    overrides: Mapping[str, Any] | None,
+    progress: Callable[[ProduceStats], None] | None,
+    startup_timeout: float,
+) -> ProduceStats:
+    """Produce ``(key, value)`` pairs to ``topic`` (created if missing) at ``rate`` per second at most."""
     config = producer_config(bootstrap_servers, overrides)
     ensure_topic(bootstrap_servers, topic, partitions, timeout=startup_timeout, overrides=connection_settings(config))
     stats = ProduceStats()
@@ -62,11 +128,12 @@ def produce(
     producer = Producer(config)
     start = time.monotonic()
     last_report = start
-    for i, event in enumerate(islice(generator.stream(seed, **(options or {})), count)):
-        value = orjson.dumps(event.value)
+    count = 0
+    for i, (key, value) in enumerate(messages):
+        count = i + 1
         while True:
             try:
-                producer.produce(topic, value=value, key=event.key)
+                producer.produce(topic, value=value, key=key)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -4,32 +4,54 @@ A :class:`StarSchema` says which message fields feed which warehouse columns, wi
 their types and checks; the engine, the mapping and every sink are driven by it.
 Every class is frozen. A spec is validated when it is built, and the
 :class:`~starload.exceptions.SpecError` lists every problem, not just the first.
+The same star can be written as a YAML or TOML file (:meth:`StarSchema.from_file`,
+see :mod:`starload.specfile`); each type below has a spelling in that format
+(:func:`type_spelling`, :func:`parse_type`).
+
+**Sources** are paths into the JSON message: ``"merchant.id"`` is the field ``id`` of
+the object ``merchant``. A key that itself contains a dot is written as a list of keys
+instead: ``("meta", "trace.id")`` (in a file: ``source: [meta, trace.id]``). A missing
+or null object on the way is a missing field; a value that is not an object where the
+path goes on, or an object where a value is expected, is a reject naming the path.
 
 Rules the mapping applies to message values (see :mod:`starload.mapping`):
 
-* ``String`` takes JSON strings only.
-* ``Integer`` takes JSON integers only (``2.5`` and ``"3"`` are rejected) within 64 bits.
-* ``Decimal(p, s)`` takes JSON numbers or numeric strings; a value needing more than
-  ``s`` decimal places or more than ``p`` digits is rejected, never rounded.
-* ``Timestamp`` takes ISO-8601 strings; an offset is converted to UTC and a
-  timestamp without offset is taken to be UTC already.
+* ``String`` (``string``, ``string(n)``) takes JSON strings only.
+* ``Integer`` (``integer``) takes JSON integers only (``2.5`` and ``"3"`` are rejected) within 64 bits.
+* ``Decimal(p, s)`` (``decimal(p,s)``) takes JSON numbers or numeric strings; a value needing more than
+  ``s`` decimal places or more than ``p`` digits is rejected, never rounded. Money is always this.
+* ``Double`` (``double``) takes JSON numbers (finite), for measurements that are not money.
+* ``Boolean`` (``boolean``) takes JSON ``true`` and ``false`` only (``"yes"`` and ``1`` are rejected).
+* ``Date`` (``date``) takes ISO ``YYYY-MM-DD`` strings.
+* ``Timestamp()`` (``timestamp``) takes ISO-8601 strings; an offset is converted to UTC and a
+  timestamp without offset is taken to be UTC already. ``Timestamp("epoch_s")`` and
+  ``Timestamp("epoch_ms")`` (``timestamp(epoch_s)``, ``timestamp(epoch_ms)``) take JSON
+  numbers of seconds or milliseconds since 1970-01-01 UTC (a fraction keeps up to
+  microseconds). Every timestamp is stored timezone-aware, in UTC.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import difflib
 import enum
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
 from starload.exceptions import SpecError
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_SOURCE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+#: A warehouse identifier of a spec (a table, a column, a dimension's name); always quoted in SQL.
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 _RESERVED_PREFIXES = ("_SL_", "STARLOAD_")
-
+#: The longest source path, in characters.
+MAX_SOURCE = 1024
 #: Surrogate key of a dimension's unknown member (see :class:`Fact`).
 UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
@@ -52,14 +74,64 @@ DATE_ATTRIBUTES = (
     "IS_WEEKEND",
 )
 
+Where = tuple[str | int, ...]
 
-def identifier_problems(name: object, what: str) -> list[str]:
+
+class Problem(str):
+    """One problem of a spec: its message, and ``where`` it is.
+
+    ``where`` is a path of attribute names and list indices relative to the object
+    that found the problem (``("fact", "columns", 0, "type")`` for a star), so that a
+    spec file can point at the line (see :mod:`starload.specfile`).
+    """
+
+    where: Where
+
+    def __new__(cls, message: str, where: Where = ()) -> Problem:
+        self = super().__new__(cls, message)
+        self.where = tuple(where)
+        return self
+
+
+_COLLECTOR: contextvars.ContextVar[list[tuple[object, list[Problem]]] | None] = contextvars.ContextVar(
+    "starload_spec_problems", default=None
+)
+
+
+@contextlib.contextmanager
+def deferred_validation() -> Iterator[list[tuple[object, list[Problem]]]]:
+    """Inside this block, spec objects are built even when invalid, and each one's problems are appended to the list.
+
+    This is how a spec file reports every problem of every object at once; outside it,
+    an invalid object raises :class:`~starload.exceptions.SpecError`.
+    """
+    found: list[tuple[object, list[Problem]]] = []
+    token = _COLLECTOR.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _report(obj: object, problems: list[Problem]) -> None:
+    if not problems:
+        return
+    collector = _COLLECTOR.get()
+    if collector is None:
+        raise SpecError(problems)
+    collector.append((obj, problems))
+
+
+def identifier_problems(name: object, what: str, where: Where = ()) -> list[Problem]:
     """Why ``name`` cannot be a warehouse identifier (empty when it can)."""
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        return [f"{what} {name!r} is not a valid identifier (letters, digits, _; max 128)"]
+        return [Problem(f"{what} {name!r} is not a valid identifier (letters, digits, _; max 128)", where)]
     if name.upper().startswith(_RESERVED_PREFIXES):
-        return [f"{what} {name!r} uses a prefix reserved for starload ({', '.join(_RESERVED_PREFIXES)})"]
+        return [Problem(f"{what} {name!r} uses a prefix reserved for starload ({', '.join(_RESERVED_PREFIXES)})", where)]
     return []
+
+
+# ---- column types ------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -83,58 +155,181 @@ class Decimal:
 
 
 @attrs.frozen
+class Double:
+    """A 64-bit floating-point number, for measurements that are not money."""
+
+
+@attrs.frozen
+class Boolean:
+    """JSON ``true`` or ``false``."""
+
+
+@attrs.frozen
+class Date:
+    """A calendar date, given as ISO ``YYYY-MM-DD``."""
+
+
+#: How a :class:`Timestamp` is written in the message.
+TIMESTAMP_ENCODINGS = ("iso8601", "epoch_s", "epoch_ms")
+
+
+@attrs.frozen
 class Timestamp:
-    """A point in time, stored timezone-aware in UTC."""
+    """A point in time, stored timezone-aware in UTC; ``encoding`` is one of :data:`TIMESTAMP_ENCODINGS`."""
+
+    encoding: str = "iso8601"
 
 
-ColumnType = String | Integer | Decimal | Timestamp
+ColumnType = String | Integer | Decimal | Double | Boolean | Date | Timestamp
+COLUMN_TYPES = (String, Integer, Decimal, Double, Boolean, Date, Timestamp)
+#: The types a range check applies to.
+NUMERIC_TYPES = (Integer, Decimal, Double)
+#: Every spelling of a type in a spec file, as one regular expression (Python's and JSON Schema's dialects agree on it).
+TYPE_PATTERN = (
+    r"^(?:(string)(?:\((\d+)\))?|(integer)|(decimal)(?:\(\s*(\d+)\s*,\s*(\d+)\s*\))?|(double)|(boolean)|(date)"
+    r"|(timestamp)(?:\((iso8601|epoch_s|epoch_ms)\))?)$"
+)
+_TYPE = re.compile(TYPE_PATTERN)
+_TYPE_FORMS = {
+    "string": "string or string(N)",
+    "integer": "integer",
+    "decimal": "decimal or decimal(P,S) with whole numbers P and S",
+    "double": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp, timestamp(epoch_s) or timestamp(epoch_ms)",
+}
+
+
+def type_spelling(column_type: ColumnType) -> str:
+    """How a spec file writes ``column_type`` (``decimal(12,2)``); :func:`parse_type` reads it back."""
+    if isinstance(column_type, String):
+        return "string" if column_type.max_length is None else f"string({column_type.max_length})"
+    if isinstance(column_type, Decimal):
+        return f"decimal({column_type.precision},{column_type.scale})"
+    if isinstance(column_type, Timestamp):
+        return "timestamp" if column_type.encoding == "iso8601" else f"timestamp({column_type.encoding})"
+    return type(column_type).__name__.lower()
+
+
+def parse_type(text: str) -> ColumnType:
+    """The type a spec file spells ``text``; a malformed spelling raises :class:`SpecError` saying what is allowed."""
+    match = _TYPE.match(text) if isinstance(text, str) else None
+    if match is None:
+        word = re.match(r"\s*([A-Za-z_]*)", text).group(1) if isinstance(text, str) else ""
+        if word.lower() in _TYPE_FORMS:
+            msg = f"{text!r} is not a type: write {_TYPE_FORMS[word.lower()]}, in lower case"
+        else:
+            close = difflib.get_close_matches(word.lower(), _TYPE_FORMS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown type {text!r}{hint} (the types: {'; '.join(_TYPE_FORMS.values())})"
+        raise SpecError([msg])
+    g = match.groups()
+    if g[0]:
+        return String(int(g[1])) if g[1] else String()
+    if g[3]:
+        return Decimal(int(g[4]), int(g[5])) if g[4] else Decimal()
+    if g[9]:
+        return Timestamp(g[10] or "iso8601")
+    return {"integer": Integer, "double": Double, "boolean": Boolean, "date": Date}[next(x for x in g if x)]()
 
 
 class Check(enum.Enum):
-    """A range check on a numeric field."""
+    """A range check on a numeric field; a spec file writes it by its lower-case name (``non_negative``)."""
 
     POSITIVE = "> 0"
     NON_NEGATIVE = ">= 0"
 
 
-def _type_problems(column_type: object, what: str) -> list[str]:
-    if not isinstance(column_type, (String, Integer, Decimal, Timestamp)):
-        return [f"{what}: type {column_type!r} is not String, Integer, Decimal or Timestamp"]
+def _type_problems(column_type: object, what: str, where: Where = ()) -> list[Problem]:
+    if not isinstance(column_type, COLUMN_TYPES):
+        names = ", ".join(t.__name__ for t in COLUMN_TYPES)
+        return [Problem(f"{what}: type {column_type!r} is not one of {names}", where)]
     if isinstance(column_type, Decimal) and not (
         1 <= column_type.precision <= 38 and 0 <= column_type.scale <= column_type.precision
     ):
-        return [f"{what}: Decimal({column_type.precision}, {column_type.scale}) needs 1 <= precision <= 38 and 0 <= scale <= precision"]
+        return [
+            Problem(
+                f"{what}: Decimal({column_type.precision}, {column_type.scale}) needs 1 <= precision <= 38 and 0 <= scale <= precision",
+                where,
+            )
+        ]
     if isinstance(column_type, String) and column_type.max_length is not None and column_type.max_length < 1:
-        return [f"{what}: String max_length must be positive"]
+        return [Problem(f"{what}: String max_length must be positive", where)]
+    if isinstance(column_type, Timestamp) and column_type.encoding not in TIMESTAMP_ENCODINGS:
+        return [Problem(f"{what}: Timestamp encoding {column_type.encoding!r} is not one of {', '.join(TIMESTAMP_ENCODINGS)}", where)]
     return []
 
 
-def _problems_or_raise(problems: list[str]) -> None:
-    if problems:
-        raise SpecError(problems)
+# ---- sources -----------------------------------------------------------------------------
+
+Source = str | tuple[str, ...]
+
+
+def _as_source(value: object) -> object:
+    """A list of keys becomes the dotted string when no key holds a dot (one spelling per path), else a tuple."""
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(k, str) and k and "." not in k for k in value):
+            return ".".join(value)
+        return tuple(value)
+    return value
+
+
+def source_path(source: Source) -> tuple[str, ...]:
+    """The keys from the message's top level down to the field."""
+    return tuple(source.split(".")) if isinstance(source, str) else tuple(source)
+
+
+def source_name(source: Source) -> str:
+    """``source`` as reject reasons and messages show it: dotted, a key holding a dot in double quotes."""
+    if isinstance(source, str):
+        return source
+    return ".".join(json.dumps(k, ensure_ascii=False) if "." in k else k for k in source)
+
+
+def source_problems(source: object, what: str, where: Where = ()) -> list[Problem]:
+    """Why ``source`` cannot be a path into a message (empty when it can)."""
+    ok = isinstance(source, str) or (isinstance(source, tuple) and source and all(isinstance(k, str) for k in source))
+    if not ok:
+        return [Problem(f"{what} {source!r} must be a path: a string like merchant.id, or a list of keys", where)]
+    keys = source_path(source)  # type: ignore[arg-type]
+    if any(not k for k in keys):
+        return [Problem(f"{what} {source_name(source)!r} has an empty key (two dots in a row, or a dot at an end)", where)]  # type: ignore[arg-type]
+    if any(not ch.isprintable() for k in keys for ch in k):
+        return [Problem(f"{what} {source_name(source)!r} holds a control character", where)]  # type: ignore[arg-type]
+    if len(source_name(source)) > MAX_SOURCE:  # type: ignore[arg-type]
+        return [Problem(f"{what} is longer than {MAX_SOURCE} characters", where)]
+    return []
+
+
+# ---- the spec ----------------------------------------------------------------------------
 
 
 @attrs.frozen
 class Field:
-    """One warehouse column fed by one top-level field of the message."""
+    """One warehouse column fed by one field of the message (``source``: a path, see the module docstring)."""
 
     column: str
-    source: str
+    source: Source = attrs.field(converter=_as_source)
     type: ColumnType = String()
     required: bool = False
     check: Check | None = None
 
     def __attrs_post_init__(self) -> None:
-        _problems_or_raise(self.problems())
+        _report(self, self.problems())
 
-    def problems(self) -> list[str]:
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The keys of :attr:`source`, top level first."""
+        return source_path(self.source)
+
+    def problems(self) -> list[Problem]:
         what = f"column {self.column!r}"
-        found = identifier_problems(self.column, "column")
-        if not isinstance(self.source, str) or not _SOURCE_FIELD.match(self.source):
-            found.append(f"{what}: source field {self.source!r} must be letters, digits, _ . - (max 128)")
-        found += _type_problems(self.type, what)
-        if self.check is not None and not isinstance(self.type, (Integer, Decimal)):
-            found.append(f"{what}: check {self.check.name} needs an Integer or Decimal type")
+        found = identifier_problems(self.column, "column", ("column",))
+        found += source_problems(self.source, f"{what}: source", ("source",))
+        found += _type_problems(self.type, what, ("type",))
+        if self.check is not None and not isinstance(self.type, NUMERIC_TYPES):
+            found.append(Problem(f"{what}: check {self.check.name} needs an Integer, Decimal or Double type", ("check",)))
         return found
 
 
@@ -160,7 +355,7 @@ class Dimension:
     scd_type: int = 1
 
     def __attrs_post_init__(self) -> None:
-        _problems_or_raise(self.problems())
+        _report(self, self.problems())
 
     @property
     def sequence(self) -> str:
@@ -171,16 +366,16 @@ class Dimension:
     def columns(self) -> tuple[Field, ...]:
         return self.natural_key + self.attributes
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         what = f"dimension {self.name!r}"
-        found = identifier_problems(self.name, "dimension name")
-        found += identifier_problems(self.table, f"{what}: table")
-        found += identifier_problems(self.key, f"{what}: key column")
+        found = identifier_problems(self.name, "dimension name", ("name",))
+        found += identifier_problems(self.table, f"{what}: table", ("table",))
+        found += identifier_problems(self.key, f"{what}: key column", ("key",))
         if not self.natural_key:
-            found.append(f"{what}: needs at least one natural key field")
-        found += [f"{what}: {p}" for p in _not_fields(self.columns)]
+            found.append(Problem(f"{what}: needs at least one natural key field", ("natural_key",)))
+        found += _not_fields(self.natural_key, what, "natural_key") + _not_fields(self.attributes, what, "attributes")
         if self.scd_type != 1:
-            found.append(f"{what}: only scd_type=1 is supported")
+            found.append(Problem(f"{what}: only scd_type=1 is supported", ("scd_type",)))
         names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA]
         found += _duplicate_problems(names, f"{what}: column")
         return found
@@ -198,11 +393,11 @@ class DateDimension:
     key: str = "DATE_KEY"
 
     def __attrs_post_init__(self) -> None:
-        found = identifier_problems(self.table, "date dimension table")
-        found += identifier_problems(self.key, "date dimension key")
+        found = identifier_problems(self.table, "date dimension table", ("table",))
+        found += identifier_problems(self.key, "date dimension key", ("key",))
         if self.key in DATE_ATTRIBUTES:
-            found.append(f"date dimension key {self.key!r} clashes with an attribute")
-        _problems_or_raise(found)
+            found.append(Problem(f"date dimension key {self.key!r} clashes with an attribute", ("key",)))
+        _report(self, found)
 
 
 @attrs.frozen
@@ -214,13 +409,13 @@ class Measure:
     type: ColumnType = Decimal()
 
     def __attrs_post_init__(self) -> None:
-        found = identifier_problems(self.column, "measure")
-        found += _type_problems(self.type, f"measure {self.column!r}")
+        found = identifier_problems(self.column, "measure", ("column",))
+        found += _type_problems(self.type, f"measure {self.column!r}", ("type",))
         if not isinstance(self.type, (Integer, Decimal)):
-            found.append(f"measure {self.column!r} must be Integer or Decimal")
+            found.append(Problem(f"measure {self.column!r} must be Integer or Decimal", ("type",)))
         if len(self.factors) < 2:
-            found.append(f"measure {self.column!r} needs at least two factors")
-        _problems_or_raise(found)
+            found.append(Problem(f"measure {self.column!r} needs at least two factors", ("factors",)))
+        _report(self, found)
 
 
 @attrs.frozen
@@ -242,16 +437,17 @@ class Fact:
     optional_dimensions: tuple[str, ...] = attrs.field(converter=_as_tuple, default=())
 
     def __attrs_post_init__(self) -> None:
-        found = identifier_problems(self.table, "fact table")
+        found = identifier_problems(self.table, "fact table", ("table",))
         if not self.grain:
-            found.append("fact: needs at least one grain field")
-        found += [f"fact: {p}" for p in _not_fields((*self.grain, self.event_time, *self.columns))]
+            found.append(Problem("fact: needs at least one grain field", ("grain",)))
+        found += _not_fields(self.grain, "fact", "grain") + _not_fields(self.columns, "fact", "columns")
+        found += _not_fields((self.event_time,), "fact", "event_time")
         if isinstance(self.event_time, Field):
             if not isinstance(self.event_time.type, Timestamp):
-                found.append(f"fact: event_time {self.event_time.column!r} must have type Timestamp")
+                found.append(Problem(f"fact: event_time {self.event_time.column!r} must have type Timestamp", ("event_time", "type")))
             if not self.event_time.required:
-                found.append(f"fact: event_time {self.event_time.column!r} must be required")
-        _problems_or_raise(found)
+                found.append(Problem(f"fact: event_time {self.event_time.column!r} must be required", ("event_time", "required")))
+        _report(self, found)
 
     @property
     def fields(self) -> tuple[Field, ...]:
@@ -259,21 +455,30 @@ class Fact:
         return (*self.grain, self.event_time, *self.columns)
 
 
-def _not_fields(items: tuple) -> list[str]:
-    return [f"{item!r} is not a Field" for item in items if not isinstance(item, Field)]
+def _not_fields(items: tuple, what: str, attribute: str) -> list[Problem]:
+    if attribute == "event_time":
+        return [Problem(f"{what}: {item!r} is not a Field", (attribute,)) for item in items if not isinstance(item, Field)]
+    return [
+        Problem(f"{what}: {item!r} is not a Field", (attribute, i)) for i, item in enumerate(items) if not isinstance(item, Field)
+    ]
 
 
-def _duplicate_problems(names: list[str], what: str) -> list[str]:
-    counts = Counter(n.upper() for n in names)
-    first = {}
+def _duplicate_problems(names: list[str], what: str, where: Where = ()) -> list[Problem]:
+    counts = Counter(n.upper() for n in names if isinstance(n, str))
+    first: dict[str, str] = {}
     for name in names:
-        first.setdefault(name.upper(), name)
-    return [f"{what} {first[key]!r} appears {n} times" for key, n in counts.items() if n > 1]
+        if isinstance(name, str):
+            first.setdefault(name.upper(), name)
+    return [Problem(f"{what} {first[key]!r} appears {n} times", where) for key, n in counts.items() if n > 1]
 
 
 @attrs.frozen
 class StarSchema:
-    """A whole star: dimensions, an optional date dimension and one fact table."""
+    """A whole star: dimensions, an optional date dimension and one fact table.
+
+    :meth:`from_file` and :meth:`from_dict` build the same objects from a YAML or TOML
+    spec file (see :mod:`starload.specfile`); :meth:`to_dict` gives the file's form back.
+    """
 
     name: str
     dimensions: tuple[Dimension, ...] = attrs.field(converter=_as_tuple)
@@ -281,7 +486,27 @@ class StarSchema:
     date_dimension: DateDimension | None = DateDimension()
 
     def __attrs_post_init__(self) -> None:
-        _problems_or_raise(list(self._cross_problems()))
+        _report(self, list(self._cross_problems()))
+
+    @classmethod
+    def from_file(cls, path: str | Any) -> StarSchema:
+        """The star declared in a ``.yaml``/``.yml`` or ``.toml`` file; :class:`SpecError` lists every problem with its line."""
+        from starload.specfile import load_file
+
+        return load_file(path)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StarSchema:
+        """The star declared by ``data``, a mapping in the spec file's structure."""
+        from starload.specfile import structure
+
+        return structure(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This star in the spec file's structure (keys left at their defaults are left out)."""
+        from starload.specfile import unstructure
+
+        return unstructure(self)
 
     def dimension(self, name: str) -> Dimension:
         """The dimension called ``name``."""
@@ -313,44 +538,60 @@ class StarSchema:
     def _dim_names(self) -> set[str]:
         return {d.name for d in self.dimensions if isinstance(d, Dimension)}
 
-    def _cross_problems(self) -> Iterator[str]:
-        yield from identifier_problems(self.name, "schema name")
-        for dim in self.dimensions:
+    def _cross_problems(self) -> Iterator[Problem]:
+        yield from identifier_problems(self.name, "schema name", ("name",))
+        for i, dim in enumerate(self.dimensions):
             if not isinstance(dim, Dimension):
-                yield f"{dim!r} is not a Dimension"
+                yield Problem(f"{dim!r} is not a Dimension", ("dimensions", i))
         if not isinstance(self.fact, Fact):
-            yield f"fact {self.fact!r} is not a Fact"
+            yield Problem(f"fact {self.fact!r} is not a Fact", ("fact",))
             return
         dims = [d for d in self.dimensions if isinstance(d, Dimension)]
-        yield from _duplicate_problems([d.name for d in dims], "dimension name")
+        yield from _duplicate_problems([d.name for d in dims], "dimension name", ("dimensions",))
         yield from _duplicate_problems(list(self.tables), "table")
-        for ref in self.fact.dimensions:
+        for i, ref in enumerate(self.fact.dimensions):
             if ref not in self._dim_names():
-                yield f"fact refers to unknown dimension {ref!r} (known: {sorted(self._dim_names())})"
-        yield from _duplicate_problems(list(self.fact.dimensions), "fact dimension reference")
-        for ref in self.fact.optional_dimensions:
+                yield Problem(f"fact refers to unknown dimension {ref!r} (known: {sorted(self._dim_names())})", ("fact", "dimensions", i))
+        yield from _duplicate_problems(list(self.fact.dimensions), "fact dimension reference", ("fact", "dimensions"))
+        for i, ref in enumerate(self.fact.optional_dimensions):
             if ref not in self.fact.dimensions:
-                yield f"optional dimension {ref!r} is not one the fact refers to ({list(self.fact.dimensions)})"
-        yield from _duplicate_problems(self.fact_columns(), f"fact {self.fact.table!r}: column")
+                yield Problem(
+                    f"optional dimension {ref!r} is not one the fact refers to ({list(self.fact.dimensions)})",
+                    ("fact", "optional_dimensions", i),
+                )
+        yield from _duplicate_problems(self.fact_columns(), f"fact {self.fact.table!r}: column", ("fact",))
         numeric = {f.column: f for f in self.fact.fields if isinstance(f.type, (Integer, Decimal))}
-        for measure in self.fact.measures:
+        for i, measure in enumerate(self.fact.measures):
             for factor in measure.factors:
+                where = ("fact", "measures", i, "factors")
                 if factor not in numeric:
-                    yield (
+                    yield Problem(
                         f"measure {measure.column!r}: factor {factor!r} is not an Integer or "
-                        f"Decimal fact column (numeric columns: {sorted(numeric)})"
+                        f"Decimal fact column (numeric columns: {sorted(numeric)})",
+                        where,
                     )
                 elif not numeric[factor].required:
-                    yield f"measure {measure.column!r}: factor {factor!r} must be required"
-        sources: dict[str, object] = {}
-        for field in (*self.fact.fields, *(f for d in dims for f in d.columns)):
-            seen = sources.setdefault(field.source, field.type)
+                    yield Problem(f"measure {measure.column!r}: factor {factor!r} must be required", where)
+        fields = [f for f in self.all_fields() if not source_problems(f.source, "")]
+        types: dict[Source, object] = {}
+        for field in fields:
+            seen = types.setdefault(field.source, field.type)
             if seen != field.type:
-                yield f"source field {field.source!r} is read with two types: {seen!r} and {field.type!r}"
+                yield Problem(
+                    f"source field {source_name(field.source)!r} is read with two types: "
+                    f"{type_spelling(seen)} and {type_spelling(field.type)}"  # type: ignore[arg-type]
+                )
+        paths = {f.path for f in fields}
+        for path in sorted(paths):
+            for n in range(1, len(path)):
+                if path[:n] in paths:
+                    yield Problem(
+                        f"source {source_name(path[:n])!r} is read as a value, but {source_name(path)!r} reads it as an object"
+                    )
 
-    def source_fields(self) -> dict[str, ColumnType]:
+    def source_fields(self) -> dict[Source, ColumnType]:
         """Every message field the schema reads, with its type, in first-use order."""
-        found: dict[str, ColumnType] = {}
+        found: dict[Source, ColumnType] = {}
         for field in self.all_fields():
             found.setdefault(field.source, field.type)
         return found
@@ -363,11 +604,11 @@ class StarSchema:
         """Whether facts may lack ``dimension``'s natural key (they then point at its unknown member)."""
         return dimension.name in self.fact.optional_dimensions
 
-    def is_required(self, source: str) -> bool:
+    def is_required(self, source: Source) -> bool:
         """Whether a message must carry ``source`` (required somewhere, or a mandatory natural key)."""
         natural = {f.source for d in self.referenced_dimensions if not self.is_optional(d) for f in d.natural_key}
         return source in natural or any(f.required for f in self.all_fields() if f.source == source)
 
-    def check_of(self, source: str) -> Check | None:
+    def check_of(self, source: Source) -> Check | None:
         """The range check declared on ``source`` (the first one found)."""
         return next((f.check for f in self.all_fields() if f.source == source and f.check), None)

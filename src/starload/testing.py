@@ -46,6 +46,7 @@ from typing import Any, Self
 import attrs
 import orjson
 import pytest
+import yaml
 
 from starload.broker import LocalBroker, free_port, stop_process
 from starload.engine import LoadStats, StarLoader
@@ -234,6 +235,54 @@ READINGS_SCHEMA = StarSchema(
         measures=[Measure("READING_X_SAMPLES", ["READING", "SAMPLES"], Decimal(18, 3))],
     ),
 )
+
+
+#: A third star, declared as a file (YAML): every column type, fields nested up to three levels,
+#: a key holding a dot (``[meta, note.text]``) and a composite grain.
+EVERY_TYPE_YAML = """\
+name: every_type
+dimensions:
+  - name: device
+    table: DIM_DEVICE
+    key: DEVICE_KEY
+    natural_key:
+      - {column: DEVICE_ID, source: device.id, type: string(32)}
+    attributes:
+      - {column: ONLINE, source: device.status.online, type: boolean}
+      - {column: INSTALLED_ON, source: device.installed_on, type: date}
+      - {column: FIRMWARE, source: device.firmware, type: integer}
+date_dimension: {table: DIM_DATE, key: DATE_KEY}
+fact:
+  table: FACT_SAMPLES
+  grain:
+    - {column: SAMPLE_ID, source: sample.id, type: string(64), required: true}
+    - {column: SEQ, source: sample.seq, type: integer, required: true}
+  event_time: {column: TAKEN_AT, source: taken_at, type: timestamp, required: true}
+  dimensions: [device]
+  columns:
+    - {column: PRICE, source: reading.price, type: "decimal(12,3)", check: non_negative}
+    - {column: TEMPERATURE, source: reading.value.celsius, type: double}
+    - {column: VALID, source: reading.valid, type: boolean}
+    - {column: CALIBRATED_ON, source: calibrated_on, type: date}
+    - {column: EPOCH_S, source: epoch.s, type: timestamp(epoch_s)}
+    - {column: EPOCH_MS, source: epoch.ms, type: timestamp(epoch_ms)}
+    - {column: NOTE, source: [meta, note.text], type: string(40)}
+"""
+EVERY_TYPE_SCHEMA = StarSchema.from_dict(yaml.safe_load(EVERY_TYPE_YAML))
+
+
+def every_type_sample(n: int, device_id: str, **more: Any) -> dict[str, Any]:
+    """A message of :data:`EVERY_TYPE_SCHEMA` (``more`` replaces top-level parts)."""
+    return {
+        "sample": {"id": f"S{n}", "seq": n},
+        "taken_at": f"2024-05-0{n}T10:00:00+02:00",
+        "device": {"id": device_id, "status": {"online": n % 2 == 1}, "installed_on": "2023-12-31", "firmware": n},
+        "reading": {"price": f"{n}.125", "value": {"celsius": -12.5 * n}, "valid": True},
+        "calibrated_on": "2024-02-29",
+        "epoch": {"s": 1714557600 + n, "ms": 1714557600123 + n},
+        "meta": {"note.text": f"note {n}"},
+        **more,
+    }
 
 
 # ---- the shared sink behaviour suite --------------------------------------------------------
@@ -702,6 +751,58 @@ class SinkBehaviour:
                 ("s2", "South"),
             ]
             assert sink.stored_offsets("g", "readings") == {0: 5}
+        finally:
+            stager.close()
+            sink.close()
+
+
+    def test_a_file_declared_star_with_every_type(self, make_sink: Callable[[], Sink]) -> None:
+        events = [
+            every_type_sample(1, "d1"),
+            every_type_sample(2, "d1", reading={"price": 0, "value": {}, "valid": False}, meta={}),
+            every_type_sample(3, "d2", epoch={"s": 1.5, "ms": -1}, calibrated_on=None, device={"id": "d2", "status": None}),
+        ]
+        bad = [
+            every_type_sample(4, "d1", reading={"valid": "yes"}),  # a boolean is true or false only
+            every_type_sample(5, "d1", device="d1"),  # a scalar where an object is expected
+            every_type_sample(6, "d1", calibrated_on="2024-2-29"),
+        ]
+        sink = make_sink()
+        stager = Stager(EVERY_TYPE_SCHEMA, topic="samples")
+        try:
+            sink.prepare(EVERY_TYPE_SCHEMA)
+            first = sink.write(stager.batch(events[:2] + bad[:1]))
+            second = sink.write(stager.batch([events[1], events[2], *bad[1:]], start=3))  # with a redelivery
+            assert (first.facts_inserted + second.facts_inserted, second.duplicates, first.rejects + second.rejects) == (3, 1, 3)
+            facts = self.rows(
+                sink,
+                """SELECT f."SAMPLE_ID", f."SEQ", d."DEVICE_ID", f."TAKEN_AT", f."PRICE", f."TEMPERATURE", f."VALID",
+                          f."CALIBRATED_ON", f."EPOCH_S", f."EPOCH_MS", f."NOTE", f."DATE_KEY"
+                   FROM "FACT_SAMPLES" f JOIN "DIM_DEVICE" d ON d."DEVICE_KEY" = f."DEVICE_KEY" ORDER BY 2""",
+            )
+            norm = [
+                (i, int(q), d, as_instant(t), as_decimal(p), None if x is None else float(x), None if v is None else bool(v),
+                 None if c is None else as_date(c), None if s is None else as_instant(s), as_instant(ms), n, int(k))
+                for i, q, d, t, p, x, v, c, s, ms, n, k in facts
+            ]
+            at = lambda day, hour, second=0, micro=0: datetime(2024, 5, day, hour, 0, second, micro, tzinfo=UTC)  # noqa: E731
+            assert norm == [
+                ("S1", 1, "d1", at(1, 8), D("1.125"), -12.5, True, date(2024, 2, 29), at(1, 10, 1), at(1, 10, 0, 124000), "note 1", 20240501),
+                ("S2", 2, "d1", at(2, 8), D(0), None, False, date(2024, 2, 29), at(1, 10, 2), at(1, 10, 0, 125000), None, 20240502),
+                ("S3", 3, "d2", at(3, 8), D("3.125"), -37.5, True, None, datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=UTC),
+                 datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), "note 3", 20240503),
+            ]
+            devices = self.rows(sink, 'SELECT "DEVICE_ID", "ONLINE", "INSTALLED_ON", "FIRMWARE" FROM "DIM_DEVICE" ORDER BY 1')
+            assert [(d, None if o is None else bool(o), i and as_date(i), f and int(f)) for d, o, i, f in devices] == [
+                ("d1", False, date(2023, 12, 31), 2),  # the later message's values; a null never erases
+                ("d2", None, None, None),
+            ]
+            reasons = [r for (r,) in self.rows(sink, f'SELECT "REASON" FROM "{REJECTS_TABLE}" ORDER BY "KAFKA_OFFSET"')]
+            assert reasons == [
+                "reading.valid: expected true or false",
+                "device: expected an object; device.id: missing",
+                "calibrated_on: expected an ISO date string (YYYY-MM-DD)",
+            ]
         finally:
             stager.close()
             sink.close()

@@ -83,6 +83,7 @@ SNOWFLAKE = Dialect(
     small_integer="NUMBER(10, 0)",
     decimal="NUMBER({p}, {s})",
     timestamp="TIMESTAMP_TZ",
+    double="FLOAT",
     binary="BINARY",
     sized_strings=True,
     key_default=lambda _seq: "IDENTITY(1, 1)",
@@ -151,6 +152,8 @@ def _arrow_type_name(data_type: pa.DataType) -> str:
         return "TIMESTAMP_TZ"
     if pa.types.is_date(data_type):
         return "DATE"
+    if pa.types.is_float64(data_type):
+        return "FLOAT"
     if pa.types.is_boolean(data_type):
         return "BOOLEAN"
     if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):

@@ -53,8 +53,11 @@ from starload.sinks.base import (
 from starload.spec import (
     DATE_ATTRIBUTES,
     UNKNOWN_KEY,
+    Boolean,
     ColumnType,
+    Date,
     Decimal,
+    Double,
     Dimension,
     Integer,
     StarSchema,
@@ -75,6 +78,7 @@ class Dialect:
     timestamp: str = "TIMESTAMPTZ"
     date: str = "DATE"
     boolean: str = "BOOLEAN"
+    double: str = "DOUBLE"
     binary: str = "BLOB"
     #: Whether ``String(max_length=n)`` becomes ``VARCHAR(n)`` (else plain VARCHAR).
     sized_strings: bool = False
@@ -95,6 +99,12 @@ class Dialect:
             return self.integer
         if isinstance(column_type, Timestamp):
             return self.timestamp
+        if isinstance(column_type, Double):
+            return self.double
+        if isinstance(column_type, Boolean):
+            return self.boolean
+        if isinstance(column_type, Date):
+            return self.date
         if isinstance(column_type, String) and column_type.max_length and self.sized_strings:
             return f"{self.string}({column_type.max_length})"
         return self.string

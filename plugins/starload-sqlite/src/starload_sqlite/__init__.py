@@ -31,7 +31,7 @@ Types: SQLite has no DECIMAL and no TIMESTAMP. Money is stored as TEXT (``'2500.
 so it stays exact: read it with ``decimal.Decimal(value)`` (``SUM()`` in SQL would go
 through floating point). Timestamps are ISO-8601 TEXT in UTC
 (``'2024-06-01T12:00:00.000000Z'``), which sorts and compares correctly as text; dates
-are ``'YYYY-MM-DD'``; booleans are 0 and 1.
+are ``'YYYY-MM-DD'``; booleans are 0 and 1; doubles are REAL.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starload import (
+    Boolean,
     Dimension,
+    Double,
     Integer,
     OffsetsMovedError,
     Sink,
@@ -85,8 +87,10 @@ def quote(identifier: str) -> str:
 
 
 def column_type(spec_type: ColumnType) -> str:
-    """Integers are INTEGER; strings, money (exact) and timestamps (ISO-8601, UTC) are TEXT."""
-    return "INTEGER" if isinstance(spec_type, Integer) else "TEXT"
+    """Integers and booleans (0, 1) are INTEGER, doubles REAL; strings, money (exact), dates and timestamps (ISO-8601, UTC) are TEXT."""
+    if isinstance(spec_type, (Integer, Boolean)):
+        return "INTEGER"
+    return "REAL" if isinstance(spec_type, Double) else "TEXT"
 
 
 def ddl(schema: StarSchema) -> list[str]:
