@@ -52,6 +52,10 @@ _EVENT = "_SL_EVENT"
 _DATE = "_SL_DATE"
 _JSON_SPACE = " \t\n\r"
 
+#: The ISO-8601 forms a ``timestamp`` field takes: a date, optionally a time (``T`` or a space; minutes,
+#: seconds and a fraction), optionally ``Z`` or an offset; anything else is a reject, however DuckDB would read it.
+ISO_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
+
 RAW_SCHEMA = pa.schema(
     [
         ("KAFKA_PARTITION", pa.int32()),
@@ -169,7 +173,7 @@ def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tupl
         return candidates, f"CASE WHEN _sl_d{i} = CAST({c} AS DOUBLE) THEN {c} END", wrong
     if isinstance(column_type, Double):
         # A JSON string, true or false does not cast; a number too large for a double casts to infinity.
-        return [f"TRY_CAST({j} AS DOUBLE) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected a JSON number (finite; not a string)"
+        return [f"TRY_CAST({j} AS DOUBLE) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected a finite JSON number, not a string"
     if isinstance(column_type, Boolean):
         return [f"CASE {j} WHEN 'true' THEN true WHEN 'false' THEN false END AS {c}"], c, "expected true or false"
     if isinstance(column_type, Date):
@@ -179,10 +183,16 @@ def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tupl
         # Seconds or milliseconds read exactly (as a decimal), to whole microseconds since the epoch.
         scale, unit = (6, "seconds") if column_type.encoding == "epoch_s" else (3, "milliseconds")
         micros = f"TRY_CAST(TRY_CAST({j} AS DECIMAL(38, {scale})) * {10**scale} AS BIGINT)"
-        return [f"TRY(make_timestamptz({micros})) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", f"expected a JSON number of {unit} since 1970-01-01 UTC"
+        return [f"TRY(make_timestamptz({micros})) AS {c}"], _in_years(c), f"expected a JSON number of {unit} since 1970-01-01 UTC (years 1 to 9999)"
     if isinstance(column_type, Timestamp):
-        return [f"TRY_CAST({s} AS TIMESTAMPTZ) AS {c}"], f"CASE WHEN isfinite({c}) THEN {c} END", "expected an ISO-8601 timestamp string"
+        iso = f"regexp_full_match({s}, {_literal(ISO_TIMESTAMP)})"
+        return [f"CASE WHEN {iso} THEN TRY_CAST({s} AS TIMESTAMPTZ) END AS {c}"], _in_years(c), "expected an ISO-8601 timestamp string"
     return [f"{s} AS {c}"], c, "expected a string"
+
+
+def _in_years(c: str) -> str:
+    """The timestamp ``c`` when it falls in the years 1 to 9999 (what Snowflake and Python hold), else NULL."""
+    return f"CASE WHEN isfinite({c}) AND {c} >= TIMESTAMPTZ '0001-01-01 00:00:00+00' AND {c} < TIMESTAMPTZ '10000-01-01 00:00:00+00' THEN {c} END"
 
 
 def _check_problem(name: str, column_type: ColumnType, check: Check | None, value: str) -> str | None:
