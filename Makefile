@@ -28,6 +28,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/nesting.py
 
 clean:
 	rm -rf $(VENV) orders.duckdb starload.duckdb

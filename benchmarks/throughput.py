@@ -274,7 +274,8 @@ def consume(bootstrap: str, topic: str, limit: int, handle: Callable[[list[Messa
     The clock starts when the first messages arrive (the group join is left out) and
     stops once ``handle`` returned for the message that reached ``limit``.
     """
-    consumer = Consumer(consumer_config(bootstrap, fresh_group(label)))
+    # A fresh group has no offsets: read from the beginning (the loader's own "error" is for stored offsets).
+    consumer = Consumer(consumer_config(bootstrap, fresh_group(label), {"auto.offset.reset": "earliest"}))
     consumer.subscribe([topic])
     subscribed = last_seen = time.monotonic()
     first: float | None = None

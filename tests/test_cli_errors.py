@@ -32,6 +32,10 @@ NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
         (["load", "--duckdb-path", "{tmp}/star.duckdb", "--sink-option", "memory_limit=lots"], "Memory must have a number"),
         (["load", "--sink", "snowflake", "--sink-option", "lock_timeout=soon"], "lock_timeout must be a whole number"),
         (["load", "--sink", "nope"], "unknown sink 'nope'; registered: duckdb"),
+        (["produce"], "produce needs --count (events to generate) or --file"),
+        (["produce", "--file", "{tmp}/events.jsonl", "--count", "5"], "--file produces the file's lines as they are; --count does not apply"),
+        (["produce", "--file", "{tmp}/missing.jsonl"], "cannot read {tmp}/missing.jsonl: No such file or directory"),
+        (["load", "--spec", "{tmp}/missing.yaml"], "cannot read it"),
     ],
 )
 def test_an_ordinary_mistake_is_one_line_and_exit_2(args, says, tmp_path):
@@ -39,7 +43,7 @@ def test_an_ordinary_mistake_is_one_line_and_exit_2(args, says, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("starload: error: ") and says in line, line
+    assert line.startswith("starload: error: ") and says.format(tmp=tmp_path) in line, line
 
 
 def test_values_of_X_and_sink_options_stay_strings():

@@ -104,6 +104,10 @@ def test_the_payments_walkthrough_loads_into_duckdb_with_every_type(local_broker
         assert dict(con.execute('SELECT "KAFKA_OFFSET", "REASON" FROM "STARLOAD_REJECTS"').fetchall()) == REASONS
         merchants = con.execute('SELECT "MERCHANT_ID", "MERCHANT_NAME", "COUNTRY" FROM "DIM_MERCHANT" ORDER BY 1').fetchall()
     assert merchants == [("M-1", "Corner Books", "GB"), ("M-2", "Kaffeehaus Wien", "AT"), ("M-3", "Diner 66", "US"), ("M-4", "Ramen Ya", "JP")]
+    shown = run_cli("offsets", "show", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", "payments", "--group", "walk",
+                    "--spec", str(EXAMPLES / "payments.yaml"), "--duckdb-path", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert f"│ 0         │ {len(LINES)}" in shown.stdout and "ok" in shown.stdout
 
 
 def test_the_toml_twin_loads_into_the_local_snowflake_endpoint_with_every_type(local_broker, snowflake_environment, snowflake_settings):

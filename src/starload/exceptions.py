@@ -17,13 +17,19 @@ class SpecError(StarloadError, ValueError):
 
 
 class SpecFileError(SpecError):
-    """A spec file (or the data of :meth:`StarSchema.from_dict`) is invalid: one line per problem, each with its line and path."""
+    """A spec file (or the data of :meth:`StarSchema.from_dict`) is invalid: one line per problem, each with its line and path.
+
+    With a single problem the whole message is one line.
+    """
 
     def __init__(self, file: str | None, problems: list[str]) -> None:
         self.file = file
-        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         self.problems = list(problems)
-        msg = f"{file or 'the spec'} is not a valid star spec ({count}):\n" + "\n".join(f"  {p}" for p in self.problems)
+        what = f"{file or 'the spec'} is not a valid star spec"
+        if len(self.problems) == 1:  # one problem, one line
+            msg = f"{what}: {self.problems[0]}"
+        else:
+            msg = f"{what} ({len(self.problems)} problems):\n" + "\n".join(f"  {p}" for p in self.problems)
         StarloadError.__init__(self, msg)
 
 

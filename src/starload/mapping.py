@@ -9,8 +9,8 @@ A message is rejected, with every reason found, when it is empty or null, not UT
 not valid JSON, not a JSON object, lacks a required field, has a value of the wrong
 type (see :mod:`starload.spec` for the typing rules), has a value that is not an
 object where a field's path goes on, fails a range check, or yields a measure out
-of range. Nested fields are read by the same single parse as top-level ones (one
-``json_transform`` into a nested struct). Every valid message is staged as a fact row with a
+of range. Every field, nested or not, is found by one parse of the message
+(``json_extract`` with the JSON pointers of every path). Every valid message is staged as a fact row with a
 fingerprint of its content (MESSAGE_HASH: 63 bits of the MD5 of its mapped fields as
 minified JSON, so whitespace, key order and unmapped fields do not count), its rank among the batch's
 messages of the same grain value (by partition, offset) and the fingerprint and
@@ -143,7 +143,7 @@ def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tupl
     """(candidate columns, typed value, 'wrong type' message) of the source field at ``path`` (number ``i``).
 
     Columns of the earlier steps: ``_sl_j{i}``, the field as minified JSON text (from
-    ``json_transform``; NULL when missing or null), so its JSON type is plain to see
+    ``json_extract``; NULL when missing or null), so its JSON type is plain to see
     (a string starts with ``"``, an integer is its own digits), and ``_sl_s{i}``, the
     value when it is a JSON string (:func:`_text`). The candidate columns come next,
     and the typed value is computed from them: every expression is evaluated once.
@@ -210,31 +210,20 @@ def _check_problem(name: str, column_type: ColumnType, check: Check | None, valu
     return f"CASE {whens} END"
 
 
-def _structure(paths: Iterable[tuple[str, ...]]) -> dict[str, object]:
-    """The ``json_transform`` structure reading every path: nested objects, each field as ``JSON`` text."""
-    root: dict[str, object] = {}
-    for path in paths:
-        node = root
-        for key in path[:-1]:
-            node = node.setdefault(key, {})  # type: ignore[assignment]
-        node[path[-1]] = "JSON"
-    return root
-
-
 def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]) -> list[str]:
     """SQL texts of the problem 'not an object' for every object a path goes through (NULL when it is one).
 
-    ``json_transform`` reads a value that is not an object (a string, an array) where
-    the structure has an object as an object with every field NULL; only for such rows
-    is the value's JSON type looked up, so well-formed messages cost nothing more.
+    A path through a value that is not an object (a string, an array) finds nothing,
+    as a missing one does; only for rows where every field under an object is missing
+    is that object's JSON type looked up, so well-formed messages cost next to nothing.
     """
     prefixes = sorted({path[:n] for path in paths.values() for n in range(1, len(path))}, key=len)
     found = []
     for prefix in prefixes:
         leaves = [f"_sl_j{index[name]} IS NULL" for name, path in paths.items() if path[: len(prefix)] == prefix]
         found.append(
-            f"CASE WHEN {_extract('_sl_json', prefix)} IS NOT NULL AND {' AND '.join(leaves)} THEN "
-            f"CASE WHEN json_type(_sl_text, {_literal(_pointer(prefix))}) <> 'OBJECT' "
+            f"CASE WHEN {' AND '.join(leaves)} THEN "
+            f"CASE WHEN json_type(_sl_text, {_literal(_pointer(prefix))}) NOT IN ('OBJECT', 'NULL') "
             f"THEN {_literal(source_name(prefix) + ': expected an object')} END END"
         )
     return found
@@ -300,8 +289,8 @@ class MappingSQL:
             f"coalesce({f'CAST(_sl_v{i} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{i}'}, 'null')"
             for t, i in zip(sources.values(), index.values())
         )
-        as_json = _literal(json.dumps(_structure(paths.values())))
-        columns = ", ".join(f"CAST({_extract('_sl_json', paths[name])} AS VARCHAR) AS _sl_j{i}" for name, i in index.items())
+        pointers = "[" + ", ".join(_literal(_pointer(path)) for path in paths.values()) + "]"
+        columns = ", ".join(f"NULLIF(CAST(_sl_json[{i + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for i in index.values())
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {_PARSED} AS
 WITH text AS (
@@ -311,7 +300,7 @@ WITH text AS (
     FROM text
 ), fields AS (
     SELECT *,
-        CASE WHEN _sl_object THEN TRY(json_transform(_sl_text, {as_json})) END AS _sl_json
+        CASE WHEN _sl_object THEN TRY(json_extract(_sl_text, {pointers})) END AS _sl_json
     FROM objects
 ), extracted AS (
     SELECT *, {columns} FROM fields
