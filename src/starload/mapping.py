@@ -21,7 +21,7 @@ coordinates of the first of them; the sink loads only the first, and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import duckdb

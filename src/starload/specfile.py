@@ -88,10 +88,6 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _is_source(hint: Any) -> bool:
     return set(typing.get_args(hint)) == {str, tuple[str, ...]}
 
@@ -181,7 +177,7 @@ class _Structurer:
                 meant.update(close)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.fail((*path, key), f"unknown key {key!r}{hint} (the keys of {_what(cls)}: {', '.join(fields)})")
-        hints = _hints(cls)
+        hints = typing.get_type_hints(cls)
         arguments, substituted = {}, False
         for name, field in fields.items():
             if name in data:
@@ -488,7 +484,7 @@ def json_schema() -> dict[str, Any]:
         return {"type": {bool: "boolean", int: "integer"}[hint]}
 
     def describe(cls: type) -> dict[str, Any]:
-        hints = _hints(cls)
+        hints = typing.get_type_hints(cls)
         properties = {}
         for field in attrs.fields(cls):
             properties[field.name] = of(hints[field.name], field.name)
