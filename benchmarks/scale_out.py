@@ -41,7 +41,7 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
     settings = endpoint.fresh_schema(f"scale{loaders}")
     env = snowflake_environment(settings)
     command = [
-        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
         "--group", topic, "--sink", "snowflake", "--batch-rows", str(args.batch_rows),
         "--until-idle", str(IDLE_SECONDS),
     ]  # fmt: skip

@@ -534,7 +534,7 @@ def run_loader(
     command = [
         sys.executable, "-m", "starload.cli", "load",
         "--bootstrap-servers", bootstrap,
-        "--topic", topic,
+        "--topic", topic, "--schema", "orders",
         "--group", fresh_group("starload"),
         *sink_args,
         "--until-idle", str(IDLE_SECONDS),

@@ -28,7 +28,13 @@ NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
         (["produce", "--count", "1", "--partitions", "0"], "argument --partitions: must be at least 1, got 0"),
         (["load", "--sink-option", "nope=1"], "unknown --sink-option for sink 'duckdb': nope (known: path, memory_limit"),
         (["produce", "--count", "1", "--option", "nope=1"], "unknown --option for generator 'orders': nope (known: products"),
-        (["load", "--duckdb-path", "{tmp}/missing/star.duckdb"], "No such file or directory"),
+        (["load", "--duckdb-path", "{tmp}/missing/star.duckdb"], "DuckDB sink '{tmp}/missing/star.duckdb': the folder {tmp}/missing does not exist"),
+        (["load", "--topic", "payments"], "which star does topic 'payments' load into? Give --spec FILE"),
+        (["offsets", "show", "--topic", "payments"], "which star does topic 'payments' load into?"),
+        (["load", "--schema", "no_such_module:STAR"], "--schema no_such_module:…: no module 'no_such_module' in the working directory"),
+        (["load", "--schema", "{tmp}/missing.py:STAR"], "--schema {tmp}/missing.py:…: no such file"),
+        (["load", "--schema", "starload.generators.orders:NOPE"], "has no attribute 'NOPE' (its StarSchema attributes: ORDERS_SCHEMA)"),
+        (["load", "--schema", "starload.generators.orders:ORDERS_GENERATOR"], "not a StarSchema but Generator"),
         (["load", "--duckdb-path", "{tmp}/star.duckdb", "--sink-option", "memory_limit=lots"], "Memory must have a number"),
         (["load", "--sink", "snowflake", "--sink-option", "lock_timeout=soon"], "lock_timeout must be a whole number"),
         (["load", "--sink", "nope"], "unknown sink 'nope'; registered: duckdb"),
@@ -44,6 +50,13 @@ def test_an_ordinary_mistake_is_one_line_and_exit_2(args, says, tmp_path):
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("starload: error: ") and says.format(tmp=tmp_path) in line, line
+
+
+def test_migrate_needs_its_star_named():
+    done = subprocess.run([sys.executable, "-m", "starload.cli", "migrate"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("starload: error: which star is it? Give --spec FILE"), line
 
 
 def test_values_of_X_and_sink_options_stay_strings():

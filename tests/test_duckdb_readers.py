@@ -39,7 +39,7 @@ def test_read_only_queries_succeed_within_seconds_while_a_loader_runs(local_brok
     produce(local_broker.bootstrap_servers, topic, 150_000)
     loader = subprocess.Popen(
         [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-         "--topic", topic, "--duckdb-path", path, "--batch-rows", "5000", "--until-idle", "3", "--no-dlq"],
+         "--topic", topic, "--schema", "orders", "--duckdb-path", path, "--batch-rows", "5000", "--until-idle", "3", "--no-dlq"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert loader.stderr is not None
@@ -67,6 +67,7 @@ def test_a_reader_holding_the_file_makes_the_loader_wait_and_retry_not_lose(loca
     ensure_topic(local_broker.bootstrap_servers, topic, partitions=1)
     hold = f"from starload.sinks.duckdb import read_only\nimport time\nwith read_only({path!r}):\n    print('open', flush=True)\n    time.sleep(3)"
     with DuckDBSink(path, share_every="0.1", open_timeout="0.5") as sink:
+        sink.prepare(ORDERS_SCHEMA)  # the star exists: a loader makes it only at its first write
         loader = StarLoader(
             ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group="g",
             dlq_topic=None, batch_rows=500,

@@ -122,7 +122,7 @@ def test_cli_produce_load_ddl_plugins(local_broker, tmp_path):
     assert "produced 2000 orders events" in produced.stdout
     db = tmp_path / "cli.duckdb"
     loaded = run_cli(
-        "load", "--bootstrap-servers", bootstrap, "--topic", "cli-orders", "--group", "cli",
+        "load", "--bootstrap-servers", bootstrap, "--topic", "cli-orders", "--schema", "orders", "--group", "cli",
         "--sink", "duckdb", "--duckdb-path", str(db), "--until-idle", "1.5", "--batch-rows", "700",
     )
     assert loaded.returncode == 0, loaded.stderr

@@ -222,7 +222,7 @@ def test_the_cli_serves_metrics_and_health(local_broker, tmp_path):
     port = free_port()
     loader = subprocess.Popen(
         [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-         "--topic", topic, "--duckdb-path", str(tmp_path / "s.duckdb"), "--until-idle", "3", "--no-dlq",
+         "--topic", topic, "--schema", "orders", "--duckdb-path", str(tmp_path / "s.duckdb"), "--until-idle", "3", "--no-dlq",
          "--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

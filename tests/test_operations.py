@@ -116,7 +116,7 @@ def test_json_log_lines_and_the_summary(local_broker, tmp_path):
     topic = f"ops-{uuid.uuid4().hex[:8]}"
     produce_orders(local_broker.bootstrap_servers, topic, 200, bad=3)
     done = starload(
-        "load", "--log-format", "json", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic,
+        "load", "--log-format", "json", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic, "--schema", "orders",
         "--duckdb-path", str(tmp_path / "s.duckdb"), "--until-idle", "1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -79,7 +79,7 @@ def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str) -> 
     snowflake = ["--sink", "snowflake", "--sink-option", "lock_timeout=2", "--sink-option", "stale_transaction=4"]
     sink = ["--duckdb-path", str(db)] if db else snowflake
     return [
-        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
         "--group", "crashy", "--instance-id", "crashy-1", *sink, "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
     ]
 
@@ -200,7 +200,7 @@ def test_cli_reports_a_terminal_error_clearly(local_broker, topic, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNOWFLAKE_")}
     done = subprocess.run(
         [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-         "--topic", topic, "--sink", "snowflake", "--until-idle", "2"],
+         "--topic", topic, "--schema", "orders", "--sink", "snowflake", "--until-idle", "2"],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )
     assert done.returncode == 2

@@ -27,7 +27,7 @@ def produce_clicks(bootstrap: str, count: int) -> str:
 
 def load(bootstrap: str, topic: str, db, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
         "--duckdb-path", str(db), "--until-idle", "2", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -42,7 +42,16 @@ def dead_letters(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def test_a_batch_of_rejects_stops_before_anything_is_written_or_dead_lettered(local_broker, tmp_path):
+def produce_orders(bootstrap: str, topic: str, count: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--count", str(count), "--seed", "3", "--partitions", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_new_star_of_rejects_stops_before_anything_is_created_or_dead_lettered(local_broker, tmp_path):
     bootstrap = local_broker.bootstrap_servers
     topic = produce_clicks(bootstrap, 2_000)
     db = tmp_path / "star.duckdb"
@@ -51,18 +60,56 @@ def test_a_batch_of_rejects_stops_before_anything_is_written_or_dead_lettered(lo
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("starload: error: ") and "are rejects" in line, line
     assert re.search(r"\(100%, over --max-reject-ratio 0.9\); most common reason \([\d,]+×\): 'order_id: missing", line), line
-    with duckdb.connect(str(db), read_only=True) as con:
-        for table in ("FACT_ORDERS", "STARLOAD_REJECTS", "STARLOAD_OFFSETS"):
-            assert con.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)], table
+    assert "nothing was created in the warehouse" in line
+    assert not db.exists() and not (tmp_path / "star.duckdb.loader").exists()
     assert dead_letters(bootstrap, f"{topic}.dlq") == 0
 
 
-def test_the_guard_can_be_turned_off_and_spares_small_batches(local_broker, tmp_path):
+def test_the_first_messages_are_judged_whatever_the_batch_size(local_broker, tmp_path):
+    """20 messages in batches of 5: on a new star the guard waits for all it can see, then judges."""
+    bootstrap = local_broker.bootstrap_servers
+    topic = produce_clicks(bootstrap, 20)
+    db = tmp_path / "star.duckdb"
+    done = load(bootstrap, topic, db, "--batch-rows", "5")
+    assert done.returncode == 2, done.stderr
+    assert re.search(r"(\d+) of the \1 messages of a batch from", done.stderr), done.stderr
+    assert not db.exists()
+
+
+def test_the_guard_counts_across_small_batches_on_a_loaded_star(local_broker, tmp_path):
+    bootstrap = local_broker.bootstrap_servers
+    topic = f"mixed-{uuid.uuid4().hex[:8]}"
+    produce_orders(bootstrap, topic, 30)
+    db = tmp_path / "star.duckdb"
+    first = load(bootstrap, topic, db, "--batch-rows", "20")
+    assert first.returncode == 0, first.stderr
+    producer = Producer(producer_config(bootstrap))
+    for i in range(300):
+        producer.produce(topic, orjson.dumps({"event": "click", "page": f"/p/{i}"}))
+    producer.flush()
+    done = load(bootstrap, topic, db, "--batch-rows", "20")
+    assert done.returncode == 2, done.stderr
+    assert re.search(r"of the 1\d\d messages of the last \d+ batches from", done.stderr), done.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(rejects,)] = con.execute("SELECT count(*) FROM STARLOAD_REJECTS").fetchall()
+        [(stored,)] = con.execute("SELECT NEXT_OFFSET FROM STARLOAD_OFFSETS").fetchall()
+    assert 0 < rejects < 100 and stored == 30 + rejects  # the batch that crossed the line was not written
+
+
+def test_the_guard_can_be_turned_off_and_spares_a_few_rejects_on_a_loaded_star(local_broker, tmp_path):
     bootstrap = local_broker.bootstrap_servers
     off = load(bootstrap, produce_clicks(bootstrap, 500), tmp_path / "off.duckdb", "--max-reject-ratio", "1")
     assert off.returncode == 0, off.stderr
     assert "rejected: 500" in off.stdout
-    # Fewer than 100 messages in the batch: rejects as usual.
-    small = load(bootstrap, produce_clicks(bootstrap, 60), tmp_path / "small.duckdb")
-    assert small.returncode == 0, small.stderr
-    assert "rejected: 60" in small.stdout
+    # Fewer than 100 messages judged, on a star with stored offsets: rejects as usual.
+    topic = f"few-{uuid.uuid4().hex[:8]}"
+    produce_orders(bootstrap, topic, 30)
+    db = tmp_path / "few.duckdb"
+    assert load(bootstrap, topic, db).returncode == 0
+    producer = Producer(producer_config(bootstrap))
+    for i in range(60):
+        producer.produce(topic, orjson.dumps({"event": "click", "page": f"/p/{i}"}))
+    producer.flush()
+    few = load(bootstrap, topic, db)
+    assert few.returncode == 0, few.stderr
+    assert "rejected: 60" in few.stdout

@@ -38,7 +38,7 @@ class Loader:
 
     def __init__(self, bootstrap: str, topic: str, log: Path, *extra: str) -> None:
         command = [
-            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
             "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
             # A killed or frozen loader's transaction holds the lock: short timers let the
             # others find it stale and abort it within seconds (defaults: 120 s and 600 s).
@@ -151,6 +151,8 @@ def test_a_lost_commit_is_resolved_from_the_stored_offsets(
     """``error_after``: the COMMIT ran but its answer was lost; ``error``: it never ran. Either way, exactly once."""
     orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 3_000, seed=43, partitions=1)
     caplog.set_level(logging.WARNING)
+    with SnowflakeSink(**snowflake_settings) as sink:
+        sink.prepare(ORDERS_SCHEMA)  # the star exists: the faults below hit the batches' COMMITs, not prepare's
     local_snowflake.inject(r"^COMMIT", action=action, times=2)
     with SnowflakeSink(**snowflake_settings) as sink:
         loader = StarLoader(
@@ -170,7 +172,7 @@ def test_a_second_loader_on_one_duckdb_file_stops_at_once(local_broker, topic, t
     db = tmp_path / "one.duckdb"
     command = [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-        "--topic", topic, "--duckdb-path", str(db),
+        "--topic", topic, "--schema", "orders", "--duckdb-path", str(db),
     ]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -83,7 +83,7 @@ def test_load_through_the_cli(local_broker, topic, snowflake_environment, snowfl
     env = {**os.environ, **snowflake_environment}
     command = [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-        "--topic", topic, "--group", "sf", "--sink", "snowflake",
+        "--topic", topic, "--schema", "orders", "--group", "sf", "--sink", "snowflake",
         "--until-idle", "1.5", "--batch-rows", "800",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -47,13 +47,14 @@ def test_produce_without_a_broker_names_the_address():
 def test_load_of_a_missing_topic_stops_and_creates_nothing(local_broker, tmp_path):
     topic = f"missing-{uuid.uuid4().hex[:8]}"
     done, _ = starload(
-        "load", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic,
+        "load", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic, "--schema", "orders",
         "--duckdb-path", str(tmp_path / "s.duckdb"), "--startup-timeout", "3",
     )  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     assert last_line(done).startswith(f"starload: error: topic {topic!r} does not exist on {local_broker.bootstrap_servers}")
     topics = AdminClient({"bootstrap.servers": local_broker.bootstrap_servers}).list_topics(timeout=10).topics
     assert topic not in topics and f"{topic}.dlq" not in topics
+    assert list(tmp_path.iterdir()) == [], "no DuckDB file, no tables, no lock file left behind"
 
 
 def test_until_idle_ends_a_loader_whose_assignment_is_empty(local_broker, tmp_path):
@@ -62,7 +63,7 @@ def test_until_idle_ends_a_loader_whose_assignment_is_empty(local_broker, tmp_pa
     ensure_topic(local_broker.bootstrap_servers, topic, partitions=1)
     command = [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-        "--topic", topic, "--group", topic, "--until-idle", "2", "--no-dlq",
+        "--topic", topic, "--schema", "orders", "--group", topic, "--until-idle", "2", "--no-dlq",
     ]  # fmt: skip
     loaders = [
         subprocess.Popen([*command, "--duckdb-path", str(tmp_path / f"{i}.duckdb")], stdout=subprocess.PIPE,

@@ -72,7 +72,7 @@ class Cluster:
 
     def load_args(self, path: str, group: str) -> list[str]:
         return [
-            "--bootstrap-servers", self.bootstrap, "--topic", self.topic, "--group", group, "--duckdb-path", path,
+            "--bootstrap-servers", self.bootstrap, "--topic", self.topic, "--schema", "orders", "--group", group, "--duckdb-path", path,
         ]  # fmt: skip
 
 
@@ -213,7 +213,7 @@ def test_offsets_reset_refuses_what_it_cannot_do(cluster, tmp_path):
         assert done.returncode == 2, done.stderr[-2000:]
         assert done.stderr.strip().splitlines()[-1].startswith("starload: error: "), done.stderr
         assert expected in done.stderr
-    missing = starload("offsets", "reset", *cluster.load_args(str(tmp_path / "s.duckdb"), "g")[:2], "--topic", "nope",
+    missing = starload("offsets", "reset", *cluster.load_args(str(tmp_path / "s.duckdb"), "g")[:2], "--topic", "nope", "--schema", "orders",
                        "--duckdb-path", str(tmp_path / "s.duckdb"), "--to", "earliest")  # fmt: skip
     assert missing.returncode == 2
     assert "topic 'nope' does not exist" in missing.stderr

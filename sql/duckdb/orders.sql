@@ -13,9 +13,12 @@
 --                            where a loader resumes.
 -- STARLOAD_REJECTS           every message that could not be loaded: coordinates, raw bytes and the reasons.
 -- STARLOAD_LOCK              one row, updated first by every write transaction: loaders sharing the star take turns.
+-- STARLOAD_STARS             the spec each star was made for (JSON) and its fingerprint: a loader whose spec or
+--                            tables differ stops before it consumes anything (`starload migrate`).
 -- Run it as a role that may create tables; every statement is idempotent.
-
 CREATE SEQUENCE IF NOT EXISTS "DIM_CUSTOMER_SEQ" START 1;
+
+CREATE SEQUENCE IF NOT EXISTS "DIM_PRODUCT_SEQ" START 1;
 
 CREATE TABLE IF NOT EXISTS "DIM_CUSTOMER" (
     "CUSTOMER_KEY" BIGINT DEFAULT nextval('"DIM_CUSTOMER_SEQ"') NOT NULL,
@@ -27,8 +30,6 @@ CREATE TABLE IF NOT EXISTS "DIM_CUSTOMER" (
     PRIMARY KEY ("CUSTOMER_KEY"),
     UNIQUE ("CUSTOMER_ID")
 );
-
-CREATE SEQUENCE IF NOT EXISTS "DIM_PRODUCT_SEQ" START 1;
 
 CREATE TABLE IF NOT EXISTS "DIM_PRODUCT" (
     "PRODUCT_KEY" BIGINT DEFAULT nextval('"DIM_PRODUCT_SEQ"') NOT NULL,
@@ -99,3 +100,12 @@ CREATE TABLE IF NOT EXISTS "STARLOAD_REJECTS" (
 );
 
 CREATE TABLE IF NOT EXISTS "STARLOAD_LOCK" AS SELECT CAST('' AS VARCHAR) AS LOCKED_BY, CAST(NULL AS TIMESTAMPTZ) AS LOCKED_AT;
+
+CREATE TABLE IF NOT EXISTS "STARLOAD_STARS" (
+    "STAR" VARCHAR NOT NULL,
+    "FINGERPRINT" VARCHAR NOT NULL,
+    "SPEC" VARCHAR NOT NULL,
+    "STARLOAD_VERSION" VARCHAR,
+    "RECORDED_AT" TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY ("STAR")
+);

@@ -13,8 +13,9 @@
 --                            where a loader resumes.
 -- STARLOAD_REJECTS           every message that could not be loaded: coordinates, raw bytes and the reasons.
 -- STARLOAD_LOCK              one row, updated first by every write transaction: loaders sharing the star take turns.
+-- STARLOAD_STARS             the spec each star was made for (JSON) and its fingerprint: a loader whose spec or
+--                            tables differ stops before it consumes anything (`starload migrate`).
 -- Run it as a role that may create tables in E_COMMERCE.SALES (or your database.schema); every statement is idempotent.
-
 CREATE TABLE IF NOT EXISTS "DIM_CUSTOMER" (
     "CUSTOMER_KEY" NUMBER(38, 0) IDENTITY(1, 1) NOT NULL,
     "CUSTOMER_ID" VARCHAR(64) NOT NULL,
@@ -95,3 +96,12 @@ CREATE TABLE IF NOT EXISTS "STARLOAD_REJECTS" (
 );
 
 CREATE TABLE IF NOT EXISTS "STARLOAD_LOCK" AS SELECT CAST('' AS VARCHAR) AS LOCKED_BY, CAST(NULL AS TIMESTAMP_TZ) AS LOCKED_AT;
+
+CREATE TABLE IF NOT EXISTS "STARLOAD_STARS" (
+    "STAR" VARCHAR NOT NULL,
+    "FINGERPRINT" VARCHAR NOT NULL,
+    "SPEC" VARCHAR NOT NULL,
+    "STARLOAD_VERSION" VARCHAR,
+    "RECORDED_AT" TIMESTAMP_TZ NOT NULL,
+    PRIMARY KEY ("STAR")
+);

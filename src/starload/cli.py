@@ -1,4 +1,4 @@
-"""The ``starload`` command: produce, load, offsets, ddl, spec, broker, plugins.
+"""The ``starload`` command: produce, load, offsets, ddl, migrate, spec, broker, plugins.
 
 Exit codes: 0 a normal stop; 2 a usage, configuration or environment mistake (or a
 sink error); 3 offsets stored in the sink that do not belong to the topic as it is now.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -18,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -29,7 +31,8 @@ from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
 from starload.deadletter import VERSION
 from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
-from starload.exceptions import StarloadError, StoredOffsetsError
+from starload.drift import fingerprint
+from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
@@ -107,22 +110,84 @@ def _check_options(function: Callable[..., Any], options: Mapping[str, Any], wha
 
 
 def resolve_schema(name: str) -> StarSchema:
-    """A registered generator's schema by name, or ``package.module:ATTRIBUTE``."""
-    if ":" in name:
-        module, _, attribute = name.partition(":")
-        schema = getattr(importlib.import_module(module), attribute)
-        if not isinstance(schema, StarSchema):
-            msg = f"{name} is a {type(schema).__name__}, not a StarSchema"
-            raise StarloadError(msg)
-        return schema
-    return plugins.get_generator(name).schema
+    """A registered generator's star by name, or ``module:ATTRIBUTE`` / ``path/to/file.py:ATTRIBUTE``.
+
+    A module is found in the working directory first, then among the installed
+    packages (as ``python -m`` finds it); a file path is relative to the working
+    directory. Every mistake is a one-line :class:`StarloadError`.
+    """
+    if ":" not in name:
+        return plugins.get_generator(name).schema
+    where, _, attribute = name.rpartition(":")
+    namespace = _star_module(where)
+    if not attribute or not hasattr(namespace, attribute):
+        stars = sorted(k for k, v in vars(namespace).items() if isinstance(v, StarSchema))
+        msg = f"--schema {name}: {where} has no attribute {attribute!r} (its StarSchema attributes: {', '.join(stars) or 'none'})"
+        raise StarloadError(msg)
+    schema = getattr(namespace, attribute)
+    if not isinstance(schema, StarSchema):
+        msg = f"--schema {name}: not a StarSchema but {type(schema).__name__} {schema!r:.60}"
+        raise StarloadError(msg)
+    return schema
 
 
-def spec_of(args: argparse.Namespace) -> StarSchema:
-    """The star of ``--spec FILE``, else of ``--schema``."""
+def _star_module(where: str) -> Any:
+    """The module ``where`` names: a file path (ends in ``.py`` or holds a slash) or a module name."""
+    by_path = where.endswith(".py") or "/" in where or os.sep in where
+    try:
+        if by_path:
+            path = os.path.abspath(where)
+            if not os.path.isfile(path):
+                msg = f"--schema {where}:…: no such file (relative to the working directory {os.getcwd()})"
+                raise StarloadError(msg)
+            loader_spec = importlib.util.spec_from_file_location(f"_starload_star_{abs(hash(path))}", path)
+            assert loader_spec is not None and loader_spec.loader is not None
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+            return module
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(where)
+    except StarloadError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name == where or where.startswith(f"{exc.name}."):
+            msg = f"--schema {where}:…: no module {where!r} in the working directory {os.getcwd()} or the installed packages"
+            raise StarloadError(msg) from None
+        msg = f"--schema {where}:…: importing it failed: {exc}"
+        raise StarloadError(msg) from None
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises is reported in one line
+        frames = traceback.extract_tb(exc.__traceback__)
+        at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        msg = f"--schema {where}:…: importing it failed{at}: {type(exc).__name__}: {detail}"
+        raise StarloadError(msg) from None
+
+
+def spec_of(args: argparse.Namespace, topic: str | None = None) -> StarSchema:
+    """The star of ``--spec FILE``, else of ``--schema``, else of the generator named like ``topic`` (the demo's own topic).
+
+    Any other topic has no default star: the error says what to give.
+    """
     if args.spec:
         return StarSchema.from_file(args.spec)
-    return resolve_schema(args.schema)
+    if args.schema:
+        return resolve_schema(args.schema)
+    generators = plugins.generators()
+    if topic in generators:
+        return generators[topic].schema
+    msg = (
+        f"which star {'does topic ' + repr(topic) + ' load into' if topic else 'is it'}? Give --spec FILE (a star declared "
+        f"in YAML or TOML), --schema NAME (the star of a generator: {', '.join(sorted(generators))}) or --schema "
+        "module:ATTRIBUTE (a StarSchema in Python)"
+    )
+    raise StarloadError(msg)
+
+
+def table_console() -> Console:
+    """A console for tables: the terminal's width, or unbounded when the output is not a terminal (no cut names)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=10_000)
 
 
 def load_summary(stats: LoadStats, rejects_to: str) -> str:
@@ -213,7 +278,7 @@ def create_sink(args: argparse.Namespace) -> Any:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    schema = spec_of(args)
+    schema = spec_of(args, args.topic)
     sink = create_sink(args)
     with sink, Progress(describe_load, live=args.log_format == "text") as progress:
         loader = StarLoader(
@@ -268,11 +333,11 @@ def _stop_on_signals(loader: StarLoader) -> None:
 
 def cmd_offsets(args: argparse.Namespace) -> int:
     """``offsets show`` and ``offsets reset``: the stored offsets next to the topic as it is now, and moving them."""
-    schema = spec_of(args)
+    schema = spec_of(args, args.topic)
     sink = create_sink(args)
     config = consumer_config(args.bootstrap_servers, args.group, _key_values(args.X, "-X"))
     with sink:
-        sink.prepare(schema)
+        sink.verify(schema)
         now = TopicNow.look_up(config, args.topic, args.startup_timeout)
         rows = StoredOffset.survey(sink, args.group, args.topic, now)
         where = f"topic {args.topic!r} on {args.bootstrap_servers}, group {args.group!r}"
@@ -295,6 +360,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         if not args.execute:
             print("dry run: nothing changed; add --execute to store these offsets")
             return 0
+        sink.prepare(schema)
         sink.reset_offsets(args.group, args.topic, targets, now.topic_id)
         print(f"stored the new offsets of {len(targets)} partitions in one transaction")
     return 0
@@ -307,20 +373,43 @@ def _print_offsets(rows: list[StoredOffset], now: TopicNow, targets: Mapping[int
         low, high = r.marks if r.marks is not None else ("", "")
         last = str(targets[r.partition]) if targets else r.stored_topic_id or ""
         table.add_row(str(r.partition), "" if r.stored is None else str(r.stored), str(low), str(high), r.status(now.topic_id), last)
-    Console().print(table)
+    table_console().print(table)
 
 
 def cmd_ddl(args: argparse.Namespace) -> int:
-    schema = spec_of(args)
+    schema = spec_of(args, "orders")
     sink = create_sink(args)
     print(";\n\n".join(sink.ddl(schema)) + ";")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``migrate``: the additive differences between the warehouse's star and the spec, as DDL; run with ``--execute``."""
+    schema = spec_of(args)
+    with create_sink(args) as sink:
+        diffs, statements = sink.migration(schema)
+        if not diffs:
+            print(f"{sink.location()} holds star {schema.name!r} as the spec says: nothing to migrate")
+            return 0
+        if any(d.change is None for d in diffs):
+            raise SpecDriftError(schema.name, sink.location(), diffs)
+        for d in diffs:
+            print(f"  {d}")
+        print(";\n".join(statements) + ";" if statements else "(no DDL: only the recorded spec changes)")
+        at_once = getattr(getattr(sink, "dialect", None), "transactional_ddl", True)
+        how = "in one transaction" if at_once else "one by one (each DDL statement commits; each is idempotent: run again if interrupted)"
+        if not args.execute:
+            print(f"dry run: nothing changed; add --execute to run these {len(statements)} statements {how} and record the spec")
+            return 0
+        sink.migrate(schema)
+    print(f"migrated star {schema.name!r}: ran {len(statements)} statements {how} and recorded the spec ({fingerprint(schema)})")
     return 0
 
 
 def cmd_spec_check(args: argparse.Namespace) -> int:
     """``spec check FILE``: validate a spec file and show the tables and columns it declares."""
     schema = StarSchema.from_file(args.file)
-    console = Console()
+    console = table_console()
     for table, rows in spec_tables(schema):
         listing = Table("column", "type", "null", "from the message", title=table, title_justify="left")
         for row in rows:
@@ -394,7 +483,7 @@ def cmd_plugins(_args: argparse.Namespace) -> int:
     table = Table("kind", "name", "plugin", "distribution", "description")
     for r in plugins.registrations():
         table.add_row(r.kind, r.name, r.plugin, f"{r.distribution} {r.version}", r.description)
-    Console().print(table)
+    table_console().print(table)
     return 0
 
 
@@ -436,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sink-option", action="append", default=[], metavar="KEY=VALUE", help="an option passed to the sink, as the string given (repeatable)")
         star = p.add_mutually_exclusive_group()
         star.add_argument("--spec", default=None, metavar="FILE", help="the star, declared in a YAML or TOML file (see `starload spec check`)")
-        star.add_argument("--schema", default="orders", help="instead of --spec: a generator name whose star to use, or module:ATTRIBUTE")
+        star.add_argument(
+            "--schema", default=None,
+            help="instead of --spec: a generator's star by name, module:ATTRIBUTE or path/to/file.py:ATTRIBUTE "
+            "(default: the generator named like --topic, for the demo's own topic; any other topic needs one of the two)",
+        )
 
     p = command("produce", "produce generated events and exit")
     kafka_args(p)
@@ -500,6 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ddl", "print the DDL the sink would run")
     sink_args(p)
     p.set_defaults(func=cmd_ddl)
+
+    p = command("migrate", "apply additive changes of the spec to the warehouse's star (a dry run without --execute)")
+    sink_args(p)
+    p.add_argument("--execute", action="store_true", help="run the DDL and record the spec (without it, only show them)")
+    p.set_defaults(func=cmd_migrate)
 
     p = command("spec", "check a spec file, or print the JSON Schema of the format")
     actions = p.add_subparsers(dest="action", required=True)

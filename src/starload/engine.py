@@ -79,10 +79,15 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 125_000
 #: Seconds without progress after which :meth:`StarLoader.health` reports the loader unhealthy.
 DEFAULT_HEALTH_TIMEOUT = 120.0
-#: The reject guard: a batch of at least GUARDED_BATCH messages of which more than this
-#: share are rejects stops the loader (see StarLoader).
+#: The reject guard (see StarLoader): more than this share of rejects among the last
+#: GUARD_WINDOW messages or more stops the loader.
 DEFAULT_MAX_REJECT_RATIO = 0.9
-GUARDED_BATCH = 100
+#: Messages the reject guard judges at least (fewer only when the topic holds fewer). At
+#: 100, a loader with the wrong spec or topic (every message rejected) is told from bad
+#: data with a wide margin: with one bad message in ten, 91 or more rejects among 100
+#: happen with a probability below 1e-80; and a new star waits for no more than 100
+#: messages before its first write.
+GUARD_WINDOW = 100
 
 
 @attrs.define
@@ -239,11 +244,17 @@ class StarLoader:
     ...                     bootstrap_servers="127.0.0.1:9092", topic="orders", group="starload")
     >>> stats = loader.run(until_idle=5)                                # doctest: +SKIP
 
-    The reject guard: a batch of at least 100 messages of which more than
-    ``max_reject_ratio`` (default 0.9; 1 turns it off) are rejects stops the loader
-    with :class:`~starload.exceptions.RejectGuardError` before the batch is written or
-    dead-lettered, its offsets unchanged: that is a loader reading the wrong topic or
-    with the wrong schema, not bad data.
+    The reject guard: when more than ``max_reject_ratio`` (default 0.9; 1 turns it
+    off) of the last :data:`GUARD_WINDOW` (100) messages or more are rejects, counted
+    across batches, the loader stops with :class:`~starload.exceptions.RejectGuardError`
+    before the batch that crossed the line is written or dead-lettered, its offsets
+    unchanged: that is a loader reading the wrong topic or with the wrong spec, not bad
+    data. Fewer messages are judged only on a new star (no offsets stored for the group
+    and topic): its first batch gathers 100 messages, whatever ``batch_rows`` and
+    ``batch_seconds``, or all there are when the loader catches up with the topic first,
+    and is judged whatever its size. The sink is prepared (the star's tables made) just
+    before the first write, so a loader stopped by the guard there leaves the
+    warehouse as it found it.
 
     ``loader.metrics`` holds its Prometheus metrics and :meth:`health` says whether it
     makes progress (``health_timeout`` is the bound); :class:`~starload.metrics.MetricsServer`
@@ -322,6 +333,14 @@ class StarLoader:
         #: loader wrote (None: none stored). Read and advanced by the writer thread; reset
         #: by the main thread only when no write is in flight.
         self._expected: dict[int, int | None] = {}
+        #: Whether the sink has been prepared (the writer does it before the first write).
+        self._prepared = False
+        #: (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW messages.
+        self._recent: deque[tuple[int, int]] = deque()
+        #: Whether no offset is stored for any assigned partition (a new star for this
+        #: group and topic) and nothing has been written since: the first batch is then
+        #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
+        self._new_star = False
         self._mappers: queue.SimpleQueue[Mapper] = queue.SimpleQueue()
         self._map_threads: ThreadPoolExecutor
         self._write_thread: ThreadPoolExecutor
@@ -344,7 +363,7 @@ class StarLoader:
         exist, within ``startup_timeout`` seconds (after preparing the sink); no topic
         is created then.
         """
-        self.sink.prepare(self.schema)  # first: a sink's configuration mistakes need no broker to show
+        self.sink.verify(self.schema)  # first: a sink's mistakes and a drifted star need no broker to show
         self._await_topic()
         self._admin = AdminClient(connection_settings(self.config))
         if self._dead_letters is not None:
@@ -374,8 +393,13 @@ class StarLoader:
                     raise StartupError(msg)
                 if idle and not self._pending and not self._batch.count:
                     break
-                full = self._batch.count >= self.batch_rows
-                if full or (self._batch.count and (idle or now - self._batch.opened >= self.batch_seconds)):
+                full = self._batch.count >= self._batch_limit()
+                if self._judging_first():
+                    # A new star: the guard judges the first batch alone, so it gathers all it can see, up to enough to judge.
+                    ripe = idle or not fetched or self._stop.is_set()
+                else:
+                    ripe = idle or now - self._batch.opened >= self.batch_seconds
+                if full or (self._batch.count and ripe):
                     if len(self._pending) < self.PIPELINE_DEPTH:
                         self._submit()
                     elif full and not self._paused:
@@ -422,6 +446,14 @@ class StarLoader:
     #: Batches in flight: being mapped, or mapped and waiting for (or in) the writer.
     PIPELINE_DEPTH = MAPPERS + 1
 
+    def _batch_limit(self) -> int:
+        """Messages the batch being gathered holds at most: ``batch_rows``, or GUARD_WINDOW if more, for a new star's first."""
+        return max(self.batch_rows, GUARD_WINDOW) if self._judging_first() else self.batch_rows
+
+    def _judging_first(self) -> bool:
+        """Whether the batch being gathered is the first of a new star (see :attr:`_new_star`)."""
+        return self._new_star and not self._pending and self.stats.batches == 0
+
     def _fetch(self, consumer: Consumer) -> bool:
         """Fetch what the batch has room for (up to 10,000 messages) into it; False when nothing came.
 
@@ -429,7 +461,7 @@ class StarLoader:
         trigger about one collection per 700, each walking them for nothing, as they
         are all freed (by reference counting) once the batch holds their values.
         """
-        room = max(1, min(self.batch_rows - self._batch.count, 10_000))
+        room = max(1, min(self._batch_limit() - self._batch.count, 10_000))
         with _collection_paused():
             messages = consumer.consume(num_messages=room, timeout=0.1)
             try:
@@ -442,7 +474,7 @@ class StarLoader:
         """Hand the gathered batch to the pipeline (map, then write) and start gathering the next."""
         assert self._consumer is not None
         staged = self._map_threads.submit(self._stage, self._batch)
-        self._pending.append(self._write_thread.submit(self._write, staged))
+        self._pending.append(self._write_thread.submit(self._write, staged, alone=self._judging_first()))
         if self._work_since is None:
             self._work_since = time.monotonic()
         self._batch = _Batch()
@@ -492,10 +524,12 @@ class StarLoader:
             return mapper.stage(gathered.raw(), topic=self.topic, group=self.group), gathered.headers
         finally:
             self._mappers.put(mapper)
-            self.metrics.map_seconds.observe(time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self.metrics.map_seconds.observe(seconds)
             self.metrics.batch_rows.observe(gathered.count)
+            log.debug("mapped a batch of %d messages in %.3f s", gathered.count, seconds)
 
-    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
+    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]], *, alone: bool) -> tuple[WriteResult, int, dict[int, int]]:
         """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
 
         The whole batch is retried: a failed write committed nothing. While the writer
@@ -507,17 +541,20 @@ class StarLoader:
             msg = "not written: an earlier batch failed"
             raise SinkError(msg)
         try:
-            return self._write_in_order(staged)
+            return self._write_in_order(staged, alone=alone)
         except BaseException:
             self._write_failed.set()
             raise
 
-    def _write_in_order(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]]) -> tuple[WriteResult, int, dict[int, int]]:
+    def _write_in_order(
+        self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]], *, alone: bool
+    ) -> tuple[WriteResult, int, dict[int, int]]:
         mapped, headers = staged.result()
-        self._guard_rejects(mapped)
+        self._guard_rejects(mapped, alone=alone)
         mapped = mapped.fenced(self._expected, self._topic_id)
         for attempt in itertools.count():
             try:
+                self._prepare_sink()
                 # Grain values loaded earlier with other content become rejects too.
                 batch = mapped.with_conflicts(self.sink.find_conflicts(mapped))
                 if self._dead_letters is not None and batch.rejects.num_rows:
@@ -526,7 +563,13 @@ class StarLoader:
                 result = self.sink.write(batch)
                 self.stats.last_commit = time.monotonic()
                 self._expected.update(batch.next_offsets)
+                self._new_star = False
+                self._remember(batch.consumed, batch.rejects.num_rows)
                 self.metrics.write_seconds.observe(self.stats.last_commit - started)
+                log.debug(
+                    "wrote a batch of %d messages in %.3f s (%d statements)",
+                    batch.consumed, self.stats.last_commit - started, result.statements,
+                )  # fmt: skip
                 self.metrics.committed(
                     batch.consumed, result.facts_inserted, result.duplicates, result.conflicts,
                     batch.rejects.column("REASON").to_pylist(),
@@ -540,20 +583,48 @@ class StarLoader:
                     raise
         return result, batch.consumed, dict(batch.next_offsets)
 
-    def _guard_rejects(self, batch: StagedBatch) -> None:
-        """Stop before writing or dead-lettering a batch of at least GUARDED_BATCH messages that is nearly all rejects."""
-        rejects, consumed = batch.rejects.num_rows, batch.consumed
-        if consumed < GUARDED_BATCH or self.max_reject_ratio >= 1 or rejects <= self.max_reject_ratio * consumed:
+    def _guard_rejects(self, batch: StagedBatch, *, alone: bool) -> None:
+        """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages are nearly all rejects.
+
+        The window is this batch and as many batches written before it as it takes to
+        cover GUARD_WINDOW messages; ``alone`` (a new star's first batch): this batch
+        only, judged whatever its size.
+        """
+        if self.max_reject_ratio >= 1 or not batch.rejects.num_rows:
+            return  # a batch without rejects is never refused, whatever came before it
+        consumed, rejects, batches = batch.consumed, batch.rejects.num_rows, 1
+        for earlier in reversed(self._recent if not alone else ()):
+            if consumed >= GUARD_WINDOW:
+                break
+            consumed, rejects, batches = consumed + earlier[0], rejects + earlier[1], batches + 1
+        if (consumed < GUARD_WINDOW and not alone) or rejects <= self.max_reject_ratio * consumed:
             return
         reason, times = Counter(batch.rejects.column("REASON").to_pylist()).most_common(1)[0]
+        judged = "of a batch" if batches == 1 else f"of the last {batches} batches"
+        created = "" if self._prepared else ", and nothing was created in the warehouse"
         msg = (
-            f"{rejects:,} of the {consumed:,} messages of a batch from {self.topic!r} are rejects "
+            f"{rejects:,} of the {consumed:,} messages {judged} from {self.topic!r} are rejects "
             f"({rejects / consumed:.0%}, over --max-reject-ratio {self.max_reject_ratio:g}); most common reason "
-            f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --schema?) rather than "
-            "bad data: nothing of the batch was written or dead-lettered and the offsets are unchanged. Fix the "
-            "configuration, or raise --max-reject-ratio (1 turns the guard off)"
+            f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --spec?) rather than "
+            f"bad data: nothing of the last batch was written or dead-lettered, its offsets are unchanged{created}. "
+            "Fix the configuration, or raise --max-reject-ratio (1 turns the guard off)"
         )
         raise RejectGuardError(msg)
+
+    def _prepare_sink(self) -> None:
+        """Prepare the sink (make the star's tables) once, just before it is first written to.
+
+        Only then: a loader stopped before (the reject guard, a missing topic) creates nothing.
+        """
+        if not self._prepared:
+            self.sink.prepare(self.schema)
+            self._prepared = True
+
+    def _remember(self, consumed: int, rejects: int) -> None:
+        """Keep a written batch's counts for the guard, and only as many batches as cover GUARD_WINDOW messages."""
+        self._recent.append((consumed, rejects))
+        while len(self._recent) > 1 and sum(c for c, _ in self._recent) - self._recent[0][0] >= GUARD_WINDOW:
+            self._recent.popleft()
 
     def _finish_oldest(self, *, resume: bool = True) -> None:
         """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).
@@ -618,6 +689,7 @@ class StarLoader:
         consumer.resume(positions)
         self._paused = False
         self._expected = {tp.partition: stored.get(tp.partition) for tp in partitions}
+        self._new_star = bool(partitions) and not stored and self.stats.batches == 0
         return positions
 
     def _out_of_range(self, consumer: Consumer, event: _OutOfRange) -> None:
@@ -650,6 +722,7 @@ class StarLoader:
         if marks is None:
             marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
         targets = reset_targets(marks, self.on_offset_mismatch)
+        self._prepare_sink()
         self.sink.reset_offsets(self.group, self.topic, targets, self._topic_id)
         log.warning("%s; reset the stored offsets to %s (--on-offset-mismatch %s)", problem, targets, self.on_offset_mismatch)
 

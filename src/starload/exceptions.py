@@ -62,6 +62,19 @@ class OffsetsMovedError(SinkError):
     """
 
 
+class SpecDriftError(TerminalSinkError):
+    """The warehouse holds the star otherwise than the spec says; nothing was consumed or written.
+
+    ``differences``: one :class:`~starload.drift.Difference` each (see :mod:`starload.drift`).
+    """
+
+    def __init__(self, star: str, sink: str, differences: list) -> None:
+        from starload.drift import drift_message
+
+        self.star, self.differences = star, list(differences)
+        super().__init__(drift_message(star, sink, self.differences))
+
+
 class RejectGuardError(StarloadError):
     """A batch was (nearly) all rejects: a misconfigured loader, not bad data. Nothing of it was written."""
 

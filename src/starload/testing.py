@@ -50,11 +50,12 @@ import yaml
 
 from starload.broker import LocalBroker, free_port, stop_process
 from starload.engine import LoadStats, StarLoader
-from starload.exceptions import OffsetsMovedError, SinkError
+from starload.drift import fingerprint
+from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.kafka import ensure_topic
 from starload.mapping import Mapper, raw_batch
-from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, Sink, StagedBatch, WriteResult
+from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, Sink, StagedBatch, WriteResult
 from starload.sinks.duckdb import DuckDBSink
 from starload.spec import Check, Decimal, Dimension, Fact, Field, Integer, Measure, StarSchema, String, Timestamp
 
@@ -286,6 +287,14 @@ def every_type_sample(n: int, device_id: str, **more: Any) -> dict[str, Any]:
 
 
 # ---- the shared sink behaviour suite --------------------------------------------------------
+
+
+def changed_fact_column(schema: StarSchema, column: str, **changes: Any) -> StarSchema:
+    """``schema`` with the fact column ``column`` changed as the spec file would say it (``type="integer"``)."""
+    data = schema.to_dict()
+    [field] = [f for f in data["fact"]["columns"] if f["column"] == column]
+    field.update(changes)
+    return StarSchema.from_dict(data)
 
 
 class SinkBehaviour:
@@ -755,6 +764,36 @@ class SinkBehaviour:
             stager.close()
             sink.close()
 
+
+    def test_the_star_is_recorded_and_a_changed_spec_or_table_is_refused(self, make_sink: Callable[[], Sink]) -> None:
+        """``prepare`` records the spec; ``verify`` (creating nothing) and ``prepare`` refuse a spec or a table that differs."""
+        sink = make_sink()
+        try:
+            sink.verify(ORDERS_SCHEMA)  # an empty warehouse holds nothing that could differ
+            found = sink.inspect(ORDERS_SCHEMA)
+            assert found is not None and (found.recorded, dict(found.tables)) == (None, {}), "verify created something"
+            sink.prepare(ORDERS_SCHEMA)
+            [(star, digest, spec)] = self.rows(sink, f'SELECT "STAR", "FINGERPRINT", "SPEC" FROM "{STARS_TABLE}"')
+            assert (star, digest) == ("orders", fingerprint(ORDERS_SCHEMA))
+            assert StarSchema.from_dict(orjson.loads(spec)) == ORDERS_SCHEMA
+            changed = changed_fact_column(ORDERS_SCHEMA, "SHIPPING_REGION", type="integer", source="ship.region")
+            for call in (sink.verify, sink.prepare):
+                with pytest.raises(SpecDriftError) as caught:
+                    call(changed)
+                lines = str(caught.value).splitlines()
+                assert any(
+                    line.startswith("  FACT_ORDERS.SHIPPING_REGION: ") and " in the warehouse, " in line and line.endswith("in the spec (cannot be migrated)")
+                    for line in lines
+                ), lines
+                assert "  FACT_ORDERS.SHIPPING_REGION: source 'shipping_region' in the recorded spec, 'ship.region' in this one (cannot be migrated)" in lines
+            assert self.rows(sink, f'SELECT "FINGERPRINT" FROM "{STARS_TABLE}"') == [(digest,)]
+            sink.verify(ORDERS_SCHEMA)
+            sink.prepare(ORDERS_SCHEMA)  # the recorded star passes, again and again
+            self.query(sink, 'ALTER TABLE "DIM_CUSTOMER" ADD COLUMN "EXTRA" VARCHAR(10)')
+            with pytest.raises(SpecDriftError, match=r"\n  DIM_CUSTOMER\.EXTRA: \S+ in the warehouse, not in the spec"):
+                sink.verify(ORDERS_SCHEMA)
+        finally:
+            sink.close()
 
     def test_a_file_declared_star_with_every_type(self, make_sink: Callable[[], Sink]) -> None:
         events = [

@@ -34,27 +34,45 @@ earlier life of the topic (deleted and re-created, another cluster) instead of
 skipping the new messages below them. :meth:`Sink.reset_offsets` is how an operator
 (``starload offsets reset``) or the loader's ``--on-offset-mismatch`` policy moves
 stored offsets anywhere, backwards too.
+
+**The recorded star.** :meth:`Sink.prepare` records the spec it made the star for
+(:data:`STARS_TABLE`). Before it consumes anything the engine calls
+:meth:`Sink.verify`, which changes nothing (it creates no file and no table) and
+raises :class:`~starload.exceptions.SpecDriftError` when the warehouse holds the star
+otherwise than the spec says (:mod:`starload.drift`); a sink gives it what it finds
+(:meth:`Sink.inspect`) and what its DDL would create (:meth:`Sink.expected_columns`).
+Until :meth:`Sink.prepare` has run, :meth:`Sink.stored_offsets` answers from what
+exists (nothing, on a new star): the engine prepares only just before the first write,
+so a loader that stops before it (the reject guard, a missing topic) leaves the
+warehouse as it found it.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 import attrs
 import pyarrow as pa
 
+from starload import drift
+from starload.drift import Difference, Tables, WarehouseStar
 from starload.exceptions import SinkError, TerminalSinkError
 from starload.spec import StarSchema
 
+log = logging.getLogger(__name__)
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
 #: One row; every write transaction updates it first, so that writers to one star take turns.
 LOCK_TABLE = "STARLOAD_LOCK"
 #: Columns of the table :meth:`Sink.find_conflicts` returns.
 CONFLICT_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET")
 REJECTS_TABLE = "STARLOAD_REJECTS"
+#: One row per star: STAR (its name), FINGERPRINT, SPEC (the spec file's structure as JSON),
+#: STARLOAD_VERSION and RECORDED_AT (see :mod:`starload.drift`).
+STARS_TABLE = "STARLOAD_STARS"
 
 
 #: The longest identifier a warehouse must accept (Snowflake: 255 characters).
@@ -209,7 +227,53 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, schema: StarSchema) -> None:
-        """Create (or verify) the star's tables, sequences, offsets and rejects tables; idempotent."""
+        """Create what is missing of the star (tables, sequences, offsets, rejects) and record its spec; idempotent.
+
+        Raises :class:`~starload.exceptions.SpecDriftError` as :meth:`verify` does when
+        what exists differs from ``schema`` (checked again once the tables are there:
+        another loader may have made them meanwhile).
+        """
+
+    def inspect(self, schema: StarSchema) -> WarehouseStar | None:
+        """What the warehouse holds of ``schema``'s star, changing nothing (see :class:`~starload.drift.WarehouseStar`).
+
+        The spec recorded under the star's name (None: none) and, for each of the
+        star's tables that exists, its columns with their types spelt as the sink's DDL
+        spells them. None (this default): the sink cannot tell, and the star is not checked.
+        """
+        return None
+
+    def expected_columns(self, schema: StarSchema) -> Tables:
+        """Per table of the star, the columns :meth:`prepare` creates (as :meth:`inspect` reports them)."""
+        return {}
+
+    def verify(self, schema: StarSchema) -> None:
+        """Check, changing nothing, that the warehouse holds ``schema``'s star as it says, or none of it.
+
+        Raises :class:`~starload.exceptions.SpecDriftError` with one line per difference.
+        A sink without :meth:`inspect` is prepared at once instead (as before the
+        check existed), with a warning that its tables are not checked.
+        """
+        found = self.inspect(schema)
+        if found is None:
+            log.warning("the %s sink does not implement Sink.inspect: its tables are not checked against the spec", type(self).__name__)
+            self.prepare(schema)
+            return
+        drift.check(schema, found, self.expected_columns(schema), sink=self.location())
+
+    def migration(self, schema: StarSchema) -> tuple[list[Difference], list[str]]:
+        """The differences from ``schema`` (:mod:`starload.drift`) and the statements :meth:`migrate` would run."""
+        msg = f"the {type(self).__name__} sink cannot migrate a star (it does not implement Sink.migration)"
+        raise SinkError(msg)
+
+    def migrate(self, schema: StarSchema) -> None:
+        """Apply the additive differences from ``schema`` and record it; raise SpecDriftError if any cannot be migrated."""
+        msg = f"the {type(self).__name__} sink cannot migrate a star (it does not implement Sink.migrate)"
+        raise SinkError(msg)
+
+    def location(self) -> str:
+        """Where the sink loads, for messages (``DuckDB file 'orders.duckdb'``); never a secret."""
+        return f"the {type(self).__name__} warehouse"
 
     @abc.abstractmethod
     def ddl(self, schema: StarSchema) -> list[str]:

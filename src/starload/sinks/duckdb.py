@@ -36,6 +36,7 @@ checkpoints, at most once per ``share_every`` seconds.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -49,6 +50,7 @@ import pyarrow as pa
 
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
+from starload.drift import Column, WarehouseStar
 from starload.sinks.base import SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import DUCKDB, SQLSink, batch_parts
 from starload.spec import StarSchema
@@ -59,6 +61,9 @@ except ImportError:  # Windows: no advisory locks; the one-loader check is left 
     fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: How DuckDB's catalogue names a type the sink's DDL spells otherwise.
+_DUCKDB_SPELLINGS = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
 _HELD = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
@@ -67,8 +72,9 @@ def read_only(path: str | Path, timeout: float = 30.0) -> Iterator[duckdb.DuckDB
     """A read-only connection to a DuckDB file a loader may be writing, for the length of a ``with`` block.
 
     Waits up to ``timeout`` seconds for the loader to let the file go between batches
-    (it does within ``share_every`` seconds, plus the batch in hand). Keep the block
-    short: while it is open, the loader waits.
+    (it does within ``share_every`` seconds, plus the batch in hand), and for the file
+    to exist (a loader makes it just before its first write). Keep the block short:
+    while it is open, the loader waits.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -76,7 +82,8 @@ def read_only(path: str | Path, timeout: float = 30.0) -> Iterator[duckdb.DuckDB
             connection = duckdb.connect(str(path), read_only=True)
             break
         except duckdb.IOException as exc:
-            if _HELD.search(str(exc)) is None or time.monotonic() >= deadline:
+            waits = _HELD.search(str(exc)) is not None or not os.path.exists(path)
+            if not waits or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
     try:
@@ -106,29 +113,46 @@ class _LoaderLock:
                 file, users = cls._held[name]
                 cls._held[name] = (file, users + 1)
                 return
-            try:
-                file = open(name, "a+")  # noqa: SIM115 - held open past this call, closed by release()
-            except OSError as exc:
-                msg = f"DuckDB sink {path!r}: cannot open {name}: {exc.strerror}"
-                raise TerminalSinkError(msg) from None
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                file.seek(0)
-                holder = file.read().strip() or "unknown"
-                file.close()
-                msg = (
-                    f"DuckDB file {path!r} is loaded by another process (PID {holder}, per {name}): one loader per "
-                    "file. Stop that loader, or give this one another --duckdb-path"
-                )
-                raise TerminalSinkError(msg) from None
+            folder = os.path.dirname(name)
+            if not os.path.isdir(folder):
+                msg = f"DuckDB sink {path!r}: the folder {folder} does not exist; create it, or give another --duckdb-path"
+                raise TerminalSinkError(msg)
+            while True:
+                try:
+                    file = open(name, "a+")  # noqa: SIM115 - held open past this call, closed by release()
+                except OSError as exc:
+                    msg = f"DuckDB sink {path!r}: cannot open {name}: {exc.strerror}"
+                    raise TerminalSinkError(msg) from None
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    file.seek(0)
+                    holder = file.read().strip() or "unknown"
+                    file.close()
+                    msg = (
+                        f"DuckDB file {path!r} is loaded by another process (PID {holder}, per {name}): one loader per "
+                        "file. Stop that loader, or give this one another --duckdb-path"
+                    )
+                    raise TerminalSinkError(msg) from None
+                if cls._still_named(file, name):
+                    break
+                file.close()  # its loader removed it after we opened it: take the new one
             file.truncate(0)
             file.write(f"{os.getpid()}\n")
             file.flush()
             cls._held[name] = (file, 1)
 
+    @staticmethod
+    def _still_named(file: IO[str], name: str) -> bool:
+        """Whether ``name`` is still the file locked (a loader that stops removes it while it holds the lock)."""
+        try:
+            return os.stat(name).st_ino == os.fstat(file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     @classmethod
     def release(cls, path: str) -> None:
+        """Let the file go; the last user removes it (still locked, so no other loader holds a removed file)."""
         name = cls._name(path)
         with cls._guard:
             if name is None or name not in cls._held:
@@ -136,8 +160,10 @@ class _LoaderLock:
             file, users = cls._held.pop(name)
             if users > 1:
                 cls._held[name] = (file, users - 1)
-            else:
-                file.close()
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            file.close()
 
 
 class DuckDBSink(SQLSink):
@@ -179,11 +205,39 @@ class DuckDBSink(SQLSink):
             return self._connection
 
     # -- every call holds the file, then lets it go now or soon ------------------------
+    def location(self) -> str:
+        return f"DuckDB file {self.path!r}"
+
+    def inspect(self, schema: StarSchema) -> WarehouseStar:
+        """What the file holds of the star; nothing, without creating the file, when there is none yet."""
+        self._claim()
+        if not self._exists():
+            self._bind(schema)
+            self._guarded(lambda: duckdb.connect(":memory:", config=self._config()).close())  # a bad setting shows now
+            return WarehouseStar(None, {})
+        return self._shared(super().inspect, schema)
+
     def prepare(self, schema: StarSchema) -> None:
+        self._claim()
+        self._shared(super().prepare, schema)
+
+    def migrate(self, schema: StarSchema) -> None:
+        self._claim()
+        self._shared(super().migrate, schema)
+
+    def _claim(self) -> None:
+        """Hold ``<path>.loader`` from the sink's first call until it is closed (one loader per file)."""
         if not self._claimed:
             _LoaderLock.claim(self.path)
             self._claimed = True
-        self._shared(super().prepare, schema)
+
+    def _exists(self) -> bool:
+        return self.path == ":memory:" or self._connection is not None or os.path.exists(self.path)
+
+    def _stored(self, group: str, topic: str) -> dict[int, tuple[int, str | None]]:
+        if not self._exists():
+            return {}
+        return super()._stored(group, topic)
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
         return self._shared(super().stored_offsets, group, topic)
@@ -239,6 +293,9 @@ class DuckDBSink(SQLSink):
             self._release = None
 
     # -- the connection ------------------------------------------------------------
+    def _config(self) -> dict[str, str]:
+        return {"memory_limit": self.memory_limit, "checkpoint_threshold": self.checkpoint_threshold}
+
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -247,7 +304,7 @@ class DuckDBSink(SQLSink):
     def _connect(self) -> None:
         if self._connection is not None:
             return
-        config = {"memory_limit": self.memory_limit, "checkpoint_threshold": self.checkpoint_threshold}
+        config = self._config()
         deadline = time.monotonic() + self.open_timeout
         while True:
             try:
@@ -265,6 +322,9 @@ class DuckDBSink(SQLSink):
                     raise TransientSinkError(msg) from None
                 time.sleep(0.05)
         self._opened_at = time.monotonic()
+        waited = self._opened_at - (deadline - self.open_timeout)
+        if waited >= 0.05:
+            log.debug("DuckDB sink %r: waited %.3f s for readers to close the file", self.path, waited)
         self._connection.execute("SET TimeZone = 'UTC'")
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -272,6 +332,20 @@ class DuckDBSink(SQLSink):
 
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
         return int(rows[0][0]) if rows else 0
+
+    def _columns(self, tables: Sequence[str]) -> dict[str, dict[str, Column]]:
+        listed = ", ".join("?" * len(tables))
+        rows = self._run(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            f"WHERE table_catalog = current_database() AND table_schema = current_schema() AND table_name IN ({listed}) "
+            "ORDER BY table_name, ordinal_position",
+            list(tables),
+        )
+        found: dict[str, dict[str, Column]] = {}
+        for table, column, data_type, nullable in rows:
+            spelt = _DUCKDB_SPELLINGS.get(data_type, data_type)
+            found.setdefault(table, {})[column] = Column(spelt, nullable == "YES")
+        return found
 
     def _stage_batch(self, batch: StagedBatch) -> dict[str, str]:
         """Register each part as a view of its Arrow table (no copy)."""

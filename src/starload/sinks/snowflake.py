@@ -70,10 +70,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from starload.drift import Column
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.mapping import Mapper, quote, raw_batch
-from starload.sinks.base import SinkType, StagedBatch, WriteResult, seconds_option
+from starload.sinks.base import SinkType, StagedBatch, seconds_option
 from starload.sinks.sql import Dialect, SQLSink, batch_parts
 from starload.spec import StarSchema
 
@@ -88,6 +89,7 @@ SNOWFLAKE = Dialect(
     sized_strings=True,
     key_default=lambda _seq: "IDENTITY(1, 1)",
     uses_sequence=False,
+    transactional_ddl=False,
     placeholder="?",
     greatest="GREATEST_IGNORE_NULLS",
 )
@@ -162,6 +164,19 @@ def _arrow_type_name(data_type: pa.DataType) -> str:
         return "VARCHAR"
     msg = f"no Snowflake type for staged Arrow type {data_type}"
     raise SinkError(msg)
+
+
+#: The length of a VARCHAR declared without one (Snowflake: "String & binary data types").
+MAX_VARCHAR = 16_777_216
+
+
+def _spelling(data_type: str, length: int | None, precision: int | None, scale: int | None) -> str:
+    """A column type as INFORMATION_SCHEMA.COLUMNS gives it, spelt as the sink's DDL spells it."""
+    if data_type == "TEXT":
+        return "VARCHAR" if length in (None, MAX_VARCHAR) else f"VARCHAR({length})"
+    if data_type == "NUMBER":
+        return f"NUMBER({precision}, {scale})"
+    return str(data_type)
 
 
 class LockWaitError(TransientSinkError):
@@ -331,7 +346,6 @@ class SnowflakeSink(SQLSink):
         self._connection = snowflake.connector.connect(**arguments)
         if self._files is None:
             self._files = Path(tempfile.mkdtemp(prefix="starload-snowflake-"))
-        self._execute(f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = ({PARQUET_FORMAT})")
 
     def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
@@ -357,6 +371,26 @@ class SnowflakeSink(SQLSink):
 
     def _rowcount(self, rows: list[tuple[Any, ...]]) -> int:
         return int(self._last_rowcount)
+
+    def location(self) -> str:
+        arguments = self.connection_arguments()
+        if self.connection_name and not {"database", "schema"} & arguments.keys():
+            return f"Snowflake connection {self.connection_name!r}"
+        return f"Snowflake schema {arguments.get('database', '?')}.{arguments.get('schema', '?')}"
+
+    def _columns(self, tables: Sequence[str]) -> dict[str, dict[str, Column]]:
+        """From INFORMATION_SCHEMA.COLUMNS ("COLUMNS view"): TEXT is VARCHAR, unsized at its maximum length."""
+        listed = ", ".join("?" * len(tables))
+        rows = self._run(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, "
+            "IS_NULLABLE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = CURRENT_SCHEMA() "
+            f"AND TABLE_NAME IN ({listed}) ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            list(tables),
+        )
+        found: dict[str, dict[str, Column]] = {}
+        for table, column, data_type, length, precision, scale, nullable in rows:
+            found.setdefault(table, {})[column] = Column(_spelling(data_type, length, precision, scale), nullable == "YES")
+        return found
 
     def _stage_batch(self, batch: StagedBatch) -> dict[str, str]:
         """Stage ``batch`` unless the staging table holds it already.
@@ -397,8 +431,9 @@ class SnowflakeSink(SQLSink):
             self._layout, self._staged_batches = layout, 0
 
     def prepare(self, schema: StarSchema) -> None:
-        """The SQL sink's prepare, then the staging table, so that the first batch does not wait for it."""
+        """The SQL sink's prepare, then the stage and the staging table, so that the first batch does not wait for them."""
         super().prepare(schema)
+        self._guarded(self._execute, f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = ({PARQUET_FORMAT})")
         mapper = Mapper(schema)
         try:
             empty = mapper.stage(raw_batch([]), topic="", group="")
@@ -436,9 +471,10 @@ class SnowflakeSink(SQLSink):
     def _transaction(self, action: str) -> None:
         self._execute(f"BEGIN NAME {TRANSACTION_NAME}" if action == "begin" else action.upper())
 
-    def write(self, batch: StagedBatch) -> WriteResult:
+    def _locked(self, apply: Callable[[], object], batch: StagedBatch | None = None) -> None:
+        """The SQL sink's locked transaction; a lock wait first aborts the transaction that held it, if it is stale."""
         try:
-            return super().write(batch)
+            super()._locked(apply, batch)
         except LockWaitError as exc:
             if exc.transaction is not None:
                 self._abort_if_stale(exc.transaction)

@@ -28,9 +28,11 @@ a dimension held two.
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -38,13 +40,17 @@ from typing import Any, TypeVar
 import attrs
 import pyarrow as pa
 
-from starload.exceptions import OffsetsMovedError, SinkError, TerminalSinkError, TransientSinkError
+from starload import drift
+from starload.deadletter import VERSION
+from starload.drift import Change, Column, Difference, WarehouseStar
+from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError, TerminalSinkError, TransientSinkError
 from starload.mapping import quote
 from starload.sinks.base import (
     CONFLICT_COLUMNS,
     LOCK_TABLE,
     OFFSETS_TABLE,
     REJECTS_TABLE,
+    STARS_TABLE,
     Sink,
     StagedBatch,
     WriteResult,
@@ -82,6 +88,8 @@ class Dialect:
     binary: str = "BLOB"
     #: Whether ``String(max_length=n)`` becomes ``VARCHAR(n)`` (else plain VARCHAR).
     sized_strings: bool = False
+    #: Whether DDL runs inside a transaction (and rolls back with it).
+    transactional_ddl: bool = True
     #: DDL giving a surrogate key column its value, given the quoted sequence name;
     #: ``uses_sequence`` says whether that sequence must be created first.
     key_default: Callable[[str], str] = attrs.field(default=lambda seq: f"DEFAULT nextval('{seq}')")
@@ -126,8 +134,34 @@ def _unmatched(table: str, on: str, column: str) -> tuple[str, str]:
     return f"LEFT JOIN {quote(table)} AS t ON {on}", f"t.{quote(column)} IS NULL"
 
 
-def _col(name: str, type_name: str, *, not_null: bool = False) -> str:
-    return f"{quote(name)} {type_name}{' NOT NULL' if not_null else ''}"
+@attrs.frozen
+class ColumnDef:
+    """One column of a table the sink creates: its name, its type in the dialect, NOT NULL, and a DEFAULT clause."""
+
+    name: str
+    type: str
+    not_null: bool = False
+    default: str = ""
+
+    def sql(self) -> str:
+        return " ".join(filter(None, (quote(self.name), self.type, self.default, "NOT NULL" if self.not_null else "")))
+
+
+@attrs.frozen
+class TableDef:
+    """A table the sink creates: its columns, primary key and unique natural key."""
+
+    name: str
+    columns: tuple[ColumnDef, ...]
+    primary: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+
+    def create(self) -> str:
+        parts = [c.sql() for c in self.columns]
+        parts += [f"PRIMARY KEY ({', '.join(map(quote, self.primary))})"] if self.primary else []
+        parts += [f"UNIQUE ({', '.join(map(quote, self.unique))})"] if self.unique else []
+        body = ",\n    ".join(parts)
+        return f"CREATE TABLE IF NOT EXISTS {quote(self.name)} (\n    {body}\n)"
 
 
 @attrs.frozen
@@ -138,90 +172,125 @@ class StarSQL:
     dialect: Dialect
 
     # ---- DDL -----------------------------------------------------------------
-    def ddl(self) -> list[str]:
-        """CREATE statements for sequences, dimensions, dates, fact, offsets and rejects."""
+    def star_tables(self) -> list[TableDef]:
+        """The star's own tables (dimensions, date dimension, fact), as :meth:`ddl` creates them."""
         d, s = self.dialect, self.schema
-        statements = []
+        tables = []
         for dim in s.dimensions:
-            if d.uses_sequence:
-                statements.append(f"CREATE SEQUENCE IF NOT EXISTS {quote(dim.sequence)} START 1")
-            cols = [f"{quote(dim.key)} {d.integer} {d.key_default(quote(dim.sequence))} NOT NULL"]
             optional = s.is_optional(dim)
-            cols += [_col(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
-            cols += [_col(f.column, d.type_name(f.type)) for f in dim.attributes]
-            cols += [_col("LAST_EVENT_AT", d.timestamp), _col("UPDATED_AT", d.timestamp)]
-            cols += self._keys([dim.key], [f.column for f in dim.natural_key])
-            statements.append(self._create(dim.table, cols))
+            cols = [ColumnDef(dim.key, d.integer, not_null=True, default=d.key_default(quote(dim.sequence)))]
+            cols += [ColumnDef(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
+            cols += [ColumnDef(f.column, d.type_name(f.type)) for f in dim.attributes]
+            cols += [ColumnDef("LAST_EVENT_AT", d.timestamp), ColumnDef("UPDATED_AT", d.timestamp)]
+            tables.append(TableDef(dim.table, tuple(cols), (dim.key,), tuple(f.column for f in dim.natural_key)))
         if s.date_dimension:
             dd = s.date_dimension
-            cols = [
-                _col(dd.key, d.small_integer, not_null=True),
-                _col("FULL_DATE", d.date, not_null=True),
-                *(_col(c, d.small_integer) for c in ("DAY", "MONTH")),
-                _col("MONTH_NAME", d.string),
-                *(_col(c, d.small_integer) for c in ("QUARTER", "YEAR", "DAY_OF_WEEK")),
-                _col("DAY_NAME", d.string),
-                _col("WEEK_OF_YEAR", d.small_integer),
-                _col("IS_WEEKEND", d.boolean),
-                *self._keys([dd.key]),
-            ]
-            statements.append(self._create(dd.table, cols))
+            small = {c: d.small_integer for c in ("DAY", "MONTH", "QUARTER", "YEAR", "DAY_OF_WEEK", "WEEK_OF_YEAR")}
+            types = small | {"FULL_DATE": d.date, "MONTH_NAME": d.string, "DAY_NAME": d.string, "IS_WEEKEND": d.boolean}
+            cols = [ColumnDef(dd.key, d.small_integer, not_null=True)]
+            cols += [ColumnDef(c, types[c], not_null=c == "FULL_DATE") for c in DATE_ATTRIBUTES]
+            tables.append(TableDef(dd.table, tuple(cols), (dd.key,)))
         fact = s.fact
-        cols = [_col(f.column, d.type_name(f.type), not_null=f.required or f in fact.grain) for f in fact.fields]
-        cols += [_col(dim.key, d.integer, not_null=True) for dim in s.referenced_dimensions]
+        cols = [ColumnDef(f.column, d.type_name(f.type), not_null=f.required or f in fact.grain) for f in fact.fields]
+        cols += [ColumnDef(dim.key, d.integer, not_null=True) for dim in s.referenced_dimensions]
         if s.date_dimension:
-            cols.append(_col(s.date_dimension.key, d.small_integer, not_null=True))
-        cols += [_col(m.column, d.type_name(m.type)) for m in fact.measures]
+            cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=True))
+        cols += [ColumnDef(m.column, d.type_name(m.type)) for m in fact.measures]
         cols += [
-            _col("GRAIN_HASH", d.integer, not_null=True),
-            _col("MESSAGE_HASH", d.integer),
-            _col("KAFKA_TOPIC", d.string, not_null=True),
-            _col("KAFKA_PARTITION", d.small_integer, not_null=True),
-            _col("KAFKA_OFFSET", d.integer, not_null=True),
-            _col("LOADED_AT", d.timestamp, not_null=True),
+            ColumnDef("GRAIN_HASH", d.integer, not_null=True),
+            ColumnDef("MESSAGE_HASH", d.integer),
+            ColumnDef("KAFKA_TOPIC", d.string, not_null=True),
+            ColumnDef("KAFKA_PARTITION", d.small_integer, not_null=True),
+            ColumnDef("KAFKA_OFFSET", d.integer, not_null=True),
+            ColumnDef("LOADED_AT", d.timestamp, not_null=True),
         ]
         # No key on the fact: idempotency comes from the outer join in insert_facts,
         # never from a constraint (Snowflake does not enforce them), and a unique
         # index would cost DuckDB about as much as the insert itself.
-        statements.append(self._create(fact.table, cols))
-        statements.append(
-            self._create(
-                OFFSETS_TABLE,
-                [
-                    _col("GROUP_ID", d.string, not_null=True),
-                    _col("TOPIC", d.string, not_null=True),
-                    _col("KAFKA_PARTITION", d.small_integer, not_null=True),
-                    _col("NEXT_OFFSET", d.integer, not_null=True),
-                    _col("UPDATED_AT", d.timestamp, not_null=True),
-                    _col("TOPIC_ID", d.string),
-                    *self._keys(["GROUP_ID", "TOPIC", "KAFKA_PARTITION"]),
-                ],
-            )
+        tables.append(TableDef(fact.table, tuple(cols)))
+        return tables
+
+    def expected_columns(self) -> dict[str, dict[str, Column]]:
+        """Per star table, its columns as the warehouse will report them (:meth:`SQLSink.inspect`)."""
+        return {t.name: {c.name: Column(c.type, nullable=not c.not_null) for c in t.columns} for t in self.star_tables()}
+
+    def ddl(self) -> list[str]:
+        """CREATE statements for sequences, dimensions, dates, fact, offsets, rejects, the lock and the recorded stars."""
+        d, s = self.dialect, self.schema
+        statements = [self._sequence(dim) for dim in s.dimensions if d.uses_sequence]
+        statements += [t.create() for t in self.star_tables()]
+        c = ColumnDef
+        offsets = (
+            c("GROUP_ID", d.string, not_null=True),
+            c("TOPIC", d.string, not_null=True),
+            c("KAFKA_PARTITION", d.small_integer, not_null=True),
+            c("NEXT_OFFSET", d.integer, not_null=True),
+            c("UPDATED_AT", d.timestamp, not_null=True),
+            c("TOPIC_ID", d.string),
         )
+        statements.append(TableDef(OFFSETS_TABLE, offsets, ("GROUP_ID", "TOPIC", "KAFKA_PARTITION")).create())
         # Made by a version before topic IDs were stored: add the column, keep the offsets.
         statements.append(f"ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN IF NOT EXISTS TOPIC_ID {d.string}")
-        statements.append(
-            self._create(
-                REJECTS_TABLE,
-                [
-                    _col("KAFKA_TOPIC", d.string, not_null=True),
-                    _col("KAFKA_PARTITION", d.small_integer, not_null=True),
-                    _col("KAFKA_OFFSET", d.integer, not_null=True),
-                    _col("MESSAGE_KEY", d.binary),
-                    _col("MESSAGE_VALUE", d.binary),
-                    _col("REASON", d.string, not_null=True),
-                    _col("REJECTED_AT", d.timestamp, not_null=True),
-                    *self._keys(["KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET"]),
-                ],
-            )
+        rejects = (
+            c("KAFKA_TOPIC", d.string, not_null=True),
+            c("KAFKA_PARTITION", d.small_integer, not_null=True),
+            c("KAFKA_OFFSET", d.integer, not_null=True),
+            c("MESSAGE_KEY", d.binary),
+            c("MESSAGE_VALUE", d.binary),
+            c("REASON", d.string, not_null=True),
+            c("REJECTED_AT", d.timestamp, not_null=True),
         )
+        statements.append(TableDef(REJECTS_TABLE, rejects, ("KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET")).create())
         # Made with its one row, atomically: an INSERT by each of two loaders preparing at
         # once could add two.
         statements.append(
             f"CREATE TABLE IF NOT EXISTS {quote(LOCK_TABLE)} AS "
             f"SELECT CAST('' AS {d.string}) AS LOCKED_BY, CAST(NULL AS {d.timestamp}) AS LOCKED_AT"
         )
+        stars = (
+            c("STAR", d.string, not_null=True),
+            c("FINGERPRINT", d.string, not_null=True),
+            c("SPEC", d.string, not_null=True),
+            c("STARLOAD_VERSION", d.string),
+            c("RECORDED_AT", d.timestamp, not_null=True),
+        )
+        statements.append(TableDef(STARS_TABLE, stars, ("STAR",)).create())
         return statements
+
+    def migration(self, change: Change) -> list[str]:
+        """The DDL that applies one additive change (:mod:`starload.drift`); idempotent, so a rerun finishes a partial one."""
+        table, column = quote(change.table), quote(change.column)
+        if change.kind == "create_table":
+            [dim] = [d for d in self.schema.dimensions if d.table == change.table]
+            [made] = [t for t in self.star_tables() if t.name == change.table]
+            return [*([self._sequence(dim)] if self.dialect.uses_sequence else []), made.create()]
+        if change.kind == "add_column":
+            if change.fill is None:
+                return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type}"]
+            return [
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type} DEFAULT {int(change.fill)}",
+                f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL",
+            ]
+        if change.kind == "widen":
+            return [f"ALTER TABLE {table} ALTER COLUMN {column} SET DATA TYPE {change.type}"]
+        return []  # "record": only the recorded spec changes
+
+    def select_recorded(self) -> str:
+        """The spec recorded for one star (one bound parameter: its name)."""
+        return f"SELECT SPEC FROM {quote(STARS_TABLE)} WHERE STAR = {self.dialect.placeholder}"
+
+    def record(self) -> list[str]:
+        """Forget the star's recorded spec, then record this one (parameters: the name and the token, then the row and the token)."""
+        p = self.dialect.placeholder
+        return [
+            f"DELETE FROM {quote(STARS_TABLE)} WHERE STAR = {p} AND {self.holding()}",
+            f"INSERT INTO {quote(STARS_TABLE)} (STAR, FINGERPRINT, SPEC, STARLOAD_VERSION, RECORDED_AT) "
+            f"SELECT {p}, {p}, {p}, {p}, CURRENT_TIMESTAMP WHERE {self.holding()}",
+        ]
+
+    @staticmethod
+    def _sequence(dim: Dimension) -> str:
+        return f"CREATE SEQUENCE IF NOT EXISTS {quote(dim.sequence)} START 1"
 
     def unknown_members(self) -> list[str]:
         """The INSERTs of each optional dimension's unknown member (run under the lock by :meth:`SQLSink.prepare`)."""
@@ -251,18 +320,6 @@ class StarSQL:
             f"INSERT INTO {quote(dim.table)} ({quote(dim.key)}) SELECT {UNKNOWN_KEY} "
             f"WHERE NOT EXISTS (SELECT 1 FROM {quote(dim.table)} WHERE {quote(dim.key)} = {UNKNOWN_KEY})"
         )
-
-    @staticmethod
-    def _keys(primary: list[str], unique: list[str] | None = None) -> list[str]:
-        found = [f"PRIMARY KEY ({', '.join(map(quote, primary))})"]
-        if unique:
-            found.append(f"UNIQUE ({', '.join(map(quote, unique))})")
-        return found
-
-    @staticmethod
-    def _create(table: str, columns: list[str]) -> str:
-        body = ",\n    ".join(columns)
-        return f"CREATE TABLE IF NOT EXISTS {quote(table)} (\n    {body}\n)"
 
     # ---- one batch -----------------------------------------------------------
     def update_dimension(self, dim: Dimension, staged: str) -> str:
@@ -412,11 +469,6 @@ class StarSQL:
             f"{join} WHERE {new} AND {self.holding()}"
         )
 
-    def select_fact_columns(self) -> str:
-        """A query that fails when the fact table, if it existed already, lacks a column the loader writes."""
-        columns = ", ".join(map(quote, self.schema.fact_columns()))
-        return f"SELECT {columns} FROM {quote(self.schema.fact.table)} WHERE 1 = 0"
-
     def select_offsets(self) -> str:
         """Stored offsets of one group and topic, with their TOPIC_ID (two bound parameters)."""
         p = self.dialect.placeholder
@@ -470,6 +522,14 @@ class SQLSink(Sink):
         #: Statements sent since prepare or the last committed write, conflict lookup
         #: included (reported in the WriteResult); reading stored offsets is not counted.
         self._statements = 0
+        #: Whether prepare() has run (the star's tables exist).
+        self._created = False
+
+    def _bind(self, schema: StarSchema) -> StarSQL:
+        """The statements for ``schema`` (the star this sink serves from now on)."""
+        if self._sql is None or self._sql.schema != schema:
+            self._sql = StarSQL(schema, self.dialect)
+        return self._sql
 
     # -- what a subclass provides ------------------------------------------------
     @abc.abstractmethod
@@ -513,26 +573,98 @@ class SQLSink(Sink):
     def _describe_error(self, exc: BaseException) -> SinkError | None:
         """A :class:`SinkError` (transient or terminal) for a driver error, None for others."""
 
+    @abc.abstractmethod
+    def _columns(self, tables: Sequence[str]) -> dict[str, dict[str, Column]]:
+        """Of ``tables``, those that exist in the sink's schema, with their columns in table order.
+
+        Types are spelt as :class:`Dialect` spells them (``DECIMAL(12, 2)``, not
+        ``NUMERIC``), case and spaces aside, so that :mod:`starload.drift` compares like with like.
+        """
+
     # -- the contract ------------------------------------------------------------
     def ddl(self, schema: StarSchema) -> list[str]:
         sql = StarSQL(schema, self.dialect)
         return sql.ddl() + sql.unknown_members()
 
+    def expected_columns(self, schema: StarSchema) -> dict[str, dict[str, Column]]:
+        return StarSQL(schema, self.dialect).expected_columns()
+
+    def inspect(self, schema: StarSchema) -> WarehouseStar:
+        self._bind(schema)
+        sql = self._prepared()  # connected
+        tables = self._guarded(self._columns, [*schema.tables, STARS_TABLE])
+        recorded = None
+        if tables.pop(STARS_TABLE, None) is not None:
+            rows = self._guarded(self._run, sql.select_recorded(), [schema.name])
+            recorded = json.loads(rows[0][0]) if rows else None
+        return WarehouseStar(recorded, tables)
+
     def prepare(self, schema: StarSchema) -> None:
-        self._guarded(self._connect)
-        self._sql = StarSQL(schema, self.dialect)
-        for statement in self._sql.ddl():
+        sql = self._bind(schema)
+        found = self.inspect(schema)
+        drift.check(schema, found, sql.expected_columns(), sink=self.location())  # first: a star that differs gets nothing created
+        new = not any(t in found.tables for t in schema.tables)
+        for statement in sql.ddl():
             self._guarded(self._execute, statement)
-        if members := self._sql.unknown_members():
-            self._locked(lambda: [self._guarded(self._execute, statement) for statement in members])
-        try:
-            self._guarded(self._execute, self._sql.select_fact_columns())
-        except TerminalSinkError as exc:
-            msg = (
-                f"{schema.fact.table} lacks columns this version of starload writes (made by an earlier "
-                f"version? recreate it, or add them as `starload ddl` shows): {exc}"
-            )
-            raise TerminalSinkError(msg) from exc
+        if not drift.recorded_as(schema, found):  # else recorded already, its unknown members with it
+            self._locked(lambda: self._settle(schema, new=new))
+        self._created = True
+        self._statements = 0
+
+    def _settle(self, schema: StarSchema, *, new: bool) -> None:
+        """Under the star's lock: add the unknown members, check the star again, and record its spec when it is new or unrecorded.
+
+        Checked again because another loader may have made the tables, for another
+        spec, between the first check and the DDL. ``new``: none of the star's tables
+        existed, so a spec recorded for its name belongs to tables dropped since (a
+        rebuild), and is replaced.
+        """
+        sql = self._prepared()
+        for statement in sql.unknown_members():
+            self._guarded(self._execute, statement)
+        found = self.inspect(schema)
+        if new:
+            found = WarehouseStar(None, found.tables)
+        drift.check(schema, found, sql.expected_columns(), sink=self.location())
+        if found.recorded is None:
+            self._record(schema)
+
+    def _record(self, schema: StarSchema) -> None:
+        delete, insert = self._prepared().record()
+        self._guarded(self._execute, delete, [schema.name, self._token])
+        row = [schema.name, drift.fingerprint(schema), drift.spec_json(schema), VERSION.decode()]
+        self._guarded(self._execute, insert, [*row, self._token])
+
+    def migration(self, schema: StarSchema) -> tuple[list[Difference], list[str]]:
+        sql = self._bind(schema)
+        diffs = drift.differences(schema, self.inspect(schema), sql.expected_columns())
+        return diffs, [statement for d in diffs if d.change for statement in sql.migration(d.change)]
+
+    def migrate(self, schema: StarSchema) -> None:
+        """Run :meth:`migration`'s statements, then record ``schema``: in one transaction where the warehouse's DDL is transactional.
+
+        Elsewhere (Snowflake: every DDL statement commits) the statements run one by
+        one; each is idempotent, so running ``migrate`` again after a failure finishes
+        the job. The spec is recorded last, so a loader keeps refusing a half-migrated star.
+        """
+        diffs, statements = self.migration(schema)
+        if any(d.change is None for d in diffs):
+            raise SpecDriftError(schema.name, self.location(), diffs)
+        if not diffs:
+            return
+
+        def finish() -> None:
+            if self.dialect.transactional_ddl:
+                for statement in statements:
+                    self._guarded(self._execute, statement)
+            for statement in self._prepared().unknown_members():
+                self._guarded(self._execute, statement)
+            self._record(schema)
+
+        if not self.dialect.transactional_ddl:
+            for statement in statements:
+                self._guarded(self._execute, statement)
+        self._locked(finish)
         self._statements = 0
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
@@ -542,7 +674,11 @@ class SQLSink(Sink):
         return {p: i for p, (_, i) in self._stored(group, topic).items() if i is not None}
 
     def _stored(self, group: str, topic: str) -> dict[int, tuple[int, str | None]]:
-        rows = self._guarded(self._run, self._prepared().select_offsets(), [group, topic])
+        """Stored offsets; before :meth:`prepare`, none when the offsets table does not exist (nothing is created)."""
+        sql = self._prepared()
+        if not self._created and OFFSETS_TABLE not in self._guarded(self._columns, [OFFSETS_TABLE]):
+            return {}
+        rows = self._guarded(self._run, sql.select_offsets(), [group, topic])
         return {int(p): (int(o), i) for p, o, i in rows}
 
     def reset_offsets(self, group: str, topic: str, offsets: Mapping[int, int], topic_id: str | None) -> None:
@@ -624,7 +760,9 @@ class SQLSink(Sink):
         self._token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
         self._guarded(self._transaction, "begin")
         try:
+            asked = time.monotonic()
             locked = self._rowcount(self._guarded(self._execute, sql.lock(), [self._token]))
+            log.debug("%s: took the star's lock in %.3f s", type(self).__name__, time.monotonic() - asked)
             if locked < 1:
                 msg = (
                     f"{LOCK_TABLE} has no row, so writers to this star cannot take turns; restore it: "

@@ -3,7 +3,9 @@
 Everything a sink plugin needs is in this one module:
 
 * a :class:`~starload.sinks.base.Sink` (``prepare``, ``ddl``, ``stored_offsets``,
-  ``write``, ``close``) that applies each staged batch in one transaction;
+  ``write``, ``close``) that applies each staged batch in one transaction, and tells
+  starload what the file holds of a star (``inspect``, ``expected_columns``: the drift
+  check; this sink does not migrate);
 * one ``@hookimpl`` that registers it under a name (``starload load --sink sqlite``);
 * and, in ``pyproject.toml``, the ``starload`` entry point that points at this module.
 
@@ -36,6 +38,9 @@ are ``'YYYY-MM-DD'``; booleans are 0 and 1; doubles are REAL.
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -62,7 +67,8 @@ from starload import (
     WriteResult,
     hookimpl,
 )
-from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, natural_key_column
+from starload.drift import Column, WarehouseStar, check, fingerprint, spec_json
+from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, natural_key_column
 from starload.spec import DATE_ATTRIBUTES, FACT_METADATA, ColumnType
 
 __version__ = "0.1.0"
@@ -140,7 +146,34 @@ def ddl(schema: StarSchema) -> list[str]:
             ],
         )
     )
+    statements.append(
+        _create(
+            STARS_TABLE,
+            ['"STAR" TEXT PRIMARY KEY, "FINGERPRINT" TEXT NOT NULL, "SPEC" TEXT NOT NULL', '"STARLOAD_VERSION" TEXT, "RECORDED_AT" TEXT NOT NULL'],
+        )
+    )
     return statements
+
+
+def table_columns(con: sqlite3.Connection, tables: Iterable[str]) -> dict[str, dict[str, Column]]:
+    """Of ``tables``, those that exist, with their columns (an INTEGER PRIMARY KEY, the rowid, is never NULL)."""
+    found = {}
+    for table in tables:
+        rows = con.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        if rows:
+            found[table] = {name: Column(kind, nullable=not (notnull or pk)) for _, name, kind, notnull, _, pk in rows}
+    return found
+
+
+def expected_columns(schema: StarSchema) -> dict[str, dict[str, Column]]:
+    """The star's tables as :func:`ddl` makes them: made in an empty in-memory database and read back."""
+    con = sqlite3.connect(":memory:")
+    try:
+        for statement in ddl(schema):
+            con.execute(statement)
+        return table_columns(con, schema.tables)
+    finally:
+        con.close()
 
 
 def _create(table: str, columns: list[str]) -> str:
@@ -265,27 +298,68 @@ class SQLiteSink(Sink):
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The open connection (opened by :meth:`prepare`)."""
+        """The open connection (opened by :meth:`inspect` or :meth:`prepare`)."""
         if self._connection is None:
             msg = "SQLiteSink.prepare(schema) must be called before use"
             raise SinkError(msg)
         return self._connection
 
+    def location(self) -> str:
+        return f"SQLite file {self.path!r}"
+
     def ddl(self, schema: StarSchema) -> list[str]:
         return ddl(schema)
 
+    def expected_columns(self, schema: StarSchema) -> dict[str, dict[str, Column]]:
+        return expected_columns(schema)
+
+    def inspect(self, schema: StarSchema) -> WarehouseStar:
+        """What the file holds of the star; nothing, without creating the file, when there is none."""
+        with self._lock:
+            if not self._open(create=False):
+                return WarehouseStar(None, {})
+            return self._inspect(schema)
+
+    def _inspect(self, schema: StarSchema) -> WarehouseStar:
+        tables = table_columns(self.connection, [*schema.tables, STARS_TABLE])
+        recorded = None
+        if tables.pop(STARS_TABLE, None):
+            row = self.connection.execute(f'SELECT "SPEC" FROM {quote(STARS_TABLE)} WHERE "STAR" = ?', [schema.name]).fetchone()
+            recorded = json.loads(row[0]) if row else None
+        return WarehouseStar(recorded, tables)
+
+    def _open(self, *, create: bool) -> bool:
+        """Open the connection if it is not open; without ``create``, only when the file exists."""
+        if self._connection is None:
+            if not create and not os.path.exists(self.path):
+                return False
+            # isolation_level=None: no implicit transactions; this class says BEGIN and COMMIT.
+            self._connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            self._use_wal(self._connection)
+        return True
+
     def prepare(self, schema: StarSchema) -> None:
         with self._lock:
-            if self._connection is None:
-                # isolation_level=None: no implicit transactions; this class says BEGIN and COMMIT.
-                self._connection = sqlite3.connect(
-                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-                )
-                self._use_wal(self._connection)
-            self._transaction("prepare failed", lambda run: [run(statement) for statement in ddl(schema)])
-            columns = [row[1] for row in self.connection.execute(f"PRAGMA table_info({quote(OFFSETS_TABLE)})")]
-            if "TOPIC_ID" not in columns:  # made before topic IDs were stored
-                self.connection.execute(f'ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN "TOPIC_ID" TEXT')
+            self._open(create=True)
+            found = self._inspect(schema)
+            check(schema, found, expected_columns(schema), sink=self.location())
+            new = not any(t in found.tables for t in schema.tables)
+
+            def create(run: Callable[..., int]) -> None:
+                for statement in ddl(schema):
+                    run(statement)
+                columns = [row[1] for row in self.connection.execute(f"PRAGMA table_info({quote(OFFSETS_TABLE)})")]
+                if "TOPIC_ID" not in columns:  # made before topic IDs were stored
+                    run(f'ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN "TOPIC_ID" TEXT')
+                # Under the write lock: another loader may have made the star meanwhile.
+                now = self._inspect(schema)
+                check(schema, WarehouseStar(None if new else now.recorded, now.tables), expected_columns(schema), sink=self.location())
+                if new or now.recorded is None:
+                    recorded_at = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
+                    row = [schema.name, fingerprint(schema), spec_json(schema), importlib.metadata.version("starload"), recorded_at]
+                    run(f"INSERT OR REPLACE INTO {quote(STARS_TABLE)} VALUES (?, ?, ?, ?, ?)", row)
+
+            self._transaction("prepare failed", create)
 
     @staticmethod
     def _use_wal(con: sqlite3.Connection) -> None:
@@ -305,6 +379,9 @@ class SQLiteSink(Sink):
             return self._stored(group, topic)
 
     def _stored(self, group: str, topic: str, column: str = "NEXT_OFFSET") -> dict[int, Any]:
+        """Before :meth:`prepare`, none when the file or the offsets table does not exist (nothing is created)."""
+        if not self._open(create=False) or not table_columns(self.connection, [OFFSETS_TABLE]):
+            return {}
         sql = (
             f'SELECT "KAFKA_PARTITION", {quote(column)} FROM {quote(OFFSETS_TABLE)} '
             f'WHERE "GROUP_ID" = ? AND "TOPIC" = ? AND {quote(column)} IS NOT NULL'
