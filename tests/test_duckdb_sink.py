@@ -10,6 +10,8 @@ import pytest
 from starload import ORDERS_SCHEMA, DuckDBSink, SinkError, TerminalSinkError
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.sql import DUCKDB, StarSQL
+from starload.spec import StarSchema
+from starload.testing import Stager
 
 
 @pytest.fixture
@@ -164,3 +166,19 @@ def test_a_fact_table_from_an_earlier_version_is_a_clear_error(tmp_path):
         sink.connection.execute("ALTER TABLE FACT_ORDERS DROP COLUMN GRAIN_HASH")
     with DuckDBSink(path) as sink, pytest.raises(TerminalSinkError, match=r"FACT_ORDERS.GRAIN_HASH: not in the warehouse, BIGINT NOT NULL in the spec \(cannot be migrated\)"):
         sink.prepare(ORDERS_SCHEMA)
+
+
+def test_a_sink_that_lets_the_file_go_often_keeps_its_transactions_whole(tmp_path, orders):
+    """prepare and migrate inspect the star inside their transaction: only the outermost call may let the file go."""
+    path = tmp_path / "often.duckdb"
+    with DuckDBSink(path, share_every="0.001") as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        result = sink.write(Stager().batch(orders[:10]))
+        assert result.facts_inserted == 10
+        data = ORDERS_SCHEMA.to_dict()
+        data["fact"]["columns"].append({"column": "NOTE", "source": "note"})
+        grown = StarSchema.from_dict(data)
+        sink.migrate(grown)
+    with DuckDBSink(path) as sink:
+        sink.verify(grown)
+        assert sink.connection.execute('SELECT count(*), count("NOTE") FROM "FACT_ORDERS"').fetchall() == [(10, 0)]

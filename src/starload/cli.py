@@ -389,7 +389,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with create_sink(args) as sink:
         diffs, statements = sink.migration(schema)
         if not diffs:
-            print(f"{sink.location()} holds star {schema.name!r} as the spec says: nothing to migrate")
+            print(f"nothing to migrate: {sink.location()} holds star {schema.name!r} as the spec says, or none of it yet")
             return 0
         if any(d.change is None for d in diffs):
             raise SpecDriftError(schema.name, sink.location(), diffs)

@@ -20,9 +20,13 @@ no readers). Nothing can be lost or doubled: every batch is one transaction with
 offsets.
 
 **One loader per file.** A loader also holds ``<path>.loader`` locked (with its PID
-in it) for as long as its sink is open: a second loader on the same file stops at
-once with one line naming the process that loads it. (POSIX only; elsewhere the
-check is left out.)
+in it) from its sink's first call until the sink is closed, and removes it then: a
+second loader on the same file stops at once with one line naming the process that
+loads it. (POSIX only; elsewhere the check is left out.)
+
+**Nothing before the first write.** :meth:`DuckDBSink.inspect` and the stored offsets
+of a file that does not exist yet answer "nothing" without creating it (a bad
+``memory_limit`` still shows at once); :meth:`DuckDBSink.prepare` makes the file.
 
 ``checkpoint_threshold`` is how much write-ahead log DuckDB gathers before it
 checkpoints into the file (default here 64MB; DuckDB's own is 16MB). A checkpoint
@@ -191,6 +195,8 @@ class DuckDBSink(SQLSink):
         self._use = threading.RLock()
         self._opened_at = 0.0
         self._release: threading.Timer | None = None
+        #: Calls of the sink in progress (they nest: prepare inspects): only the outermost lets the file go.
+        self._calls = 0
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -263,12 +269,16 @@ class DuckDBSink(SQLSink):
             self._claimed = False
 
     def _shared(self, call: Callable[..., T], *args: Any) -> T:
+        """Run ``call`` holding the file; the outermost call lets it go (an inner one may be inside a transaction)."""
         with self._use:
             self._cancel_release()
+            self._calls += 1
             try:
                 return call(*args)
             finally:
-                self._let_go()
+                self._calls -= 1
+                if not self._calls:
+                    self._let_go()
 
     def _let_go(self) -> None:
         """Close the file now if it has been held ``share_every`` seconds, else in ``share_every`` seconds."""
