@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import uuid
 
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic", default=None, help="topic (default: a new one per run)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    # starload logs through Python logging and prints nothing unless told to: warnings and errors to stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     topic = args.topic or f"orders-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:

@@ -169,3 +169,27 @@ def test_the_live_line_says_lag_unknown_until_the_broker_told_it():
     assert describe_load(stats) == "0 msg/s · loaded 0 · dup 0 · rejected 0 · lag unknown"
     stats.lag = 0
     assert describe_load(stats).endswith("lag 0")
+
+
+LIBRARY_USE = """
+from starload import ORDERS_SCHEMA, DuckDBSink, StarLoader, StartupError
+with DuckDBSink(":memory:") as sink:
+    loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers="127.0.0.1:1", topic="t", startup_timeout=3)
+    try:
+        loader.run(until_idle=1)
+    except StartupError as exc:
+        print("stopped:", exc)
+"""
+
+
+def test_a_library_that_is_not_told_where_to_log_prints_nothing(tmp_path):
+    """A NullHandler on the ``starload`` logger: no warnings through Python's last-resort handler, librdkafka's included."""
+    done = subprocess.run([sys.executable, "-c", LIBRARY_USE], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("stopped: no Kafka broker answered at 127.0.0.1:1")
+    assert done.stderr == ""
+    routed = subprocess.run(
+        [sys.executable, "-c", "import logging; logging.basicConfig(level=logging.WARNING)\n" + LIBRARY_USE],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert "WARNING:starload" in routed.stderr  # configured, the same lines arrive

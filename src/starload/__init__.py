@@ -1,4 +1,14 @@
-"""starload: stream business events from Kafka into a star schema (Snowflake, DuckDB), exactly once."""
+"""starload: stream business events from Kafka into a star schema (Snowflake, DuckDB), exactly once.
+
+The library logs to the ``starload`` logger (librdkafka's own lines as
+``starload.librdkafka``) and, as a library should, prints nothing until the
+application configures logging (``logging.basicConfig(level=logging.INFO)``, or a
+handler on ``logging.getLogger("starload")``).
+"""
+
+import logging
+
+logging.getLogger("starload").addHandler(logging.NullHandler())
 
 from starload.broker import LocalBroker
 from starload.engine import LoadStats, StarLoader

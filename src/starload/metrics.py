@@ -17,6 +17,7 @@ from typing import Any, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ _MESSAGE_REASONS = {
     "not valid JSON": "invalid_json",
     "not a JSON object": "not_an_object",
 }
+
+
+#: Every class a reject is counted under (see :func:`reason_class`): each is exported from the start, at 0.
+REASON_CLASSES = (*_MESSAGE_REASONS.values(), "missing_field", "out_of_range", "conflict", "invalid_value")
 
 
 def reason_class(reason: str) -> str:
@@ -53,16 +58,41 @@ _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 _ROWS = (1, 10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 125_000, 250_000, 500_000)
 
 
+class _WithoutCreated:
+    """A collector of ``registry``'s metrics without their ``*_created`` samples.
+
+    They are on by default in prometheus_client and only switched off process-wide
+    (``disable_created_metrics``); a loader leaves the process's own metrics alone.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
 class LoaderMetrics:
-    """The metrics one loader updates (thread-safe: the writer and the main thread both do)."""
+    """The metrics one loader updates (thread-safe: the writer and the main thread both do).
+
+    ``registry`` is what to serve: every series a dashboard may alert on exists from the
+    start (each reject class at 0; Prometheus's instrumentation guidance, "Avoid missing
+    metrics"), and none of the ``*_created`` series. The per-partition lag appears once
+    a partition's lag is known.
+    """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        r = CollectorRegistry()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_WithoutCreated(r))
         self.consumed = Counter("starload_messages_consumed_total", "Messages in committed batches", registry=r)
         self.facts = Counter("starload_facts_loaded_total", "Fact rows inserted", registry=r)
         self.duplicates = Counter("starload_duplicates_total", "Messages whose grain value was loaded already", registry=r)
         self.rejects = Counter("starload_rejects_total", "Rejected messages, by the class of their first reason", ["reason"], registry=r)
+        for reason in REASON_CLASSES:
+            self.rejects.labels(reason)
         self.conflicts = Counter("starload_conflicts_total", "Rejects repeating a loaded grain value with other content", registry=r)
         self.lag = Gauge("starload_consumer_lag", "Messages behind the partition's end (as last fetched)", ["partition"], registry=r)
         self.write_seconds = Histogram("starload_batch_write_seconds", "Seconds to write and commit one batch", buckets=_SECONDS, registry=r)
