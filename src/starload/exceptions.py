@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StarloadError(Exception):
     """Base class of starload's own errors."""
@@ -68,7 +70,7 @@ class SpecDriftError(TerminalSinkError):
     ``differences``: one :class:`~starload.drift.Difference` each (see :mod:`starload.drift`).
     """
 
-    def __init__(self, star: str, sink: str, differences: list) -> None:
+    def __init__(self, star: str, sink: str, differences: list[Any]) -> None:
         from starload.drift import drift_message
 
         self.star, self.differences = star, list(differences)

@@ -32,9 +32,10 @@ them through a local endpoint that enforces these rules, see
   (default ``statement_timeout`` + 60 s; unbounded in the connector by default). A
   loader killed inside a transaction leaves it open, holding its locks, until
   Snowflake aborts it (after about four hours idle). Every starload transaction is
-  named ``STARLOAD``; a loader whose write waited for a lock held by a starload
-  transaction open for longer than ``stale_transaction`` seconds (default 600; a
-  live loader's transaction lasts seconds) aborts it with
+  named ``STARLOAD``; a loader whose transaction (a write, prepare, an offsets reset,
+  a migration) waited for a lock held by a starload transaction open for longer than
+  ``stale_transaction`` seconds (default 600; a live loader's transaction lasts
+  seconds) aborts it with
   ``SYSTEM$ABORT_TRANSACTION``, which Snowflake allows the user who started it, and
   retries. Any other holder is only named in the log line, with the statement that
   would free it.
