@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+from test_integration import run_cli
 from test_payments_example import EXAMPLES, produce_sample
 
 STAR_MODULE = f"""
@@ -18,10 +18,8 @@ PAYMENTS = StarSchema.from_file({str(EXAMPLES / "payments.yaml")!r})
 
 
 def starload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        [sys.executable, "-m", "starload.cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env, check=False
-    )
+    """The CLI run in ``cwd`` without PYTHONPATH: whatever it finds there, it finds on its own."""
+    return run_cli(*args, cwd=cwd, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
 
 
 def test_a_topic_other_than_the_demos_needs_its_star_and_nothing_is_created(local_broker, tmp_path):

@@ -108,10 +108,12 @@ def test_kafka_offsets_are_committed_after_the_sink(local_broker, topic):
     assert committed.offset == stored[0] == 500
 
 
-def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "starload.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [sys.executable, "-m", "starload.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False
     )
 
 

@@ -14,9 +14,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from starload.kafka import consumer_config, ensure_topic, producer_config
 
 
-def produce_clicks(bootstrap: str, count: int) -> str:
-    """``count`` click events (not orders) to a new topic."""
-    topic = f"clicks-{uuid.uuid4().hex[:8]}"
+def produce_clicks(bootstrap: str, count: int, topic: str | None = None) -> str:
+    """``count`` click events (not orders) to ``topic`` (default: a new one)."""
+    topic = topic or f"clicks-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, partitions=1)
     producer = Producer(producer_config(bootstrap))
     for i in range(count):
@@ -83,10 +83,7 @@ def test_the_guard_counts_across_small_batches_on_a_loaded_star(local_broker, tm
     db = tmp_path / "star.duckdb"
     first = load(bootstrap, topic, db, "--batch-rows", "20")
     assert first.returncode == 0, first.stderr
-    producer = Producer(producer_config(bootstrap))
-    for i in range(300):
-        producer.produce(topic, orjson.dumps({"event": "click", "page": f"/p/{i}"}))
-    producer.flush()
+    produce_clicks(bootstrap, 300, topic)
     done = load(bootstrap, topic, db, "--batch-rows", "20")
     assert done.returncode == 2, done.stderr
     assert re.search(r"of the 1\d\d messages of the last \d+ batches from", done.stderr), done.stderr
@@ -106,10 +103,7 @@ def test_the_guard_can_be_turned_off_and_spares_a_few_rejects_on_a_loaded_star(l
     produce_orders(bootstrap, topic, 30)
     db = tmp_path / "few.duckdb"
     assert load(bootstrap, topic, db).returncode == 0
-    producer = Producer(producer_config(bootstrap))
-    for i in range(60):
-        producer.produce(topic, orjson.dumps({"event": "click", "page": f"/p/{i}"}))
-    producer.flush()
+    produce_clicks(bootstrap, 60, topic)
     few = load(bootstrap, topic, db)
     assert few.returncode == 0, few.stderr
     assert "rejected: 60" in few.stdout

@@ -115,7 +115,11 @@ def fingerprint(schema: StarSchema) -> str:
 
 def spec_json(schema: StarSchema) -> str:
     """The spec in the spec file's structure, as canonical JSON (what ``STARLOAD_STARS.SPEC`` holds)."""
-    return json.dumps(schema.to_dict(), sort_keys=True, separators=(",", ":"))
+    return _canonical(schema.to_dict())
+
+
+def _canonical(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def recorded_as(schema: StarSchema, found: WarehouseStar) -> bool:
@@ -123,7 +127,7 @@ def recorded_as(schema: StarSchema, found: WarehouseStar) -> bool:
     return (
         found.recorded is not None
         and all(t in found.tables for t in schema.tables)
-        and json.dumps(found.recorded, sort_keys=True, separators=(",", ":")) == spec_json(schema)
+        and _canonical(found.recorded) == spec_json(schema)
     )
 
 
@@ -142,8 +146,15 @@ def differences(schema: StarSchema, found: WarehouseStar, expected: Tables) -> l
     return diffs
 
 
-def check(schema: StarSchema, found: WarehouseStar, expected: Tables, *, sink: str) -> None:
-    """Raise :class:`SpecDriftError` listing every difference (see :func:`differences`); return when there is none."""
+def check(schema: StarSchema, found: WarehouseStar, expected: Tables, *, sink: str, new: bool = False) -> None:
+    """Raise :class:`SpecDriftError` listing every difference (see :func:`differences`); return when there is none.
+
+    ``new``: none of the star's tables existed before the DDL that made those in
+    ``found``, so a spec recorded for its name belongs to tables dropped since (a
+    rebuild) and is not compared.
+    """
+    if new:
+        found = WarehouseStar(None, found.tables)
     diffs = differences(schema, found, expected)
     if diffs:
         raise SpecDriftError(schema.name, sink, diffs)

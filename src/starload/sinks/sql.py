@@ -619,15 +619,16 @@ class SQLSink(Sink):
         existed, so a spec recorded for its name belongs to tables dropped since (a
         rebuild), and is replaced.
         """
-        sql = self._prepared()
-        for statement in sql.unknown_members():
-            self._guarded(self._execute, statement)
+        self._add_unknown_members()
         found = self.inspect(schema)
-        if new:
-            found = WarehouseStar(None, found.tables)
-        drift.check(schema, found, sql.expected_columns(), sink=self.location())
-        if found.recorded is None:
+        drift.check(schema, found, self._prepared().expected_columns(), sink=self.location(), new=new)
+        if new or found.recorded is None:
             self._record(schema)
+
+    def _add_unknown_members(self) -> None:
+        """Each optional dimension's unknown member, where it is missing (under the star's lock)."""
+        for statement in self._prepared().unknown_members():
+            self._guarded(self._execute, statement)
 
     def _record(self, schema: StarSchema) -> None:
         delete, insert = self._prepared().record()
@@ -657,8 +658,7 @@ class SQLSink(Sink):
             if self.dialect.transactional_ddl:
                 for statement in statements:
                     self._guarded(self._execute, statement)
-            for statement in self._prepared().unknown_members():
-                self._guarded(self._execute, statement)
+            self._add_unknown_members()
             self._record(schema)
 
         if not self.dialect.transactional_ddl:

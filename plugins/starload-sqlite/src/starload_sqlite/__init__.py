@@ -341,8 +341,8 @@ class SQLiteSink(Sink):
     def prepare(self, schema: StarSchema) -> None:
         with self._lock:
             self._open(create=True)
-            found = self._inspect(schema)
-            check(schema, found, expected_columns(schema), sink=self.location())
+            found, expected = self._inspect(schema), expected_columns(schema)
+            check(schema, found, expected, sink=self.location())
             new = not any(t in found.tables for t in schema.tables)
 
             def create(run: Callable[..., int]) -> None:
@@ -353,7 +353,7 @@ class SQLiteSink(Sink):
                     run(f'ALTER TABLE {quote(OFFSETS_TABLE)} ADD COLUMN "TOPIC_ID" TEXT')
                 # Under the write lock: another loader may have made the star meanwhile.
                 now = self._inspect(schema)
-                check(schema, WarehouseStar(None if new else now.recorded, now.tables), expected_columns(schema), sink=self.location())
+                check(schema, now, expected, sink=self.location(), new=new)
                 if new or now.recorded is None:
                     recorded_at = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)
                     row = [schema.name, fingerprint(schema), spec_json(schema), importlib.metadata.version("starload"), recorded_at]
