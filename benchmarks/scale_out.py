@@ -28,7 +28,7 @@ from rich.table import Table
 from throughput import LAST_COMMIT
 
 from starload import ORDERS_GENERATOR, LocalBroker
-from starload.produce import produce
+from starload.producing import produce
 from starload.testing import LocalSnowflake, snowflake_environment
 
 IDLE_SECONDS = 3

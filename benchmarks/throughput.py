@@ -82,7 +82,7 @@ from starload.broker import LocalBroker
 from starload.engine import DEFAULT_BATCH_ROWS
 from starload.generators.orders import ORDERS_GENERATOR
 from starload.kafka import consumer_config
-from starload.produce import produce
+from starload.producing import produce
 from starload.testing import LocalSnowflake, snowflake_environment
 
 TOPIC = "orders"

@@ -7,15 +7,18 @@ import io
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer
 from rich.console import Console
 
 from starload import ORDERS_SCHEMA, DuckDBSink, LoadStats, StarLoader
+from starload.broker import free_port
 from starload.cli import build_parser
 from starload.deadletter import VERSION
 from starload.kafka import consumer_config, ensure_topic, producer_config
@@ -193,3 +196,52 @@ def test_a_library_that_is_not_told_where_to_log_prints_nothing(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert "WARNING:starload" in routed.stderr  # configured, the same lines arrive
+
+
+@pytest.mark.parametrize("program", [["-m", "starload.cli"], ["-m", "starload"]])
+def test_a_sigterm_at_any_instant_of_the_start_stops_cleanly(local_broker, tmp_path, program):
+    # Before, a SIGTERM in the first half second (the imports) killed the loader: exit -15.
+    topic = f"early-{uuid.uuid4().hex[:8]}"
+    produce_orders(local_broker.bootstrap_servers, topic, 50)
+    for delay in (0.15, 0.3, 0.6, 1.2):
+        path = tmp_path / f"star-{delay}.duckdb"
+        proc = subprocess.Popen(
+            [sys.executable, *program, "load", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic,
+             "--schema", "orders", "--duckdb-path", str(path), "--until-idle", "30", "--no-dlq"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (delay, proc.returncode, err[-2000:])
+        assert "Traceback" not in err, err
+        assert "received SIGTERM" in err, (delay, err)
+
+
+def test_other_commands_still_end_on_a_sigterm(local_broker):
+    # Signals are caught from the first instant, for the load; every other command gets the default back.
+    producing = [sys.executable, "-m", "starload", "produce", "--bootstrap-servers", local_broker.bootstrap_servers,
+                 "--topic", f"slow-{uuid.uuid4().hex[:8]}", "--count", "1000000", "--rate", "50"]  # fmt: skip
+    proc = subprocess.Popen(producing, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM
+    command = [sys.executable, "-m", "starload.cli", "broker", "--port", str(free_port())]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and "listening" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0  # the broker command stops its broker first
+
+
+def test_import_starload_is_light_and_every_public_name_is_there():
+    code = "import sys, starload; print(sorted(m for m in ('starload.engine', 'confluent_kafka', 'pyarrow', 'duckdb') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    import importlib
+
+    import starload as package
+
+    assert sorted(package._HOMES) == sorted(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name) is getattr(importlib.import_module(package._HOMES[name]), name)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        package.Nope  # noqa: B018
