@@ -39,6 +39,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -69,6 +70,7 @@ from starload.metrics import LoaderMetrics
 from starload.offsets import POLICIES, foreign, reset_targets, resolution
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
+from starload.waiting import Wait
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,8 @@ class LoadStats:
     partitions: int | None = None
     #: Whether the load has ended.
     stopped: bool = False
+    #: What the loader has waited for, for seconds now (a lock, readers, the warehouse), and since when; None: nothing.
+    waiting: Wait | None = None
     started: float = attrs.field(factory=time.monotonic)
     first_assignment: float | None = None
     #: When the sink last committed a batch (``time.monotonic()``).
@@ -408,6 +412,8 @@ class StarLoader:
                         self._paused = True
                 if now - last_progress >= self.progress_interval:
                     last_progress = now
+                    self.sink.waits.remind()
+                    self.stats.waiting = self.sink.waits.current()
                     self.stats.lag = self._lag()
                     self.stats.sample()
                     if self.progress:
@@ -552,6 +558,13 @@ class StarLoader:
         mapped, headers = staged.result()
         self._guard_rejects(mapped, alone=alone)
         mapped = mapped.fenced(self._expected, self._topic_id)
+        with contextlib.ExitStack() as failing:  # once an attempt failed, the loader waits for the warehouse
+            return self._write_retrying(mapped, headers, failing)
+
+    def _write_retrying(
+        self, mapped: StagedBatch, headers: dict[tuple[int, int], Headers], failing: contextlib.ExitStack
+    ) -> tuple[WriteResult, int, dict[int, int]]:
+        wait = None
         for attempt in itertools.count():
             try:
                 self._prepare_sink()
@@ -579,6 +592,9 @@ class StarLoader:
                 self.metrics.retries.inc()
                 delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
                 log.warning("sink write failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
+                if wait is None:
+                    wait = failing.enter_context(self.sink.waits.on(""))
+                wait.what = f"{self.sink.location()} to take a batch ({attempt + 1} failed attempts; last: {exc})"
                 if self._stop.wait(delay):
                     raise
         return result, batch.consumed, dict(batch.next_offsets)
@@ -767,7 +783,9 @@ class StarLoader:
         Unhealthy when it is not running, when its consume loop has not turned for
         ``health_timeout`` seconds, when it has had no partition assignment for that
         long (an empty assignment counts: the group answered, the loader is a standby),
-        or when batches have waited that long for the sink without a commit.
+        or when batches have waited that long for the sink without a commit. The state
+        says what the loader is waiting for, and since when (``waiting_for``,
+        ``waiting_since``; see :mod:`starload.waiting`).
         """
         now, bound = time.monotonic(), self.health_timeout
         problem = None
@@ -779,6 +797,9 @@ class StarLoader:
             problem = f"no partition assignment from group {self.group!r} for {now - self._unassigned_since:.0f} s"
         elif self._work_since is not None and now - self._work_since > bound:
             problem = f"{len(self._pending)} batches have waited {now - self._work_since:.0f} s for the sink without a commit"
+        waiting = self.sink.waits.current()
+        if problem is not None and waiting is not None:
+            problem += f"; waiting for {waiting.describe()}"
         last = self.stats.last_commit
         state = {
             "status": "unhealthy" if problem else "ok",
@@ -786,5 +807,7 @@ class StarLoader:
             "assigned_partitions": self.stats.partitions,
             "batches_in_flight": len(self._pending),
             "seconds_since_last_commit": None if last is None else round(now - last, 3),
+            "waiting_for": None if waiting is None else waiting.what,
+            "waiting_since": None if waiting is None else datetime.fromtimestamp(waiting.since, UTC).isoformat(),
         }
         return problem is None, state

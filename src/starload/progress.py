@@ -64,6 +64,9 @@ def describe_load(stats: Any) -> str:
     lag = "unknown" if stats.lag is None else f"{stats.lag:,}"
     if stats.partitions == 0:
         return f"no partitions (a rebalance, or a standby) · {counts}"
+    if stats.waiting is not None:
+        line = f"waiting {stats.waiting.seconds:.0f} s for {stats.waiting.what}"
+        return line if len(line) <= 80 else line[:79] + "…"
     return f"{stats.recent_rate:,.0f} msg/s · {counts} · lag {lag}"
 
 

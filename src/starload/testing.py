@@ -8,7 +8,8 @@ Fixtures:
 
 Helpers: :func:`load_until_idle` runs a :class:`~starload.engine.StarLoader` until
 the topic is drained, with settings that are fast on the local broker;
-:class:`Stager` turns raw message values into the staged batches a sink receives.
+:class:`Stager` turns raw message values into the staged batches a sink receives;
+:class:`ReaderProbe` reads a DuckDB file the way a person does while a loader runs.
 
 The shared sink behaviour suite: :class:`SinkBehaviour`. Subclass it in a test module
 as ``Test…``, override the ``make_sink`` fixture and the ``query`` method, and pytest
@@ -30,11 +31,13 @@ that resume and never go backwards, rejects, rollback, set-based statements)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -102,6 +105,63 @@ def load_until_idle(
 
 
 # ---- staging batches without Kafka ------------------------------------------------------
+
+
+class ReaderProbe:
+    """A reader of a DuckDB file in a thread: every ``every`` seconds, a plain read-only connect, a count, a close.
+
+    It is what a person or a dashboard does while a loader runs (no retries within a
+    try). :attr:`waits` are the spans from each try that failed after a success (or
+    the first try) to the next try that got in: how long a reader waited for its turn.
+    """
+
+    def __init__(self, path: str, every: float = 1.0, table: str = "FACT_ORDERS") -> None:
+        self.path, self.every, self.table = path, every, table
+        #: (time.monotonic(), got in) of every try made once the file existed.
+        self.tries: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import duckdb
+
+        while not self._stop.wait(self.every):
+            if not os.path.exists(self.path):
+                continue
+            tried = time.monotonic()
+            try:
+                with contextlib.closing(duckdb.connect(self.path, read_only=True)) as con:
+                    with contextlib.suppress(duckdb.CatalogException):  # in, before the first batch made the table
+                        con.execute(f'SELECT count(*) FROM "{self.table}"').fetchall()
+                self.tries.append((tried, True))
+            except duckdb.IOException:
+                self.tries.append((tried, False))
+
+    @property
+    def waits(self) -> list[float]:
+        spans, failed_since = [], None
+        for at, got_in in self.tries:
+            if not got_in:
+                failed_since = at if failed_since is None else failed_since
+            elif failed_since is not None:
+                spans.append(at - failed_since)
+                failed_since = None
+        if failed_since is not None:  # still shut out at the end
+            spans.append(self.tries[-1][0] - failed_since + self.every)
+        return spans
+
+    def summary(self) -> str:
+        got_in = sum(ok for _, ok in self.tries)
+        longest = max(self.waits, default=0.0)
+        return f"{got_in} of {len(self.tries)} tries got in; longest wait for a turn {longest:.1f} s"
 
 
 def sample_orders(count: int, seed: int = 1, **options: Any) -> list[dict[str, Any]]:

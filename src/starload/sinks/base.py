@@ -50,6 +50,7 @@ warehouse as it found it.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -62,6 +63,7 @@ from starload import drift
 from starload.drift import Difference, Tables, WarehouseStar
 from starload.exceptions import SinkError, TerminalSinkError
 from starload.spec import StarSchema
+from starload.waiting import Waits
 
 log = logging.getLogger(__name__)
 OFFSETS_TABLE = "STARLOAD_OFFSETS"
@@ -270,6 +272,11 @@ class Sink(abc.ABC):
         """Apply the additive differences from ``schema`` and record it; raise SpecDriftError if any cannot be migrated."""
         msg = f"the {type(self).__name__} sink cannot migrate a star (it does not implement Sink.migrate)"
         raise SinkError(msg)
+
+    @functools.cached_property
+    def waits(self) -> Waits:
+        """What the sink is waiting for now (a lock, readers, the warehouse): the engine shows and logs it."""
+        return Waits()
 
     def location(self) -> str:
         """Where the sink loads, for messages (``DuckDB file 'orders.duckdb'``); never a secret."""

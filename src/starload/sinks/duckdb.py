@@ -9,15 +9,27 @@ grows with the database, up to 80 % of RAM.
 
 **Readers while it loads.** DuckDB lets one process at a time open a file for
 writing, and none other open it at all meanwhile, not even read-only. So the sink
-lets the file go between batches: after a write or a read of offsets, it closes its
-connection at once if it has held the file ``share_every`` seconds (default 2) or
-more, and otherwise ``share_every`` seconds later unless another write came first.
-Another process can then open the file read-only (:func:`read_only` waits for its
-turn); when the sink needs the file back, it waits up to ``open_timeout`` seconds
-(default 60) for the readers to close it, then fails the write as transient (the
-engine retries it). ``share_every=0`` holds the file for the whole load (fastest;
-no readers). Nothing can be lost or doubled: every batch is one transaction with its
-offsets.
+hands the file to readers, and a reader that tries once a second with a plain
+read-only connect (``duckdb.connect(path, read_only=True)``, ``duckdb -readonly``) gets
+in within about a second plus the batch being written, at any stream rate:
+
+* **A reader knocks** (Linux): the sink watches the file with inotify. A reader's
+  attempt to open it, even one that fails because the loader holds it, is an open of
+  the file by another process; the sink then lets the file go as soon as the call in
+  hand (a batch's transaction) ends, or at once when it is idle. Without readers the
+  file is held for the whole load, as fast as ``share_every=0``.
+* **Elsewhere** (no inotify, or none left: ``fs.inotify.max_user_instances``), it
+  lets the file go ``share_every`` seconds (default 2) after it opened it, as soon as
+  the call in hand ends.
+* **The reader's turn.** Once it let the file go, the sink stays away for
+  ``reader_window`` seconds (default 1.5, more than a reader's second between tries),
+  then takes the file back, waiting up to ``open_timeout`` seconds (default 60) for
+  the readers in it to close it, and then failing the write as transient (the engine
+  retries it). :func:`read_only` waits for its turn.
+
+``share_every=0`` holds the file for the whole load (no readers). Nothing can be lost
+or doubled: every batch is one transaction with its offsets, and a reader sees whole
+batches only.
 
 **One loader per file.** A loader also holds ``<path>.loader`` locked (with its PID
 in it) from its sink's first call until the sink is closed, and removes it then: a
@@ -43,6 +55,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,6 +76,10 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the one-loader check is left out
     fcntl = None  # type: ignore[assignment]
+try:
+    from inotify_simple import INotify, flags
+except ImportError:  # not Linux: readers are let in every share_every seconds instead
+    INotify = None  # type: ignore[assignment,misc]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -170,6 +187,47 @@ class _LoaderLock:
             file.close()
 
 
+class _Knocks:
+    """Opens of a DuckDB file by anyone (inotify): while the sink holds the file, an open is a reader knocking."""
+
+    def __init__(self, path: str) -> None:
+        self._watch = INotify()
+        try:
+            self._watch.add_watch(path, flags.OPEN)
+        except OSError:
+            self._watch.close()
+            raise
+        self._wake_read, self._wake_write = os.pipe()  # wake() ends a wait() at once
+
+    @classmethod
+    def watch(cls, path: str) -> _Knocks | None:
+        """Knocks at ``path``; None where they cannot be seen (not Linux, no inotify instance left)."""
+        if INotify is None:
+            return None
+        try:
+            return cls(path)
+        except OSError as exc:
+            log.warning("DuckDB sink %r: cannot watch the file for readers (%s); letting them in every share_every seconds", path, exc)
+            return None
+
+    def wait(self) -> bool:
+        """Wait for opens (True) or :meth:`wake` (False)."""
+        ready = select.select([self._watch, self._wake_read], [], [])[0]
+        return self._wake_read not in ready
+
+    def wake(self) -> None:
+        os.write(self._wake_write, b"x")
+
+    def heard(self) -> bool:
+        """Whether the file was opened since the last call (the opens are consumed)."""
+        return bool(self._watch.read(timeout=0))
+
+    def close(self) -> None:
+        self._watch.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
 class DuckDBSink(SQLSink):
     """Loads the star into a DuckDB database file (or ``:memory:``), letting readers in between batches."""
 
@@ -182,6 +240,7 @@ class DuckDBSink(SQLSink):
         checkpoint_threshold: str = "64MB",
         share_every: float | str = 2.0,
         open_timeout: float | str = 60.0,
+        reader_window: float | str = 1.5,
     ) -> None:
         super().__init__()
         self.path = str(path)
@@ -189,20 +248,24 @@ class DuckDBSink(SQLSink):
         self.checkpoint_threshold = checkpoint_threshold
         self.share_every = seconds_option("share_every", share_every)
         self.open_timeout = seconds_option("open_timeout", open_timeout)
+        self.reader_window = seconds_option("reader_window", reader_window)
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._claimed = False
         #: Held while the connection is in use; the release timer takes it too.
         self._use = threading.RLock()
-        self._opened_at = 0.0
+        #: Without knocks: lets the file go ``share_every`` seconds after it was opened (once the call in hand ends).
         self._release: threading.Timer | None = None
-        #: Calls of the sink in progress (they nest: prepare inspects): only the outermost lets the file go.
-        self._calls = 0
+        #: Readers knocking (None: not watched, or cannot be), and the thread that lets them in.
+        self._knocks: _Knocks | None = None
+        self._watcher: threading.Thread | None = None
+        self._watched = False
+        #: Until when (``time.monotonic()``) the file is the readers': the sink does not reopen it before.
+        self._readers_until = 0.0
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The open connection (opened by :meth:`prepare`; reopened if it was let go, and kept until the sink's next call)."""
         with self._use:
-            self._cancel_release()
             if self._connection is None and self._sql is not None:
                 self._guarded(self._connect)
             if self._connection is None:
@@ -261,52 +324,52 @@ class DuckDBSink(SQLSink):
         return self._shared(super().write, batch)
 
     def close(self) -> None:
+        if self._watcher is not None and self._knocks is not None:
+            self._knocks.wake()
+            self._watcher.join()
+            self._watcher = None
         with self._use:
-            self._cancel_release()
             self._disconnect()
+            if self._knocks is not None:
+                self._knocks.close()
+                self._knocks = None
+            self._watched = False
         if self._claimed:
             _LoaderLock.release(self.path)
             self._claimed = False
 
     def _shared(self, call: Callable[..., T], *args: Any) -> T:
-        """Run ``call`` holding the file; the outermost call lets it go (an inner one may be inside a transaction)."""
+        """Run ``call`` holding the file: readers are let in between calls (the watcher and the timer wait for ``_use``)."""
         with self._use:
-            self._cancel_release()
-            self._calls += 1
-            try:
-                return call(*args)
-            finally:
-                self._calls -= 1
-                if not self._calls:
-                    self._let_go()
+            return call(*args)
 
-    def _let_go(self) -> None:
-        """Close the file now if it has been held ``share_every`` seconds, else in ``share_every`` seconds."""
-        if not self.share_every or self.path == ":memory:" or self._connection is None:
-            return
-        if time.monotonic() - self._opened_at >= self.share_every:
-            self._disconnect()
-            return
-        self._release = threading.Timer(self.share_every, self._let_go_now)
-        self._release.daemon = True
-        self._release.start()
-
-    def _let_go_now(self) -> None:
+    def _let_go(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """The timer (without knocks): let readers in, unless ``connection`` was let go already."""
         with self._use:
-            if self._release is not None:  # not cancelled meanwhile
-                self._release = None
-                self._disconnect()
+            if self._connection is connection:
+                self._let_readers_in()
 
-    def _cancel_release(self) -> None:
-        if self._release is not None:
-            self._release.cancel()
-            self._release = None
+    def _let_readers_in(self) -> None:
+        """Close the file and leave it to readers for ``reader_window`` seconds."""
+        self._disconnect()
+        self._readers_until = time.monotonic() + self.reader_window
+
+    def _watch(self, knocks: _Knocks) -> None:
+        """The watcher thread: let readers in when one knocks, once the call in hand (if any) ends."""
+        while knocks.wait():
+            with self._use:  # taken between calls only; _connect consumes the sink's own opens under it
+                if knocks.heard() and self._connection is not None:
+                    log.debug("DuckDB sink %r: a reader knocked; letting it in for %g s", self.path, self.reader_window)
+                    self._let_readers_in()
 
     # -- the connection ------------------------------------------------------------
     def _config(self) -> dict[str, str]:
         return {"memory_limit": self.memory_limit, "checkpoint_threshold": self.checkpoint_threshold}
 
     def _disconnect(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
@@ -314,28 +377,48 @@ class DuckDBSink(SQLSink):
     def _connect(self) -> None:
         if self._connection is not None:
             return
-        config = self._config()
-        deadline = time.monotonic() + self.open_timeout
-        while True:
-            try:
-                self._connection = duckdb.connect(self.path, config=config)
-                break
-            except duckdb.IOException as exc:
-                held = _HELD.search(str(exc))
-                if held is None:
-                    raise
-                if time.monotonic() >= deadline:
-                    msg = (
-                        f"DuckDB file {self.path!r} is held open by another process ({held[1]}, PID {held[2]}) for "
-                        f"{self.open_timeout:g} s (open_timeout): a reader should close it soon after its query"
-                    )
-                    raise TransientSinkError(msg) from None
-                time.sleep(0.05)
-        self._opened_at = time.monotonic()
-        waited = self._opened_at - (deadline - self.open_timeout)
+        time.sleep(max(0.0, self._readers_until - time.monotonic()))  # the readers' turn
+        asked = time.monotonic()
+        with self.waits.on(f"readers of DuckDB file {self.path!r} to close it") as wait:
+            while True:
+                try:
+                    self._connection = duckdb.connect(self.path, config=self._config())
+                    break
+                except duckdb.IOException as exc:
+                    held = _HELD.search(str(exc))
+                    if held is None:
+                        raise
+                    wait.what = f"a reader of DuckDB file {self.path!r} to close it ({held[1]}, PID {held[2]})"
+                    if time.monotonic() - asked >= self.open_timeout:
+                        msg = (
+                            f"DuckDB file {self.path!r} is held open by another process ({held[1]}, PID {held[2]}) for "
+                            f"{self.open_timeout:g} s (open_timeout): a reader should close it soon after its query"
+                        )
+                        raise TransientSinkError(msg) from None
+                    self.waits.remind()
+                    time.sleep(0.05)
+        waited = time.monotonic() - asked
         if waited >= 0.05:
             log.debug("DuckDB sink %r: waited %.3f s for readers to close the file", self.path, waited)
         self._connection.execute("SET TimeZone = 'UTC'")
+        self._hear_knocks()
+
+    def _hear_knocks(self) -> None:
+        """Watch the file for readers once it exists, and forget the opens the sink's own connect made; without knocks, set the timer."""
+        if not self.share_every or self.path == ":memory:":
+            return
+        if not self._watched:
+            self._watched = True  # once: where the file cannot be watched, the warning says so once
+            self._knocks = _Knocks.watch(self.path)
+            if self._knocks is not None:
+                self._watcher = threading.Thread(target=self._watch, args=(self._knocks,), name="starload-duckdb-readers", daemon=True)
+                self._watcher.start()
+        if self._knocks is not None:
+            self._knocks.heard()
+            return
+        self._release = threading.Timer(self.share_every, self._let_go, args=(self._connection,))
+        self._release.daemon = True
+        self._release.start()
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.connection.execute(statement, params).fetchall()
@@ -387,7 +470,8 @@ DUCKDB_SINK = SinkType(
         "path": "database file, or :memory: (CLI: --duckdb-path)",
         "memory_limit": "DuckDB buffer cache cap (default 512MB)",
         "checkpoint_threshold": "write-ahead log gathered before a checkpoint (default 64MB)",
-        "share_every": "let readers open the file at least this often, in seconds (default 2; 0: hold it)",
+        "share_every": "without inotify, let readers in at least this often, in seconds (default 2; 0: hold the file, no readers)",
+        "reader_window": "seconds the file is left to readers each time they are let in (default 1.5)",
         "open_timeout": "seconds to wait for readers to close the file (default 60)",
     },
 )
