@@ -67,7 +67,7 @@ class Waits:
                 log.info("no longer waiting for %s, after %.0f s", wait.what, wait.seconds)
 
     def current(self, *, at_least: float = FIRST_LOG) -> Wait | None:
-        """The oldest wait that has lasted ``at_least`` seconds, if any."""
+        """Of the waits that have lasted ``at_least`` seconds, the one that began first (of nested ones, the outermost)."""
         with self._guard:
             waits = [w for w in self._waits if w.seconds >= at_least]
         return waits[0] if waits else None
