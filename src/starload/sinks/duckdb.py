@@ -23,6 +23,7 @@ in within about a second plus the batch being written, at any stream rate:
   the call in hand ends.
 * **The reader's turn.** Once it let the file go, the sink stays away for
   ``reader_window`` seconds (default 1.5, more than a reader's second between tries),
+  or until the readers that came in meanwhile have closed it again (Linux),
   then takes the file back, waiting up to ``open_timeout`` seconds (default 60) for
   the readers in it to close it, and then failing the write as transient (the engine
   retries it). :func:`read_only` waits for its turn.
@@ -85,6 +86,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 #: How DuckDB's catalogue names a type the sink's DDL spells otherwise.
 _DUCKDB_SPELLINGS = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+#: Seconds without an open or close of the file after which readers that came in during their turn are done.
+READERS_DONE_AFTER = 0.1
+#: Seconds at the start of the readers' turn whose opens and closes are the knock's own (a failed
+#: connect opens and closes the file three times): a reader that comes in then waits out the window.
+KNOCK_TAIL = 0.2
 _HELD = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
 
 
@@ -193,7 +199,7 @@ class _Knocks:
     def __init__(self, path: str) -> None:
         self._watch = INotify()
         try:
-            self._watch.add_watch(path, flags.OPEN)
+            self._watch.add_watch(path, flags.OPEN | flags.CLOSE_NOWRITE)
         except OSError:
             self._watch.close()
             raise
@@ -218,9 +224,11 @@ class _Knocks:
     def wake(self) -> None:
         os.write(self._wake_write, b"x")
 
-    def heard(self) -> bool:
-        """Whether the file was opened since the last call (the opens are consumed)."""
-        return bool(self._watch.read(timeout=0))
+    def heard(self) -> tuple[int, int]:
+        """How often the file was opened, and closed unwritten (a reader's close), since the last call."""
+        events = self._watch.read(timeout=0)
+        opened = sum(1 for e in events if e.mask & flags.OPEN)
+        return opened, sum(1 for e in events if e.mask & flags.CLOSE_NOWRITE)
 
     def close(self) -> None:
         self._watch.close()
@@ -261,6 +269,11 @@ class DuckDBSink(SQLSink):
         self._watched = False
         #: Until when (``time.monotonic()``) the file is the readers': the sink does not reopen it before.
         self._readers_until = 0.0
+        #: Set while the file is the readers'; and once a reader came in meanwhile (the turn then ends early).
+        self._readers_turn = threading.Event()
+        #: During a turn: readers in the file now (opens less closes), and when one last came or went (None: none came yet).
+        self._readers_inside = 0
+        self._readers_moved: float | None = None
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -353,12 +366,23 @@ class DuckDBSink(SQLSink):
         """Close the file and leave it to readers for ``reader_window`` seconds."""
         self._disconnect()
         self._readers_until = time.monotonic() + self.reader_window
+        self._readers_inside, self._readers_moved = 0, None
+        self._readers_turn.set()
 
     def _watch(self, knocks: _Knocks) -> None:
         """The watcher thread: let readers in when one knocks, once the call in hand (if any) ends."""
         while knocks.wait():
+            if self._readers_turn.is_set():  # the file is the readers': opens and closes are theirs
+                opened, closed = knocks.heard()
+                if time.monotonic() < self._readers_until - self.reader_window + KNOCK_TAIL:
+                    continue  # the rest of the failed try that knocked, not a reader coming in
+                # at least 0: the close of a knock that failed just before the turn may come in it
+                self._readers_inside = max(0, self._readers_inside + opened - closed)
+                if opened or self._readers_moved is not None:
+                    self._readers_moved = time.monotonic()
+                continue
             with self._use:  # taken between calls only; _connect consumes the sink's own opens under it
-                if knocks.heard() and self._connection is not None:
+                if any(knocks.heard()) and self._connection is not None:
                     log.debug("DuckDB sink %r: a reader knocked; letting it in for %g s", self.path, self.reader_window)
                     self._let_readers_in()
 
@@ -377,7 +401,7 @@ class DuckDBSink(SQLSink):
     def _connect(self) -> None:
         if self._connection is not None:
             return
-        time.sleep(max(0.0, self._readers_until - time.monotonic()))  # the readers' turn
+        self._wait_for_readers_turn()
         asked = time.monotonic()
         with self.waits.on(f"readers of DuckDB file {self.path!r} to close it") as wait:
             while True:
@@ -389,6 +413,8 @@ class DuckDBSink(SQLSink):
                     if held is None:
                         raise
                     wait.what = f"a reader of DuckDB file {self.path!r} to close it ({held[1]}, PID {held[2]})"
+                    if self.waits.stopping.is_set():
+                        raise self.waits.stopped(wait) from None
                     if time.monotonic() - asked >= self.open_timeout:
                         msg = (
                             f"DuckDB file {self.path!r} is held open by another process ({held[1]}, PID {held[2]}) for "
@@ -403,6 +429,15 @@ class DuckDBSink(SQLSink):
         self._connection.execute("SET TimeZone = 'UTC'")
         self._hear_knocks()
 
+    def _wait_for_readers_turn(self) -> None:
+        """Wait out the readers' turn: ``reader_window`` seconds, or until readers came in and closed the file again."""
+        while (now := time.monotonic()) < self._readers_until:
+            moved = self._readers_moved
+            if moved is not None and self._readers_inside <= 0 and now - moved >= READERS_DONE_AFTER:
+                break  # a reader's connect opens and closes the file a few times, within microseconds
+            time.sleep(0.02)
+        self._readers_turn.clear()
+
     def _hear_knocks(self) -> None:
         """Watch the file for readers once it exists, and forget the opens the sink's own connect made; without knocks, set the timer."""
         if not self.share_every or self.path == ":memory:":
@@ -414,7 +449,7 @@ class DuckDBSink(SQLSink):
                 self._watcher = threading.Thread(target=self._watch, args=(self._knocks,), name="starload-duckdb-readers", daemon=True)
                 self._watcher.start()
         if self._knocks is not None:
-            self._knocks.heard()
+            self._knocks.heard()  # the sink's own opens
             return
         self._release = threading.Timer(self.share_every, self._let_go, args=(self._connection,))
         self._release.daemon = True
