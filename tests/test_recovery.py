@@ -74,9 +74,9 @@ def duckdb_query(db: Path) -> Callable[[str], list[tuple]]:
 
 def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str) -> list[str]:
     """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None."""
-    # On Snowflake a killed loader's transaction keeps its locks: short timers let the next loader
-    # find it stale and abort it within seconds (the defaults are 120 s and 600 s).
-    snowflake = ["--sink", "snowflake", "--sink-option", "lock_timeout=2", "--sink-option", "stale_transaction=4"]
+    # On Snowflake a killed loader's transaction keeps its locks: the next loader aborts it once the
+    # killed one has not beaten for dead_after (default sink options).
+    snowflake = ["--sink", "snowflake"]
     sink = ["--duckdb-path", str(db)] if db else snowflake
     return [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",

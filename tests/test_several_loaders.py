@@ -40,9 +40,8 @@ class Loader:
         command = [
             sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
             "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
-            # A killed or frozen loader's transaction holds the lock: short timers let the
-            # others find it stale and abort it within seconds (defaults: 120 s and 600 s).
-            "--sink-option", "lock_timeout=2", "--sink-option", "stale_transaction=4",
+            # Default sink options: a killed or frozen loader's transaction, which holds the lock,
+            # is aborted once its loader has not beaten for dead_after (20 s).
             # The local broker waits a whole rebalance timeout (max.poll.interval.ms, 300 s by
             # default) for members that left before it completes a join: keep it short here.
             "-X", "max.poll.interval.ms=15000", *extra,
@@ -133,7 +132,7 @@ def test_a_zombie_loader_cannot_commit(local_broker, local_snowflake, snowflake_
     zombie.process.send_signal(signal.SIGSTOP)
     try:
         # The other loader gets every partition once the zombie's session times out (6 s),
-        # waits for the zombie's lock, finds its transaction stale, aborts it and loads all.
+        # waits for the zombie's lock, finds that the zombie stopped beating (dead_after), aborts it and loads all.
         heir = spawn(topic, "heir", "--until-idle", "3")
         heir.finish(timeout=300)
     finally:

@@ -7,7 +7,10 @@ before it kept to these rules (see the module docstrings for the documentation p
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -160,50 +163,158 @@ def test_a_failed_rollback_never_lets_a_later_statement_commit_half_a_batch(loca
 
 
 @pytest.fixture
-def locked_write(snowflake_settings, stager):
-    """``write(holder_name)``: one order loaded, then a second written while a session that never ends
-    (a killed loader's) holds a lock on DIM_CUSTOMER; returns the write's error, the sink and the batch.
+def holder(snowflake_settings):
+    """``hold(name)``: a session begins a transaction (named ``name``), takes the star's lock and changes a
+    customer, and never ends it (a killed loader's, or another program's); returns the transaction's id.
     """
+    sessions = []
+
+    def hold(name: str | None) -> int:
+        con = snowflake.connector.connect(**snowflake_settings, network_timeout=10)
+        sessions.append(con)
+        cursor = con.cursor()
+        before = {r[0] for r in cursor.execute("SHOW TRANSACTIONS").fetchall()}
+        cursor.execute(f"BEGIN NAME {name}" if name else "BEGIN")
+        cursor.execute("UPDATE \"STARLOAD_LOCK\" SET \"LOCKED_BY\" = 'elsewhere'")
+        cursor.execute("UPDATE \"DIM_CUSTOMER\" SET \"CUSTOMER_NAME\" = 'x'")
+        [transaction] = {r[0] for r in cursor.execute("SHOW TRANSACTIONS").fetchall()} - before
+        return int(transaction)
+
+    yield hold
+    for con in sessions:
+        con.close()
+
+
+def open_transactions(reader) -> set[int]:
+    return {int(r[0]) for r in reader.execute("SHOW TRANSACTIONS").fetchall()}
+
+
+@pytest.mark.parametrize("name", ["STARLOAD_DEADBEEFDEADBEEF", "STARLOAD"])
+def test_a_killed_loaders_transaction_is_aborted_by_the_next_write(name, snowflake_settings, stager, holder, reader, caplog):
+    """No beat of its loader (``STARLOAD``: a loader of a version before heartbeats): the next writer aborts it."""
+    caplog.set_level(logging.WARNING)
     [order] = sample_orders(1)
-    with SnowflakeSink(**snowflake_settings, lock_timeout=1, stale_transaction=1) as sink:
+    with SnowflakeSink(**snowflake_settings, lock_timeout=1) as sink:
         sink.prepare(ORDERS_SCHEMA)
         sink.write(stager.batch([order]))
-        batch = stager.batch([{**order, "order_id": "second"}], start=1)
-
-        def write(holder_name: str | None) -> tuple[TransientSinkError, SnowflakeSink, object]:
-            dead = snowflake.connector.connect(**snowflake_settings, network_timeout=10).cursor()
-            dead.execute(f"BEGIN NAME {holder_name}" if holder_name else "BEGIN")
-            dead.execute('UPDATE "DIM_CUSTOMER" SET "CUSTOMER_NAME" = \'x\'')
-            outcome: list[BaseException | None] = []
-            writer = threading.Thread(target=lambda: outcome.append(_raised(sink.write, batch)))
-            writer.start()
-            writer.join(30)
-            assert not writer.is_alive(), "the write waited for the lock without bound"
-            [error] = outcome
-            assert isinstance(error, TransientSinkError), error
-            return error, sink, batch
-
-        yield write
-
-
-def test_a_lock_held_by_another_transaction_is_a_clear_transient_error(locked_write, reader):
-    error, sink, batch = locked_write(None)
-    transaction = str(error).split("held by transaction ")[1].split()[0]
-    assert "DIM_CUSTOMER" in str(error) and f"SYSTEM$ABORT_TRANSACTION({transaction})" in str(error)
-    # Not a starload transaction: left alone, however old; the operator frees it.
-    assert any(str(r[0]) == transaction for r in reader.execute("SHOW TRANSACTIONS").fetchall())
-    reader.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction})")
-    assert sink.write(batch).facts_inserted == 1
+        transaction = holder(name)
+        started = time.monotonic()
+        assert sink.write(stager.batch([{**order, "order_id": "second"}], start=1)).facts_inserted == 1
+    assert time.monotonic() - started < 10
+    assert transaction not in open_transactions(reader)
+    assert f"aborted transaction {transaction} ({name})" in caplog.text
+    assert reader.execute('SELECT "CUSTOMER_NAME" FROM "DIM_CUSTOMER"').fetchall() != [("x",)]
     assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
 
 
-def test_a_stale_transaction_of_a_killed_loader_is_aborted_by_the_next(locked_write, reader):
-    error, sink, batch = locked_write("STARLOAD")
-    transaction = str(error).split("held by transaction ")[1].split()[0]
-    # The killed loader's transaction was aborted (other tests' may still be open on this endpoint).
-    assert all(str(r[0]) != transaction for r in reader.execute("SHOW TRANSACTIONS").fetchall())
-    assert sink.write(batch).facts_inserted == 1
-    assert reader.execute('SELECT "CUSTOMER_NAME" FROM "DIM_CUSTOMER"').fetchall() != [("x",)]
+def test_a_loader_whose_last_beat_is_old_is_taken_for_dead(snowflake_settings, stager, holder, reader, caplog):
+    caplog.set_level(logging.WARNING)
+    [order] = sample_orders(1)
+    with SnowflakeSink(**snowflake_settings, lock_timeout=1) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        sink.write(stager.batch([order]))  # made STARLOAD_LOADERS
+        reader.execute(
+            "INSERT INTO \"STARLOAD_LOADERS\" SELECT 'DEADBEEFDEADBEEF', 'gone-host:4242', "
+            "DATEADD(second, -60, CURRENT_TIMESTAMP)"
+        )
+        transaction = holder("STARLOAD_DEADBEEFDEADBEEF")
+        assert sink.write(stager.batch([{**order, "order_id": "second"}], start=1)).facts_inserted == 1
+    assert transaction not in open_transactions(reader)
+    assert re.search(r"its loader gone-host:4242 last beat 6\d s ago \(dead_after 20 s\)", caplog.text)
+    assert reader.execute("SELECT count(*) FROM \"STARLOAD_LOADERS\" WHERE LOADER = 'DEADBEEFDEADBEEF'").fetchall() == [(0,)]
+
+
+def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_settings, stager, holder, reader, caplog):
+    """The writer waits (the wait shows in ``sink.waits``) until the holder is freed from outside; no backoff."""
+    caplog.set_level(logging.WARNING)
+    [order] = sample_orders(1)
+    with SnowflakeSink(**snowflake_settings, lock_timeout=1) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        sink.write(stager.batch([order]))
+        transaction = holder(None)
+        batch = stager.batch([{**order, "order_id": "second"}], start=1)
+        outcome: list[BaseException | None] = []
+        writer = threading.Thread(target=lambda: outcome.append(_raised(sink.write, batch)))
+        writer.start()
+        deadline = time.monotonic() + 10
+        while (wait := sink.waits.current(at_least=0)) is None or str(transaction) not in wait.what:
+            assert writer.is_alive() and time.monotonic() < deadline, (outcome, wait)
+            time.sleep(0.05)
+        assert wait.what == f"the star's lock, held by transaction {transaction} (unnamed), not a starload loader's"
+        time.sleep(3)  # three lock waits more: still waiting, the holder left alone
+        assert writer.is_alive() and transaction in open_transactions(reader)
+        reader.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction})")
+        freed = time.monotonic()
+        writer.join(30)
+        assert outcome == [None]
+        assert time.monotonic() - freed < 3  # tried again at once, not after a backoff
+        assert sink.waits.current(at_least=0) is None
+    assert "aborted transaction" not in caplog.text
+    assert f"SELECT SYSTEM$ABORT_TRANSACTION({transaction}) frees it" in caplog.text
+    assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
+
+
+def test_a_stopping_loader_gives_up_a_wait_that_has_no_end_of_its_own(snowflake_settings, stager, holder, reader):
+    """SIGTERM (StarLoader.stop sets ``waits.stopping``) ends a wait for another program's lock within a lock wait."""
+    [order] = sample_orders(1)
+    with SnowflakeSink(**snowflake_settings, lock_timeout=1) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        sink.write(stager.batch([order]))
+        transaction = holder(None)
+        outcome: list[BaseException | None] = []
+        writer = threading.Thread(target=lambda: outcome.append(_raised(sink.write, stager.batch([{**order, "order_id": "2"}], start=1))))
+        writer.start()
+        time.sleep(2.5)
+        assert writer.is_alive()
+        sink.waits.stopping.set()
+        stopped = time.monotonic()
+        writer.join(30)
+        assert time.monotonic() - stopped < 3
+        [error] = outcome
+        assert isinstance(error, TransientSinkError) and "stopped while waiting for the star's lock" in str(error), error
+        assert f"held by transaction {transaction}" in str(error)
+        assert transaction in open_transactions(reader)  # left alone
+    assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(1,)]
+
+
+def test_prepare_aborts_a_killed_loaders_transaction_too(snowflake_settings, holder, reader, caplog):
+    caplog.set_level(logging.WARNING)
+    with SnowflakeSink(**snowflake_settings) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+    reader.execute('DELETE FROM "STARLOAD_STARS"')  # unrecorded: the next prepare records it, under the lock
+    transaction = holder("STARLOAD_DEADBEEFDEADBEEF")
+    with SnowflakeSink(**snowflake_settings, lock_timeout=1) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+    assert f"aborted transaction {transaction}" in caplog.text
+    assert reader.execute('SELECT "STAR" FROM "STARLOAD_STARS"').fetchall() == [(ORDERS_SCHEMA.name,)]
+
+
+def test_a_slow_loader_keeps_beating_and_is_never_aborted(local_snowflake, snowflake_settings, stager, reader, caplog):
+    """One loader's fact insert is held longer than dead_after + lock_timeout; another waits for it, then writes."""
+    caplog.set_level(logging.WARNING)
+    orders = sample_orders(2)
+    fast = {"lock_timeout": 1, "heartbeat": 0.5, "dead_after": 2}
+    with SnowflakeSink(**snowflake_settings, **fast) as slow, SnowflakeSink(**snowflake_settings, **fast) as other:
+        slow.prepare(ORDERS_SCHEMA)
+        other.prepare(ORDERS_SCHEMA)
+        local_snowflake.inject(r'^INSERT INTO "FACT_ORDERS"', action="delay", seconds=5)
+        held = local_snowflake.stats().get("held", 0)
+        outcome: list[BaseException | None] = []
+        writer = threading.Thread(target=lambda: outcome.append(_raised(slow.write, stager.batch(orders[:1]))))
+        writer.start()
+        while local_snowflake.stats().get("held", 0) == held:
+            time.sleep(0.05)
+        other_stager = Stager(topic="other")
+        try:
+            asked = time.monotonic()
+            assert other.write(other_stager.batch(orders[1:])).facts_inserted == 1
+            assert time.monotonic() - asked > 3  # it waited for the slow one, past dead_after + lock_timeout
+        finally:
+            other_stager.close()
+        writer.join(30)
+        assert outcome == [None]
+    assert "aborted" not in caplog.text
+    assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
 
 
 def _raised(fn, *args) -> BaseException | None:
@@ -240,6 +351,7 @@ def test_long_spec_names_stay_within_snowflakes_identifier_limit(snowflake_setti
 
 
 def test_the_session_is_utc_with_bounded_waits_and_server_side_binding(snowflake_settings):
+    assert SnowflakeSink(**snowflake_settings).connection_arguments()["session_parameters"]["LOCK_TIMEOUT"] == 10
     arguments = SnowflakeSink(**snowflake_settings, lock_timeout="30").connection_arguments()
     assert arguments["paramstyle"] == "qmark"
     assert arguments["session_parameters"] | {} == {
@@ -247,6 +359,8 @@ def test_the_session_is_utc_with_bounded_waits_and_server_side_binding(snowflake
     }  # fmt: skip
     with pytest.raises(Exception, match="lock_timeout must be a whole number"):
         SnowflakeSink(lock_timeout="soon")
+    with pytest.raises(Exception, match="dead_after must be a number of seconds, at least 10"):
+        SnowflakeSink(heartbeat=5, dead_after=6)
 
 
 def test_money_survives_the_parquet_round_trip(sink, stager, reader):

@@ -350,8 +350,13 @@ class StarLoader:
         self._write_thread: ThreadPoolExecutor
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish the batches in hand and return (thread- and signal-safe)."""
+        """Ask :meth:`run` to finish the batches in hand and return (thread- and signal-safe).
+
+        A batch waiting for something with no end of its own (a lock held elsewhere)
+        gives up, unwritten: the load then ends with that error.
+        """
         self._stop.set()
+        self.sink.waits.stopping.set()
 
     def run(self, *, until_idle: float | None = None) -> LoadStats:
         """Load until :meth:`stop`, or until ``until_idle`` seconds pass without a message.
@@ -367,6 +372,7 @@ class StarLoader:
         exist, within ``startup_timeout`` seconds (after preparing the sink); no topic
         is created then.
         """
+        self.sink.waits.stopping.clear()
         self.sink.verify(self.schema)  # first: a sink's mistakes and a drifted star need no broker to show
         self._await_topic()
         self._admin = AdminClient(connection_settings(self.config))

@@ -6,6 +6,10 @@ readers of a DuckDB file, the warehouse after an error) says so with
 again at most every :data:`LOG_EVERY` seconds while it lasts (each time
 :meth:`Waits.remind` runs: the engine's loop calls it, and so does any waiting loop
 of a sink). Short waits (a reader's query, a lock held for a batch) are not logged.
+
+A wait with no end of its own (a lock held by someone else) gives up when the loader
+stops: :meth:`StarLoader.stop <starload.engine.StarLoader.stop>` sets
+:attr:`Waits.stopping`, and a waiting loop that sees it raises :meth:`Waits.stopped`'s error.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import attrs
+
+from starload.exceptions import TransientSinkError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,12 @@ class Waits:
     def __init__(self) -> None:
         self._waits: list[Wait] = []
         self._guard = threading.Lock()
+        #: Set when the loader stops: a wait with no end of its own gives up.
+        self.stopping = threading.Event()
+
+    def stopped(self, wait: Wait) -> TransientSinkError:
+        """The error a waiting loop raises when it gives up ``wait`` because the loader stops."""
+        return TransientSinkError(f"stopped while waiting for {wait.describe()}; the batch was not written")
 
     @contextlib.contextmanager
     def on(self, what: str) -> Iterator[Wait]:

@@ -8,8 +8,10 @@ of :class:`~starload.sinks.sql.SQLSink` runs in one transaction, each statement
 reading its part of the staging table. The conflict lookup and the write read the
 same staged rows, so a batch costs 13 statements whatever its size: PUT, COPY, the
 conflict lookup, BEGIN, the star's lock (see :mod:`starload.sinks.sql`), two per
-dimension, dates, facts, rejects (when there are any), offsets, COMMIT. The staging
-table is made when the sink is prepared, not by the first batch.
+dimension, dates, facts, rejects (when there are any), offsets, COMMIT (and on the
+sink's second session, a heartbeat before BEGIN unless one was sent in the last
+``heartbeat`` seconds, see below). The staging table is made when the sink is
+prepared, not by the first batch.
 
 Snowflake's own semantics, each checked against its documentation (the tests run
 them through a local endpoint that enforces these rules, see
@@ -25,20 +27,38 @@ them through a local endpoint that enforces these rules, see
   written (COPY skips files its load metadata says are loaded, and does not fail on a
   missing file). Anything else is a transient error: the batch is staged again.
 * ``LOCK_TIMEOUT`` and ``STATEMENT_TIMEOUT_IN_SECONDS`` are set for the session
-  (sink options ``lock_timeout``, default 120 s, and ``statement_timeout``, default
+  (sink options ``lock_timeout``, default 10 s, and ``statement_timeout``, default
   900 s; Snowflake's defaults are 12 hours and 2 days), so no statement waits
-  unbounded; a lock or statement timeout is transient and logged with what it waited
-  for. The connector's own retries of a request are bounded by ``network_timeout``
-  (default ``statement_timeout`` + 60 s; unbounded in the connector by default). A
-  loader killed inside a transaction leaves it open, holding its locks, until
-  Snowflake aborts it (after about four hours idle). Every starload transaction is
-  named ``STARLOAD``; a loader whose transaction (a write, prepare, an offsets reset,
-  a migration) waited for a lock held by a starload transaction open for longer than
-  ``stale_transaction`` seconds (default 600; a live loader's transaction lasts
-  seconds) aborts it with
-  ``SYSTEM$ABORT_TRANSACTION``, which Snowflake allows the user who started it, and
-  retries. Any other holder is only named in the log line, with the statement that
-  would free it.
+  unbounded; a statement timeout is transient and logged with what it waited for.
+  The connector's own retries of a request are bounded by ``network_timeout``
+  (default ``statement_timeout`` + 60 s; unbounded in the connector by default).
+* **A killed loader's transaction** stays open, holding the star's lock, until
+  Snowflake aborts it (after about four hours idle). An age cannot tell a dead
+  holder from a slow one; a heartbeat can. Every sink has a loader id and names each
+  transaction it begins ``STARLOAD_<id>``. While (and only while) one is open, it
+  records that it is alive in ``STARLOAD_LOADERS`` (LOADER, HOLDER host:pid,
+  BEAT_AT = the warehouse's ``CURRENT_TIMESTAMP``): just before BEGIN, then every
+  ``heartbeat`` seconds (default 5), from a second session of its own, so a long
+  statement or a held request of the write never delays a beat; an idle loader
+  sends nothing (it keeps no warehouse awake). A transaction (a write, prepare, an
+  offsets reset, a migration) that waited ``lock_timeout`` for a lock looks at its
+  holder in ``SHOW TRANSACTIONS``: a ``STARLOAD_<id>`` transaction whose loader's
+  last beat is older than ``dead_after`` seconds (default 20; the warehouse's clock
+  judges, ``DATEDIFF`` against ``CURRENT_TIMESTAMP``), or that has none (a
+  ``STARLOAD`` transaction of a version before heartbeats has none either), is
+  aborted with ``SYSTEM$ABORT_TRANSACTION``, named in one warning line, and the
+  transaction is retried at once. Any other holder (a live loader, however slow; a
+  transaction that is not a loader's) is never aborted: the transaction is retried
+  and waits again, and a holder that is not a loader's is named in the log with the
+  statement that would free it. The wait shows in :attr:`~starload.sinks.base.Sink.waits`.
+  Snowflake lets only the user who started a transaction, or an account
+  administrator, abort it, and ``SHOW TRANSACTIONS`` lists the current user's only
+  (``IN ACCOUNT`` needs ACCOUNTADMIN) (Snowflake docs: SYSTEM$ABORT_TRANSACTION,
+  https://docs.snowflake.com/sql-reference/functions/system_abort_transaction, and
+  SHOW TRANSACTIONS, https://docs.snowflake.com/sql-reference/sql/show-transactions):
+  loaders sharing a star must connect as one user. A holder of another user is not
+  listed, so it is waited for and never aborted; with loaders of several users,
+  an administrator frees a dead one's transaction by hand.
 * If a ROLLBACK fails, the session is dropped and a new one opened: a DDL statement in
   a session with an open transaction would commit it.
 * Values are bound server-side (``paramstyle='qmark'``).
@@ -57,16 +77,18 @@ unset. Secrets are passed to the connector only; they never appear in logs or er
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,9 +97,10 @@ from starload.drift import Column
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.mapping import Mapper, quote, raw_batch
-from starload.sinks.base import SinkType, StagedBatch, seconds_option
+from starload.sinks.base import LOCK_TABLE, SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import Dialect, SQLSink, batch_parts
 from starload.spec import StarSchema
+from starload.waiting import Wait
 
 SNOWFLAKE = Dialect(
     name="snowflake",
@@ -108,12 +131,26 @@ BATCH_COLUMN, PART_COLUMN = "_SL_BATCH", "_SL_PART"
 #: 000625 lock wait (a lock held too long, or too many waiters), 000630 statement timeout.
 RETRYABLE_ERRNO = frozenset({604, 625, 630})
 #: Seconds a statement waits for a lock, and runs, unless the sink options say otherwise.
-DEFAULT_LOCK_TIMEOUT = 120
+#: A waiter looks at the lock's holder each time its wait times out: every 10 s.
+DEFAULT_LOCK_TIMEOUT = 10
 DEFAULT_STATEMENT_TIMEOUT = 900
-#: Seconds after which an open starload transaction that blocks a write is taken for a dead loader's.
-DEFAULT_STALE_TRANSACTION = 600
-#: The name of every transaction the sink begins (``BEGIN NAME …``), to know its own in ``SHOW TRANSACTIONS``.
+#: Seconds between two beats of a loader inside a transaction, and the age of the last
+#: beat after which a loader whose transaction blocks another is taken for dead.
+DEFAULT_HEARTBEAT = 5
+DEFAULT_DEAD_AFTER = 20
+#: Where loaders inside a transaction record that they are alive (one row per loader).
+LOADERS_TABLE = "STARLOAD_LOADERS"
+#: Every transaction the sink begins is named ``STARLOAD_<loader id>`` (``BEGIN NAME …``),
+#: so that ``SHOW TRANSACTIONS`` tells whose it is; versions before heartbeats named it ``STARLOAD``.
 TRANSACTION_NAME = "STARLOAD"
+STARLOAD_TRANSACTION = re.compile(rf"{TRANSACTION_NAME}(?:_([0-9A-F]{{16}}))?", re.IGNORECASE)
+#: Seconds between two log lines about failing beats.
+BEAT_FAILURE_LOG_EVERY = 30.0
+#: Seconds a beat's session may spend on one statement, and its connector on one request.
+BEAT_TIMEOUT = 30
+#: Seconds at least between two tries at a lock (a lock wait can fail at once: too many waiters).
+LOCK_RETRY_EVERY = 1.0
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 #: Environment variable → connector argument. Secrets are marked so they are never shown.
@@ -181,11 +218,45 @@ def _spelling(data_type: str, length: int | None, precision: int | None, scale: 
 
 
 class LockWaitError(TransientSinkError):
-    """A statement waited for a lock longer than the session's LOCK_TIMEOUT; ``transaction`` holds it (if known)."""
+    """A statement waited for a lock longer than the session's LOCK_TIMEOUT; ``transaction`` holds it (if known), on ``table``."""
 
-    def __init__(self, message: str, transaction: int | None) -> None:
+    def __init__(self, message: str, transaction: int | None, table: str | None = None) -> None:
         super().__init__(message)
         self.transaction = transaction
+        self.table = table
+
+
+class _LockWait:
+    """A transaction's wait for a lock, across its tries: from the first lock statement until the lock is taken.
+
+    A wait for the star's lock ends once it is taken; a wait for another table's lock
+    (one held by a transaction that is not a loader's) ends when the transaction succeeds.
+    """
+
+    def __init__(self, sink: SnowflakeSink) -> None:
+        self._sink = sink
+        self._context: contextlib.AbstractContextManager[Wait] | None = None
+        self._star = False
+        self.wait: Wait | None = None
+
+    def begin(self, what: str, *, star: bool, since: float | None = None) -> Wait:
+        """The wait in progress, or a new one for ``what`` (since ``since``, a ``time.time()``, or now)."""
+        if self.wait is None:
+            self._context = self._sink.waits.on(what)
+            self.wait, self._star = self._context.__enter__(), star
+            if since is not None:
+                self.wait.since = since
+        return self.wait
+
+    def taken(self) -> None:
+        """The star's lock was taken: a wait for it ends."""
+        if self._star:
+            self.end()
+
+    def end(self) -> None:
+        context, self._context, self.wait = self._context, None, None
+        if context is not None:
+            context.__exit__(None, None, None)
 
 
 class StagingLayout:
@@ -251,6 +322,15 @@ class StagingLayout:
         return pa.concat_tables(pieces)
 
 
+def _statement_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is Snowflake refusing a statement (the session itself is sound)."""
+    try:
+        from snowflake.connector import errors
+    except ImportError:
+        return False
+    return isinstance(exc, errors.ProgrammingError)
+
+
 def _moved_conflicts(held: StagedBatch, batch: StagedBatch) -> bool:
     """Whether ``batch`` is ``held`` with conflicting facts moved to the rejects (:meth:`StagedBatch.with_conflicts`)."""
     return (
@@ -272,7 +352,7 @@ class SnowflakeSink(SQLSink):
     ``connection_name`` picks a connection from ``connections.toml``; otherwise the
     ``SNOWFLAKE_*`` environment variables are used, overridden by ``settings`` (any
     argument of ``snowflake.connector.connect``). ``lock_timeout``,
-    ``statement_timeout`` and ``stale_transaction`` are seconds (see the module docstring).
+    ``statement_timeout``, ``heartbeat`` and ``dead_after`` are seconds (see the module docstring).
     """
 
     dialect = SNOWFLAKE
@@ -284,7 +364,8 @@ class SnowflakeSink(SQLSink):
         connection_name: str | None = None,
         lock_timeout: int | str = DEFAULT_LOCK_TIMEOUT,
         statement_timeout: int | str = DEFAULT_STATEMENT_TIMEOUT,
-        stale_transaction: int | str = DEFAULT_STALE_TRANSACTION,
+        heartbeat: float | str = DEFAULT_HEARTBEAT,
+        dead_after: float | str = DEFAULT_DEAD_AFTER,
         network_timeout: int | str | None = None,
         **settings: Any,
     ) -> None:
@@ -292,7 +373,8 @@ class SnowflakeSink(SQLSink):
         self.connection_name = connection_name
         self.lock_timeout = seconds_option("lock_timeout", lock_timeout, whole=True, low=1)
         self.statement_timeout = seconds_option("statement_timeout", statement_timeout, whole=True, low=1)
-        self.stale_transaction = seconds_option("stale_transaction", stale_transaction, whole=True, low=1)
+        self.heartbeat = seconds_option("heartbeat", heartbeat, low=0.1)
+        self.dead_after = seconds_option("dead_after", dead_after, low=2 * self.heartbeat)
         if network_timeout is None:
             network_timeout = self.statement_timeout + 60
         self.network_timeout = seconds_option("network_timeout", network_timeout, whole=True, low=1)
@@ -312,6 +394,21 @@ class SnowflakeSink(SQLSink):
         self._held: StagedBatch | None = None
         self._relations: dict[str, str] = {}
         self._held_extended = False
+        #: This loader's id, in the name of each transaction it begins and in its beats.
+        self.loader_id = uuid.uuid4().hex[:16].upper()
+        #: The session that sends the beats (opened by the first beat), guarded by ``_beat_guard``.
+        self._beat_connection: Any = None
+        self._beat_guard = threading.Lock()
+        self._beats_table_made = False
+        #: When the last beat succeeded and when a failing one was last logged (``time.monotonic()``).
+        self._beaten: float | None = None
+        self._beat_failure_logged: float | None = None
+        #: Set to stop the beats of the transaction open now (None: no transaction open).
+        self._beating: threading.Event | None = None
+        #: While a locked transaction is tried (and tried again after lock waits), its wait for the lock.
+        self._lock_wait: _LockWait | None = None
+        #: Whether a write retries itself after a lock wait (so that its transaction's own retries do not).
+        self._write_retries = False
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.connection_arguments().items() if k not in SECRETS}
@@ -349,6 +446,8 @@ class SnowflakeSink(SQLSink):
             self._files = Path(tempfile.mkdtemp(prefix="starload-snowflake-"))
 
     def _disconnect(self) -> None:
+        # A transaction the dropped session may still hold is no longer this loader's: let others judge it dead.
+        self._stop_beating()
         connection, self._connection = self._connection, None
         # A new session has no staging table (it was temporary) and holds no batch.
         self._layout, self._held, self._relations = None, None, {}
@@ -356,9 +455,16 @@ class SnowflakeSink(SQLSink):
             connection.close()
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        waiting = self._lock_wait if self._sql is not None and statement == self._sql.lock() else None
         cursor = self._connection.cursor()
         try:
-            cursor.execute(statement, params)
+            if waiting is not None:
+                # Shown (after a few seconds) while the star's lock is asked, ended once it is taken.
+                waiting.begin("the star's lock", star=True)
+                cursor.execute(statement, params)
+                waiting.taken()
+            else:
+                cursor.execute(statement, params)
             self._last_columns = [d[0].lower() for d in cursor.description or []]
             rows = cursor.fetchall() if cursor.description else []
             self._last_rowcount = cursor.rowcount or 0
@@ -470,43 +576,220 @@ class SnowflakeSink(SQLSink):
         """Staged rows stay for the write that follows the conflict lookup; later batches never read them."""
 
     def _transaction(self, action: str) -> None:
-        self._execute(f"BEGIN NAME {TRANSACTION_NAME}" if action == "begin" else action.upper())
+        if action == "begin":
+            self._beat(fresh=self.heartbeat)
+            self._execute(f"BEGIN NAME {TRANSACTION_NAME}_{self.loader_id}")
+            self._start_beating()
+            return
+        try:
+            self._execute(action.upper())
+        finally:
+            # After the answer, not before: a slow COMMIT is still a live loader's.
+            self._stop_beating()
+
+    # -- several loaders: the heartbeat, and the lock waits ----------------------
+    def write(self, batch: StagedBatch) -> WriteResult:
+        """The SQL sink's write; after a lock wait it is tried again whole (its plan is made afresh each time)."""
+        self._write_retries = True
+        try:
+            return self._waiting_for_locks(lambda: SQLSink.write(self, batch))
+        finally:
+            self._write_retries = False
 
     def _locked(self, apply: Callable[[], object], batch: StagedBatch | None = None) -> None:
-        """The SQL sink's locked transaction; a lock wait first aborts the transaction that held it, if it is stale."""
-        try:
-            super()._locked(apply, batch)
-        except LockWaitError as exc:
-            if exc.transaction is not None:
-                self._abort_if_stale(exc.transaction)
-            raise
+        """The SQL sink's locked transaction, tried until it has its locks (a dead loader's transaction aborted)."""
+        if self._write_retries:
+            SQLSink._locked(self, apply, batch)  # the write around it tries again
+        else:
+            self._waiting_for_locks(lambda: SQLSink._locked(self, apply, batch))
 
-    def _abort_if_stale(self, transaction: int) -> None:
-        """Abort ``transaction`` if it is a starload transaction open longer than ``stale_transaction`` seconds."""
+    def _waiting_for_locks(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (a locked transaction) until it does not fail on a lock wait; see the module docstring.
+
+        After each lock wait the holder is looked at (:meth:`_judge`); a dead loader's
+        transaction is aborted. Either way the transaction is tried again at once: the
+        next try waits up to ``lock_timeout`` for the lock, no backoff in between.
+        """
+        if self._lock_wait is not None:  # nested: the outer loop tries again
+            return attempt()
+        self._lock_wait = lock_wait = _LockWait(self)
+        told: set[str] = set()
         try:
-            rows = self._guarded(self._results, "SHOW TRANSACTIONS")
-            [holder] = [r for r in rows if str(r.get("id")) == str(transaction)] or [None]
-            if holder is None:
-                log.warning("the transaction %s that held the lock has ended", transaction)
-                return
-            started = holder.get("started_on")
-            if isinstance(started, datetime) and started.tzinfo is None:
-                started = started.replace(tzinfo=UTC)
-            age = (datetime.now(UTC) - started).total_seconds() if isinstance(started, datetime) else 0.0
-            if str(holder.get("name") or "").upper() != TRANSACTION_NAME or age < self.stale_transaction:
-                log.warning(
-                    "waiting for transaction %s (%s, open %.0f s); not a stale starload transaction, left alone",
-                    transaction, holder.get("name"), age,
-                )
-                return
-            self._guarded(self._run, f"SELECT SYSTEM$ABORT_TRANSACTION({int(transaction)})")
+            while True:
+                tried = time.monotonic()
+                try:
+                    return attempt()
+                except LockWaitError as exc:
+                    star = exc.table in (None, LOCK_TABLE)
+                    what = "the star's lock" if star else f"a lock on {exc.table}"
+                    wait = lock_wait.begin(what, star=star, since=time.time() - (time.monotonic() - tried))
+                    holder, aborted = self._judge(exc.transaction, told)
+                    wait.what = f"{what}, held by {holder}"
+                    self.waits.remind()
+                    if self.waits.stopping.is_set() and not aborted:
+                        raise self.waits.stopped(wait) from exc
+                    if not aborted:
+                        time.sleep(max(0.0, LOCK_RETRY_EVERY - (time.monotonic() - tried)))
+        finally:
+            self._lock_wait = None
+            lock_wait.end()
+
+    def _judge(self, transaction: int | None, told: set[str]) -> tuple[str, bool]:
+        """Who holds the lock a transaction waited for (``held by …``), and whether it was aborted (a dead loader's).
+
+        ``told``: what was logged already during this wait (each holder is named once).
+        """
+        if transaction is None:
+            return "a transaction Snowflake did not name", False
+        try:
+            rows = self._guarded(self._look, "SHOW TRANSACTIONS")
+            [row] = [r for r in rows if str(r.get("id")) == str(transaction)] or [None]
+            if row is None:
+                # Ended since, or another user's: SHOW TRANSACTIONS lists only the current user's.
+                if f"unlisted {transaction}" not in told and f"seen {transaction}" in told:
+                    told.add(f"unlisted {transaction}")
+                    log.warning(
+                        "waiting for transaction %s, which SHOW TRANSACTIONS does not list: another user's (it lists "
+                        "only this user's; loaders sharing a star must share a user); left alone. "
+                        "SELECT SYSTEM$ABORT_TRANSACTION(%s), run by its user or an account administrator, frees it",
+                        transaction, transaction,
+                    )  # fmt: skip
+                told.add(f"seen {transaction}")
+                return f"transaction {transaction} (not listed: ended, or another user's)", False
+            name = str(row.get("name") or "")
+            matched = STARLOAD_TRANSACTION.fullmatch(name)
+            if matched is None:
+                if f"foreign {transaction}" not in told:
+                    told.add(f"foreign {transaction}")
+                    log.warning(
+                        "waiting for transaction %s (%r, user %s, started %s), which is not a starload loader's: left "
+                        "alone. SELECT SYSTEM$ABORT_TRANSACTION(%s) frees it",
+                        transaction, name, row.get("user"), row.get("started_on"), transaction,
+                    )  # fmt: skip
+                return f"transaction {transaction} ({name or 'unnamed'}), not a starload loader's", False
+            loader = (matched[1] or "").upper()
+            beat = self._last_beat(loader) if loader and loader != self.loader_id else None
+            if beat is not None and beat[1] <= self.dead_after:
+                holder, age = beat
+                return f"loader {holder} (transaction {transaction}, last beat {age:.0f} s ago)", False
+            if loader == self.loader_id:
+                why = "it was begun by this loader in a session it dropped since"
+            elif beat is None:
+                why = f"its loader {loader} has no beat" if loader else "a loader of a version before heartbeats"
+            else:
+                why = f"its loader {beat[0]} last beat {beat[1]:.0f} s ago (dead_after {self.dead_after:g} s)"
+            self._guarded(self._look, f"SELECT SYSTEM$ABORT_TRANSACTION({int(transaction)})")
             log.warning(
-                "aborted transaction %s: a starload transaction open for %.0f s (stale_transaction %d s), "
-                "left by a loader that is gone; it held the lock this write waited for",
-                transaction, age, self.stale_transaction,
-            )
+                "aborted transaction %s (%s), which held the lock this loader waited for: %s, so the loader is gone",
+                transaction, name, why,
+            )  # fmt: skip
+            if loader:
+                self._guarded(self._run, f"DELETE FROM {quote(LOADERS_TABLE)} WHERE LOADER = ?", [loader])
+            return f"transaction {transaction} ({name}), aborted: {why}", True
         except SinkError as exc:
             log.warning("could not look at the transaction %s that held the lock: %s", transaction, exc)
+            return f"transaction {transaction}", False
+
+    def _look(self, statement: str) -> list[dict[str, Any]]:
+        """Run a statement outside any transaction (in a new session if the last was dropped); rows by column."""
+        self._connect()
+        return [dict(zip(self._last_columns, row)) for row in self._run(statement)]
+
+    def _last_beat(self, loader: str) -> tuple[str, float] | None:
+        """The HOLDER of ``loader`` and the age of its last beat in seconds by the warehouse's clock; None: no beat."""
+        self._guarded(self._connect)
+        try:
+            rows = self._guarded(
+                self._run,
+                f"SELECT HOLDER, DATEDIFF(millisecond, BEAT_AT, CURRENT_TIMESTAMP) FROM {quote(LOADERS_TABLE)} "
+                "WHERE LOADER = ?",
+                [loader],
+            )
+        except TerminalSinkError:
+            if LOADERS_TABLE in self._guarded(self._columns, [LOADERS_TABLE]):
+                raise
+            return None  # no loader has ever beaten on this star
+        return (str(rows[0][0]), float(rows[0][1]) / 1000) if rows else None
+
+    def _beat(self, *, fresh: float = 0.0, stop: threading.Event | None = None) -> None:
+        """Record that this loader is alive, from its second session (unless a beat did less than ``fresh`` s ago).
+
+        Never fails: a failing beat is logged (at most every BEAT_FAILURE_LOG_EVERY
+        seconds), and the session is opened again by the next. ``stop``: the beats of
+        a transaction that may have ended while this one waited its turn.
+        """
+        now = time.monotonic()
+        if fresh and self._beaten is not None and now - self._beaten < fresh:
+            return
+        if not self._beat_guard.acquire(timeout=BEAT_TIMEOUT):
+            return  # a beat is on its way already
+        try:
+            if stop is not None and stop.is_set():
+                return
+            import snowflake.connector
+
+            if self._beat_connection is None:
+                arguments = self.connection_arguments()
+                session = {**arguments["session_parameters"], "STATEMENT_TIMEOUT_IN_SECONDS": BEAT_TIMEOUT}
+                arguments |= {"session_parameters": session, "network_timeout": BEAT_TIMEOUT}
+                self._beat_connection = snowflake.connector.connect(**arguments)
+            cursor = self._beat_connection.cursor()
+            try:
+                if not self._beats_table_made:
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS {quote(LOADERS_TABLE)} "
+                        "(LOADER VARCHAR NOT NULL, HOLDER VARCHAR, BEAT_AT TIMESTAMP_TZ)"
+                    )
+                    # Loaders killed outside a transaction leave a row nobody reads again.
+                    cursor.execute(
+                        f"DELETE FROM {quote(LOADERS_TABLE)} WHERE BEAT_AT < DATEADD(day, -1, CURRENT_TIMESTAMP)"
+                    )
+                    self._beats_table_made = True
+                cursor.execute(
+                    f"MERGE INTO {quote(LOADERS_TABLE)} AS t USING (SELECT ? AS LOADER, ? AS HOLDER) AS s "
+                    "ON t.LOADER = s.LOADER "
+                    "WHEN MATCHED THEN UPDATE SET HOLDER = s.HOLDER, BEAT_AT = CURRENT_TIMESTAMP "
+                    "WHEN NOT MATCHED THEN INSERT (LOADER, HOLDER, BEAT_AT) "
+                    "VALUES (s.LOADER, s.HOLDER, CURRENT_TIMESTAMP)",
+                    [self.loader_id, self._holder],
+                )
+            finally:
+                cursor.close()
+            self._beaten = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - a beat never fails the write
+            if not _statement_failed(exc):  # else the session is sound: keep it
+                self._close_beats()
+            if self._beat_failure_logged is None or now - self._beat_failure_logged >= BEAT_FAILURE_LOG_EVERY:
+                self._beat_failure_logged = now
+                log.warning(
+                    "could not record this loader's heartbeat in %s (other loaders may take it for dead and abort its "
+                    "transaction): %s", LOADERS_TABLE, self._describe_error(exc) or exc,
+                )  # fmt: skip
+        finally:
+            self._beat_guard.release()
+
+    def _start_beating(self) -> None:
+        """Beat every ``heartbeat`` seconds until the transaction begun now ends (a daemon thread)."""
+        self._stop_beating()
+        stop = self._beating = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat):
+                self._beat(stop=stop)
+
+        threading.Thread(target=beat, name=f"starload-heartbeat-{self.loader_id}", daemon=True).start()
+
+    def _stop_beating(self) -> None:
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            beating.set()
+
+    def _close_beats(self) -> None:
+        """Close the beats' session (the caller holds ``_beat_guard``)."""
+        connection, self._beat_connection = self._beat_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _describe_error(self, exc: BaseException) -> SinkError | None:
         try:
@@ -529,7 +812,7 @@ class SnowflakeSink(SQLSink):
                 f"Snowflake aborts it after about four hours idle; SELECT SYSTEM$ABORT_TRANSACTION({holder}) "
                 f"frees it now. {detail}"
             )
-            return LockWaitError(text, int(found[1]) if found else None)
+            return LockWaitError(text, int(found[1]) if found else None, table[1] if table else None)
         transient = (
             errors.OperationalError,
             errors.InterfaceError,
@@ -548,6 +831,16 @@ class SnowflakeSink(SQLSink):
     def close(self) -> None:
         try:
             self._disconnect()
+            if self._beat_guard.acquire(timeout=BEAT_TIMEOUT):
+                try:
+                    if self._beat_connection is not None:  # this loader is gone: its row is no longer needed
+                        with contextlib.suppress(Exception):
+                            self._beat_connection.cursor().execute(
+                                f"DELETE FROM {quote(LOADERS_TABLE)} WHERE LOADER = ?", [self.loader_id]
+                            )
+                    self._close_beats()
+                finally:
+                    self._beat_guard.release()
         finally:
             if self._files is not None:
                 shutil.rmtree(self._files, ignore_errors=True)
@@ -560,9 +853,13 @@ SNOWFLAKE_SINK = SinkType(
     description="Snowflake via PUT + COPY INTO of Parquet (SNOWFLAKE_* environment or --snowflake-connection)",
     options={
         "connection_name": "a connection of connections.toml (CLI: --snowflake-connection)",
-        "lock_timeout": f"seconds a statement waits for a lock (default {DEFAULT_LOCK_TIMEOUT})",
+        "lock_timeout": f"seconds a statement waits for a lock before the holder is looked at (default {DEFAULT_LOCK_TIMEOUT})",
         "statement_timeout": f"seconds a statement may run (default {DEFAULT_STATEMENT_TIMEOUT})",
-        "stale_transaction": f"seconds after which a blocking starload transaction is aborted (default {DEFAULT_STALE_TRANSACTION})",
+        "heartbeat": f"seconds between a loader's beats while its transaction is open (default {DEFAULT_HEARTBEAT})",
+        "dead_after": (
+            f"seconds without a beat after which a loader whose transaction blocks another is taken for dead and "
+            f"its transaction aborted (default {DEFAULT_DEAD_AFTER}; at least 2 x heartbeat)"
+        ),
         "network_timeout": "seconds the connector may spend retrying one request (default statement_timeout + 60)",
     },
 )
