@@ -17,7 +17,9 @@ in within about a second plus the batch being written, at any stream rate:
   attempt to open it, even one that fails because the loader holds it, is an open of
   the file by another process; the sink then lets the file go as soon as the call in
   hand (a batch's transaction) ends, or at once when it is idle. Without readers the
-  file is held for the whole load, as fast as ``share_every=0``.
+  file is held for the whole load, as fast as ``share_every=0``. (inotify sees only
+  this machine's opens: a reader on another machine, over a network file system, is
+  never let in.)
 * **Elsewhere** (no inotify, or none left: ``fs.inotify.max_user_instances``), it
   lets the file go ``share_every`` seconds (default 2) after it opened it, as soon as
   the call in hand ends.
