@@ -207,7 +207,9 @@ def test_a_sigterm_at_any_instant_of_the_start_stops_cleanly(local_broker, tmp_p
         path = tmp_path / f"star-{delay}.duckdb"
         proc = subprocess.Popen(
             [sys.executable, *program, "load", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", topic,
-             "--schema", "orders", "--duckdb-path", str(path), "--until-idle", "30", "--no-dlq"],
+             "--schema", "orders", "--duckdb-path", str(path), "--until-idle", "30", "--no-dlq",
+             # a group of its own: on the local broker, a group whose members just left makes the next join wait minutes
+             "--group", f"early-{uuid.uuid4().hex[:8]}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(delay)
