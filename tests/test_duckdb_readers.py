@@ -39,19 +39,29 @@ def star(path: str) -> tuple[int, int, int]:
     return facts, orders, stored
 
 
-def test_read_only_queries_succeed_within_seconds_while_a_loader_runs(local_broker, tmp_path):
-    topic, path = f"readers-{uuid.uuid4().hex[:8]}", str(tmp_path / "star.duckdb")
-    produce(local_broker.bootstrap_servers, topic, 150_000)
+#: ``starload`` on a machine whose file opens cannot be watched (not Linux): readers are let in on a timer.
+WITHOUT_INOTIFY = ["-c", "import sys, starload.sinks.duckdb as d; d.INotify = None; from starload.cli import main; sys.exit(main())"]
+
+
+def run_loader(bootstrap: str, topic: str, path: str, *options: str, program: Sequence[str] = ("-m", "starload.cli")) -> subprocess.Popen[str]:
+    """``starload load`` as a subprocess, returned once it has its partitions (its log is drained meanwhile)."""
     loader = subprocess.Popen(
-        [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", local_broker.bootstrap_servers,
-         "--topic", topic, "--schema", "orders", "--duckdb-path", path, "--batch-rows", "5000", "--until-idle", "3", "--no-dlq"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *program, "load", "--bootstrap-servers", bootstrap, "--topic", topic,
+         "--schema", "orders", "--duckdb-path", path, "--until-idle", "3", "--no-dlq", *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert loader.stderr is not None
     for line in loader.stderr:
         if "assigned" in line:
             break
     threading.Thread(target=loader.stderr.read, daemon=True).start()
+    return loader
+
+
+def test_read_only_queries_succeed_within_seconds_while_a_loader_runs(local_broker, tmp_path):
+    topic, path = f"readers-{uuid.uuid4().hex[:8]}", str(tmp_path / "star.duckdb")
+    produce(local_broker.bootstrap_servers, topic, 150_000)
+    loader = run_loader(local_broker.bootstrap_servers, topic, path, "--batch-rows", "5000")
     waits, seen = [], []
     while loader.poll() is None:
         asked = time.monotonic()
@@ -94,25 +104,6 @@ def test_a_reader_holding_the_file_makes_the_loader_wait_and_retry_not_lose(loca
     assert "is held open by another process" in caplog.text and "retrying" in caplog.text
     assert loader.stats.facts_loaded == 2_000
     assert star(path) == (2_000, 2_000, 2_000)
-
-
-#: ``starload`` on a machine whose file opens cannot be watched (not Linux): readers are let in on a timer.
-WITHOUT_INOTIFY = ["-c", "import sys, starload.sinks.duckdb as d; d.INotify = None; from starload.cli import main; sys.exit(main())"]
-
-
-def run_loader(bootstrap: str, topic: str, path: str, *options: str, program: Sequence[str] = ("-m", "starload.cli")) -> subprocess.Popen[str]:
-    """``starload load`` as a subprocess, returned once it has its partitions (its log is drained meanwhile)."""
-    loader = subprocess.Popen(
-        [sys.executable, *program, "load", "--bootstrap-servers", bootstrap, "--topic", topic,
-         "--schema", "orders", "--duckdb-path", path, "--until-idle", "3", "--no-dlq", *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert loader.stderr is not None
-    for line in loader.stderr:
-        if "assigned" in line:
-            break
-    threading.Thread(target=loader.stderr.read, daemon=True).start()
-    return loader
 
 
 @pytest.mark.parametrize("program", [("-m", "starload.cli"), WITHOUT_INOTIFY], ids=["knocks", "timer"])
