@@ -15,17 +15,10 @@ from __future__ import annotations
 import time
 
 from test_recovery import assert_exact, produce_stream
-from test_several_loaders import snowflake_query, spawn  # noqa: F401 - spawn is a fixture
+from test_several_loaders import snowflake_query, spawn, wait_until_held  # noqa: F401 - spawn is a fixture
 
 #: What the issue asks: the star takes batches again within this many seconds of the kill.
 WITHIN = 45
-
-
-def wait_until_held(local_snowflake, held: int, loader, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while local_snowflake.stats().get("held", 0) <= held:
-        assert loader.process.poll() is None and time.monotonic() < deadline, loader.log.read_text()[-3000:]
-        time.sleep(0.05)
 
 
 def stored(query) -> int:

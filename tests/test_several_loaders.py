@@ -69,6 +69,14 @@ class Loader:
         self._file.close()
 
 
+def wait_until_held(local_snowflake, held: int, loader: Loader, timeout: float = 60) -> None:
+    """Until the endpoint holds one more statement (a ``delay`` fault) than the ``held`` counted before."""
+    deadline = time.monotonic() + timeout
+    while local_snowflake.stats().get("held", 0) <= held:
+        assert loader.process.poll() is None and time.monotonic() < deadline, loader.log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def spawn(local_broker, tmp_path) -> Iterator[Callable[..., Loader]]:
     """Starts loaders (``spawn(topic, name, *extra)``); any still running at the end of the test is killed."""
@@ -123,12 +131,11 @@ def test_a_zombie_loader_cannot_commit(local_broker, local_snowflake, snowflake_
     topic = "zombie"
     orders, bad = produce_stream(local_broker.bootstrap_servers, topic, 6_000, seed=42, partitions=2)
     # Hold the zombie's first fact insert, so that it can be frozen inside its transaction.
+    # The count is the endpoint's since it started: earlier tests held statements too.
+    held = local_snowflake.stats().get("held", 0)
     local_snowflake.inject(r'^INSERT INTO "FACT_ORDERS"', action="delay", seconds=2)
     zombie = spawn(topic, "zombie", "--until-idle", "4")
-    deadline = time.monotonic() + 60
-    while local_snowflake.stats().get("held", 0) < 1:
-        assert time.monotonic() < deadline, zombie.log.read_text()[-3000:]
-        time.sleep(0.05)
+    wait_until_held(local_snowflake, held, zombie)
     zombie.process.send_signal(signal.SIGSTOP)
     try:
         # The other loader gets every partition once the zombie's session times out (6 s),

@@ -99,6 +99,31 @@ def test_ddl_commits_the_open_transaction(snowflake_settings, reader):
     assert reader.execute("SELECT N FROM K").fetchall() == [(1,)]
 
 
+
+def test_a_table_is_never_seen_without_its_text_lengths(snowflake_settings, reader):
+    """A loader checking the star while another creates it sees a VARCHAR(64) as VARCHAR(64), never unsized."""
+    made = threading.Event()
+    unsized: list[tuple] = []
+
+    def create() -> None:
+        with snowflake.connector.connect(**snowflake_settings, network_timeout=30) as con:
+            for i in range(40):
+                con.cursor().execute(f'CREATE TABLE IF NOT EXISTS "T{i}" ("ID" VARCHAR(64) NOT NULL)')
+        made.set()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    reads = 0
+    while not made.is_set():
+        rows = reader.execute(
+            "SELECT TABLE_NAME, CHARACTER_MAXIMUM_LENGTH FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = CURRENT_SCHEMA()"
+        ).fetchall()
+        unsized += [row for row in rows if row[1] != 64]
+        reads += 1
+    creator.join()
+    assert reads > 5
+    assert unsized == []
+
 # ---- the sink keeping to them --------------------------------------------------------------------
 
 

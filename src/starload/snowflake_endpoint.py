@@ -19,6 +19,10 @@ instead. Each rule names the Snowflake documentation page it comes from:
   string fails here.
 * **DDL commits the open transaction** (Transactions, "DDL"): a CREATE, ALTER or DROP
   run while a transaction is open commits it first.
+* **A CREATE TABLE is one step** (CREATE TABLE: the table appears with its columns
+  as declared): fakesnow records a VARCHAR's length in a second statement after
+  the table exists, so a query of INFORMATION_SCHEMA in between saw the column
+  unsized. Here such queries wait while a CREATE runs.
 * **Locks** (Transactions, "Resource locking"; parameter LOCK_TIMEOUT, default 43200 s):
   UPDATE, DELETE and MERGE lock their table until the transaction ends, and wait for
   another transaction's lock up to the session's ``LOCK_TIMEOUT``, then fail with
@@ -118,6 +122,8 @@ class StrictSnowflake:
         self.locks: dict[tuple[str, str, str], str] = {}
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
+        #: Held by a CREATE while it runs, and by a query of INFORMATION_SCHEMA (see the module docstring).
+        self._catalog = asyncio.Lock()
 
     # ---- ASGI ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,6 +179,8 @@ class StrictSnowflake:
         await self.app(scope, receive, send)
 
     async def _query(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from sqlglot import exp
+
         body = await _read(receive)
         session = self.sessions.get(_token(scope))
         request = json.loads(_decoded(scope, body))
@@ -194,7 +202,11 @@ class StrictSnowflake:
         if sql != request.get("sqlText"):
             request["sqlText"] = sql
             body = _encoded(scope, json.dumps(request).encode())
-        status, response = await self._forward(scope, body, receive)
+        if isinstance(statement, exp.Create) or "INFORMATION_SCHEMA" in sql.upper():
+            async with self._catalog:
+                status, response = await self._forward(scope, body, receive)
+        else:
+            status, response = await self._forward(scope, body, receive)
         if session is not None:
             self._after(session, statement, sql, json.loads(response) if response else {})
         if fault is not None and action == "error_after":
