@@ -78,13 +78,13 @@ def test_rejects_are_recorded_once(sink, mapper):
     assert rows == [(0, b"nope", "not valid JSON"), (1, b"", "empty message")]
 
 
-def test_scd1_across_batches(sink, mapper, orders):
+def test_scd1_across_batches_follows_event_time(sink, mapper, orders):
     base = {**orders[0], "customer_id": "C77"}
     write(sink, mapper, [orjson.dumps({**base, "order_id": "a", "order_timestamp": "2024-01-02T00:00:00Z", "customer_name": "Two"})])
     write(sink, mapper, [orjson.dumps({**base, "order_id": "b", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": "One"})], start=1)
     write(sink, mapper, [orjson.dumps({**base, "order_id": "c", "order_timestamp": "2024-01-03T00:00:00Z", "customer_name": None})], start=2)
     rows = sink.connection.execute("SELECT CUSTOMER_KEY, CUSTOMER_NAME FROM DIM_CUSTOMER WHERE CUSTOMER_ID = 'C77'").fetchall()
-    assert len(rows) == 1 and rows[0][1] == "One"
+    assert len(rows) == 1 and rows[0][1] == "Two"  # "One" came later but happened earlier
     keys = sink.connection.execute("SELECT DISTINCT CUSTOMER_KEY FROM FACT_ORDERS WHERE ORDER_ID IN ('a', 'b', 'c')").fetchall()
     assert keys == [(rows[0][0],)]
 

@@ -215,7 +215,7 @@ def test_in_a_batch_the_first_wins_duplicates_are_counted_conflicts_rejected(map
     )
 
 
-def test_dimension_latest_message_wins_and_null_never_erases(mapper, orders):
+def test_dimension_latest_event_by_event_time_wins_and_null_never_erases(mapper, orders):
     base = {**orders[0], "customer_id": "C9"}
     values = [
         with_(base, order_id="1", order_timestamp="2024-01-02T00:00:00Z", customer_name="Old", customer_region="Sindh"),
@@ -224,7 +224,8 @@ def test_dimension_latest_message_wins_and_null_never_erases(mapper, orders):
     ]
     batch = stage(mapper, values)
     [row] = batch.dimensions["customer"].to_pylist()
-    assert (row["CUSTOMER_NAME"], row["CUSTOMER_REGION"]) == ("New", "Sindh")
+    assert (row["CUSTOMER_NAME"], row["CUSTOMER_REGION"]) == ("Old", "Sindh")  # "New" is older; "3" has none
+    assert row["_SL_AT_CUSTOMER_NAME"] == row["_SL_AT_CUSTOMER_REGION"] == "2024-01-02T00:00:00.000000Z 00000 000000000000000"
     assert row["LAST_EVENT_AT"] == datetime(2024, 1, 3, tzinfo=UTC)
 
 

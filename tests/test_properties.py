@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,3 +146,83 @@ def test_crashes_at_any_batch_change_nothing(values, batch_size, crashes):
     crashed, accounted = load_with_crashes(values, batch_size, crashes)
     assert star(crashed) == star(clean)
     assert accounted == len(values)  # every message exactly once: fact, duplicate or reject
+
+
+# ---- type 1 by event time: the star does not depend on how partitions interleave ----------
+
+#: Instants with ties across spellings: 10:00Z and 05:00-05:00 are one instant.
+INSTANTS = {
+    "2024-01-01T10:00:00Z": datetime(2024, 1, 1, 10, tzinfo=UTC),
+    "2024-01-01T05:00:00-05:00": datetime(2024, 1, 1, 10, tzinfo=UTC),
+    "2024-01-01T09:59:59.999999Z": datetime(2024, 1, 1, 9, 59, 59, 999_999, tzinfo=UTC),
+    "2023-12-31 23:00:00": datetime(2023, 12, 31, 23, tzinfo=UTC),
+}
+event = st.fixed_dictionaries(
+    {
+        "partition": st.integers(0, 2),
+        "order_timestamp": st.sampled_from(sorted(INSTANTS)),
+        "customer_id": st.sampled_from(["C1", "C2"]),
+        "customer_name": names,
+        "customer_region": st.sampled_from(["Sindh", "Punjab", None]),
+    }
+)
+
+
+def placed(events: list[dict]) -> list[tuple[int, int, dict]]:
+    """Each event at its (partition, offset): offsets count up within a partition; each order is unique."""
+    counts = {0: 0, 1: 0, 2: 0}
+    found = []
+    for n, e in enumerate(events):
+        p = e["partition"]
+        value = {k: v for k, v in e.items() if k != "partition"}
+        value |= {"order_id": f"O{n}", "product_id": "P1", "category": "Accessories", "price": 1, "quantity": 1}
+        found.append((p, counts[p], value))
+        counts[p] += 1
+    return found
+
+
+def interleave(messages: list[tuple[int, int, dict]], picks: list[int]) -> list[tuple[int, int, dict]]:
+    """The messages as one consumer may receive them: each partition in order, partitions interleaved by ``picks``."""
+    queues = {p: [m for m in messages if m[0] == p] for p in (0, 1, 2)}
+    order, picks = [], list(picks)
+    while any(queues.values()):
+        waiting = [p for p in (0, 1, 2) if queues[p]]
+        order.append(queues[waiting[(picks.pop() if picks else 0) % len(waiting)]].pop(0))
+    return order
+
+
+def load_messages(messages: list[tuple[int, int, dict]], batch_size: int) -> DuckDBSink:
+    sink = DuckDBSink(":memory:")
+    sink.prepare(ORDERS_SCHEMA)
+    mapper = Mapper(ORDERS_SCHEMA)
+    for start in range(0, len(messages), batch_size):
+        chunk = messages[start : start + batch_size]
+        table = raw_batch([json.dumps(v).encode() for _, _, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk])
+        batch = mapper.stage(table, topic="t", group="g")
+        sink.write(batch.with_conflicts(sink.find_conflicts(batch)))
+    mapper.close()
+    return sink
+
+
+def customers_by_oracle(messages: list[tuple[int, int, dict]]) -> list[tuple]:
+    """Per customer, each attribute's value at its latest (event time, partition, offset) where it is not null."""
+    found = []
+    for customer in sorted({v["customer_id"] for _, _, v in messages}):
+        mine = sorted((INSTANTS[v["order_timestamp"]], p, o, v) for p, o, v in messages if v["customer_id"] == customer)
+        latest = [next((v[a] for *_, v in reversed(mine) if v[a] is not None), None) for a in ("customer_name", "customer_region")]
+        found.append((customer, *latest, mine[-1][0]))
+    return found
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(event, min_size=1, max_size=40), picks=st.lists(st.integers(0, 2)), batch_size=st.integers(1, 15))
+def test_dimensions_follow_event_time_whatever_the_interleaving_and_batches(events, picks, batch_size):
+    messages = placed(events)
+    sink = load_messages(interleave(messages, picks), batch_size)
+    rows = sink.connection.execute("SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, LAST_EVENT_AT FROM DIM_CUSTOMER ORDER BY 1").fetchall()
+    assert [(c, n, r, t.astimezone(UTC)) for c, n, r, t in rows] == customers_by_oracle(messages)
+    # and the same as one batch of the events sorted by event time
+    sorted_once = load_messages(sorted(messages, key=lambda m: (INSTANTS[m[2]["order_timestamp"]], m[0], m[1])), len(messages))
+    facts = "SELECT ORDER_ID, CUSTOMER_ID FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1"
+    assert sink.connection.execute(facts).fetchall() == sorted_once.connection.execute(facts).fetchall()
+    assert rows == sorted_once.connection.execute("SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, LAST_EVENT_AT FROM DIM_CUSTOMER ORDER BY 1").fetchall()

@@ -18,7 +18,7 @@ from test_payments_example import EXAMPLES, produce_sample
 
 from starload.drift import fingerprint
 from starload.kafka import ensure_topic
-from starload.spec import StarSchema
+from starload.spec import StarSchema, position_column
 
 PAYMENTS_YAML = (EXAMPLES / "payments.yaml").read_text()
 #: Additive changes: a new nullable fact column, a new attribute, a new optional dimension, a wider string and decimal.
@@ -230,3 +230,29 @@ def test_a_star_whose_tables_were_all_dropped_is_rebuilt_from_the_topic(local_br
     assert "facts loaded: 7" in again.stdout
     [(digest,)] = duck.rows('SELECT "FINGERPRINT" FROM "STARLOAD_STARS"')
     assert digest == fingerprint(StarSchema.from_file(changed))
+
+
+def test_a_star_made_before_positions_were_kept_is_refused_then_migrated(local_broker, tmp_path, warehouse):
+    """A star of an earlier starload has no position columns: the loader names them, `migrate` adds them (values loaded before count as oldest)."""
+    bootstrap, topic = local_broker.bootstrap_servers, f"positions-{warehouse.kind}"
+    produce_sample(bootstrap, topic)
+    spec = EXAMPLES / "payments.yaml"
+    assert load(bootstrap, topic, spec, warehouse).returncode == 0
+    for column in ("MERCHANT_NAME", "COUNTRY"):
+        warehouse.run(f'ALTER TABLE "DIM_MERCHANT" DROP COLUMN "{position_column(column)}"')
+    refused = load(bootstrap, topic, spec, warehouse)
+    assert refused.returncode == 2, refused.stderr
+    for column in ("MERCHANT_NAME", "COUNTRY"):
+        assert (
+            f"\n  DIM_MERCHANT.{position_column(column)}: not in the warehouse, VARCHAR nullable kept by starload "
+            "(a star made by an earlier version has none)\n"
+        ) in refused.stderr
+    assert "every difference is additive: `starload migrate`" in refused.stderr
+    done = migrate(spec, warehouse, "--execute")
+    assert done.returncode == 0, done.stderr
+    late = tmp_path / "late.jsonl"  # older than every event loaded: still wins over a value without a position
+    late.write_text(json.dumps({"payment_id": "P-late", "paid_at": "2001-01-01T00:00:00Z", "merchant": {"id": "M-1", "country": "FR"}, "amount": "1.00"}) + "\n")
+    assert run_cli("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--file", str(late)).returncode == 0
+    again = load(bootstrap, topic, spec, warehouse)
+    assert again.returncode == 0, again.stderr
+    assert warehouse.rows('SELECT "MERCHANT_NAME", "COUNTRY" FROM "DIM_MERCHANT" WHERE "MERCHANT_ID" = \'M-1\'') == [("Corner Books", "FR")]

@@ -45,7 +45,7 @@ from typing import Any
 import attrs
 
 from starload.exceptions import SpecDriftError
-from starload.spec import UNKNOWN_KEY, ColumnType, Decimal, Field, StarSchema, String, source_name, type_spelling
+from starload.spec import POSITION_PREFIX, UNKNOWN_KEY, ColumnType, Decimal, Field, StarSchema, String, source_name, type_spelling
 
 #: What to do about a difference that cannot be migrated.
 REFUSED_ADVICE = (
@@ -175,6 +175,11 @@ def drift_message(star: str, sink: str, diffs: list[Difference]) -> str:
 # ---- the tables -----------------------------------------------------------------------
 
 
+def _attribute_of(column: str) -> str | None:
+    """The attribute whose event position ``column`` holds (:func:`~starload.spec.position_column`), if it is one."""
+    return column[len(POSITION_PREFIX):] if column.upper().startswith(POSITION_PREFIX) else None
+
+
 def _table_differences(schema: StarSchema, tables: Tables, expected: Tables, *, recorded: bool) -> list[Difference]:
     """Column by column; a missing table is a difference only where a spec is recorded (else prepare makes it)."""
     found: list[Difference] = []
@@ -189,6 +194,9 @@ def _table_differences(schema: StarSchema, tables: Tables, expected: Tables, *, 
         have_upper = {name.upper(): name for name in have}
         missing = [c for c in columns if c.upper() not in have_upper]
         extra = [have_upper[c] for c in have_upper if c not in {n.upper() for n in columns}]
+        # An attribute's position column comes and goes with it: one line says both.
+        missing = [c for c in missing if _attribute_of(c) not in missing]
+        extra = [c for c in extra if _attribute_of(c) not in extra]
         for name in missing:
             column = columns[name]
             if column.nullable:
@@ -200,7 +208,8 @@ def _table_differences(schema: StarSchema, tables: Tables, expected: Tables, *, 
             renamed = [e for e in extra if _same(have[e].type, column.type)]
             hint = f" (renamed from {renamed[0]}?)" if len(missing) == 1 and len(renamed) == 1 else ""
             null = "nullable" if column.nullable else "NOT NULL"
-            found.append(Difference(f"{table}.{name}", f"not in the warehouse, {column.type} {null} in the spec{hint}", change))
+            whose = "kept by starload (a star made by an earlier version has none)" if name.upper().startswith("_SL_") else "in the spec"
+            found.append(Difference(f"{table}.{name}", f"not in the warehouse, {column.type} {null} {whose}{hint}", change))
         for name in extra:
             found.append(Difference(f"{table}.{name}", f"{have[name].type} in the warehouse, not in the spec (a column removed or renamed)", None))
         for name, column in columns.items():

@@ -40,6 +40,7 @@ from starload.spec import (
     StarSchema,
     String,
     Timestamp,
+    position_column,
     source_name,
     source_path,
 )
@@ -50,6 +51,9 @@ _REASON = "_SL_REASON"
 _RANK = "_SL_RANK"
 _EVENT = "_SL_EVENT"
 _DATE = "_SL_DATE"
+_POSITION = "_sl_position"
+#: Microseconds from 0001-01-01 to 1970-01-01: event times (years 1 to 9999) shifted by it are never negative.
+_YEAR_ONE_US = 62_135_596_800_000_000
 _JSON_SPACE = " \t\n\r"
 
 #: The ISO-8601 forms a ``timestamp`` field takes: a date, optionally a time (``T`` or a space; minutes,
@@ -188,6 +192,15 @@ def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tupl
         iso = f"regexp_full_match({s}, {_literal(ISO_TIMESTAMP)})"
         return [f"CASE WHEN {iso} THEN TRY_CAST({s} AS TIMESTAMPTZ) END AS {c}"], _in_years(c), "expected an ISO-8601 timestamp string"
     return [f"{s} AS {c}"], c, "expected a string"
+
+
+def _position_text(p: str) -> str:
+    """The text of the event position ``p`` (the HUGEINT of :meth:`MappingSQL.build`), as :func:`position_column` spells it."""
+    micros = f"CAST({p} >> 64 AS BIGINT) - {_YEAR_ONE_US}"
+    return (
+        f"strftime(make_timestamp({micros}), '%Y-%m-%dT%H:%M:%S.%fZ ') || "
+        f"lpad(CAST(({p} >> 48) & 65535 AS VARCHAR), 5, '0') || ' ' || lpad(CAST({p} & {2**48 - 1} AS VARCHAR), 15, '0')"
+    )
 
 
 def _in_years(c: str) -> str:
@@ -359,18 +372,28 @@ SELECT {common}, row_number() OVER first_seen AS {_RANK}, first_value(MESSAGE_HA
 FROM {valid}
 WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
+        # The event position (see position_column) as one HUGEINT: microseconds since
+        # 0001-01-01 above 64 bits, the (partition, offset) order below.
+        position = f"(CAST(epoch_us({_EVENT}) + {_YEAR_ONE_US} AS HUGEINT) << 64) + {order}"
         dimensions = {}
         for dim in schema.dimensions:
             keys = [f"_sl_v{index[f.source]}" for f in dim.natural_key]
             cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
-            cols += [
-                f"arg_max(_sl_v{index[f.source]}, {order}) FILTER (WHERE _sl_v{index[f.source]} IS NOT NULL) AS {quote(f.column)}"
-                for f in dim.attributes
-            ]
+            latest = []
+            for n, f in enumerate(dim.attributes):
+                v = f"_sl_v{index[f.source]}"
+                cols += [
+                    f"arg_max({v}, {_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS {quote(f.column)}",
+                    f"max({_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS _sl_p{n}",
+                ]
+                latest.append(f"{_position_text(f'_sl_p{n}')} AS {quote(position_column(f.column))}")
             present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+            named = [quote(f.column) for f in dim.columns]
             dimensions[dim.name] = f"""
-SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT
-FROM {valid} AND {present} GROUP BY {", ".join(keys)}
+SELECT {", ".join(named + latest)}, LAST_EVENT_AT FROM (
+    SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT
+    FROM (SELECT *, {position} AS {_POSITION} FROM {valid} AND {present}) GROUP BY {", ".join(keys)}
+)
 """
         dates = None
         if schema.date_dimension:

@@ -56,6 +56,22 @@ MAX_SOURCE = 1024
 UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
+#: The prefix of :func:`position_column`.
+POSITION_PREFIX = "_SL_AT_"
+
+
+def position_column(column: str) -> str:
+    """The dimension column holding the event position of attribute ``column``'s value: ``_SL_AT_<column>``.
+
+    A position is text that sorts in the order of the rule "event time, then
+    partition, then offset": the event time in UTC with microseconds, the partition
+    in 5 digits and the offset in 15 (``2024-03-01T09:30:00.000000Z 00002
+    000000000001234``). NULL is before every position (a value loaded by a version of
+    starload that kept no positions).
+    """
+    return POSITION_PREFIX + column
+
+
 #: Columns starload adds to every fact table. GRAIN_HASH (63 bits of the MD5 of the
 #: grain's typed values) lets a batch ask "is any of my grain values loaded?" by
 #: scanning one integer column instead of the grain's strings.
@@ -341,10 +357,10 @@ def _as_tuple(value: object) -> tuple:
 class Dimension:
     """A dimension table with an integer surrogate key assigned by the sink.
 
-    SCD type 1: one row per natural key; an attribute takes the value of the latest
-    message in Kafka order (within a batch, by partition then offset), and a missing
-    (null) attribute never erases a known value. Across partitions Kafka defines no
-    order, so when two partitions disagree the later-loaded batch wins.
+    SCD type 1: one row per natural key; an attribute takes the value of its latest
+    event by the fact's event time (a tie goes to the later partition, then the later
+    offset), whatever order the messages are loaded in, and a missing (null) attribute
+    never erases a known value.
     """
 
     name: str

@@ -686,37 +686,50 @@ class SinkBehaviour:
         assert int(missing) == 0
         assert sink.stored_offsets("g", "orders") == {0: 7}
 
-    def test_dimension_members_follow_scd_type_1(self, sink: Sink, stager: Stager) -> None:
+    def test_dimension_members_follow_scd_type_1_by_event_time(self, sink: Sink, stager: Stager) -> None:
+        """Each attribute holds the value of its latest event by event time (ties: partition, then offset), whatever order batches come in; a NULL erases nothing."""
         [order] = sample_orders(1)
         base = {**order, "customer_id": "C77"}
         strange = "Zoë O'Brien 李; DROP TABLE x"  # values are data, never SQL
-        sink.write(
-            stager.batch([{**base, "order_id": "a", "order_timestamp": "2024-01-02T00:00:00Z", "customer_name": "One"}])
-        )
+
+        def event(order_id: str, at: str, name: str | None, region: str | None) -> dict[str, Any]:
+            return {**base, "order_id": order_id, "order_timestamp": at, "customer_name": name, "customer_region": region}
+
+        def member() -> list[tuple[Any, ...]]:
+            rows = self.rows(
+                sink,
+                """SELECT "CUSTOMER_KEY", "CUSTOMER_NAME", "CUSTOMER_REGION", "LAST_EVENT_AT" FROM "DIM_CUSTOMER"
+                   WHERE "CUSTOMER_ID" = 'C77'""",
+            )
+            return [(key, name, region, as_instant(at)) for key, name, region, at in rows]
+
+        day2 = as_instant("2024-01-02T00:00:00Z")
+        sink.write(stager.batch([event("a", "2024-01-02T00:00:00Z", "One", "North")], partition=1, start=3))
+        # Loaded later: older (b), or at the same instant at a lower offset (e), changes
+        # nothing; at the same instant on a later partition (c), the region changes.
         sink.write(
             stager.batch(
-                [  # later in Kafka order wins, whatever the event time says
-                    {**base, "order_id": "b", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": "Two"},
-                    {**base, "order_id": "c", "order_timestamp": "2024-01-01T00:00:00Z", "customer_name": strange},
+                [
+                    event("b", "2024-01-01T00:00:00Z", "Two", "West"),
+                    event("c", "2024-01-02T00:00:00Z", None, "East"),
+                    event("e", "2024-01-02T00:00:00Z", "Three", "South"),
                 ],
-                start=1,
+                partitions=[0, 2, 1],
+                offsets=[5, 0, 1],
             )
         )
-        sink.write(
-            stager.batch(
-                [{**base, "order_id": "d", "order_timestamp": "2024-01-03T00:00:00Z", "customer_name": None}], start=3
-            )
-        )
-        rows = self.rows(
-            sink,
-            """SELECT "CUSTOMER_KEY", "CUSTOMER_NAME", "LAST_EVENT_AT" FROM "DIM_CUSTOMER"
-               WHERE "CUSTOMER_ID" = 'C77'""",
-        )
-        assert [(name, as_instant(at)) for _, name, at in rows] == [(strange, as_instant("2024-01-03T00:00:00Z"))]
+        [(key, *values)] = member()
+        assert values == ["One", "East", day2]
+        # Newer: the name changes; the NULL region erases nothing.
+        sink.write(stager.batch([event("d", "2024-01-03T00:00:00Z", strange, None)], partition=0, start=6))
+        assert member() == [(key, strange, "East", as_instant("2024-01-03T00:00:00Z"))]
+        # The same events again, oldest last: nothing changes.
+        sink.write(stager.batch([event("b", "2024-01-01T00:00:00Z", "Two", "West")], partition=0, start=5))
+        assert member() == [(key, strange, "East", as_instant("2024-01-03T00:00:00Z"))]
         keys = self.rows(
-            sink, """SELECT DISTINCT "CUSTOMER_KEY" FROM "FACT_ORDERS" WHERE "ORDER_ID" IN ('a', 'b', 'c', 'd')"""
+            sink, """SELECT DISTINCT "CUSTOMER_KEY" FROM "FACT_ORDERS" WHERE "ORDER_ID" IN ('a', 'b', 'c', 'd', 'e')"""
         )
-        assert keys == [(rows[0][0],)]
+        assert keys == [(key,)]
 
     def test_timestamps_are_stored_in_utc_and_dated_by_the_utc_day(self, sink: Sink, stager: Stager) -> None:
         [order] = sample_orders(1)

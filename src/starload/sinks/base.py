@@ -4,7 +4,10 @@ A sink receives one :class:`StagedBatch` per :meth:`Sink.write` and must apply a
 it in ONE warehouse transaction, in this order:
 
 1. upsert every dimension in ``batch.dimensions`` set-based (surrogate keys are
-   assigned by the warehouse, a sequence or identity, never by Python);
+   assigned by the warehouse, a sequence or identity, never by Python), each
+   attribute by event time: the staged value replaces the stored one only when its
+   event position (:func:`~starload.spec.position_column`) is later, and a NULL never replaces
+   anything, so the result is the same whatever order the batches come in;
 2. upsert ``batch.dates`` into the date dimension;
 3. insert ``batch.facts`` joined to the dimensions on their natural keys, skipping
    any grain value already present (idempotent: a redelivered message loads once);
@@ -120,9 +123,10 @@ class StagedBatch:
       ``MESSAGE_HASH`` (63-bit BIGINT hashes of the grain value and of the message's
       mapped content), the Kafka coordinates, and
       ``FIRST_HASH``/``FIRST_PARTITION``/``FIRST_OFFSET`` of the grain value's first row.
-    * ``dimensions``: per dimension name, one row per natural key with the latest
-      non-null value of each attribute in the batch and ``LAST_EVENT_AT`` (the
-      latest event time).
+    * ``dimensions``: per dimension name, one row per natural key with, for each
+      attribute, the batch's latest non-null value by event position and that
+      position (:func:`~starload.spec.position_column`; NULL with the value when the batch has
+      none), and ``LAST_EVENT_AT`` (the latest event time).
     * ``dates``: one row per date with every date-dimension attribute.
     * ``rejects``: KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY,
       MESSAGE_VALUE (the raw bytes) and REASON.

@@ -69,6 +69,7 @@ from starload.spec import (
     StarSchema,
     String,
     Timestamp,
+    position_column,
 )
 
 
@@ -181,6 +182,7 @@ class StarSQL:
             cols = [ColumnDef(dim.key, d.integer, not_null=True, default=d.key_default(quote(dim.sequence)))]
             cols += [ColumnDef(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
             cols += [ColumnDef(f.column, d.type_name(f.type)) for f in dim.attributes]
+            cols += [ColumnDef(position_column(f.column), d.string) for f in dim.attributes]
             cols += [ColumnDef("LAST_EVENT_AT", d.timestamp), ColumnDef("UPDATED_AT", d.timestamp)]
             tables.append(TableDef(dim.table, tuple(cols), (dim.key,), tuple(f.column for f in dim.natural_key)))
         if s.date_dimension:
@@ -266,7 +268,11 @@ class StarSQL:
             return [*([self._sequence(dim)] if self.dialect.uses_sequence else []), made.create()]
         if change.kind == "add_column":
             if change.fill is None:
-                return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type}"]
+                add = [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type}"]
+                attributes = {f.column for d in self.schema.dimensions if d.table == change.table for f in d.attributes}
+                if change.column in attributes:  # and the position of its values
+                    add.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(position_column(change.column))} {self.dialect.string}")
+                return add
             return [
                 f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type} DEFAULT {int(change.fill)}",
                 f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL",
@@ -323,16 +329,22 @@ class StarSQL:
 
     # ---- one batch -----------------------------------------------------------
     def update_dimension(self, dim: Dimension, staged: str) -> str:
-        """SCD type 1 update of the members in ``staged`` (one row per natural key).
+        """SCD type 1 update of the members in ``staged`` (one row per natural key), by event time.
 
-        The staged row is newer than the stored one (batches arrive in Kafka order),
-        so each attribute takes the staged value, except that a NULL never erases a
-        known value. LAST_EVENT_AT keeps the latest event time seen. Only members
-        that change are touched.
+        Each attribute takes the staged value only when the staged position
+        (:func:`~starload.spec.position_column`) is later than the stored one,
+        so a late batch never overwrites a newer value, whatever order batches come
+        in; a NULL is staged without a position, so it never erases a known value.
+        LAST_EVENT_AT keeps the latest event time seen. Only members that change are touched.
         """
         table = quote(dim.table)
         on = " AND ".join(f"{table}.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
-        updates = {quote(f.column): f"coalesce(s.{quote(f.column)}, {table}.{quote(f.column)})" for f in dim.attributes}
+        updates = {}
+        for f in dim.attributes:
+            at = quote(position_column(f.column))
+            newer = f"s.{at} > coalesce({table}.{at}, '')"
+            for col in (quote(f.column), at):
+                updates[col] = f"CASE WHEN {newer} THEN s.{col} ELSE {table}.{col} END"
         updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
         changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
         sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
@@ -342,10 +354,10 @@ class StarSQL:
         )
 
     def insert_dimension(self, dim: Dimension, staged: str) -> str:
-        """Insert the members in ``staged`` that are new; the key comes from the column default."""
+        """Insert the members in ``staged`` that are new, with their positions; the key comes from the column default."""
         on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
         join, new = _unmatched(dim.table, on, dim.natural_key[0].column)
-        columns = [quote(f.column) for f in dim.columns]
+        columns = [quote(f.column) for f in dim.columns] + [quote(position_column(f.column)) for f in dim.attributes]
         return (
             f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
             f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "

@@ -69,7 +69,7 @@ from starload import (
 )
 from starload.drift import Column, WarehouseStar, check, fingerprint, spec_json
 from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, natural_key_column
-from starload.spec import DATE_ATTRIBUTES, FACT_METADATA, ColumnType
+from starload.spec import DATE_ATTRIBUTES, FACT_METADATA, ColumnType, position_column
 
 __version__ = "0.1.0"
 
@@ -106,6 +106,7 @@ def ddl(schema: StarSchema) -> list[str]:
         columns = [f"{quote(dim.key)} INTEGER PRIMARY KEY"]  # the rowid: SQLite assigns it
         columns += [f"{quote(f.column)} {column_type(f.type)} NOT NULL" for f in dim.natural_key]
         columns += [f"{quote(f.column)} {column_type(f.type)}" for f in dim.attributes]
+        columns += [f"{quote(position_column(f.column))} TEXT" for f in dim.attributes]
         columns += ['"LAST_EVENT_AT" TEXT', '"UPDATED_AT" TEXT', _unique(f.column for f in dim.natural_key)]
         statements.append(_create(dim.table, columns))
     if schema.date_dimension:
@@ -188,8 +189,12 @@ def _unique(columns: Iterable[str]) -> str:
 
 
 def update_dimension(dim: Dimension, staged: str) -> str:
-    """SCD type 1 for members already known: staged values win, but NULL never erases."""
-    sets = {quote(f.column): f"coalesce(s.{quote(f.column)}, t.{quote(f.column)})" for f in dim.attributes}
+    """SCD type 1 for members already known: a staged value wins when its event position is later (a NULL has none)."""
+    sets = {}
+    for f in dim.attributes:
+        at = quote(position_column(f.column))
+        for column in (quote(f.column), at):
+            sets[column] = f"CASE WHEN s.{at} > coalesce(t.{at}, '') THEN s.{column} ELSE t.{column} END"
     sets['"LAST_EVENT_AT"'] = 'coalesce(max(t."LAST_EVENT_AT", s."LAST_EVENT_AT"), s."LAST_EVENT_AT")'
     changed = " OR ".join(f"{value} IS NOT t.{column}" for column, value in sets.items())
     on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
@@ -201,8 +206,8 @@ def update_dimension(dim: Dimension, staged: str) -> str:
 
 
 def insert_dimension(dim: Dimension, staged: str) -> str:
-    """New members; SQLite assigns their surrogate keys."""
-    columns = [f.column for f in dim.columns]
+    """New members, with their values' positions; SQLite assigns their surrogate keys."""
+    columns = [f.column for f in dim.columns] + [position_column(f.column) for f in dim.attributes]
     on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
     return (
         f'INSERT INTO {quote(dim.table)} ({", ".join(map(quote, columns))}, "LAST_EVENT_AT", "UPDATED_AT")\n'
