@@ -28,7 +28,8 @@ def test_edge_data_loads_exactly(warehouse, local_broker, topic):
     base = sample_orders(4)
     orders = [
         {**base[0], "order_id": "empty", "customer_name": "", "shipping_region": ""},
-        {**base[1], "order_id": "unicode", "customer_name": "Zoë Ñandú 山田 🚀", "product_name": "Café ☕"},
+        # A product of its own: P4 is also in base[0], whose later event time would win its name.
+        {**base[1], "order_id": "unicode", "customer_name": "Zoë Ñandú 山田 🚀", "product_id": "P-café", "product_name": "Café ☕"},
         {**base[2], "order_id": "offset", "order_timestamp": "2024-02-29T23:30:00-05:00"},
         {**base[3], "order_id": "money", "price": "1234567890123456.78", "quantity": 1},
     ]
