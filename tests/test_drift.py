@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from starload.drift import Column, WarehouseStar, _widens, differences, fingerprint
-from starload.generators.orders import ORDERS_SCHEMA
+from starload.generators.orders import ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
 from starload.sinks.sql import DUCKDB, StarSQL
-from starload.spec import StarSchema
+from starload.spec import Field, StarSchema
 from starload.testing import changed_fact_column
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -89,3 +90,24 @@ def test_a_nullability_change_is_refused():
     tables["FACT_ORDERS"] = {**tables["FACT_ORDERS"], "SHIPPING_REGION": Column("VARCHAR", nullable=False)}
     [diff] = differences(ORDERS_SCHEMA, held(ORDERS_SCHEMA, tables=tables), expected(ORDERS_SCHEMA))
     assert (str(diff), diff.change) == ("FACT_ORDERS.SHIPPING_REGION: NOT NULL in the warehouse, nullable in the spec", None)
+
+
+def test_keeping_history_or_not_is_refused_and_an_added_history_attribute_migrates():
+
+    found = differences(ORDERS_HISTORY_SCHEMA, held(ORDERS_SCHEMA), expected(ORDERS_HISTORY_SCHEMA))
+    lines = [str(d) for d in found if d.change is None]
+    assert "DIM_CUSTOMER: keeps no history (a row per member) in the recorded spec, keeps history (a row per version) in this one" in lines
+    assert "DIM_CUSTOMER.CUSTOMER_REGION: keeps no history in the recorded spec, keeps it in this one" in lines
+    back = differences(ORDERS_SCHEMA, held(ORDERS_HISTORY_SCHEMA), expected(ORDERS_SCHEMA))
+    assert any(str(d).startswith("DIM_CUSTOMER: keeps history") and d.change is None for d in back)
+    # One more history attribute on a dimension that keeps history: a new column in it and in its log.
+    customer = ORDERS_HISTORY_SCHEMA.dimensions[0]
+    tier = Field("CUSTOMER_TIER", "customer_tier", history=True)
+    wider = attrs.evolve(ORDERS_HISTORY_SCHEMA, dimensions=[attrs.evolve(customer, attributes=[*customer.attributes, tier]), ORDERS_HISTORY_SCHEMA.dimensions[1]])
+    added = differences(wider, held(ORDERS_HISTORY_SCHEMA), expected(wider))
+    assert sorted((d.change.kind, d.change.table, d.change.column) for d in added) == [
+        ("add_column", "DIM_CUSTOMER", "CUSTOMER_TIER"),
+        ("add_column", "STARLOAD_HISTORY_DIM_CUSTOMER", "CUSTOMER_TIER"),
+    ]
+    statements = [s for d in added for s in StarSQL(wider, DUCKDB).migration(d.change)]
+    assert not any("_SL_AT_CUSTOMER_TIER" in s for s in statements)  # a history attribute has no position column

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from starload import ORDERS_SCHEMA, DuckDBSink
+from starload import ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA, DuckDBSink, StarSchema
 from starload.mapping import Mapper, raw_batch
+from starload.testing import history_oracle
 
 names = st.sampled_from(["Ali Raza", "Zoë 李", "O'Brien; DROP TABLE x", None])
 order = st.fixed_dictionaries(
@@ -191,10 +192,10 @@ def interleave(messages: list[tuple[int, int, dict]], picks: list[int]) -> list[
     return order
 
 
-def load_messages(messages: list[tuple[int, int, dict]], batch_size: int) -> DuckDBSink:
+def load_messages(messages: list[tuple[int, int, dict]], batch_size: int, schema: StarSchema = ORDERS_SCHEMA) -> DuckDBSink:
     sink = DuckDBSink(":memory:")
-    sink.prepare(ORDERS_SCHEMA)
-    mapper = Mapper(ORDERS_SCHEMA)
+    sink.prepare(schema)
+    mapper = Mapper(schema)
     for start in range(0, len(messages), batch_size):
         chunk = messages[start : start + batch_size]
         table = raw_batch([json.dumps(v).encode() for _, _, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk])
@@ -226,3 +227,52 @@ def test_dimensions_follow_event_time_whatever_the_interleaving_and_batches(even
     facts = "SELECT ORDER_ID, CUSTOMER_ID FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1"
     assert sink.connection.execute(facts).fetchall() == sorted_once.connection.execute(facts).fetchall()
     assert rows == sorted_once.connection.execute("SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, LAST_EVENT_AT FROM DIM_CUSTOMER ORDER BY 1").fetchall()
+
+
+# ---- type 2 by event time: history is a function of the events ----------------------------
+
+#: More instants than above, so versions can be split and merged by late events.
+MOMENTS = INSTANTS | {f"2024-01-0{d}T12:00:00Z": datetime(2024, 1, d, 12, tzinfo=UTC) for d in range(2, 7)}
+moved = st.fixed_dictionaries(
+    {
+        "partition": st.integers(0, 2),
+        "order_timestamp": st.sampled_from(sorted(MOMENTS)),
+        "customer_id": st.sampled_from(["C1", "C2"]),
+        "customer_name": names,
+        "customer_region": st.sampled_from(["Sindh", "Punjab", "Sindh", None]),
+    }
+)
+
+
+def deliveries(messages: list, again: list[tuple[int, int]]) -> list:
+    """``messages`` with redeliveries: at each (place, count), the ``count`` messages before ``place`` come again."""
+    out = list(messages)
+    for place, count in sorted(again, reverse=True):
+        place = min(place, len(messages))
+        out[place:place] = messages[max(0, place - count) : place]
+    return out
+
+
+def history_star(sink: DuckDBSink) -> tuple[list[tuple], list[tuple]]:
+    con = sink.connection
+    utc = lambda t: t and t.astimezone(UTC)  # noqa: E731
+    versions = con.execute(
+        "SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, VALID_FROM, VALID_TO, IS_CURRENT FROM DIM_CUSTOMER ORDER BY 1, 4"
+    ).fetchall()
+    facts = con.execute("SELECT ORDER_ID, CUSTOMER_ID, VALID_FROM FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1").fetchall()
+    return [(c, n, r, utc(f), utc(t), i) for c, n, r, f, t, i in versions], [(o, c, utc(f)) for o, c, f in facts]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(moved, min_size=1, max_size=40),
+    picks=st.lists(st.integers(0, 2)),
+    batch_size=st.integers(1, 12),
+    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+)
+def test_history_follows_event_time_whatever_the_interleaving_batches_and_redeliveries(events, picks, batch_size, again):
+    messages = placed(events)
+    loaded = history_star(load_messages(deliveries(interleave(messages, picks), again), batch_size, ORDERS_HISTORY_SCHEMA))
+    assert loaded == history_oracle(messages)
+    in_order = sorted(messages, key=lambda m: (MOMENTS[m[2]["order_timestamp"]], m[0], m[1]))
+    assert loaded == history_star(load_messages(in_order, len(messages), ORDERS_HISTORY_SCHEMA))

@@ -23,14 +23,20 @@ from confluent_kafka import Producer
 from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, LocalBroker, StarLoader
 from starload.exceptions import TerminalSinkError, TransientSinkError
 from starload.kafka import ensure_topic, producer_config
+from starload.testing import as_instant, history_oracle
 
 NOW = "2024-06-01T12:00:00+00:00"
 
 
-def produce_stream(bootstrap: str, topic: str, count: int, seed: int, partitions: int = 2) -> tuple[list[dict], int]:
-    """``count`` orders, every 50th sent twice and every 100th followed by a bad message; returns (orders, bad)."""
+#: How a loader is told the star: the orders star, or the same with the history of each customer's region.
+ORDERS = ("--schema", "orders")
+HISTORY = ("--spec", str(Path(__file__).resolve().parents[1] / "examples" / "orders_history.yaml"))
+
+
+def produce_stream(bootstrap: str, topic: str, count: int, seed: int, partitions: int = 2, moves: int = 0) -> tuple[list[dict], int]:
+    """``count`` orders (customers moving ``moves`` times), every 50th sent twice and every 100th followed by a bad message; returns (orders, bad)."""
     ensure_topic(bootstrap, topic, partitions=partitions)
-    orders = [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=NOW), count)]
+    orders = [e.value for e in islice(ORDERS_GENERATOR.stream(seed, now=NOW, moves=moves), count)]
     producer = Producer(producer_config(bootstrap))
     bad = 0
     for i, order in enumerate(orders):
@@ -47,8 +53,12 @@ def produce_stream(bootstrap: str, topic: str, count: int, seed: int, partitions
     return orders, bad
 
 
-def assert_exact(query: Callable[[str], list[tuple]], orders: list[dict], bad: int) -> None:
-    """The star holds exactly ``orders`` and ``bad`` rejects; ``query`` runs SQL on the warehouse."""
+def assert_exact(query: Callable[[str], list[tuple]], orders: list[dict], bad: int, *, history: bool = False) -> None:
+    """The star holds exactly ``orders`` and ``bad`` rejects; ``query`` runs SQL on the warehouse.
+
+    ``history``: the star of ``examples/orders_history.yaml``, whose customers must be the
+    oracle's versions (each order at the Kafka coordinates it was loaded from).
+    """
     assert query("SELECT count(*), count(DISTINCT ORDER_ID) FROM FACT_ORDERS") == [(len(orders), len(orders))]
     [(total,)] = query("SELECT CAST(sum(TOTAL_AMOUNT) AS VARCHAR) FROM FACT_ORDERS")
     assert Decimal(total) == sum(Decimal(o["price"]) * o["quantity"] for o in orders)
@@ -57,7 +67,19 @@ def assert_exact(query: Callable[[str], list[tuple]], orders: list[dict], bad: i
         "JOIN DIM_CUSTOMER c ON c.CUSTOMER_KEY = f.CUSTOMER_KEY JOIN DIM_PRODUCT p ON p.PRODUCT_KEY = f.PRODUCT_KEY"
     ))
     assert got == {o["order_id"]: f"{o['customer_id']}/{o['product_id']}" for o in orders}
-    assert query("SELECT count(*) - count(DISTINCT CUSTOMER_ID) FROM DIM_CUSTOMER") == [(0,)]
+    if history:
+        at = {o: (p, offset) for o, p, offset in query("SELECT ORDER_ID, KAFKA_PARTITION, KAFKA_OFFSET FROM FACT_ORDERS")}
+        versions, facts = history_oracle([(*at[o["order_id"]], o) for o in orders])
+        rows = query(
+            "SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, VALID_FROM, VALID_TO, IS_CURRENT, "
+            "CASE WHEN VALID_TO IS NULL THEN 1 ELSE 0 END FROM DIM_CUSTOMER ORDER BY 1, 4"
+        )
+        assert [(c, n, r, as_instant(f), None if last else as_instant(t), bool(i)) for c, n, r, f, t, i, last in rows] == versions
+        pointed = query("SELECT f.ORDER_ID, c.CUSTOMER_ID, c.VALID_FROM FROM FACT_ORDERS f JOIN DIM_CUSTOMER c ON c.CUSTOMER_KEY = f.CUSTOMER_KEY ORDER BY 1")
+        assert [(o, c, as_instant(f)) for o, c, f in pointed] == facts
+        assert len(versions) > 10  # the customers did move
+    else:
+        assert query("SELECT count(*) - count(DISTINCT CUSTOMER_ID) FROM DIM_CUSTOMER") == [(0,)]
     assert query("SELECT count(*) - count(DISTINCT PRODUCT_ID) FROM DIM_PRODUCT") == [(0,)]
     assert query("SELECT count(*) FROM STARLOAD_REJECTS") == [(bad,)]
     [(offsets,)] = query("SELECT sum(NEXT_OFFSET) FROM STARLOAD_OFFSETS")
@@ -72,14 +94,14 @@ def duckdb_query(db: Path) -> Callable[[str], list[tuple]]:
     return query
 
 
-def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str) -> list[str]:
+def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str, star: tuple[str, ...] = ORDERS) -> list[str]:
     """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None."""
     # On Snowflake a killed loader's transaction keeps its locks: the next loader aborts it once the
     # killed one has not beaten for dead_after (default sink options).
     snowflake = ["--sink", "snowflake"]
     sink = ["--duckdb-path", str(db)] if db else snowflake
     return [
-        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, *star,
         "--group", "crashy", "--instance-id", "crashy-1", *sink, "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
     ]
 
@@ -95,19 +117,19 @@ def start_and_wait_for_assignment(command: list[str]) -> subprocess.Popen[str]:
     return proc
 
 
-def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, seed: int) -> None:
+def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, seed: int, star: tuple[str, ...] = ORDERS) -> None:
     """Start the loader, SIGKILL it at a random instant after it got its partitions, ``kills`` times; then drain."""
     rng = random.Random(seed)
     killed = 0
     for _ in range(kills):
-        proc = start_and_wait_for_assignment(loader_command(bootstrap, topic, db))
+        proc = start_and_wait_for_assignment(loader_command(bootstrap, topic, db, star=star))
         time.sleep(rng.uniform(0.2, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait()
     assert killed == kills
-    final = subprocess.run(loader_command(bootstrap, topic, db, "--until-idle", "3"),
+    final = subprocess.run(loader_command(bootstrap, topic, db, "--until-idle", "3", star=star),
                            capture_output=True, text=True, timeout=600, check=False)
     assert final.returncode == 0, final.stderr
 
@@ -119,15 +141,24 @@ def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_
     assert_exact(duckdb_query(db), orders, bad)
 
 
+def test_sigkill_on_the_history_star_loses_doubles_and_misplaces_nothing(local_broker, tmp_path):
+    """Customers who move, orders in shuffled time order: after SIGKILLs, the versions are the oracle's."""
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-history", 20_000, seed=32, moves=4)
+    db = tmp_path / "history.duckdb"
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-history", db, kills=4, seed=8, star=HISTORY)
+    assert_exact(duckdb_query(db), orders, bad, history=True)
+
+
 def test_sigkill_on_the_snowflake_sink(local_broker, snowflake_environment, snowflake_settings):
-    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-sf", 15_000, seed=36)
-    crash_repeatedly(local_broker.bootstrap_servers, "crash-sf", None, kills=3, seed=6)
+    """On the history star (a type-1 product, a type-2 customer), so both kinds of dimension are killed mid-write."""
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-sf", 15_000, seed=36, moves=4)
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-sf", None, kills=3, seed=6, star=HISTORY)
 
     def query(sql: str) -> list[tuple]:
         with snowflake.connector.connect(**snowflake_settings, network_timeout=10) as con:
             return [tuple(r) for r in con.cursor().execute(sql).fetchall()]
 
-    assert_exact(query, orders, bad)
+    assert_exact(query, orders, bad, history=True)
 
 
 def test_sigterm_finishes_the_batch_and_exits_cleanly(local_broker, tmp_path):

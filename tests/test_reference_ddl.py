@@ -16,11 +16,18 @@ def without_comments(text: str) -> str:
 
 
 @pytest.mark.parametrize("sink", ["duckdb", "snowflake"])
-def test_reference_ddl_matches_the_sink(sink):
+@pytest.mark.parametrize(
+    ("star", "name", "tables"),
+    [
+        (["--schema", "orders"], "orders", ()),
+        (["--spec", "examples/orders_history.yaml"], "orders_history", ("STARLOAD_HISTORY_DIM_CUSTOMER",)),
+    ],
+)
+def test_reference_ddl_matches_the_sink(sink, star, name, tables):
     printed = subprocess.run(
-        [sys.executable, "-m", "starload.cli", "ddl", "--sink", sink, "--schema", "orders"],
-        capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "-m", "starload.cli", "ddl", "--sink", sink, *star],
+        capture_output=True, text=True, check=True, timeout=60, cwd=SQL.parent,
     ).stdout
-    assert without_comments((SQL / sink / "orders.sql").read_text()) == printed.strip()
-    for table in ("DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE", "FACT_ORDERS", "STARLOAD_OFFSETS", "STARLOAD_REJECTS"):
+    assert without_comments((SQL / sink / f"{name}.sql").read_text()) == printed.strip()
+    for table in ("DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE", "FACT_ORDERS", "STARLOAD_OFFSETS", "STARLOAD_REJECTS", *tables):
         assert f'CREATE TABLE IF NOT EXISTS "{table}"' in printed

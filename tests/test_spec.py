@@ -102,10 +102,34 @@ def test_source_read_with_two_types_is_rejected():
         )
 
 
-def test_dimension_needs_a_natural_key_and_scd1():
+def test_dimension_needs_a_natural_key():
     with pytest.raises(SpecError) as err:
-        Dimension(name="d", table="T", key="K", natural_key=[], scd_type=2)
-    assert len(err.value.problems) == 2
+        Dimension(name="d", table="T", key="K", natural_key=[])
+    assert err.value.problems == ["dimension 'd': needs at least one natural key field"]
+
+
+def test_only_a_dimension_attribute_keeps_history():
+    with pytest.raises(SpecError) as err:
+        Dimension(name="d", table="T", key="K", natural_key=[Field("ID", "id", history=True)])
+    assert err.value.problems == ["dimension 'd': 'ID' cannot keep history (only a dimension attribute can)"]
+    with pytest.raises(SpecError) as err:
+        Fact(
+            table="F",
+            grain=[Field("G", "g", required=True)],
+            event_time=Field("AT", "at", Timestamp(), required=True, history=True),
+            dimensions=[],
+            columns=[Field("C", "c", history=True)],
+        )
+    assert err.value.problems == [
+        "fact: 'C' cannot keep history (only a dimension attribute can)",
+        "fact: event_time 'AT' cannot keep history",
+    ]
+    with pytest.raises(SpecError) as err:
+        Dimension(name="d", table="T", key="K", natural_key=[Field("ID", "id")], attributes=[Field("VALID_FROM", "v", history=True)])
+    assert err.value.problems == ["dimension 'd': column 'VALID_FROM' appears 2 times"]
+    dim = Dimension(name="d", table="T", key="K", natural_key=[Field("ID", "id")], attributes=[Field("A", "a"), Field("B", "b", history=True)])
+    assert (dim.keeps_history, [f.column for f in dim.history_attributes], [f.column for f in dim.current_attributes]) == (True, ["B"], ["A"])
+    assert dim.history_table == "STARLOAD_HISTORY_T"
 
 
 def test_specs_are_frozen():

@@ -13,6 +13,7 @@ import yaml
 from starload_clickstream import CLICKSTREAM_SCHEMA
 
 from starload import (
+    ORDERS_HISTORY_SCHEMA,
     ORDERS_SCHEMA,
     Boolean,
     Check,
@@ -70,6 +71,7 @@ def test_the_payments_example_loads_as_written_in_yaml_and_toml():
 
 def test_the_orders_star_has_its_file_twin():
     assert StarSchema.from_file(EXAMPLES / "orders.yaml") == ORDERS_SCHEMA
+    assert StarSchema.from_file(EXAMPLES / "orders_history.yaml") == ORDERS_HISTORY_SCHEMA
 
 
 @pytest.mark.parametrize("schema", [ORDERS_SCHEMA, READINGS_SCHEMA, CLICKSTREAM_SCHEMA, PAYMENTS], ids=lambda s: s.name)
@@ -146,17 +148,17 @@ def test_a_bad_file_gives_every_problem_at_once_each_with_its_line_and_path(tmp_
 
 def test_toml_problems_point_at_their_lines(tmp_path):
     text = (EXAMPLES / "payments.toml").read_text()
-    text = text.replace('type = "double"', 'type = "float"').replace('key = "MERCHANT_KEY"', 'key = "MERCHANT_KEY"\nscd = 1')
+    text = text.replace('type = "double"', 'type = "float"').replace('key = "MERCHANT_KEY"', 'key = "MERCHANT_KEY"\ntabel = "X"')
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(SpecError) as err:
         StarSchema.from_file(path)
     lines = text.splitlines()
-    scd = next(i for i, line in enumerate(lines, 1) if line.startswith("scd"))
+    tabel = next(i for i, line in enumerate(lines, 1) if line.startswith("tabel"))
     rate = next(i for i, line in enumerate(lines, 1) if '"float"' in line)
     assert err.value.problems == [
-        f"{path}:{scd}: dimensions[0].scd: unknown key 'scd'; did you mean 'scd_type'? "
-        "(the keys of a dimension: name, table, key, natural_key, attributes, scd_type)",
+        f"{path}:{tabel}: dimensions[0].tabel: unknown key 'tabel'; did you mean 'table'? "
+        "(the keys of a dimension: name, table, key, natural_key, attributes)",
         f"{path}:{rate}: fact.columns[3].type: unknown type 'float' (the types: string or string(N); integer; "
         "decimal or decimal(P,S) with whole numbers P and S; double; boolean; date; timestamp, timestamp(epoch_s) or timestamp(epoch_ms))",
     ]

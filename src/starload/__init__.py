@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
         TransientSinkError,
     )
     from starload.generators.base import Event, Generator
-    from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
+    from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
     from starload.hookspecs import hookimpl
     from starload.producing import produce
     from starload.sinks.base import Sink, SinkType, StagedBatch, WriteResult
@@ -69,6 +69,7 @@ _HOMES = {
     "Generator": "starload.generators.base",
     "ORDERS_GENERATOR": "starload.generators.orders",
     "ORDERS_SCHEMA": "starload.generators.orders",
+    "ORDERS_HISTORY_SCHEMA": "starload.generators.orders",
     "hookimpl": "starload.hookspecs",
     "produce": "starload.producing",
     "Sink": "starload.sinks.base",
@@ -109,6 +110,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ORDERS_GENERATOR",
+    "ORDERS_HISTORY_SCHEMA",
     "ORDERS_SCHEMA",
     "UNKNOWN_KEY",
     "Boolean",

@@ -273,6 +273,8 @@ def _spec_differences(schema: StarSchema, recorded: Mapping[str, Any], reported:
             change = Change("record") if aspect == "type" and _spec_widens(was, now) else None
             if aspect == "required":
                 text = "required in the recorded spec, not in this one" if was else "not required in the recorded spec, required in this one"
+            elif aspect == "history":
+                text = "keeps history in the recorded spec, not in this one" if was else "keeps no history in the recorded spec, keeps it in this one"
             else:
                 text = f"{aspect} {_show(was)} in the recorded spec, {_show(now)} in this one"
             found.append(Difference(where, text, change))
@@ -284,6 +286,9 @@ def _spec_differences(schema: StarSchema, recorded: Mapping[str, Any], reported:
     for dim in schema.dimensions:
         if dim.name in dims:
             shapes[f"{dim.table} natural key"] = ([f.column for f in dims[dim.name].natural_key], [f.column for f in dim.natural_key])
+            was, now = dims[dim.name].keeps_history, dim.keeps_history
+            if was != now:
+                found.append(Difference(dim.table, f"{_versions(was)} in the recorded spec, {_versions(now)} in this one", None))
     for where, (was, now) in shapes.items():
         if was != now:
             found.append(Difference(where, f"{_show(was)} in the recorded spec, {_show(now)} in this one", None))
@@ -300,7 +305,7 @@ def _meanings(schema: StarSchema) -> dict[str, dict[str, Any]]:
             "type": field.type,
             "required": field.required,
             "check": field.check.name.lower() if field.check else None,
-        }
+        } | ({"history": True} if field.history else {})  # only when kept: specs recorded before history compare equal
 
     for dim in schema.dimensions:
         for field in dim.columns:
@@ -310,6 +315,10 @@ def _meanings(schema: StarSchema) -> dict[str, dict[str, Any]]:
     for measure in schema.fact.measures:
         found[f"{schema.fact.table}.{measure.column}"] = {"factors": list(measure.factors), "type": measure.type}
     return found
+
+
+def _versions(kept: bool) -> str:
+    return "keeps history (a row per version)" if kept else "keeps no history (a row per member)"
 
 
 def _compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -256,6 +256,7 @@ class MappingSQL:
     facts_unique: str
     facts_ranked: str
     dimensions: dict[str, str]
+    histories: dict[str, str]
     dates: str | None
     rejects: str
     offsets: str
@@ -375,12 +376,12 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         # The event position (see position_column) as one HUGEINT: microseconds since
         # 0001-01-01 above 64 bits, the (partition, offset) order below.
         position = f"(CAST(epoch_us({_EVENT}) + {_YEAR_ONE_US} AS HUGEINT) << 64) + {order}"
-        dimensions = {}
+        dimensions, histories = {}, {}
         for dim in schema.dimensions:
             keys = [f"_sl_v{index[f.source]}" for f in dim.natural_key]
             cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
             latest = []
-            for n, f in enumerate(dim.attributes):
+            for n, f in enumerate(dim.current_attributes):
                 v = f"_sl_v{index[f.source]}"
                 cols += [
                     f"arg_max({v}, {_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS {quote(f.column)}",
@@ -388,12 +389,26 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
                 ]
                 latest.append(f"{_position_text(f'_sl_p{n}')} AS {quote(position_column(f.column))}")
             present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-            named = [quote(f.column) for f in dim.columns]
+            named = [quote(f.column) for f in (*dim.natural_key, *dim.current_attributes)]
+            first = ", FIRST_EVENT_AT" if dim.keeps_history else ""
             dimensions[dim.name] = f"""
-SELECT {", ".join(named + latest)}, LAST_EVENT_AT FROM (
-    SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT
+SELECT {", ".join(named + latest)}, LAST_EVENT_AT{first} FROM (
+    SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT, min({_EVENT}) AS FIRST_EVENT_AT
     FROM (SELECT *, {position} AS {_POSITION} FROM {valid} AND {present}) GROUP BY {", ".join(keys)}
 )
+"""
+            if dim.keeps_history:
+                # Every event that carries a history attribute, and each member's earliest
+                # (where its first version starts), with its position.
+                values = [f"_sl_v{index[f.source]}" for f in dim.history_attributes]
+                known = " OR ".join(f"{v} IS NOT NULL" for v in values)
+                histories[dim.name] = f"""
+SELECT {", ".join(cols[: len(keys)])}, {_EVENT} AS _SL_EVENT_AT, {_position_text(_POSITION)} AS _SL_AT,
+    {", ".join(f"{v} AS {quote(f.column)}" for v, f in zip(values, dim.history_attributes))}
+FROM (
+    SELECT *, {position} AS {_POSITION}, row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY {position}) AS _sl_n
+    FROM {valid} AND {present}
+) WHERE {known} OR _sl_n = 1
 """
         dates = None
         if schema.date_dimension:
@@ -413,7 +428,7 @@ FROM {_RAW} r JOIN {_PARSED} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
 WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
 """
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {_RAW} GROUP BY 1"
-        return cls(schema, parse, unique_grain, facts_unique, facts_ranked, dimensions, dates, rejects, offsets)
+        return cls(schema, parse, unique_grain, facts_unique, facts_ranked, dimensions, histories, dates, rejects, offsets)
 
 
 class Mapper:
@@ -441,6 +456,7 @@ class Mapper:
             facts_sql = self.sql.facts_unique if unique else self.sql.facts_ranked
             facts = con.sql(facts_sql, params=[topic]).to_arrow_table()
             dims = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.dimensions.items()}
+            histories = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.histories.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
             rejects = con.sql(self.sql.rejects, params=[topic]).to_arrow_table()
             next_offsets = dict(con.execute(self.sql.offsets).fetchall())
@@ -452,6 +468,7 @@ class Mapper:
             topic=topic,
             facts=facts,
             dimensions=dims,
+            histories=histories,
             dates=dates,
             rejects=rejects,
             next_offsets=next_offsets,

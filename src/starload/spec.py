@@ -56,8 +56,23 @@ MAX_SOURCE = 1024
 UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
+#: Columns starload adds to a dimension that keeps history (see :class:`Dimension`).
+VERSION_COLUMNS = ("VALID_FROM", "VALID_TO", "IS_CURRENT")
 #: The prefix of :func:`position_column`.
 POSITION_PREFIX = "_SL_AT_"
+#: The prefix of :func:`history_table`.
+HISTORY_PREFIX = "STARLOAD_HISTORY_"
+
+
+def history_table(table: str) -> str:
+    """The table in which a dimension ``table`` that keeps history logs its observations: ``STARLOAD_HISTORY_<table>``.
+
+    One row per event that carries a history attribute (and each batch's earliest
+    event of a member): the natural key, the event time and position, and the
+    history attributes' values. Versions are computed from it, so a late event can
+    be placed among the events it falls between.
+    """
+    return HISTORY_PREFIX + table
 
 
 def position_column(column: str) -> str:
@@ -330,6 +345,8 @@ class Field:
     type: ColumnType = String()
     required: bool = False
     check: Check | None = None
+    #: On a dimension attribute: keep its history (SCD type 2, see :class:`Dimension`).
+    history: bool = False
 
     def __attrs_post_init__(self) -> None:
         _report(self, self.problems())
@@ -346,7 +363,18 @@ class Field:
         found += _type_problems(self.type, what, ("type",))
         if self.check is not None and not isinstance(self.type, NUMERIC_TYPES):
             found.append(Problem(f"{what}: check {self.check.name} needs an Integer, Decimal or Double type", ("check",)))
+        if not isinstance(self.history, bool):
+            found.append(Problem(f"{what}: history must be true or false", ("history",)))
         return found
+
+
+def _history_problems(fields: tuple, what: str, attribute: str) -> list[Problem]:
+    """Problems of ``history: true`` where it means nothing (a natural key, a fact column)."""
+    return [
+        Problem(f"{what}: {f.column!r} cannot keep history (only a dimension attribute can)", (attribute, i, "history"))
+        for i, f in enumerate(fields)
+        if isinstance(f, Field) and f.history is True
+    ]
 
 
 def _as_tuple(value: object) -> tuple:
@@ -357,10 +385,23 @@ def _as_tuple(value: object) -> tuple:
 class Dimension:
     """A dimension table with an integer surrogate key assigned by the sink.
 
-    SCD type 1: one row per natural key; an attribute takes the value of its latest
-    event by the fact's event time (a tie goes to the later partition, then the later
-    offset), whatever order the messages are loaded in, and a missing (null) attribute
-    never erases a known value.
+    Every rule below orders events by the fact's event time, a tie going to the
+    later partition, then the later offset: never by the order messages are loaded in.
+    A missing (null) attribute never erases a known value.
+
+    * **Type 1** (every attribute by default): one row per natural key; an attribute
+      takes the value of its latest event.
+    * **Type 2**: when any attribute is declared ``history=True``, the table keeps one
+      row per *version* of a member, each with its own surrogate key and
+      :data:`VERSION_COLUMNS`: ``VALID_FROM`` (inclusive), ``VALID_TO`` (exclusive; NULL
+      on the current version) and ``IS_CURRENT``. A version starts at the first event
+      time at which a history attribute's value differs from the one in force (the
+      state after every event of an instant counts); an event that changes nothing
+      makes nothing; while a history attribute is unknown, its first known value fills
+      the version in force. The first version starts at the member's earliest event.
+      Type-1 attributes hold their latest value on every version. Facts point at the
+      version in force at their event time (``VALID_FROM <= t < VALID_TO``), and a late
+      event that splits or merges versions re-points the facts it moves.
     """
 
     name: str
@@ -368,7 +409,6 @@ class Dimension:
     key: str
     natural_key: tuple[Field, ...] = attrs.field(converter=_as_tuple)
     attributes: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
-    scd_type: int = 1
 
     def __attrs_post_init__(self) -> None:
         _report(self, self.problems())
@@ -377,6 +417,26 @@ class Dimension:
     def sequence(self) -> str:
         """Name of the sequence that hands out this dimension's surrogate keys."""
         return f"{self.table}_SEQ"
+
+    @property
+    def history_attributes(self) -> tuple[Field, ...]:
+        """The attributes whose history is kept (type 2)."""
+        return tuple(f for f in self.attributes if isinstance(f, Field) and f.history is True)
+
+    @property
+    def current_attributes(self) -> tuple[Field, ...]:
+        """The attributes that hold their latest value only (type 1)."""
+        return tuple(f for f in self.attributes if not (isinstance(f, Field) and f.history is True))
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether the table holds versions (any attribute keeps history)."""
+        return bool(self.history_attributes)
+
+    @property
+    def history_table(self) -> str:
+        """The table of the history attributes' observed values, event by event (:func:`history_table`)."""
+        return history_table(self.table)
 
     @property
     def columns(self) -> tuple[Field, ...]:
@@ -390,9 +450,9 @@ class Dimension:
         if not self.natural_key:
             found.append(Problem(f"{what}: needs at least one natural key field", ("natural_key",)))
         found += _not_fields(self.natural_key, what, "natural_key") + _not_fields(self.attributes, what, "attributes")
-        if self.scd_type != 1:
-            found.append(Problem(f"{what}: only scd_type=1 is supported", ("scd_type",)))
-        names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA]
+        found += _history_problems(self.natural_key, what, "natural_key")
+        versions = VERSION_COLUMNS if self.keeps_history else ()
+        names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA, *versions]
         found += _duplicate_problems(names, f"{what}: column")
         return found
 
@@ -458,6 +518,9 @@ class Fact:
             found.append(Problem("fact: needs at least one grain field", ("grain",)))
         found += _not_fields(self.grain, "fact", "grain") + _not_fields(self.columns, "fact", "columns")
         found += _not_fields((self.event_time,), "fact", "event_time")
+        found += _history_problems(self.grain, "fact", "grain") + _history_problems(self.columns, "fact", "columns")
+        if isinstance(self.event_time, Field) and self.event_time.history is True:
+            found.append(Problem(f"fact: event_time {self.event_time.column!r} cannot keep history", ("event_time", "history")))
         if isinstance(self.event_time, Field):
             if not isinstance(self.event_time.type, Timestamp):
                 found.append(Problem(f"fact: event_time {self.event_time.column!r} must have type Timestamp", ("event_time", "type")))
@@ -538,9 +601,10 @@ class StarSchema:
 
     @property
     def tables(self) -> tuple[str, ...]:
-        """Every table of the star (dimensions, date dimension, fact)."""
+        """Every table of the star (dimensions, their history logs, date dimension, fact)."""
         date = (self.date_dimension.table,) if self.date_dimension else ()
-        return (*(d.table for d in self.dimensions), *date, self.fact.table)
+        logs = tuple(d.history_table for d in self.dimensions if d.keeps_history)
+        return (*(d.table for d in self.dimensions), *logs, *date, self.fact.table)
 
     def fact_columns(self) -> list[str]:
         """Fact table columns in order: fields, dimension keys, date key, measures, metadata."""

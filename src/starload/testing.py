@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from starload.broker import LocalBroker, free_port, stop_process
 from starload.engine import LoadStats, StarLoader
 from starload.drift import fingerprint
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError
-from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
+from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
 from starload.kafka import ensure_topic
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, Sink, StagedBatch, WriteResult
@@ -201,6 +202,41 @@ class Stager:
 
     def close(self) -> None:
         self._mapper.close()
+
+
+def history_oracle(messages: Sequence[tuple[int, int, dict[str, Any]]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What :data:`~starload.generators.orders.ORDERS_HISTORY_SCHEMA` must hold after ``messages`` (partition, offset, order), by the rules alone.
+
+    Independent of any SQL: each customer's events in (event time, partition, offset)
+    order; the state after an instant is the last known region of its events; a
+    version starts where a known region changes, never at a NULL, and an unknown
+    region takes the first known one in place; the name is the latest known one, on
+    every version. A message at a (partition, offset) seen before is a redelivery, and
+    each order id must be unique. Returns the versions (customer id, name, region,
+    VALID_FROM, VALID_TO, IS_CURRENT) by customer and VALID_FROM, and each order's
+    (order id, customer id, VALID_FROM of its version), by order id.
+    """
+    unique = {(p, o): v for p, o, v in messages}
+    versions, facts = [], []
+    for customer in sorted({v["customer_id"] for v in unique.values()}):
+        mine = sorted((as_instant(v["order_timestamp"]), p, o, v) for (p, o), v in unique.items() if v["customer_id"] == customer)
+        name = next((v["customer_name"] for *_, v in reversed(mine) if v["customer_name"] is not None), None)
+        starts: list[list[Any]] = []  # [VALID_FROM, region]
+        region = None
+        for at in sorted({t for t, *_ in mine}):
+            for *_, v in (e for e in mine if e[0] == at):
+                region = region if v["customer_region"] is None else v["customer_region"]
+            if starts and starts[-1][1] is not None and region != starts[-1][1]:
+                starts.append([at, region])
+            elif starts:
+                starts[-1][1] = region
+            else:
+                starts.append([at, region])
+        for n, (at, value) in enumerate(starts):
+            until = starts[n + 1][0] if n + 1 < len(starts) else None
+            versions.append((customer, name, value, at, until, until is None))
+        facts += [(v["order_id"], customer, max(a for a, _ in starts if a <= t)) for t, _, _, v in mine]
+    return versions, sorted(facts)
 
 
 # ---- normalising what different drivers return --------------------------------------------
@@ -373,6 +409,9 @@ class SinkBehaviour:
     bytes. Override the ``batch_size`` fixture to change the batch sizes of the exact-star
     test.
     """
+
+    #: Whether the sink keeps history (SCD type 2); one that does not must refuse such a star at prepare.
+    keeps_history = True
 
     # ---- what the sink author provides ----
     @pytest.fixture
@@ -730,6 +769,77 @@ class SinkBehaviour:
             sink, """SELECT DISTINCT "CUSTOMER_KEY" FROM "FACT_ORDERS" WHERE "ORDER_ID" IN ('a', 'b', 'c', 'd', 'e')"""
         )
         assert keys == [(key,)]
+
+    def history(self, sink: Sink) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The history star as :func:`history_oracle` spells it (VALID_TO compared only where it is not NULL)."""
+        versions = self.rows(
+            sink,
+            """SELECT "CUSTOMER_ID", "CUSTOMER_NAME", "CUSTOMER_REGION", "VALID_FROM", "VALID_TO", "IS_CURRENT",
+                      CASE WHEN "VALID_TO" IS NULL THEN 1 ELSE 0 END FROM "DIM_CUSTOMER" ORDER BY 1, 4""",
+        )
+        facts = self.rows(
+            sink,
+            """SELECT f."ORDER_ID", d."CUSTOMER_ID", d."VALID_FROM" FROM "FACT_ORDERS" f
+               JOIN "DIM_CUSTOMER" d ON d."CUSTOMER_KEY" = f."CUSTOMER_KEY" ORDER BY 1""",
+        )
+        return (
+            [(c, n, r, as_instant(f), None if last else as_instant(t), bool(i)) for c, n, r, f, t, i, last in versions],
+            [(o, c, as_instant(f)) for o, c, f in facts],
+        )
+
+    def test_history_follows_event_time_and_a_late_wave_rewrites_it(self, make_sink: Callable[[], Sink]) -> None:
+        """SCD type 2 by event time: shuffled events in small batches, then a late wave of older ones in a second run, give the oracle's star.
+
+        A sink that cannot keep history (``keeps_history = False``) must refuse the star at prepare.
+        """
+        sink = make_sink()
+        if not self.keeps_history:
+            try:
+                with pytest.raises(SinkError, match="history"):
+                    sink.prepare(ORDERS_HISTORY_SCHEMA)
+            finally:
+                sink.close()
+            return
+        rng = random.Random(19)
+        regions = ["North", "South", None, "East"]
+        orders = []
+        for n, (customer, day) in enumerate((c, d) for d in range(1, 21) for c in ("C1", "C2", "C3") if rng.random() < 0.7):
+            region = regions[(day // 6 + int(customer[1])) % len(regions)]
+            orders.append({**sample_orders(1)[0], "order_id": f"H{n}", "customer_id": customer, "customer_name": f"{customer} as of {day}",
+                           "customer_region": region, "order_timestamp": f"2024-03-{day:02d}T{rng.randrange(24):02d}:00:00Z"})
+        late = [o for o in orders if rng.random() < 0.3]
+        # The late wave: older events, some with another region in the middle of a version.
+        for o in late:
+            if rng.random() < 0.4:
+                o["customer_region"] = "West"
+        first = [o for o in orders if o not in late]
+        rng.shuffle(first)
+        placed, offsets = [], {0: 0, 1: 0, 2: 0}
+        for o in first + late:
+            p = rng.randrange(3)
+            placed.append((p, offsets[p], o))
+            offsets[p] += 1
+        stager = Stager(ORDERS_HISTORY_SCHEMA)
+        try:
+            sink.prepare(ORDERS_HISTORY_SCHEMA)
+            for start in range(0, len(first), 5):
+                chunk = placed[start : start + 5]
+                sink.write(stager.batch([v for *_, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk]))
+            assert self.history(sink) == history_oracle(placed[: len(first)])
+            sink.close()
+            sink = make_sink()  # a second run
+            sink.prepare(ORDERS_HISTORY_SCHEMA)
+            wave = placed[len(first) :]
+            sink.write(stager.batch([v for *_, v in wave], partitions=[p for p, _, _ in wave], offsets=[o for _, o, _ in wave]))
+            versions, facts = self.history(sink)
+            assert (versions, facts) == history_oracle(placed)
+            assert len(versions) > 6 and len({f for *_, f in facts}) > 6  # the stream did make history
+            # Redelivered, the whole stream changes nothing.
+            sink.write(stager.batch([v for *_, v in placed], partitions=[p for p, _, _ in placed], offsets=[o for _, o, _ in placed]))
+            assert self.history(sink) == (versions, facts)
+        finally:
+            stager.close()
+            sink.close()
 
     def test_timestamps_are_stored_in_utc_and_dated_by_the_utc_day(self, sink: Sink, stager: Stager) -> None:
         [order] = sample_orders(1)

@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import attrs
+
 from starload.generators.base import Event, Generator
 from starload.hookspecs import hookimpl
 from starload.spec import (
@@ -70,6 +72,24 @@ ORDERS_SCHEMA = StarSchema(
     ),
 )
 
+#: The orders star keeping the history of each customer's region (SCD type 2; the name stays
+#: type 1): the twin of ``examples/orders_history.yaml``. Facts point at the customer's
+#: version in force at the order's time.
+ORDERS_HISTORY_SCHEMA = attrs.evolve(
+    ORDERS_SCHEMA,
+    name="orders_history",
+    dimensions=[
+        attrs.evolve(
+            ORDERS_SCHEMA.dimensions[0],
+            attributes=[
+                Field("CUSTOMER_NAME", "customer_name"),
+                Field("CUSTOMER_REGION", "customer_region", history=True),
+            ],
+        ),
+        ORDERS_SCHEMA.dimensions[1],
+    ],
+)
+
 REGIONS = ("Punjab", "Sindh", "Khyber Pakhtunkhwa", "Balochistan", "Islamabad")
 _PRODUCTS = (
     ("Wireless Mouse", "Accessories", 2500),
@@ -115,8 +135,14 @@ def generate_orders(
     products: int = 5,
     customers: int = 5,
     now: datetime | str | None = None,
+    moves: int = 0,
 ) -> Iterator[Event]:
     """Endless orders: random product and customer, quantity 1–5, time in the 30 days before ``now``.
+
+    ``moves``: each customer moves to the next region this many times over the 30 days
+    (at the same instants for everyone), so that the order's time says where they lived:
+    history for :data:`ORDERS_HISTORY_SCHEMA`. Orders come in random time order, so a
+    customer's moves arrive shuffled.
 
     Everything comes from ``rng`` and ``now`` (default: the current time, or a fixed
     day for a seeded stream, see :meth:`Generator.stream`; an ISO-8601 string is
@@ -129,11 +155,16 @@ def generate_orders(
     span = int(timedelta(days=30).total_seconds())
     while True:
         order_id = f"O{rng.getrandbits(64):016x}"
-        when = end - timedelta(seconds=rng.randrange(span))
+        ago = rng.randrange(span)
+        when = end - timedelta(seconds=ago)
+        person = rng.choice(people)
+        if moves:
+            home = REGIONS.index(str(person["customer_region"]))
+            person = {**person, "customer_region": REGIONS[(home + (span - 1 - ago) * (moves + 1) // span) % len(REGIONS)]}
         order = {
             "order_id": order_id,
             "order_timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **rng.choice(people),
+            **person,
             "shipping_region": rng.choice(REGIONS),
             **rng.choice(catalogue),
             "quantity": rng.randint(1, 5),

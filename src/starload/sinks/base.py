@@ -126,7 +126,12 @@ class StagedBatch:
     * ``dimensions``: per dimension name, one row per natural key with, for each
       attribute, the batch's latest non-null value by event position and that
       position (:func:`~starload.spec.position_column`; NULL with the value when the batch has
-      none), and ``LAST_EVENT_AT`` (the latest event time).
+      none), and ``LAST_EVENT_AT`` (the latest event time). Of a dimension that keeps
+      history, only the type-1 attributes, and ``FIRST_EVENT_AT`` (the earliest event time).
+    * ``histories``: per dimension that keeps history, its observations for
+      :func:`~starload.spec.history_table`: the natural key, ``_SL_EVENT_AT`` (the event
+      time), ``_SL_AT`` (its position) and the history attributes, one row per event that
+      carries one of them, and each member's earliest event.
     * ``dates``: one row per date with every date-dimension attribute.
     * ``rejects``: KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY,
       MESSAGE_VALUE (the raw bytes) and REASON.
@@ -152,6 +157,7 @@ class StagedBatch:
     raw: pa.Table | None = attrs.field(default=None, repr=False)
     expected_offsets: Mapping[int, int | None] | None = None
     topic_id: str | None = None
+    histories: Mapping[str, pa.Table] = attrs.field(factory=dict)
 
     def fenced(self, stored: Mapping[int, int | None], topic_id: str | None = None) -> StagedBatch:
         """This batch from the topic with ``topic_id``, to be applied only on these stored offsets (each of its partitions; missing: None)."""

@@ -99,6 +99,8 @@ class Dialect:
     #: The function giving the largest non-NULL argument. Snowflake's ``GREATEST`` returns
     #: NULL when any argument is NULL (``GREATEST_IGNORE_NULLS`` does not); DuckDB's ignores NULLs.
     greatest: str = "greatest"
+    #: The window function giving the last non-NULL value of ``{}`` so far (``OVER`` follows).
+    last_known: str = "last_value({} IGNORE NULLS)"
 
     def type_name(self, column_type: ColumnType) -> str:
         """The warehouse type of a spec type."""
@@ -179,12 +181,21 @@ class StarSQL:
         tables = []
         for dim in s.dimensions:
             optional = s.is_optional(dim)
-            cols = [ColumnDef(dim.key, d.integer, not_null=True, default=d.key_default(quote(dim.sequence)))]
-            cols += [ColumnDef(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
-            cols += [ColumnDef(f.column, d.type_name(f.type)) for f in dim.attributes]
-            cols += [ColumnDef(position_column(f.column), d.string) for f in dim.attributes]
+            natural = [ColumnDef(f.column, d.type_name(f.type), not_null=not optional) for f in dim.natural_key]
+            cols = [ColumnDef(dim.key, d.integer, not_null=True, default=d.key_default(quote(dim.sequence))), *natural]
+            cols += [ColumnDef(f.column, d.type_name(f.type)) for f in dim.current_attributes]
+            cols += [ColumnDef(position_column(f.column), d.string) for f in dim.current_attributes]
+            history = [ColumnDef(f.column, d.type_name(f.type)) for f in dim.history_attributes]
+            if dim.keeps_history:
+                cols += [*history, ColumnDef("VALID_FROM", d.timestamp), ColumnDef("VALID_TO", d.timestamp), ColumnDef("IS_CURRENT", d.boolean)]
             cols += [ColumnDef("LAST_EVENT_AT", d.timestamp), ColumnDef("UPDATED_AT", d.timestamp)]
-            tables.append(TableDef(dim.table, tuple(cols), (dim.key,), tuple(f.column for f in dim.natural_key)))
+            # A member holds one row per version, so the natural key is unique only without history.
+            unique = () if dim.keeps_history else tuple(f.column for f in dim.natural_key)
+            tables.append(TableDef(dim.table, tuple(cols), (dim.key,), unique))
+            if dim.keeps_history:
+                seen = [ColumnDef("_SL_EVENT_AT", d.timestamp, not_null=True), ColumnDef("_SL_AT", d.string, not_null=True)]
+                logged = [attrs.evolve(c, not_null=True) for c in natural]
+                tables.append(TableDef(dim.history_table, (*logged, *seen, *history)))
         if s.date_dimension:
             dd = s.date_dimension
             small = {c: d.small_integer for c in ("DAY", "MONTH", "QUARTER", "YEAR", "DAY_OF_WEEK", "WEEK_OF_YEAR")}
@@ -269,7 +280,7 @@ class StarSQL:
         if change.kind == "add_column":
             if change.fill is None:
                 add = [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {change.type}"]
-                attributes = {f.column for d in self.schema.dimensions if d.table == change.table for f in d.attributes}
+                attributes = {f.column for d in self.schema.dimensions if d.table == change.table for f in d.current_attributes}
                 if change.column in attributes:  # and the position of its values
                     add.append(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote(position_column(change.column))} {self.dialect.string}")
                 return add
@@ -338,20 +349,25 @@ class StarSQL:
         LAST_EVENT_AT keeps the latest event time seen. Only members that change are touched.
         """
         table = quote(dim.table)
-        on = " AND ".join(f"{table}.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
-        updates = {}
-        for f in dim.attributes:
-            at = quote(position_column(f.column))
-            newer = f"s.{at} > coalesce({table}.{at}, '')"
-            for col in (quote(f.column), at):
-                updates[col] = f"CASE WHEN {newer} THEN s.{col} ELSE {table}.{col} END"
-        updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
+        on = self._same_member(dim, table, "s")
+        updates = self._current_updates(dim, table)
         changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
         sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
         return (
             f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {staged} AS s "
             f"WHERE {on} AND ({changed}) AND {self.holding()}"
         )
+
+    def _current_updates(self, dim: Dimension, table: str) -> dict[str, str]:
+        """Per column of ``table``: its new value from the staged ``s``, for the type-1 attributes (and their positions) and LAST_EVENT_AT."""
+        updates = {}
+        for f in dim.current_attributes:
+            at = quote(position_column(f.column))
+            newer = f"s.{at} > coalesce({table}.{at}, '')"
+            for col in (quote(f.column), at):
+                updates[col] = f"CASE WHEN {newer} THEN s.{col} ELSE {table}.{col} END"
+        updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
+        return updates
 
     def insert_dimension(self, dim: Dimension, staged: str) -> str:
         """Insert the members in ``staged`` that are new, with their positions; the key comes from the column default."""
@@ -363,6 +379,218 @@ class StarSQL:
             f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "
             f"{join} WHERE {new} AND {self.holding()}"
         )
+
+    # ---- history (SCD type 2) ------------------------------------------------
+    # A dimension that keeps history logs every observation of its history attributes
+    # (history_table); a batch replays, for each member it touches, the log from an
+    # anchor on and lands the versions that come out. The anchor keeps the work in
+    # proportion to the batch: for an in-order batch it is the batch's own first event,
+    # seeded with the current version; for a late one, the start of the version the
+    # batch's first event falls in, seeded with the version before it. No WITH clauses
+    # and no named windows: each warehouse reads these the same way.
+    def _same_member(self, dim: Dimension, a: str, b: str) -> str:
+        return " AND ".join(f"{a}.{quote(f.column)} = {b}.{quote(f.column)}" for f in dim.natural_key)
+
+    @staticmethod
+    def _lasting(alias: str) -> str:
+        """A version row of ``alias`` that a replay has not collapsed (VALID_TO = VALID_FROM marks one to drop)."""
+        return f"({alias}.VALID_TO IS NULL OR {alias}.VALID_TO > {alias}.VALID_FROM)"
+
+    def _versions(self, dim: Dimension, anchors: str) -> str:
+        """The versions of the members in ``anchors``, replayed from the log.
+
+        ``anchors``: one row per member with its natural key, ``_SL_ANCHOR`` (replay
+        the log's events from this instant on; NULL: all of them) and the seed
+        (``_SL_FROM``, the VALID_FROM of the version the replay continues, and its
+        history values; NULL: none). One row per version comes out: the natural key,
+        VALID_FROM, VALID_TO (NULL on the last) and the history values, by
+        :class:`~starload.spec.Dimension`'s rules: the state after each instant (every
+        event of it, by position, a NULL keeping the value before), a version starting
+        where a known value changes.
+        """
+        nk = [quote(f.column) for f in dim.natural_key]
+        hs = [quote(f.column) for f in dim.history_attributes]
+        members = ", ".join(nk)
+        carried = [f"_sl_k{i}" for i in range(len(hs))]
+
+        def cols(alias: str, names: list[str]) -> str:
+            return ", ".join(f"{alias}.{n}" for n in names)
+
+        observed = (
+            f"SELECT {cols('l', nk)}, l._SL_EVENT_AT, l._SL_AT, {cols('l', hs)} FROM {quote(dim.history_table)} AS l "
+            f"JOIN {anchors} AS a ON {self._same_member(dim, 'l', 'a')} "
+            "WHERE a._SL_ANCHOR IS NULL OR l._SL_EVENT_AT >= a._SL_ANCHOR "
+            f"UNION ALL SELECT {cols('a', nk)}, a._SL_FROM, '', {cols('a', hs)} FROM {anchors} AS a WHERE a._SL_FROM IS NOT NULL"
+        )
+        so_far = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+        known = [
+            f"{self.dialect.last_known.format(h)} OVER (PARTITION BY {members} ORDER BY _SL_AT {so_far}) AS {k}"
+            for h, k in zip(hs, carried)
+        ]
+        instants = (
+            f"SELECT {members}, _SL_EVENT_AT, {', '.join(known)} FROM ({observed}) AS o "
+            f"QUALIFY row_number() OVER (PARTITION BY {members}, _SL_EVENT_AT ORDER BY _SL_AT DESC) = 1"
+        )
+        before = f"OVER (PARTITION BY {members} ORDER BY _SL_EVENT_AT)"
+        changed = " OR ".join(f"{k} <> lag({k}) {before}" for k in carried)
+        starts = f"SELECT *, CASE WHEN {changed} THEN 1 ELSE 0 END AS _sl_start FROM ({instants}) AS i"
+        numbered = f"SELECT *, sum(_sl_start) OVER (PARTITION BY {members} ORDER BY _SL_EVENT_AT {so_far}) AS _sl_version FROM ({starts}) AS c"
+        version = f"PARTITION BY {members}, _sl_version ORDER BY _SL_EVENT_AT"
+        whole = "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
+        segments = (
+            f"SELECT {members}, _SL_EVENT_AT AS VALID_FROM, "
+            + ", ".join(f"last_value({k}) OVER ({version} {whole}) AS {h}" for k, h in zip(carried, hs))
+            + f" FROM ({numbered}) AS n QUALIFY row_number() OVER ({version}) = 1"
+        )
+        return f"(SELECT *, lead(VALID_FROM) OVER (PARTITION BY {members} ORDER BY VALID_FROM) AS VALID_TO FROM ({segments}) AS g)"
+
+    def _anchors_before(self, dim: Dimension, staged: str) -> str:
+        """Where to replay each staged member from, on the versions as the batch found them.
+
+        In order (the batch's first event after every event loaded): from that event,
+        seeded with the current version. Late: from the start of the version in force
+        at the batch's first event, seeded with the version before it. A new member, or
+        one whose batch starts before its first version: all its log, no seed.
+        """
+        nk = [quote(f.column) for f in dim.natural_key]
+        hs = [quote(f.column) for f in dim.history_attributes]
+        table, key = quote(dim.table), quote(dim.key)
+        seed = "(d.VALID_TO IS NULL AND d.LAST_EVENT_AT < s.FIRST_EVENT_AT) OR d.VALID_TO < s.FIRST_EVENT_AT"
+        return (
+            f"(SELECT {', '.join('s.' + c for c in nk)}, d.VALID_FROM AS _SL_FROM, "
+            f"CASE WHEN d.{key} IS NULL THEN NULL ELSE coalesce(d.VALID_TO, s.FIRST_EVENT_AT) END AS _SL_ANCHOR, "
+            f"{', '.join('d.' + h for h in hs)} FROM {staged} AS s "
+            f"LEFT JOIN {table} AS d ON {self._same_member(dim, 'd', 's')} AND ({seed}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join('s.' + c for c in nk)} ORDER BY d.VALID_TO DESC NULLS FIRST) = 1)"
+        )
+
+    def _anchors_after(self, dim: Dimension, staged: str) -> str:
+        """Where to replay each staged member from once :meth:`update_versions` ran, to find the versions still to insert.
+
+        From the first gap in the member's lasting versions (a VALID_TO at which no
+        version starts), seeded with the version that ends there. From the start, with
+        no seed, for a member with no lasting row, or whose batch begins before its
+        first lasting version. A member with neither is left out.
+        """
+        nk = [quote(f.column) for f in dim.natural_key]
+        hs = [quote(f.column) for f in dim.history_attributes]
+        table, key = quote(dim.table), quote(dim.key)
+        members = ", ".join("d." + c for c in nk)
+        gap = f"CASE WHEN d.VALID_TO IS NOT NULL AND n.{key} IS NULL THEN 1 ELSE 0 END"
+        ends = (
+            f"SELECT {members}, d.VALID_FROM, d.VALID_TO, {', '.join('d.' + h for h in hs)}, {gap} AS _sl_gap, "
+            f"min(d.VALID_FROM) OVER (PARTITION BY {members}) AS _sl_first "
+            f"FROM {table} AS d JOIN {staged} AS m ON {self._same_member(dim, 'd', 'm')} "
+            f"LEFT JOIN {table} AS n ON {self._same_member(dim, 'n', 'd')} AND n.VALID_FROM = d.VALID_TO AND {self._lasting('n')} "
+            f"WHERE {self._lasting('d')} "
+            f"QUALIFY row_number() OVER (PARTITION BY {members} ORDER BY {gap} DESC, d.VALID_TO) = 1"
+        )
+        whole = f"g.{nk[0]} IS NULL OR s.FIRST_EVENT_AT < g._sl_first"
+        seed = [f"CASE WHEN {whole} THEN NULL ELSE g.{c} END AS {c}" for c in ("VALID_FROM", "VALID_TO", *hs)]
+        seed[0], seed[1] = seed[0].replace(" AS VALID_FROM", " AS _SL_FROM"), seed[1].replace(" AS VALID_TO", " AS _SL_ANCHOR")
+        return (
+            f"(SELECT {', '.join('s.' + c for c in nk)}, {', '.join(seed)} "
+            f"FROM {staged} AS s LEFT JOIN ({ends}) AS g ON {self._same_member(dim, 'g', 's')} "
+            f"WHERE {whole} OR g._sl_gap = 1)"
+        )
+
+    def insert_observations(self, dim: Dimension, staged: str, *, loaded: bool = True) -> str:
+        """Log the staged observations of ``dim``'s history attributes, each event once.
+
+        ``loaded=False`` (:meth:`any_loaded` found none of the batch's facts) logs without looking.
+        """
+        names = [quote(f.column) for f in (*dim.natural_key,)] + ["_SL_EVENT_AT", "_SL_AT"]
+        names += [quote(f.column) for f in dim.history_attributes]
+        where = self.holding()
+        joins = ""
+        if loaded:
+            on = f"{self._same_member(dim, 't', 's')} AND t._SL_AT = s._SL_AT"
+            joins, new = _unmatched(dim.history_table, on, "_SL_AT")
+            where += f" AND {new}"
+        return (
+            f"INSERT INTO {quote(dim.history_table)} ({', '.join(names)}) "
+            f"SELECT {', '.join('s.' + n for n in names)} FROM {staged} AS s {joins} WHERE {where}"
+        )
+
+    def late_members(self, dim: Dimension, staged: str) -> str:
+        """One row, one value: how many staged members have an event no later than one loaded already (the batch is late for them)."""
+        return (
+            f"SELECT count(*) FROM {staged} AS s JOIN {quote(dim.table)} AS d ON {self._same_member(dim, 'd', 's')} "
+            "WHERE s.FIRST_EVENT_AT <= d.LAST_EVENT_AT"
+        )
+
+    def update_versions(self, dim: Dimension, staged: str) -> str:
+        """Update every version of the staged members: type-1 attributes and LAST_EVENT_AT by event time, and the replayed versions.
+
+        A replayed version whose VALID_FROM comes out of the replay again takes its
+        VALID_TO, IS_CURRENT and values; one that does not is collapsed (VALID_TO =
+        VALID_FROM), to be dropped once its facts are re-pointed. VALID_FROM never changes.
+        """
+        table, key = quote(dim.table), quote(dim.key)
+        hs = [quote(f.column) for f in dim.history_attributes]
+        current = [quote(c) for f in dim.current_attributes for c in (f.column, position_column(f.column))]
+        targets = self._versions(dim, self._anchors_before(dim, staged))
+        rows = (
+            f"(SELECT d.{key} AS _sl_key, {', '.join(['m.' + c for c in current] + ['m.LAST_EVENT_AT'])}, "
+            "CASE WHEN a._SL_FROM IS NULL OR d.VALID_FROM >= a._SL_FROM THEN 1 ELSE 0 END AS _sl_replayed, "
+            f"t.VALID_FROM AS _sl_from, t.VALID_TO AS _sl_to, {', '.join('t.' + h + ' AS _sl_' + str(i) for i, h in enumerate(hs))} "
+            f"FROM {staged} AS m JOIN {table} AS d ON {self._same_member(dim, 'd', 'm')} "
+            f"JOIN {self._anchors_before(dim, staged)} AS a ON {self._same_member(dim, 'a', 'm')} "
+            f"LEFT JOIN {targets} AS t ON {self._same_member(dim, 't', 'm')} AND t.VALID_FROM = d.VALID_FROM)"
+        )
+        updates = self._current_updates(dim, table)
+        kept = "s._sl_replayed = 0"
+        updates["VALID_TO"] = f"CASE WHEN {kept} THEN {table}.VALID_TO WHEN s._sl_from IS NULL THEN {table}.VALID_FROM ELSE s._sl_to END"
+        updates["IS_CURRENT"] = f"CASE WHEN {kept} THEN {table}.IS_CURRENT ELSE s._sl_from IS NOT NULL AND s._sl_to IS NULL END"
+        for i, h in enumerate(hs):
+            updates[h] = f"CASE WHEN {kept} OR s._sl_from IS NULL THEN {table}.{h} ELSE s._sl_{i} END"
+        changed = " OR ".join(f"({expr}) IS DISTINCT FROM {table}.{col}" for col, expr in updates.items())
+        sets = ", ".join(f"{col} = {expr}" for col, expr in updates.items())
+        return (
+            f"UPDATE {table} SET {sets}, UPDATED_AT = CURRENT_TIMESTAMP FROM {rows} AS s "
+            f"WHERE {table}.{key} = s._sl_key AND ({changed}) AND {self.holding()}"
+        )
+
+    def insert_versions(self, dim: Dimension, staged: str) -> str:
+        """Insert the versions the replay found that no lasting row holds (run after :meth:`update_versions`).
+
+        Type-1 attributes come from the member's rows when it has any (updated already), else from the batch.
+        """
+        table, key = quote(dim.table), quote(dim.key)
+        nk = [quote(f.column) for f in dim.natural_key]
+        hs = [quote(f.column) for f in dim.history_attributes]
+        current = [quote(c) for f in dim.current_attributes for c in (f.column, position_column(f.column))] + ["LAST_EVENT_AT"]
+        some_row = (
+            f"(SELECT {', '.join('d.' + c for c in [*nk, *current])} FROM {table} AS d JOIN {staged} AS m "
+            f"ON {self._same_member(dim, 'd', 'm')} QUALIFY row_number() OVER (PARTITION BY {', '.join('d.' + c for c in nk)} ORDER BY d.{key}) = 1)"
+        )
+        targets = self._versions(dim, self._anchors_after(dim, staged))
+        selects = [f"t.{c}" for c in nk] + [f"CASE WHEN r.{nk[0]} IS NULL THEN s.{c} ELSE r.{c} END" for c in current]
+        selects += [f"t.{h}" for h in hs] + ["t.VALID_FROM", "t.VALID_TO", "t.VALID_TO IS NULL", "CURRENT_TIMESTAMP"]
+        columns = [*nk, *current, *hs, "VALID_FROM", "VALID_TO", "IS_CURRENT", "UPDATED_AT"]
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)} FROM {targets} AS t "
+            f"JOIN {staged} AS s ON {self._same_member(dim, 's', 't')} "
+            f"LEFT JOIN {some_row} AS r ON {self._same_member(dim, 'r', 't')} "
+            f"LEFT JOIN {table} AS e ON {self._same_member(dim, 'e', 't')} AND e.VALID_FROM = t.VALID_FROM AND {self._lasting('e')} "
+            f"WHERE e.{key} IS NULL AND {self.holding()}"
+        )
+
+    def repoint_facts(self, dim: Dimension, staged: str) -> str:
+        """Point each fact of a staged member from the batch's first event on at the version in force at its event time (after a late batch)."""
+        fact, key = quote(self.schema.fact.table), quote(dim.key)
+        at = f"{fact}.{quote(self.schema.fact.event_time.column)}"
+        return (
+            f"UPDATE {fact} SET {key} = v.{key} FROM {quote(dim.table)} AS o, {quote(dim.table)} AS v, {staged} AS s "
+            f"WHERE {fact}.{key} = o.{key} AND {self._same_member(dim, 'o', 's')} AND {at} >= s.FIRST_EVENT_AT "
+            f"AND {self._same_member(dim, 'v', 'o')} AND v.VALID_FROM <= {at} AND (v.VALID_TO IS NULL OR {at} < v.VALID_TO) "
+            f"AND v.{key} <> {fact}.{key} AND {self.holding()}"
+        )
+
+    def drop_collapsed(self, dim: Dimension) -> str:
+        """Drop the versions a late batch collapsed (their facts point elsewhere by now)."""
+        return f"DELETE FROM {quote(dim.table)} WHERE VALID_TO = VALID_FROM AND {self.holding()}"
+
 
     def insert_dates(self, staged: str) -> str:
         """Add the staged dates the date dimension does not have yet."""
@@ -399,6 +627,9 @@ class StarSQL:
             on = " AND ".join(
                 f"{alias}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
             )
+            if dim.keeps_history:  # the version in force at the fact's event time
+                at = f"s.{quote(fact.event_time.column)}"
+                on += f" AND {alias}.VALID_FROM <= {at} AND ({alias}.VALID_TO IS NULL OR {at} < {alias}.VALID_TO)"
             if s.is_optional(dim):
                 selects.append(f"coalesce({alias}.{quote(dim.key)}, {UNKNOWN_KEY})")
                 joins.append(f"LEFT JOIN {quote(dim.table)} AS {alias} ON {on}")
@@ -500,8 +731,9 @@ class StarSQL:
 
 
 def batch_parts(batch: StagedBatch) -> dict[str, pa.Table]:
-    """Every table of ``batch`` a SQL sink stages, by part name (``DIM_<name>``, ``DATES``, ``FACTS``, ``REJECTS``, ``OFFSETS``)."""
+    """Every table of ``batch`` a SQL sink stages, by part name (``DIM_<name>``, ``HISTORY_<name>``, ``DATES``, ``FACTS``, ``REJECTS``, ``OFFSETS``)."""
     parts: dict[str, pa.Table] = {f"DIM_{name}": t for name, t in batch.dimensions.items()}
+    parts |= {f"HISTORY_{name}": t for name, t in batch.histories.items()}
     if batch.dates is not None:
         parts["DATES"] = batch.dates
     return parts | {"FACTS": batch.facts, "REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
@@ -724,25 +956,38 @@ class SQLSink(Sink):
         sql = self._prepared()
         staged = self._guarded(self._stage_batch, batch)
         try:
-            plan: list[tuple[str, str]] = []
-            for dim in batch.schema.dimensions:
-                if batch.dimensions[dim.name].num_rows:
-                    plan += [("updated", sql.update_dimension(dim, staged[f"DIM_{dim.name}"]))]
-                    plan += [("inserted", sql.insert_dimension(dim, staged[f"DIM_{dim.name}"]))]
-            if batch.dates is not None and batch.dates.num_rows:
-                plan.append(("inserted", sql.insert_dates(staged["DATES"])))
             counts = dict.fromkeys(("updated", "inserted", "facts"), 0)
 
+            def run(counter: str, statement: str) -> None:
+                rows = self._guarded(self._execute, statement, [self._token])
+                if counter:
+                    counts[counter] += self._rowcount(rows)
+
             def apply() -> None:
+                # Asked inside the transaction, so the statements see what the question saw.
+                loaded = self._any_loaded(staged["FACTS"]) if batch.facts.num_rows else True
+                for dim in batch.schema.dimensions:
+                    if not batch.dimensions[dim.name].num_rows:
+                        continue
+                    members = staged[f"DIM_{dim.name}"]
+                    if not dim.keeps_history:
+                        run("updated", sql.update_dimension(dim, members))
+                        run("inserted", sql.insert_dimension(dim, members))
+                        continue
+                    run("", sql.insert_observations(dim, staged[f"HISTORY_{dim.name}"], loaded=loaded))
+                    [(late, *_), *_] = self._guarded(self._execute, sql.late_members(dim, members))
+                    run("updated", sql.update_versions(dim, members))
+                    run("inserted", sql.insert_versions(dim, members))
+                    if int(late):
+                        if dim in batch.schema.referenced_dimensions:
+                            run("", sql.repoint_facts(dim, members))
+                        run("", sql.drop_collapsed(dim))
+                if batch.dates is not None and batch.dates.num_rows:
+                    run("inserted", sql.insert_dates(staged["DATES"]))
                 if batch.facts.num_rows:
-                    # Asked inside the transaction, so the insert sees what the question saw.
-                    plan.append(("facts", sql.insert_facts(staged["FACTS"], loaded=self._any_loaded(staged["FACTS"]))))
+                    run("facts", sql.insert_facts(staged["FACTS"], loaded=loaded))
                 if batch.rejects.num_rows:
-                    plan.append(("", sql.insert_rejects(staged["REJECTS"])))
-                for counter, statement in plan:
-                    rows = self._guarded(self._execute, statement, [self._token])
-                    if counter:
-                        counts[counter] += self._rowcount(rows)
+                    run("", sql.insert_rejects(staged["REJECTS"]))
                 # Last: the fence also finds a transaction aborted under this loader's feet
                 # (its statements then ran outside it, and changed nothing; see StarSQL.holding).
                 self._advance_offsets(batch, staged["OFFSETS"])

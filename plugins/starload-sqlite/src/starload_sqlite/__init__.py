@@ -29,6 +29,9 @@ How the contract maps onto SQLite:
   compares the stored offsets with the expected ones, under the write lock, and raises
   ``OffsetsMovedError`` when they differ.
 
+History (SCD type 2, ``history: true``) is not kept: :meth:`SQLiteSink.prepare` and
+``ddl`` refuse such a star with one line, before the file is created.
+
 Types: SQLite has no DECIMAL and no TIMESTAMP. Money is stored as TEXT (``'2500.00'``)
 so it stays exact: read it with ``decimal.Decimal(value)`` (``SUM()`` in SQL would go
 through floating point). Timestamps are ISO-8601 TEXT in UTC
@@ -99,8 +102,20 @@ def column_type(spec_type: ColumnType) -> str:
     return "REAL" if isinstance(spec_type, Double) else "TEXT"
 
 
+def refuse_history(schema: StarSchema) -> None:
+    """Raise :class:`TerminalSinkError` when ``schema`` keeps history: this sink keeps none."""
+    kept = [f"{d.table}.{f.column}" for d in schema.dimensions for f in d.history_attributes]
+    if kept:
+        msg = (
+            f"the sqlite sink cannot keep history (SCD type 2), which star {schema.name!r} declares for "
+            f"{', '.join(kept)}: load it with --sink duckdb or --sink snowflake, or drop 'history: true'"
+        )
+        raise TerminalSinkError(msg)
+
+
 def ddl(schema: StarSchema) -> list[str]:
     """CREATE statements for the star, the offsets and the rejects."""
+    refuse_history(schema)
     statements = []
     for dim in schema.dimensions:
         columns = [f"{quote(dim.key)} INTEGER PRIMARY KEY"]  # the rowid: SQLite assigns it
@@ -344,6 +359,7 @@ class SQLiteSink(Sink):
         return True
 
     def prepare(self, schema: StarSchema) -> None:
+        refuse_history(schema)
         with self._lock:
             self._open(create=True)
             found, expected = self._inspect(schema), expected_columns(schema)
