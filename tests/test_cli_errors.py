@@ -33,7 +33,7 @@ NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
         (["offsets", "show", "--topic", "payments"], "which star does topic 'payments' load into?"),
         (["load", "--schema", "no_such_module:STAR"], "--schema no_such_module:…: no module 'no_such_module' in the working directory"),
         (["load", "--schema", "{tmp}/missing.py:STAR"], "--schema {tmp}/missing.py:…: no such file"),
-        (["load", "--schema", "starload.generators.orders:NOPE"], "has no attribute 'NOPE' (its StarSchema attributes: ORDERS_SCHEMA)"),
+        (["load", "--schema", "starload.generators.orders:NOPE"], "has no attribute 'NOPE' (its StarSchema attributes: ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA)"),
         (["load", "--schema", "starload.generators.orders:ORDERS_GENERATOR"], "not a StarSchema but Generator"),
         (["load", "--duckdb-path", "{tmp}/star.duckdb", "--sink-option", "memory_limit=lots"], "Memory must have a number"),
         (["load", "--sink", "snowflake", "--sink-option", "lock_timeout=soon"], "lock_timeout must be a whole number"),

@@ -272,7 +272,9 @@ def history_star(sink: DuckDBSink) -> tuple[list[tuple], list[tuple]]:
 )
 def test_history_follows_event_time_whatever_the_interleaving_batches_and_redeliveries(events, picks, batch_size, again):
     messages = placed(events)
-    loaded = history_star(load_messages(deliveries(interleave(messages, picks), again), batch_size, ORDERS_HISTORY_SCHEMA))
+    sink = load_messages(deliveries(interleave(messages, picks), again), batch_size, ORDERS_HISTORY_SCHEMA)
+    assert sink.violations(ORDERS_HISTORY_SCHEMA) == []
+    loaded = history_star(sink)
     assert loaded == history_oracle(messages)
     in_order = sorted(messages, key=lambda m: (MOMENTS[m[2]["order_timestamp"]], m[0], m[1]))
     assert loaded == history_star(load_messages(in_order, len(messages), ORDERS_HISTORY_SCHEMA))

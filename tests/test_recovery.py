@@ -132,6 +132,10 @@ def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, se
     final = subprocess.run(loader_command(bootstrap, topic, db, "--until-idle", "3", star=star),
                            capture_output=True, text=True, timeout=600, check=False)
     assert final.returncode == 0, final.stderr
+    sink = ["--duckdb-path", str(db)] if db else ["--sink", "snowflake"]
+    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, *sink],
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_path):

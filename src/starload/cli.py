@@ -1,4 +1,4 @@
-"""The ``starload`` command: produce, load, offsets, ddl, migrate, spec, broker, plugins.
+"""The ``starload`` command: produce, load, offsets, ddl, migrate, verify, spec, broker, plugins.
 
 Exit codes: 0 a normal stop; 2 a usage, configuration or environment mistake (or a
 sink error); 3 offsets stored in the sink that do not belong to the topic as it is now.
@@ -399,6 +399,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``verify``: check the star's invariants in the warehouse; exit 1 listing each violation, 0 when it is sound."""
+    schema = spec_of(args)
+    with create_sink(args) as sink:
+        found = sink.violations(schema)
+        where = sink.location()
+    for line in found:
+        print(line)
+    if found:
+        print(f"star {schema.name!r} in {where}: {len(found)} violation(s) of its invariants", file=sys.stderr)
+        return 1
+    print(f"star {schema.name!r} in {where}: every invariant holds")
+    return 0
+
+
 def cmd_spec_check(args: argparse.Namespace) -> int:
     """``spec check FILE``: validate a spec file and show the tables and columns it declares."""
     schema = StarSchema.from_file(args.file)
@@ -591,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     sink_args(p)
     p.add_argument("--execute", action="store_true", help="run the DDL and record the spec (without it, only show them)")
     p.set_defaults(func=cmd_migrate)
+
+    p = command("verify", "check the star's invariants in the warehouse (exit 1 listing each violation)")
+    sink_args(p)
+    p.set_defaults(func=cmd_verify)
 
     p = command("spec", "check a spec file, or print the JSON Schema of the format")
     actions = p.add_subparsers(dest="action", required=True)

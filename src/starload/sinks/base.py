@@ -283,6 +283,18 @@ class Sink(abc.ABC):
         msg = f"the {type(self).__name__} sink cannot migrate a star (it does not implement Sink.migrate)"
         raise SinkError(msg)
 
+    def violations(self, schema: StarSchema) -> list[str]:
+        """Every broken invariant of ``schema``'s star in the warehouse, one line each; [] when it is sound (``starload verify``).
+
+        The invariants: each member's versions neither overlap nor leave a gap, and
+        exactly one is current; a dimension without history holds a natural key once;
+        every fact key resolves to a member, at the version in force at the fact's
+        event time; no grain value is loaded twice; every fact's Kafka coordinates are
+        below the offset stored for its partition. The default raises :class:`SinkError`.
+        """
+        msg = f"the {type(self).__name__} sink cannot check a star's invariants (it does not implement Sink.violations)"
+        raise SinkError(msg)
+
     @functools.cached_property
     def waits(self) -> Waits:
         """What the sink is waiting for now (a lock, readers, the warehouse): the engine shows and logs it."""

@@ -115,6 +115,9 @@ SNOWFLAKE = Dialect(
     uses_sequence=False,
     transactional_ddl=False,
     placeholder="?",
+    # Snowflake writes the null treatment after the parentheses:
+    # https://docs.snowflake.com/en/sql-reference/functions/last_value
+    last_known="last_value({}) IGNORE NULLS",
     greatest="GREATEST_IGNORE_NULLS",
 )
 

@@ -723,6 +723,60 @@ class StarSQL:
         listed = ", ".join([p] * partitions)
         return f"DELETE FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p} AND KAFKA_PARTITION IN ({listed})"
 
+    def invariants(self) -> list[tuple[str, str]]:
+        """What :meth:`Sink.violations` checks: per invariant, what breaking it means and a query of one row (how often, an example)."""
+        s, fact = self.schema, quote(self.schema.fact.table)
+        grain = [quote(g.column) for g in s.fact.grain]
+        checks = []
+        for dim in s.dimensions:
+            table, key, nk = quote(dim.table), quote(dim.key), [quote(f.column) for f in dim.natural_key]
+            members, known = ", ".join(nk), f"{key} <> {UNKNOWN_KEY}"
+            if dim.keeps_history:
+                following = f"lead(VALID_FROM) OVER (PARTITION BY {members} ORDER BY VALID_FROM)"
+                checks.append((
+                    f"{dim.table}: versions of a member that overlap, leave a gap or are empty",
+                    f"SELECT count(*), min({nk[0]}) FROM (SELECT {members}, VALID_FROM, VALID_TO, {following} AS _sl_next "
+                    f"FROM {table} WHERE {known}) AS v WHERE (_sl_next IS NOT NULL AND (VALID_TO IS NULL OR VALID_TO <> _sl_next)) "
+                    "OR VALID_FROM IS NULL OR VALID_TO <= VALID_FROM",
+                ))
+                checks.append((
+                    f"{dim.table}: members without exactly one current version (VALID_TO NULL and IS_CURRENT)",
+                    f"SELECT count(*), min({nk[0]}) FROM (SELECT {members}, "
+                    "sum(CASE WHEN VALID_TO IS NULL THEN 1 ELSE 0 END) AS _sl_open, sum(CASE WHEN IS_CURRENT THEN 1 ELSE 0 END) AS _sl_current "
+                    f"FROM {table} WHERE {known} GROUP BY {members}) AS m WHERE _sl_open <> 1 OR _sl_current <> 1 "
+                    f"OR {nk[0]} IN (SELECT {nk[0]} FROM {table} WHERE {known} AND IS_CURRENT <> (VALID_TO IS NULL))",
+                ))
+            else:
+                checks.append((
+                    f"{dim.table}: natural keys held by more than one member",
+                    f"SELECT count(*), min({nk[0]}) FROM (SELECT {members} FROM {table} WHERE {known} GROUP BY {members} HAVING count(*) > 1) AS m",
+                ))
+        for dim in s.referenced_dimensions:
+            table, key = quote(dim.table), quote(dim.key)
+            checks.append((
+                f"{s.fact.table}.{dim.key}: facts whose key is no member of {dim.table}",
+                f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
+            ))
+            if dim.keeps_history:
+                at = f"f.{quote(s.fact.event_time.column)}"
+                checks.append((
+                    f"{s.fact.table}.{dim.key}: facts pointing at a version not in force at their event time",
+                    f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
+                    f"WHERE d.{key} <> {UNKNOWN_KEY} AND NOT (d.VALID_FROM <= {at} AND (d.VALID_TO IS NULL OR {at} < d.VALID_TO))",
+                ))
+        checks.append((
+            f"{s.fact.table}: grain values loaded more than once",
+            f"SELECT count(*), min({grain[0]}) FROM (SELECT {', '.join(grain)} FROM {fact} GROUP BY {', '.join(grain)} HAVING count(*) > 1) AS g",
+        ))
+        checks.append((
+            f"{s.fact.table}: partitions with facts at or past the offset stored for them (no group's offsets cover them)",
+            "SELECT count(*), min(f.KAFKA_TOPIC || '[' || CAST(f.KAFKA_PARTITION AS VARCHAR) || ']') FROM "
+            f"(SELECT KAFKA_TOPIC, KAFKA_PARTITION, max(KAFKA_OFFSET) AS LAST_OFFSET FROM {fact} GROUP BY KAFKA_TOPIC, KAFKA_PARTITION) AS f "
+            f"LEFT JOIN (SELECT TOPIC, KAFKA_PARTITION, max(NEXT_OFFSET) AS NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} GROUP BY TOPIC, KAFKA_PARTITION) AS o "
+            "ON o.TOPIC = f.KAFKA_TOPIC AND o.KAFKA_PARTITION = f.KAFKA_PARTITION WHERE o.NEXT_OFFSET IS NULL OR f.LAST_OFFSET >= o.NEXT_OFFSET",
+        ))
+        return checks
+
     def insert_offset_rows(self, rows: int) -> str:
         """Store ``rows`` offsets (GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID: 5 parameters a row)."""
         p = self.dialect.placeholder
@@ -910,6 +964,19 @@ class SQLSink(Sink):
                 self._guarded(self._execute, statement)
         self._locked(finish)
         self._statements = 0
+
+    def violations(self, schema: StarSchema) -> list[str]:
+        """Each of :meth:`StarSQL.invariants` that some row breaks: what, how often, an example; after the drift check (:meth:`verify`)."""
+        self.verify(schema)
+        sql = self._prepared()
+        if not any(t in self.inspect(schema).tables for t in schema.tables):
+            return [f"{self.location()} holds no table of star {schema.name!r}"]
+        found = []
+        for what, query in sql.invariants():
+            [(count, example)] = self._guarded(self._run, query)
+            if int(count):
+                found.append(f"{what}: {int(count)} (e.g. {example})")
+        return found
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
         return {p: o for p, (o, _) in self._stored(group, topic).items()}
