@@ -259,19 +259,20 @@ class Sink(abc.ABC):
         """Per table of the star, the columns :meth:`prepare` creates (as :meth:`inspect` reports them)."""
         return {}
 
-    def verify(self, schema: StarSchema) -> None:
-        """Check, changing nothing, that the warehouse holds ``schema``'s star as it says, or none of it.
+    def verify(self, schema: StarSchema) -> WarehouseStar | None:
+        """Check, changing nothing, that the warehouse holds ``schema``'s star as it says, or none of it; return what was found.
 
         Raises :class:`~starload.exceptions.SpecDriftError` with one line per difference.
         A sink without :meth:`inspect` is prepared at once instead (as before the
-        check existed), with a warning that its tables are not checked.
+        check existed), with a warning that its tables are not checked, and None is returned.
         """
         found = self.inspect(schema)
         if found is None:
             log.warning("the %s sink does not implement Sink.inspect: its tables are not checked against the spec", type(self).__name__)
             self.prepare(schema)
-            return
+            return None
         drift.check(schema, found, self.expected_columns(schema), sink=self.location())
+        return found
 
     def migration(self, schema: StarSchema) -> tuple[list[Difference], list[str]]:
         """The differences from ``schema`` (:mod:`starload.drift`) and the statements :meth:`migrate` would run."""

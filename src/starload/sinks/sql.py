@@ -742,9 +742,9 @@ class StarSQL:
                 checks.append((
                     f"{dim.table}: members without exactly one current version (VALID_TO NULL and IS_CURRENT)",
                     f"SELECT count(*), min({nk[0]}) FROM (SELECT {members}, "
-                    "sum(CASE WHEN VALID_TO IS NULL THEN 1 ELSE 0 END) AS _sl_open, sum(CASE WHEN IS_CURRENT THEN 1 ELSE 0 END) AS _sl_current "
-                    f"FROM {table} WHERE {known} GROUP BY {members}) AS m WHERE _sl_open <> 1 OR _sl_current <> 1 "
-                    f"OR {nk[0]} IN (SELECT {nk[0]} FROM {table} WHERE {known} AND IS_CURRENT <> (VALID_TO IS NULL))",
+                    "sum(CASE WHEN VALID_TO IS NULL THEN 1 ELSE 0 END) AS _sl_open, sum(CASE WHEN IS_CURRENT THEN 1 ELSE 0 END) AS _sl_current, "
+                    "sum(CASE WHEN IS_CURRENT <> (VALID_TO IS NULL) THEN 1 ELSE 0 END) AS _sl_mismatched "
+                    f"FROM {table} WHERE {known} GROUP BY {members}) AS m WHERE _sl_open <> 1 OR _sl_current <> 1 OR _sl_mismatched > 0",
                 ))
             else:
                 checks.append((
@@ -967,9 +967,9 @@ class SQLSink(Sink):
 
     def violations(self, schema: StarSchema) -> list[str]:
         """Each of :meth:`StarSQL.invariants` that some row breaks: what, how often, an example; after the drift check (:meth:`verify`)."""
-        self.verify(schema)
+        found = self.verify(schema)
         sql = self._prepared()
-        if not any(t in self.inspect(schema).tables for t in schema.tables):
+        if not any(t in found.tables for t in schema.tables):
             return [f"{self.location()} holds no table of star {schema.name!r}"]
         found = []
         for what, query in sql.invariants():
