@@ -29,6 +29,7 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/nesting.py
+	$(BIN)/python benchmarks/history.py
 
 clean:
-	rm -rf $(VENV) orders.duckdb starload.duckdb
+	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb

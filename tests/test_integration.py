@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -167,6 +168,34 @@ def test_example_runs_to_the_end_and_reruns_as_duplicates(local_broker, tmp_path
     again = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert again.returncode == 0, again.stderr
     assert "loaded 0 facts (300 duplicates, 0 rejected)" in again.stdout
+
+
+def test_history_example_reports_revenue_by_region_then_and_now(local_broker, tmp_path):
+    """``run_orders.py --history``: customers move, and the report sets the region at the order's time next to the region now."""
+    db = tmp_path / "history.duckdb"
+    command = [sys.executable, str(ROOT / "examples" / "run_orders.py"), "--history", "--count", "400", "--seed", "6", "--duckdb-path", str(db)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "loaded 400 facts" in done.stdout and "Revenue by region then and now" in done.stdout
+    orders = [e.value for e in islice(ORDERS_GENERATOR.stream(6, moves=4), 400)]
+    # By the rules alone: an order's version holds the region the order carries; the region now is the one of the customer's latest order.
+    now = {o["customer_id"]: o["customer_region"] for o in sorted(orders, key=lambda o: o["order_timestamp"])}
+    expected: Counter = Counter()
+    for o in orders:
+        expected[o["customer_region"], now[o["customer_id"]]] += Decimal(str(o["price"])) * o["quantity"]
+    sql = dict(_history_report())["Revenue by region then and now"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        got = {(then, current): revenue for then, current, _, revenue in con.execute(sql).fetchall()}
+    assert got == dict(expected)
+    assert any(then != current for then, current in got), "customers moved: some revenue was made in a region they left"
+
+
+def _history_report():
+    """The example's own report queries (the test checks what it prints, not a copy of it)."""
+    spec = importlib.util.spec_from_file_location("run_orders", ROOT / "examples" / "run_orders.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.HISTORY_REPORTS.items()
 
 
 def test_broker_command_listens_where_the_other_commands_look():

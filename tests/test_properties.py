@@ -1,4 +1,4 @@
-"""Invariants of the star, for arbitrary streams loaded in arbitrary batch sizes (DuckDB)."""
+"""Invariants of the star, for arbitrary streams loaded in arbitrary batch sizes (DuckDB; history also through the local Snowflake endpoint)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from starload import ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA, DuckDBSink, StarSchema
 from starload.mapping import Mapper, raw_batch
-from starload.testing import history_oracle
+from starload.sinks.base import Sink
+from starload.testing import history_oracle, read_history
 
 names = st.sampled_from(["Ali Raza", "Zoë 李", "O'Brien; DROP TABLE x", None])
 order = st.fixed_dictionaries(
@@ -192,8 +193,9 @@ def interleave(messages: list[tuple[int, int, dict]], picks: list[int]) -> list[
     return order
 
 
-def load_messages(messages: list[tuple[int, int, dict]], batch_size: int, schema: StarSchema = ORDERS_SCHEMA) -> DuckDBSink:
-    sink = DuckDBSink(":memory:")
+def load_messages(messages: list[tuple[int, int, dict]], batch_size: int, schema: StarSchema = ORDERS_SCHEMA, sink: Sink | None = None) -> Sink:
+    """``messages`` in batches of ``batch_size`` into ``sink`` (default: a new in-memory DuckDB sink), conflicts found as the engine finds them."""
+    sink = sink or DuckDBSink(":memory:")
     sink.prepare(schema)
     mapper = Mapper(schema)
     for start in range(0, len(messages), batch_size):
@@ -254,13 +256,7 @@ def deliveries(messages: list, again: list[tuple[int, int]]) -> list:
 
 
 def history_star(sink: DuckDBSink) -> tuple[list[tuple], list[tuple]]:
-    con = sink.connection
-    utc = lambda t: t and t.astimezone(UTC)  # noqa: E731
-    versions = con.execute(
-        "SELECT CUSTOMER_ID, CUSTOMER_NAME, CUSTOMER_REGION, VALID_FROM, VALID_TO, IS_CURRENT FROM DIM_CUSTOMER ORDER BY 1, 4"
-    ).fetchall()
-    facts = con.execute("SELECT ORDER_ID, CUSTOMER_ID, VALID_FROM FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1").fetchall()
-    return [(c, n, r, utc(f), utc(t), i) for c, n, r, f, t, i in versions], [(o, c, utc(f)) for o, c, f in facts]
+    return read_history(lambda sql: sink.connection.execute(sql).fetchall())
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,3 +274,25 @@ def test_history_follows_event_time_whatever_the_interleaving_batches_and_redeli
     assert loaded == history_oracle(messages)
     in_order = sorted(messages, key=lambda m: (MOMENTS[m[2]["order_timestamp"]], m[0], m[1]))
     assert loaded == history_star(load_messages(in_order, len(messages), ORDERS_HISTORY_SCHEMA))
+
+
+# Each example is a fresh schema and a dozen requests a batch on the endpoint: fewer examples, fewer batches.
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    events=st.lists(moved, min_size=1, max_size=24),
+    picks=st.lists(st.integers(0, 2)),
+    batch_size=st.integers(4, 12),
+    again=st.lists(st.tuples(st.integers(0, 24), st.integers(1, 6)), max_size=1),
+)
+def test_history_through_the_local_snowflake_endpoint_is_the_oracles(local_snowflake, events, picks, batch_size, again):
+    """The same property on Snowflake's semantics (the real connector, the endpoint holding fakesnow to Snowflake's rules)."""
+    from starload.sinks.snowflake import SnowflakeSink
+
+    messages = placed(events)
+    settings_ = local_snowflake.fresh_schema("prop")
+    with SnowflakeSink(**settings_) as sink:
+        load_messages(deliveries(interleave(messages, picks), again), batch_size, ORDERS_HISTORY_SCHEMA, sink)
+        assert sink.violations(ORDERS_HISTORY_SCHEMA) == []
+    with local_snowflake.connect(settings_) as con:
+        loaded = read_history(lambda sql: con.cursor().execute(sql).fetchall())
+    assert loaded == history_oracle(messages)

@@ -239,6 +239,26 @@ def history_oracle(messages: Sequence[tuple[int, int, dict[str, Any]]]) -> tuple
     return versions, sorted(facts)
 
 
+def read_history(query: Callable[[str], Sequence[Sequence[Any]]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """An :data:`~starload.generators.orders.ORDERS_HISTORY_SCHEMA` star as :func:`history_oracle` spells it, read with ``query``.
+
+    VALID_TO is read only where it is not NULL (the local Snowflake endpoint reads a
+    NULL timestamp back as 1970).
+    """
+    versions = query(
+        """SELECT "CUSTOMER_ID", "CUSTOMER_NAME", "CUSTOMER_REGION", "VALID_FROM", "VALID_TO", "IS_CURRENT",
+                  CASE WHEN "VALID_TO" IS NULL THEN 1 ELSE 0 END FROM "DIM_CUSTOMER" ORDER BY 1, 4"""
+    )
+    facts = query(
+        """SELECT f."ORDER_ID", d."CUSTOMER_ID", d."VALID_FROM" FROM "FACT_ORDERS" f
+           JOIN "DIM_CUSTOMER" d ON d."CUSTOMER_KEY" = f."CUSTOMER_KEY" ORDER BY 1"""
+    )
+    return (
+        [(c, n, r, as_instant(f), None if last else as_instant(t), bool(i)) for c, n, r, f, t, i, last in versions],
+        [(o, c, as_instant(f)) for o, c, f in facts],
+    )
+
+
 # ---- normalising what different drivers return --------------------------------------------
 
 
@@ -771,21 +791,8 @@ class SinkBehaviour:
         assert keys == [(key,)]
 
     def history(self, sink: Sink) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The history star as :func:`history_oracle` spells it (VALID_TO compared only where it is not NULL)."""
-        versions = self.rows(
-            sink,
-            """SELECT "CUSTOMER_ID", "CUSTOMER_NAME", "CUSTOMER_REGION", "VALID_FROM", "VALID_TO", "IS_CURRENT",
-                      CASE WHEN "VALID_TO" IS NULL THEN 1 ELSE 0 END FROM "DIM_CUSTOMER" ORDER BY 1, 4""",
-        )
-        facts = self.rows(
-            sink,
-            """SELECT f."ORDER_ID", d."CUSTOMER_ID", d."VALID_FROM" FROM "FACT_ORDERS" f
-               JOIN "DIM_CUSTOMER" d ON d."CUSTOMER_KEY" = f."CUSTOMER_KEY" ORDER BY 1""",
-        )
-        return (
-            [(c, n, r, as_instant(f), None if last else as_instant(t), bool(i)) for c, n, r, f, t, i, last in versions],
-            [(o, c, as_instant(f)) for o, c, f in facts],
-        )
+        """The history star as :func:`history_oracle` spells it."""
+        return read_history(lambda sql: self.rows(sink, sql))
 
     def test_history_follows_event_time_and_a_late_wave_rewrites_it(self, make_sink: Callable[[], Sink]) -> None:
         """SCD type 2 by event time: shuffled events in small batches, then a late wave of older ones in a second run, give the oracle's star.
