@@ -11,7 +11,7 @@ from starload import ORDERS_SCHEMA, DuckDBSink, SinkError, TerminalSinkError
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.sql import DUCKDB, StarSQL
 from starload.spec import StarSchema
-from starload.testing import Stager
+from starload.testing import Stager, sample_orders
 
 
 @pytest.fixture
@@ -182,3 +182,28 @@ def test_a_sink_that_lets_the_file_go_often_keeps_its_transactions_whole(tmp_pat
     with DuckDBSink(path) as sink:
         sink.verify(grown)
         assert sink.connection.execute('SELECT count(*), count("NOTE") FROM "FACT_ORDERS"').fetchall() == [(10, 0)]
+
+
+@pytest.mark.parametrize("arrival", ["early first, one batch", "late first, one batch", "early first, two batches", "late first, two batches"])
+def test_a_conflict_is_refused_as_a_fact_but_observed_by_its_dimensions(arrival):
+    """Which of two messages of one order id comes first decides the fact row (the other is a conflict), never the customer."""
+    [order] = sample_orders(1)
+    early = {**order, "customer_name": "Early Name", "order_timestamp": "2024-03-01T10:00:00Z"}
+    late = {**order, "customer_name": "Late Name", "order_timestamp": "2024-03-02T10:00:00Z"}
+    first, second = (early, late) if arrival.startswith("early") else (late, early)
+    batches = [[first, second]] if arrival.endswith("one batch") else [[first], [second]]
+    stager, sink = Stager(), DuckDBSink(":memory:")
+    try:
+        sink.prepare(ORDERS_SCHEMA)
+        start = 0
+        for values in batches:
+            batch = stager.batch(values, start=start)
+            sink.write(batch.with_conflicts(sink.find_conflicts(batch)))
+            start += len(values)
+        con = sink.connection
+        assert con.execute("SELECT CUSTOMER_NAME FROM DIM_CUSTOMER").fetchall() == [("Late Name",)]
+        assert con.execute("SELECT count(*), min(KAFKA_OFFSET) FROM FACT_ORDERS").fetchall() == [(1, 0)]
+        assert con.execute("SELECT KAFKA_OFFSET, REASON LIKE 'conflict:%' FROM STARLOAD_REJECTS").fetchall() == [(1, True)]
+    finally:
+        stager.close()
+        sink.close()

@@ -259,7 +259,7 @@ def history_star(sink: DuckDBSink) -> tuple[list[tuple], list[tuple]]:
     return read_history(lambda sql: sink.connection.execute(sql).fetchall())
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=st.lists(moved, min_size=1, max_size=40),
     picks=st.lists(st.integers(0, 2)),

@@ -133,17 +133,17 @@ def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, se
 
 
 def test_sigkill_at_random_instants_loses_and_doubles_nothing(local_broker, tmp_path):
-    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-orders", 60_000, seed=31)
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-orders", 30_000, seed=31)
     db = tmp_path / "crash.duckdb"
-    crash_repeatedly(local_broker.bootstrap_servers, "crash-orders", db, kills=6, seed=5)
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-orders", db, kills=4, seed=5)
     assert_exact(duckdb_query(db), orders, bad)
 
 
 def test_sigkill_on_the_history_star_loses_doubles_and_misplaces_nothing(local_broker, tmp_path):
     """Customers who move, orders in shuffled time order: after SIGKILLs, the versions are the oracle's."""
-    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-history", 20_000, seed=32, moves=4)
+    orders, bad = produce_stream(local_broker.bootstrap_servers, "crash-history", 12_000, seed=32, moves=4)
     db = tmp_path / "history.duckdb"
-    crash_repeatedly(local_broker.bootstrap_servers, "crash-history", db, kills=4, seed=8, star=HISTORY)
+    crash_repeatedly(local_broker.bootstrap_servers, "crash-history", db, kills=3, seed=8, star=HISTORY)
     assert_exact(duckdb_query(db), orders, bad, history=True)
 
 
