@@ -124,7 +124,7 @@ def test_conflicts_across_batches_become_rejects(sink, mapper, orders):
     write(sink, mapper, [first])
     batch = mapper.stage(raw_batch([changed, first], offsets=[1, 2]), topic="orders", group="g")
     conflicts = sink.find_conflicts(batch)
-    assert conflicts.to_pylist() == [{"KAFKA_PARTITION": 0, "KAFKA_OFFSET": 1, "FIRST_PARTITION": 0, "FIRST_OFFSET": 0}]
+    assert conflicts.to_pylist() == [{"KAFKA_TOPIC": "orders", "KAFKA_PARTITION": 0, "KAFKA_OFFSET": 1, "FIRST_PARTITION": 0, "FIRST_OFFSET": 0}]
     result = sink.write(batch.with_conflicts(conflicts))
     assert (result.facts_inserted, result.duplicates, result.rejects, result.conflicts) == (0, 1, 1, 1)
     [(offset, value, reason)] = sink.connection.execute("SELECT KAFKA_OFFSET, MESSAGE_VALUE, REASON FROM STARLOAD_REJECTS").fetchall()
@@ -149,10 +149,10 @@ def test_a_grain_hash_match_is_only_a_hint(sink, mapper, orders):
     write(sink, mapper, [orjson.dumps(orders[0])])
     [(loaded_hash,)] = sink.connection.execute("SELECT GRAIN_HASH FROM FACT_ORDERS").fetchall()
     batch = mapper.stage(raw_batch([orjson.dumps(orders[1])], offsets=[1]), topic="orders", group="g")
-    collided = batch.facts.set_column(
-        batch.facts.schema.get_field_index("GRAIN_HASH"), "GRAIN_HASH", pa.array([loaded_hash], pa.int64())
+    collided = batch.facts["FACT_ORDERS"].set_column(
+        batch.facts["FACT_ORDERS"].schema.get_field_index("GRAIN_HASH"), "GRAIN_HASH", pa.array([loaded_hash], pa.int64())
     )
-    batch = attrs.evolve(batch, facts=collided)
+    batch = attrs.evolve(batch, facts={"FACT_ORDERS": collided})
     assert batch.with_conflicts(sink.find_conflicts(batch)).conflicts == 0
     result = sink.write(batch)
     assert (result.facts_inserted, result.duplicates) == (1, 0)

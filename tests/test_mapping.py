@@ -41,7 +41,7 @@ def test_valid_order_is_typed(mapper, orders):
     order = orders[0]
     batch = stage(mapper, [orjson.dumps(order)])
     assert batch.rejects.num_rows == 0
-    [fact] = batch.facts.to_pylist()
+    [fact] = batch.facts["FACT_ORDERS"].to_pylist()
     assert fact["ORDER_ID"] == order["order_id"]
     assert fact["QUANTITY"] == order["quantity"]
     assert fact["UNIT_PRICE"] == Decimal(order["price"])
@@ -50,7 +50,7 @@ def test_valid_order_is_typed(mapper, orders):
     assert fact["DATE_KEY"] == int(order["order_timestamp"][:10].replace("-", ""))
     assert fact["_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"] == order["customer_id"]
     assert (fact["KAFKA_TOPIC"], fact["KAFKA_PARTITION"], fact["KAFKA_OFFSET"]) == ("orders", 0, 0)
-    assert batch.next_offsets == {0: 1}
+    assert batch.next_offsets == {"orders": {0: 1}}
 
 
 def test_timestamps_are_converted_to_utc_and_naive_means_utc(mapper, orders):
@@ -61,14 +61,14 @@ def test_timestamps_are_converted_to_utc_and_naive_means_utc(mapper, orders):
             with_(orders[0], order_id="b", order_timestamp="2024-03-01 01:30:00"),
         ],
     )
-    got = {r["ORDER_ID"]: (r["ORDER_TIMESTAMP"], r["DATE_KEY"]) for r in batch.facts.to_pylist()}
+    got = {r["ORDER_ID"]: (r["ORDER_TIMESTAMP"], r["DATE_KEY"]) for r in batch.facts["FACT_ORDERS"].to_pylist()}
     assert got["a"] == (datetime(2024, 2, 29, 23, 30, tzinfo=UTC), 20240229)
     assert got["b"] == (datetime(2024, 3, 1, 1, 30, tzinfo=UTC), 20240301)
 
 
 def test_money_is_exact_decimal(mapper, orders):
     batch = stage(mapper, [with_(orders[0], price=19.99, quantity=3), with_(orders[1], price="0.10", quantity=1)])
-    totals = sorted(r["TOTAL_AMOUNT"] for r in batch.facts.to_pylist())
+    totals = sorted(r["TOTAL_AMOUNT"] for r in batch.facts["FACT_ORDERS"].to_pylist())
     assert totals == [Decimal("0.10"), Decimal("59.97")]
     assert all(isinstance(t, Decimal) for t in totals)
 
@@ -92,7 +92,7 @@ def test_money_is_read_from_the_json_text_never_rounded(mapper, orders, price, e
     if expected is None:
         assert batch.rejects.column("REASON")[0].as_py().startswith("price: expected a number")
     else:
-        assert batch.facts.column("UNIT_PRICE")[0].as_py() == expected
+        assert batch.facts["FACT_ORDERS"].column("UNIT_PRICE")[0].as_py() == expected
 
 
 @pytest.mark.parametrize(
@@ -174,10 +174,10 @@ def test_poison_inputs_never_stop_the_mapping(mapper, orders):
     unicode = with_(orders[2], customer_name="Zoë 李 \u0000 🚀")
     values = [deep, deep_object, huge, sql, unicode, bytes(range(256)), b"\x00" * 10]
     batch = stage(mapper, values)
-    assert batch.facts.num_rows + batch.rejects.num_rows == len(values)
+    assert batch.facts["FACT_ORDERS"].num_rows + batch.rejects.num_rows == len(values)
     rejected = dict(zip(batch.rejects.column("KAFKA_OFFSET").to_pylist(), batch.rejects.column("REASON").to_pylist()))
     assert set(rejected) == {0, 1, 5, 6}
-    names = {r["ORDER_ID"] for r in batch.facts.to_pylist()}
+    names = {r["ORDER_ID"] for r in batch.facts["FACT_ORDERS"].to_pylist()}
     assert names == {orders[0]["order_id"], orders[1]["order_id"], orders[2]["order_id"]}
 
 
@@ -194,7 +194,7 @@ def test_rejects_keep_coordinates_and_bytes(mapper):
         {"KAFKA_TOPIC": "orders", "KAFKA_PARTITION": 3, "KAFKA_OFFSET": 10, "MESSAGE_KEY": b"k1", "MESSAGE_VALUE": b"\xffbad", "REASON": "not UTF-8 text"},
         {"KAFKA_TOPIC": "orders", "KAFKA_PARTITION": 3, "KAFKA_OFFSET": 11, "MESSAGE_KEY": None, "MESSAGE_VALUE": b"[]", "REASON": "not a JSON object"},
     ]
-    assert batch.next_offsets == {3: 12}
+    assert batch.next_offsets == {"orders": {3: 12}}
 
 
 def test_in_a_batch_the_first_wins_duplicates_are_counted_conflicts_rejected(mapper, orders):
@@ -202,12 +202,12 @@ def test_in_a_batch_the_first_wins_duplicates_are_counted_conflicts_rejected(map
     reordered = json.dumps(dict(reversed(list(orders[0].items())))).encode()  # same content, other bytes
     changed = with_(orders[0], quantity=5 if orders[0]["quantity"] != 5 else 4)
     batch = stage(mapper, [first, changed, reordered])
-    ranks = [(r["KAFKA_OFFSET"], r["_SL_RANK"], r["MESSAGE_HASH"] == r["FIRST_HASH"]) for r in batch.facts.to_pylist()]
+    ranks = [(r["KAFKA_OFFSET"], r["_SL_RANK"], r["MESSAGE_HASH"] == r["FIRST_HASH"]) for r in batch.facts["FACT_ORDERS"].to_pylist()]
     assert sorted(ranks) == [(0, 1, True), (1, 2, False), (2, 3, True)]
     # The base Sink compares within the batch: the changed copy is a conflict, the reordered one a duplicate.
     resolved = batch.with_conflicts(Sink.find_conflicts(None, batch))  # type: ignore[arg-type]
     assert resolved.conflicts == 1
-    assert sorted(resolved.facts.column("KAFKA_OFFSET").to_pylist()) == [0, 2]
+    assert sorted(resolved.facts["FACT_ORDERS"].column("KAFKA_OFFSET").to_pylist()) == [0, 2]
     [reject] = resolved.rejects.to_pylist()
     assert reject["KAFKA_OFFSET"] == 1 and reject["MESSAGE_VALUE"] == changed
     assert reject["REASON"] == (
@@ -241,8 +241,9 @@ def test_date_dimension_attributes(mapper, orders):
 
 def test_sql_is_built_once_per_schema_with_quoted_identifiers():
     sql = MappingSQL.build(ORDERS_SCHEMA)
-    assert '"TOTAL_AMOUNT"' in sql.parse
-    assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_unique and '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in sql.facts_ranked
+    [feed] = sql.feeds
+    assert '"TOTAL_AMOUNT"' in feed.parse
+    assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in feed.facts_unique and '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in feed.facts_ranked
     assert set(sql.dimensions) == {"customer", "product"}
 
 
@@ -262,7 +263,7 @@ def test_fingerprint_is_the_mapped_content(mapper, orders):
         price.replace('"price": 0', '"price": 1234567890123456.79').encode(),  # the same double
     ]
     batch = stage(mapper, same + different)
-    hashes = dict(zip(batch.facts.column("KAFKA_OFFSET").to_pylist(), batch.facts.column("MESSAGE_HASH").to_pylist()))
+    hashes = dict(zip(batch.facts["FACT_ORDERS"].column("KAFKA_OFFSET").to_pylist(), batch.facts["FACT_ORDERS"].column("MESSAGE_HASH").to_pylist()))
     assert len(hashes) == len(same) + len(different)
     assert len({hashes[i] for i in range(len(same))}) == 1
     assert len(set(hashes.values())) == 1 + len(different)

@@ -42,7 +42,7 @@ def outcome(column_type, value, **kw):
     batch = staged(star(column_type, **kw), {"v": {"x": value}})
     if batch.rejects.num_rows:
         return "reason", batch.rejects.column("REASON")[0].as_py()
-    return "value", batch.facts.column("V")[0].as_py()
+    return "value", batch.facts["F"].column("V")[0].as_py()
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_nested_paths_missing_null_and_wrong_shapes():
         {"a": {"b": {"c": {"d": 1}}}},  # an object where a value is expected
         {"a": {"b": {}}},  # an empty object: missing, not a wrong shape
     )
-    assert batch.facts.column("V").to_pylist() == ["deep"]
+    assert batch.facts["F"].column("V").to_pylist() == ["deep"]
     assert batch.rejects.column("REASON").to_pylist() == [
         "a.b.c: missing",
         "a.b.c: missing",
@@ -111,13 +111,13 @@ def test_nested_paths_missing_null_and_wrong_shapes():
 
 def test_an_optional_nested_field_is_null_when_missing_but_a_wrong_shape_is_still_a_reject():
     batch = staged(star(Double(), source="fx.rate"), {"fx": {"rate": 1.5}}, {"fx": None}, {}, {"fx": 3})
-    assert batch.facts.column("V").to_pylist() == [1.5, None, None]
+    assert batch.facts["F"].column("V").to_pylist() == [1.5, None, None]
     assert batch.rejects.column("REASON").to_pylist() == ["fx: expected an object"]
 
 
 def test_a_key_holding_a_dot_is_read_as_one_key():
     batch = staged(star(String(), source=("meta", "trace.id")), {"meta": {"trace.id": "t1", "trace": {"id": "no"}}}, {"meta": {"trace": {"id": "no"}}})
-    assert batch.facts.column("V").to_pylist() == ["t1", None]
+    assert batch.facts["F"].column("V").to_pylist() == ["t1", None]
 
 
 def test_a_path_read_as_a_value_and_as_an_object_is_a_spec_problem():

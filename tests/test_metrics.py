@@ -108,7 +108,7 @@ def test_every_metric_is_served_and_moves_during_a_load(local_broker):
                 seen = scrape(server.port)
                 consumed.append(seen["starload_messages_consumed_total"][()])
                 assigned.add(seen["starload_assigned_partitions"][()])
-                lagged |= {(("partition", "0"),), (("partition", "1"),)} <= set(seen.get("starload_consumer_lag", {}))
+                lagged |= {(("partition", "0"), ("topic", topic)), (("partition", "1"), ("topic", topic))} <= set(seen.get("starload_consumer_lag", {}))
                 time.sleep(0.05)
             thread.join()
             assert not errors, errors

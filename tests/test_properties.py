@@ -47,7 +47,7 @@ def load(values: list[bytes], batch_size: int, sink: DuckDBSink | None = None) -
         batch = mapper.stage(raw_batch(chunk, offsets=range(start, start + len(chunk))), topic="t", group="g")
         batch = batch.with_conflicts(sink.find_conflicts(batch))
         result = sink.write(batch)
-        counts["consumed"] += batch.consumed
+        counts["consumed"] += batch.messages
         counts["facts"] += result.facts_inserted
         counts["duplicates"] += result.duplicates
         counts["rejects"] += result.rejects

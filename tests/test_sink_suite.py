@@ -40,6 +40,7 @@ class TestDuckDBBehaviour(SinkBehaviour):
 class TestSQLiteBehaviour(SinkBehaviour):
     sink_name = "sqlite"
     keeps_history = False  # it refuses a history star at prepare
+    reads_several_topics = False  # it refuses a star of several topics at prepare
 
     @pytest.fixture
     def make_sink(self, tmp_path, example_plugins):  # noqa: F811

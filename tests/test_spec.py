@@ -38,12 +38,13 @@ def _dim(**kw) -> Dimension:
 
 def test_orders_schema_is_the_seed_model():
     assert ORDERS_SCHEMA.tables == ("DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE", "FACT_ORDERS")
-    assert ORDERS_SCHEMA.fact_columns()[:10] == [
+    assert ORDERS_SCHEMA.fact_columns(ORDERS_SCHEMA.fact)[:10] == [
         "ORDER_ID", "ORDER_TIMESTAMP", "QUANTITY", "UNIT_PRICE", "SHIPPING_REGION",
         "CUSTOMER_KEY", "PRODUCT_KEY", "DATE_KEY", "TOTAL_AMOUNT", "GRAIN_HASH",
     ]
-    assert ORDERS_SCHEMA.is_required("customer_id") and not ORDERS_SCHEMA.is_required("customer_name")
-    assert ORDERS_SCHEMA.check_of("quantity") is Check.POSITIVE
+    [feed] = ORDERS_SCHEMA.feeds()
+    assert feed.is_required("customer_id") and not feed.is_required("customer_name")
+    assert feed.check_of("quantity") is Check.POSITIVE
 
 
 def test_field_lists_every_problem():

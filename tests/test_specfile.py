@@ -158,7 +158,7 @@ def test_toml_problems_point_at_their_lines(tmp_path):
     rate = next(i for i, line in enumerate(lines, 1) if '"float"' in line)
     assert err.value.problems == [
         f"{path}:{tabel}: dimensions[0].tabel: unknown key 'tabel'; did you mean 'table'? "
-        "(the keys of a dimension: name, table, key, natural_key, attributes)",
+        "(the keys of a dimension: name, table, key, natural_key, attributes, topic, envelope, event_time)",
         f"{path}:{rate}: fact.columns[3].type: unknown type 'float' (the types: string or string(N); integer; "
         "decimal or decimal(P,S) with whole numbers P and S; double; boolean; date; timestamp, timestamp(epoch_s) or timestamp(epoch_ms))",
     ]
@@ -170,7 +170,7 @@ def test_toml_problems_point_at_their_lines(tmp_path):
         ("syntax.yaml", "name: x\nfact: [\n", "syntax.yaml:3: not valid YAML"),
         ("syntax.toml", 'name = "x"\nfact = \n', "syntax.toml:2: not valid TOML"),
         ("twice.yaml", "name: a\nname: b\n", "twice.yaml:2: name: key 'name' appears again (first on line 1)"),
-        ("empty.yaml", "", "expected a mapping of name, dimensions, fact, date_dimension, got null"),
+        ("empty.yaml", "", "expected a mapping of name, dimensions, fact, date_dimension, facts, got null"),
         ("norway.yaml", "name: no\n", "name: expected a string, got false (YAML reads yes, no, on and off as true or false"),
         ("star.json", "{}", "a spec file's name ends in .yaml, .yml, .toml"),
     ],

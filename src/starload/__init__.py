@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
     )
     from starload.generators.base import Event, Generator
     from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
+    from starload.generators.shop import SHOP_SCHEMA
     from starload.hookspecs import hookimpl
     from starload.producing import produce
     from starload.sinks.base import Sink, SinkType, StagedBatch, WriteResult
@@ -35,12 +36,15 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
     from starload.spec import (
         UNKNOWN_KEY,
         Boolean,
+        Carried,
         Check,
         Date,
         DateDimension,
         Decimal,
         Dimension,
         Double,
+        Envelope,
+        EventTime,
         Fact,
         Field,
         Integer,
@@ -70,6 +74,7 @@ _HOMES = {
     "ORDERS_GENERATOR": "starload.generators.orders",
     "ORDERS_SCHEMA": "starload.generators.orders",
     "ORDERS_HISTORY_SCHEMA": "starload.generators.orders",
+    "SHOP_SCHEMA": "starload.generators.shop",
     "hookimpl": "starload.hookspecs",
     "produce": "starload.producing",
     "Sink": "starload.sinks.base",
@@ -79,12 +84,15 @@ _HOMES = {
     "DuckDBSink": "starload.sinks.duckdb",
     "UNKNOWN_KEY": "starload.spec",
     "Boolean": "starload.spec",
+    "Carried": "starload.spec",
     "Check": "starload.spec",
     "Date": "starload.spec",
     "DateDimension": "starload.spec",
     "Decimal": "starload.spec",
     "Dimension": "starload.spec",
     "Double": "starload.spec",
+    "Envelope": "starload.spec",
+    "EventTime": "starload.spec",
     "Fact": "starload.spec",
     "Field": "starload.spec",
     "Integer": "starload.spec",
@@ -112,8 +120,10 @@ __all__ = [
     "ORDERS_GENERATOR",
     "ORDERS_HISTORY_SCHEMA",
     "ORDERS_SCHEMA",
+    "SHOP_SCHEMA",
     "UNKNOWN_KEY",
     "Boolean",
+    "Carried",
     "Check",
     "Date",
     "DateDimension",
@@ -121,7 +131,9 @@ __all__ = [
     "Dimension",
     "Double",
     "DuckDBSink",
+    "Envelope",
     "Event",
+    "EventTime",
     "Fact",
     "Field",
     "Generator",

@@ -35,7 +35,7 @@ from rich.table import Table
 from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
 from starload.deadletter import VERSION
-from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader
+from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader, loader_topics
 from starload.drift import fingerprint
 from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
 from starload.kafka import consumer_config
@@ -44,7 +44,7 @@ from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
 from starload.sinks.base import REJECTS_TABLE
-from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, Field, StarSchema, source_name, type_spelling
+from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, source_name, type_spelling
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -189,6 +189,19 @@ def spec_of(args: argparse.Namespace, topic: str | None = None) -> StarSchema:
     raise StarloadError(msg)
 
 
+#: The topic when ``--topic`` is not given: the demo's (a star whose spec names every topic it reads needs none).
+DEFAULT_TOPIC = "orders"
+
+
+def topic_of(args: argparse.Namespace, schema: StarSchema | None = None) -> str | None:
+    """``--topic``, else :data:`DEFAULT_TOPIC`; for a star that names every topic it reads (``schema``), None."""
+    if args.topic is not None:
+        return str(args.topic)
+    if schema is not None and all(f.topic is not None for f in schema.feeds()):
+        return None
+    return DEFAULT_TOPIC
+
+
 def table_console() -> Console:
     """A console for tables: the terminal's width, or unbounded when the output is not a terminal (no cut names)."""
     console = Console()
@@ -204,6 +217,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"consumed: {stats.consumed}",
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",
+            f"records (of dimension topics): {stats.records}",
             f"rejected: {stats.rejected}",
             f"conflicts (among rejected): {stats.conflicts}",
             f"rejects went to: {rejects_to}",
@@ -224,10 +238,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     generator = plugins.get_generator(args.generator)
     options = _key_values(args.option, "--option", integers=True)
     _check_options(generator.events, options, f"--option for generator {generator.name!r}", skip=1)
+    topic = topic_of(args)
     with Progress(describe_produce) as progress:
         stats = produce(
             args.bootstrap_servers,
-            args.topic,
+            topic,
             generator,
             args.count,
             seed=args.seed,
@@ -238,7 +253,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             progress=progress,
             startup_timeout=args.startup_timeout,
         )
-    print(f"produced {stats.produced} {generator.name} events to {args.topic!r} in {stats.seconds:.1f} s")
+    print(f"produced {stats.produced} {generator.name} events to {topic!r} in {stats.seconds:.1f} s")
     return 0
 
 
@@ -248,10 +263,11 @@ def _produce_file(args: argparse.Namespace) -> int:
     if given or args.generator != "orders":
         msg = f"--file produces the file's lines as they are; {', '.join(given) or '--generator'} does not apply to it"
         raise StarloadError(msg)
+    topic = topic_of(args)
     with Progress(describe_produce) as progress:
         stats = produce_file(
             args.bootstrap_servers,
-            args.topic,
+            topic,
             args.file,
             key_field=args.key_field,
             rate=args.rate or None,
@@ -260,7 +276,7 @@ def _produce_file(args: argparse.Namespace) -> int:
             progress=progress,
             startup_timeout=args.startup_timeout,
         )
-    print(f"produced {stats.produced} messages from {args.file} to {args.topic!r} in {stats.seconds:.1f} s")
+    print(f"produced {stats.produced} messages from {args.file} to {topic!r} in {stats.seconds:.1f} s")
     return 0
 
 
@@ -283,14 +299,14 @@ def create_sink(args: argparse.Namespace) -> Any:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    schema = spec_of(args, args.topic)
+    schema = spec_of(args, topic_of(args))
     sink = create_sink(args)
     with sink, Progress(describe_load, live=args.log_format == "text") as progress:
         loader = StarLoader(
             schema,
             sink,
             bootstrap_servers=args.bootstrap_servers,
-            topic=args.topic,
+            topic=topic_of(args, schema),
             group=args.group,
             batch_rows=args.batch_rows,
             batch_seconds=args.batch_seconds,
@@ -306,7 +322,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             return 0  # a signal came before the load began: nothing was loaded
         with _serving(loader, args.metrics_host, args.metrics_port):
             stats = loader.run(until_idle=args.until_idle)
-    dead_letters = f" and topic {loader.dlq_topic!r}" if loader.dlq_topic else ""
+    dead_letters = "".join(f" and topic {t!r}" for t in loader.dlq_topics)
     print(load_summary(stats, f"table {REJECTS_TABLE}{dead_letters}"))
     return 0
 
@@ -325,28 +341,38 @@ def _serving(loader: StarLoader, host: str, port: int | None) -> contextlib.Abst
 
 
 def cmd_offsets(args: argparse.Namespace) -> int:
-    """``offsets show`` and ``offsets reset``: the stored offsets next to the topic as it is now, and moving them."""
-    schema = spec_of(args, args.topic)
+    """``offsets show`` and ``offsets reset``: the stored offsets next to the topic as it is now, and moving them.
+
+    Without ``--topic``, ``show`` shows every topic of the star; ``reset`` takes one topic at a time.
+    """
+    schema = spec_of(args, topic_of(args))
+    topics = (args.topic,) if args.topic is not None else loader_topics(schema, topic_of(args, schema))
+    if args.action == "reset" and len(topics) > 1:
+        msg = f"star {schema.name!r} reads topics {', '.join(topics)}: reset one at a time (--topic TOPIC)"
+        raise StarloadError(msg)
     sink = create_sink(args)
     config = consumer_config(args.bootstrap_servers, args.group, _key_values(args.X, "-X"))
     with sink:
         sink.verify(schema)
-        now = TopicNow.look_up(config, args.topic, args.startup_timeout)
-        rows = StoredOffset.survey(sink, args.group, args.topic, now)
-        where = f"topic {args.topic!r} on {args.bootstrap_servers}, group {args.group!r}"
-        if now.partitions is None:
-            print(f"{where}: the topic does not exist now")
-        else:
-            print(f"{where}: topic ID {now.topic_id or '(the broker gives none)'}")
+        for topic in topics:
+            now = TopicNow.look_up(config, topic, args.startup_timeout)
+            rows = StoredOffset.survey(sink, args.group, topic, now)
+            where = f"topic {topic!r} on {args.bootstrap_servers}, group {args.group!r}"
+            if now.partitions is None:
+                print(f"{where}: the topic does not exist now")
+            else:
+                print(f"{where}: topic ID {now.topic_id or '(the broker gives none)'}")
+            if args.action == "show":
+                _print_offsets(rows, now, {})
         if args.action == "show":
-            _print_offsets(rows, now, {})
             return 0
+        (topic,) = topics
         if now.partitions is None:
-            msg = f"topic {args.topic!r} does not exist on {args.bootstrap_servers}: there is nothing to reset its offsets to"
+            msg = f"topic {topic!r} does not exist on {args.bootstrap_servers}: there is nothing to reset its offsets to"
             raise StarloadError(msg)
         chosen = args.partition or now.partitions
         if missing := sorted(set(chosen) - set(now.partitions)):
-            msg = f"topic {args.topic!r} has no partition {', '.join(map(str, missing))} (it has {len(now.partitions)})"
+            msg = f"topic {topic!r} has no partition {', '.join(map(str, missing))} (it has {len(now.partitions)})"
             raise StarloadError(msg)
         targets = reset_targets({p: now.marks[p] for p in chosen}, args.to)
         _print_offsets([r for r in rows if r.partition in targets], now, targets)
@@ -354,7 +380,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
             print("dry run: nothing changed; add --execute to store these offsets")
             return 0
         sink.prepare(schema)
-        sink.reset_offsets(args.group, args.topic, targets, now.topic_id)
+        sink.reset_offsets(args.group, topic, targets, now.topic_id)
         print(f"stored the new offsets of {len(targets)} partitions in one transaction")
     return 0
 
@@ -439,18 +465,19 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         rows += [field(f, not_null=not schema.is_optional(dim)) for f in dim.natural_key]
         rows += [field(f, not_null=False) for f in dim.attributes]
         rows += [(c, "timestamp", "NULL", "starload") for c in DIMENSION_METADATA]
-        tables.append((f"{dim.table} (dimension {dim.name!r})", rows))
+        rows += [(c, "boolean", "NULL", "starload: known from facts only so far") for c in (TOPIC_DIMENSION_METADATA if dim.topic else ())]
+        tables.append((f"{dim.table} (dimension {dim.name!r}{', topic ' + dim.topic if dim.topic else ''})", rows))
     if schema.date_dimension:
         dd = schema.date_dimension
         tables.append((f"{dd.table} (date dimension)", [(dd.key, "integer", "NOT NULL", "YYYYMMDD of the event time, UTC"), *((c, _DATE_TYPES.get(c, "integer"), "NULL", "starload") for c in DATE_ATTRIBUTES)]))
-    fact = schema.fact
-    rows = [field(f, not_null=f.required or f in fact.grain) for f in fact.fields]
-    rows += [(schema.dimension(n).key, "integer", "NOT NULL", f"key of dimension {n!r}") for n in fact.dimensions]
-    if schema.date_dimension:
-        rows.append((schema.date_dimension.key, "integer", "NOT NULL", "the event time's date"))
-    rows += [(m.column, type_spelling(m.type), "NULL", " × ".join(m.factors)) for m in fact.measures]
-    rows += [(c, "", "", "starload: load metadata") for c in FACT_METADATA]
-    tables.append((f"{fact.table} (fact)", rows))
+    for fact in schema.all_facts:
+        rows = [field(f, not_null=f.required or f in fact.grain) for f in fact.fields]
+        rows += [(schema.dimension(n).key, "integer", "NOT NULL", f"key of dimension {n!r}") for n in fact.dimensions]
+        if schema.date_dimension:
+            rows.append((schema.date_dimension.key, "integer", "NOT NULL", "the event time's date"))
+        rows += [(m.column, type_spelling(m.type), "NULL", " × ".join(m.factors)) for m in fact.measures]
+        rows += [(c, "", "", "starload: load metadata") for c in FACT_METADATA]
+        tables.append((f"{fact.table} (fact{', topic ' + fact.topic if fact.topic else ''})", rows))
     return tables
 
 
@@ -519,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def kafka_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bootstrap-servers", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers (env STARLOAD_BOOTSTRAP_SERVERS)")
-        p.add_argument("--topic", default="orders", help="the topic")
+        p.add_argument("--topic", default=None, help=f"the topic (default: {DEFAULT_TOPIC}; a star whose spec names its topics needs none)")
         p.add_argument("-X", action="append", default=[], metavar="KEY=VALUE", help="a librdkafka client setting, passed as the string given (repeatable)")
         p.add_argument(
             "--startup-timeout", type=_bounded(float, 0, above=True), default=30.0, metavar="SECONDS",

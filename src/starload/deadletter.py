@@ -37,22 +37,28 @@ VERSION = _starload_version().encode()
 
 
 class DeadLetters:
-    """Produces rejects to ``topic`` and waits for the acknowledgements."""
+    """Produces rejects, each to its topic's dead-letter topic (``route``: source topic → dead-letter topic), and waits for the acknowledgements."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, overrides: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap_servers: str, route: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
+        self.route = dict(route)
         self.overrides = dict(overrides or {})
         self._producer: Producer | None = None
 
-    def ensure_topic(self) -> None:
-        """Create the dead-letter topic if it is missing (a warning when not allowed)."""
-        try:
-            ensure_topic(self.bootstrap_servers, self.topic, partitions=1, overrides=self.overrides)
-        except KafkaException as exc:
-            log.warning("could not create dead-letter topic %r (it must exist): %s", self.topic, exc)
+    @property
+    def topics(self) -> list[str]:
+        """The dead-letter topics, sorted."""
+        return sorted(set(self.route.values()))
 
-    def send(self, rejects: pa.Table, headers: Mapping[tuple[int, int], Headers], timeout: float = 60.0) -> int:
+    def ensure_topic(self) -> None:
+        """Create the dead-letter topics that are missing (a warning when not allowed)."""
+        for topic in self.topics:
+            try:
+                ensure_topic(self.bootstrap_servers, topic, partitions=1, overrides=self.overrides)
+            except KafkaException as exc:
+                log.warning("could not create dead-letter topic %r (it must exist): %s", topic, exc)
+
+    def send(self, rejects: pa.Table, headers: Mapping[tuple[str, int, int], Headers], timeout: float = 60.0) -> int:
         """Produce every reject and wait until all are acknowledged; returns how many.
 
         Raises :class:`TransientSinkError` when any is not acknowledged, so the batch
@@ -68,7 +74,7 @@ class DeadLetters:
                 errors.append(err)
 
         for row in rejects.to_pylist():
-            coordinates = (row["KAFKA_PARTITION"], row["KAFKA_OFFSET"])
+            coordinates = (row["KAFKA_TOPIC"], row["KAFKA_PARTITION"], row["KAFKA_OFFSET"])
             extra = [
                 ("starload.reason", row["REASON"].encode()),
                 ("starload.topic", row["KAFKA_TOPIC"].encode()),
@@ -77,7 +83,7 @@ class DeadLetters:
                 ("starload.version", VERSION),
             ]
             producer.produce(
-                self.topic,
+                self.route[row["KAFKA_TOPIC"]],
                 value=row["MESSAGE_VALUE"],
                 key=row["MESSAGE_KEY"],
                 headers=headers.get(coordinates, []) + extra,
@@ -88,7 +94,7 @@ class DeadLetters:
         if errors or remaining:
             if any(e.fatal() for e in errors):
                 self._producer = None  # an idempotent producer never recovers from a fatal error
-            msg = f"{len(errors) + remaining} dead letters to {self.topic!r} not acknowledged: {errors[:1] or 'timeout'}"
+            msg = f"{len(errors) + remaining} dead letters to {', '.join(map(repr, self.topics))} not acknowledged: {errors[:1] or 'timeout'}"
             raise TransientSinkError(msg)
         return rejects.num_rows
 

@@ -183,7 +183,7 @@ def _attribute_of(column: str) -> str | None:
 def _table_differences(schema: StarSchema, tables: Tables, expected: Tables, *, recorded: bool) -> list[Difference]:
     """Column by column; a missing table is a difference only where a spec is recorded (else prepare makes it)."""
     found: list[Difference] = []
-    optional_keys = {schema.dimension(n).key: n for n in schema.fact.optional_dimensions}
+    optional_keys = {(fact.table, schema.dimension(n).key) for fact in schema.all_facts for n in fact.optional_dimensions}
     natural = {(d.table, f.column) for d in schema.dimensions for f in d.natural_key}
     for table, columns in expected.items():
         have = tables.get(table)
@@ -201,7 +201,7 @@ def _table_differences(schema: StarSchema, tables: Tables, expected: Tables, *, 
             column = columns[name]
             if column.nullable:
                 change: Change | None = Change("add_column", table, name, column.type)
-            elif table == schema.fact.table and name in optional_keys:
+            elif (table, name) in optional_keys:
                 change = Change("add_column", table, name, column.type, fill=UNKNOWN_KEY)
             else:
                 change = None
@@ -278,10 +278,12 @@ def _spec_differences(schema: StarSchema, recorded: Mapping[str, Any], reported:
             else:
                 text = f"{aspect} {_show(was)} in the recorded spec, {_show(now)} in this one"
             found.append(Difference(where, text, change))
-    shapes = {
-        f"{schema.fact.table} grain": ([f.column for f in before.fact.grain], [f.column for f in schema.fact.grain]),
-        f"{schema.fact.table} event time": (before.fact.event_time.column, schema.fact.event_time.column),
-    }
+    shapes = {}
+    facts = {f.table: f for f in before.all_facts}
+    for fact in schema.all_facts:
+        if fact.table in facts:
+            shapes[f"{fact.table} grain"] = ([f.column for f in facts[fact.table].grain], [f.column for f in fact.grain])
+            shapes[f"{fact.table} event time"] = (facts[fact.table].event_time.column, fact.event_time.column)
     dims = {d.name: d for d in before.dimensions}
     for dim in schema.dimensions:
         if dim.name in dims:
@@ -310,10 +312,11 @@ def _meanings(schema: StarSchema) -> dict[str, dict[str, Any]]:
     for dim in schema.dimensions:
         for field in dim.columns:
             add(dim.table, field)
-    for field in schema.fact.fields:
-        add(schema.fact.table, field)
-    for measure in schema.fact.measures:
-        found[f"{schema.fact.table}.{measure.column}"] = {"factors": list(measure.factors), "type": measure.type}
+    for fact in schema.all_facts:
+        for field in fact.fields:
+            add(fact.table, field)
+        for measure in fact.measures:
+            found[f"{fact.table}.{measure.column}"] = {"factors": list(measure.factors), "type": measure.type}
     return found
 
 

@@ -52,6 +52,7 @@ from starload.exceptions import (
     OffsetsMovedError,
     RejectGuardError,
     SinkError,
+    StarloadError,
     StartupError,
     StoredOffsetsError,
     TransientSinkError,
@@ -94,7 +95,7 @@ GUARD_WINDOW = 100
 
 @attrs.define
 class LoadStats:
-    """Running counters of a load; every consumed message is a fact, a duplicate or a reject.
+    """Running counters of a load; every consumed message is a fact, a duplicate, a record (of a dimension topic) or a reject.
 
     ``conflicts`` counts the rejects that repeat a loaded grain value with different content.
     """
@@ -102,6 +103,7 @@ class LoadStats:
     consumed: int = 0
     facts_loaded: int = 0
     duplicates: int = 0
+    records: int = 0
     rejected: int = 0
     conflicts: int = 0
     batches: int = 0
@@ -162,6 +164,7 @@ class LoadStats:
         self.consumed += consumed
         self.facts_loaded += result.facts_inserted
         self.duplicates += result.duplicates
+        self.records += result.records
         self.rejected += result.rejects
         self.conflicts += result.conflicts
         self.batches += 1
@@ -179,9 +182,10 @@ class _Batch:
     every garbage collection walk them. Error events are left out (and logged).
     """
 
-    columns: list[list[pa.Array]] = attrs.field(factory=lambda: [[] for _ in RAW_SCHEMA])
-    #: Original headers of the messages that have any, by (partition, offset), for dead letters.
-    headers: dict[tuple[int, int], Headers] = attrs.field(factory=dict)
+    #: Per topic, the columns of :data:`~starload.mapping.RAW_SCHEMA`, as chunks.
+    columns: dict[str, list[list[pa.Array]]] = attrs.field(factory=dict)
+    #: Original headers of the messages that have any, by (topic, partition, offset), for dead letters.
+    headers: dict[tuple[str, int, int], Headers] = attrs.field(factory=dict)
     count: int = 0
     opened: float = 0.0
 
@@ -192,19 +196,34 @@ class _Batch:
             return
         if not self.count:
             self.opened = time.monotonic()
+        topics = list(map(Message.topic, messages))
+        if topics.count(topics[0]) == len(topics):
+            self._add(topics[0], messages)
+        else:
+            by_topic: dict[str, list[Message]] = {}
+            for topic, message in zip(topics, messages):
+                by_topic.setdefault(topic, []).append(message)
+            for topic, some in by_topic.items():
+                self._add(topic, some)
+        self.count += len(messages)
+
+    def _add(self, topic: str, messages: list[Message]) -> None:
         partitions = list(map(Message.partition, messages))
         offsets = list(map(Message.offset, messages))
         extracted = (partitions, offsets, list(map(Message.key, messages)), list(map(Message.value, messages)))
-        for chunks, values, field in zip(self.columns, extracted, RAW_SCHEMA):
+        columns = self.columns.setdefault(topic, [[] for _ in RAW_SCHEMA])
+        for chunks, values, field in zip(columns, extracted, RAW_SCHEMA):
             chunks.append(pa.array(values, field.type))
         headers = list(map(Message.headers, messages))
         if any(headers):
-            self.headers.update(((p, o), h) for p, o, h in zip(partitions, offsets, headers) if h)
-        self.count += len(messages)
+            self.headers.update(((topic, p, o), h) for p, o, h in zip(partitions, offsets, headers) if h)
 
-    def raw(self) -> pa.Table:
-        """The raw table the mapper reads (:data:`~starload.mapping.RAW_SCHEMA`)."""
-        return pa.Table.from_arrays([pa.chunked_array(c, f.type) for c, f in zip(self.columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
+    def raw(self) -> dict[str, pa.Table]:
+        """Per topic, the raw table the mapper reads (:data:`~starload.mapping.RAW_SCHEMA`)."""
+        return {
+            topic: pa.Table.from_arrays([pa.chunked_array(c, f.type) for c, f in zip(columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
+            for topic, columns in self.columns.items()
+        }
 
 
 @contextlib.contextmanager
@@ -225,7 +244,8 @@ class _OutOfRange(Exception):
 
     def __init__(self, message: Message) -> None:
         super().__init__(message.error().str())
-        self.partition = message.partition()
+        self.topic: str = message.topic()
+        self.partition: int = message.partition()
 
 
 def _without_errors(messages: list[Message]) -> list[Message]:
@@ -241,8 +261,26 @@ def _without_errors(messages: list[Message]) -> list[Message]:
     return [m for m in messages if m.error() is None]
 
 
+def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
+    """The topics a loader of ``schema`` reads: every topic the star names, and ``topic`` for its fact that names none.
+
+    Raises :class:`~starload.exceptions.StarloadError` when the star has a fact that names
+    no topic and ``topic`` is None, or when every part names its topic and ``topic`` is another.
+    """
+    named = tuple(f.topic for f in schema.feeds() if f.topic is not None)
+    if len(named) == len(schema.feeds()):
+        if topic is not None and topic not in named:
+            msg = f"star {schema.name!r} names its topics ({', '.join(named)}): topic {topic!r} is none of them"
+            raise StarloadError(msg)
+        return named
+    if topic is None:
+        msg = f"star {schema.name!r} has a fact that names no topic: give the topic it reads (--topic)"
+        raise StarloadError(msg)
+    return (topic, *named)
+
+
 class StarLoader:
-    """Loads one topic into a star schema through a sink, exactly once.
+    """Loads the topics of a star schema (see :func:`loader_topics`) through a sink, exactly once, in one consumer group.
 
     >>> loader = StarLoader(ORDERS_SCHEMA, DuckDBSink("orders.duckdb"),   # doctest: +SKIP
     ...                     bootstrap_servers="127.0.0.1:9092", topic="orders", group="starload")
@@ -275,7 +313,7 @@ class StarLoader:
         sink: Sink,
         *,
         bootstrap_servers: str,
-        topic: str,
+        topic: str | None = None,
         group: str = "starload",
         batch_rows: int = DEFAULT_BATCH_ROWS,
         batch_seconds: float = 1.0,
@@ -297,7 +335,7 @@ class StarLoader:
             raise ValueError(msg)
         self.schema = schema
         self.sink = sink
-        self.topic = topic
+        self.topics = loader_topics(schema, topic)
         self.group = group
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
@@ -316,33 +354,35 @@ class StarLoader:
         self._loop_at: float | None = None
         self._unassigned_since: float | None = None
         self._work_since: float | None = None
-        #: ``""`` means ``<topic>.dlq``; ``None`` disables the dead-letter topic.
-        self.dlq_topic = f"{topic}.dlq" if dlq_topic == "" else dlq_topic
+        #: ``""`` means ``<topic>.dlq`` for each topic; ``None`` disables the dead-letter topics.
+        route = {t: f"{t}.dlq" if dlq_topic == "" else dlq_topic for t in self.topics} if dlq_topic is not None else {}
         connection = connection_settings(self.config)
-        self._dead_letters = DeadLetters(bootstrap_servers, self.dlq_topic, connection) if self.dlq_topic else None
-        #: Asks the topic's ID; made by run() once the broker answered (a client connects as soon as it is made).
+        self._dead_letters = DeadLetters(bootstrap_servers, route, connection) if route else None
+        #: The dead-letter topics (none: disabled).
+        self.dlq_topics: list[str] = self._dead_letters.topics if self._dead_letters else []
+        #: Asks the topics' IDs; made by run() once the broker answered (a client connects as soon as it is made).
         self._admin: AdminClient | None = None
-        #: The topic's ID at the last assignment (None: the broker gives none), stored with the offsets.
-        self._topic_id: str | None = None
+        #: Per topic, its ID at the last assignment (None: the broker gives none), stored with the offsets.
+        self._topic_ids: dict[str, str | None] = {}
         self.stats = LoadStats()
         self._stop = threading.Event()
         self._write_failed = threading.Event()
         self._consumer: Consumer | None = None
-        self._pending: deque[Future[tuple[WriteResult, int, dict[int, int]]]] = deque()
+        self._pending: deque[Future[tuple[WriteResult, StagedBatch]]] = deque()
         self._batch = _Batch()
         self._last_message = 0.0
         self._paused = False
         self._assigned = False
-        #: Per assigned partition, the offset stored in the sink after the last batch this
-        #: loader wrote (None: none stored). Read and advanced by the writer thread; reset
-        #: by the main thread only when no write is in flight.
-        self._expected: dict[int, int | None] = {}
+        #: Per topic, per assigned partition, the offset stored in the sink after the last
+        #: batch this loader wrote (None: none stored). Read and advanced by the writer
+        #: thread; reset by the main thread only when no write is in flight.
+        self._expected: dict[str, dict[int, int | None]] = {}
         #: Whether the sink has been prepared (the writer does it before the first write).
         self._prepared = False
         #: (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW messages.
         self._recent: deque[tuple[int, int]] = deque()
         #: Whether no offset is stored for any assigned partition (a new star for this
-        #: group and topic) and nothing has been written since: the first batch is then
+        #: group and its topics) and nothing has been written since: the first batch is then
         #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
         self._new_star = False
         self._mappers: queue.SimpleQueue[Mapper] = queue.SimpleQueue()
@@ -368,8 +408,8 @@ class StarLoader:
         partition) is idle. One that gets no assignment at all ``until_idle`` seconds
         after the start-up timeout raises :class:`StartupError`.
 
-        Raises :class:`StartupError` when no broker answers, or the topic does not
-        exist, within ``startup_timeout`` seconds (after preparing the sink); no topic
+        Raises :class:`StartupError` when no broker answers, or one of the topics does not
+        exist, within ``startup_timeout`` seconds (before preparing the sink); no topic
         is created then.
         """
         self.sink.waits.stopping.clear()
@@ -385,7 +425,7 @@ class StarLoader:
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
         last_progress = self._unassigned_since = time.monotonic()
         try:
-            consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+            consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
             while not self._stop.is_set():
                 fetched = self._fetch(consumer)
                 now = self._loop_at = time.monotonic()
@@ -495,7 +535,7 @@ class StarLoader:
             self._paused = False
 
     def _await_topic(self) -> None:
-        """Wait up to ``startup_timeout`` for the broker to answer and the topic to exist; else StartupError."""
+        """Wait up to ``startup_timeout`` for the broker to answer and every topic to exist; else StartupError naming the missing ones."""
         servers = self.config["bootstrap.servers"]
         probe = Consumer(self.config)  # only reads metadata: it never joins the group
         deadline = time.monotonic() + self.startup_timeout
@@ -503,7 +543,8 @@ class StarLoader:
             while True:
                 remaining = deadline - time.monotonic()
                 try:
-                    if topic_partitions(probe, self.topic, max(0.5, min(remaining, 5.0))) is not None:
+                    missing = [t for t in self.topics if topic_partitions(probe, t, max(0.5, min(remaining, 5.0))) is None]
+                    if not missing:
                         return
                 except KafkaException as exc:
                     if time.monotonic() >= deadline:
@@ -511,9 +552,10 @@ class StarLoader:
                     log.warning("waiting for a Kafka broker at %s: %s", servers, exc.args[0].str() if exc.args else exc)
                     continue
                 if time.monotonic() >= deadline:
+                    check = "the spec's topics" if len(self.topics) > 1 else "--topic"
                     msg = (
-                        f"topic {self.topic!r} does not exist on {servers} (waited {self.startup_timeout:g} s, "
-                        "--startup-timeout): check --topic, or create it first (starload produce creates it)"
+                        f"topic {', '.join(map(repr, missing))} does not exist on {servers} (waited {self.startup_timeout:g} s, "
+                        f"--startup-timeout): check {check}, or create it first (starload produce creates it)"
                     )
                     raise StartupError(msg)
                 time.sleep(min(1.0, max(remaining, 0.0)))
@@ -529,11 +571,11 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, gathered: _Batch) -> tuple[StagedBatch, dict[tuple[int, int], Headers]]:
+    def _stage(self, gathered: _Batch) -> tuple[StagedBatch, dict[tuple[str, int, int], Headers]]:
         mapper = self._mappers.get()
         started = time.monotonic()
         try:
-            return mapper.stage(gathered.raw(), topic=self.topic, group=self.group), gathered.headers
+            return mapper.stage_topics(gathered.raw(), group=self.group), gathered.headers
         finally:
             self._mappers.put(mapper)
             seconds = time.monotonic() - started
@@ -541,7 +583,7 @@ class StarLoader:
             self.metrics.batch_rows.observe(gathered.count)
             log.debug("mapped a batch of %d messages in %.3f s", gathered.count, seconds)
 
-    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]], *, alone: bool) -> tuple[WriteResult, int, dict[int, int]]:
+    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[str, int, int], Headers]]], *, alone: bool) -> tuple[WriteResult, StagedBatch]:
         """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
 
         The whole batch is retried: a failed write committed nothing. While the writer
@@ -559,17 +601,17 @@ class StarLoader:
             raise
 
     def _write_in_order(
-        self, staged: Future[tuple[StagedBatch, dict[tuple[int, int], Headers]]], *, alone: bool
-    ) -> tuple[WriteResult, int, dict[int, int]]:
+        self, staged: Future[tuple[StagedBatch, dict[tuple[str, int, int], Headers]]], *, alone: bool
+    ) -> tuple[WriteResult, StagedBatch]:
         mapped, headers = staged.result()
         self._guard_rejects(mapped, alone=alone)
-        mapped = mapped.fenced(self._expected, self._topic_id)
+        mapped = mapped.fenced(self._expected, self._topic_ids)
         with contextlib.ExitStack() as failing:  # once an attempt failed, the loader waits for the warehouse
             return self._write_retrying(mapped, headers, failing)
 
     def _write_retrying(
-        self, mapped: StagedBatch, headers: dict[tuple[int, int], Headers], failing: contextlib.ExitStack
-    ) -> tuple[WriteResult, int, dict[int, int]]:
+        self, mapped: StagedBatch, headers: dict[tuple[str, int, int], Headers], failing: contextlib.ExitStack
+    ) -> tuple[WriteResult, StagedBatch]:
         wait = None
         for attempt in itertools.count():
             try:
@@ -581,16 +623,17 @@ class StarLoader:
                 started = time.monotonic()
                 result = self.sink.write(batch)
                 self.stats.last_commit = time.monotonic()
-                self._expected.update(batch.next_offsets)
+                for topic, offsets in batch.next_offsets.items():
+                    self._expected.setdefault(topic, {}).update(offsets)
                 self._new_star = False
-                self._remember(batch.consumed, batch.rejects.num_rows)
+                self._remember(batch.messages, batch.rejects.num_rows)
                 self.metrics.write_seconds.observe(self.stats.last_commit - started)
                 log.debug(
                     "wrote a batch of %d messages in %.3f s (%d statements)",
-                    batch.consumed, self.stats.last_commit - started, result.statements,
+                    batch.messages, self.stats.last_commit - started, result.statements,
                 )  # fmt: skip
                 self.metrics.committed(
-                    batch.consumed, result.facts_inserted, result.duplicates, result.conflicts,
+                    batch.messages, result.facts_inserted, result.duplicates, result.conflicts,
                     batch.rejects.column("REASON").to_pylist(),
                 )  # fmt: skip
                 break
@@ -603,7 +646,7 @@ class StarLoader:
                 wait.what = f"{self.sink.location()} to take a batch ({attempt + 1} failed attempts; last: {exc})"
                 if self._stop.wait(delay):
                     raise
-        return result, batch.consumed, dict(batch.next_offsets)
+        return result, batch
 
     def _guard_rejects(self, batch: StagedBatch, *, alone: bool) -> None:
         """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages are nearly all rejects.
@@ -614,7 +657,7 @@ class StarLoader:
         """
         if self.max_reject_ratio >= 1 or not batch.rejects.num_rows:
             return  # a batch without rejects is never refused, whatever came before it
-        consumed, rejects, batches = batch.consumed, batch.rejects.num_rows, 1
+        consumed, rejects, batches = batch.messages, batch.rejects.num_rows, 1
         for earlier in reversed(self._recent if not alone else ()):
             if consumed >= GUARD_WINDOW:
                 break
@@ -625,7 +668,7 @@ class StarLoader:
         judged = "of a batch" if batches == 1 else f"of the last {batches} batches"
         created = "" if self._prepared else ", and nothing was created in the warehouse"
         msg = (
-            f"{rejects:,} of the {consumed:,} messages {judged} from {self.topic!r} are rejects "
+            f"{rejects:,} of the {consumed:,} messages {judged} from {', '.join(map(repr, batch.consumed))} are rejects "
             f"({rejects / consumed:.0%}, over --max-reject-ratio {self.max_reject_ratio:g}); most common reason "
             f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --spec?) rather than "
             f"bad data: nothing of the last batch was written or dead-lettered, its offsets are unchanged{created}. "
@@ -655,7 +698,7 @@ class StarLoader:
         and (``resume``) restart the assigned partitions from the stored offsets.
         """
         try:
-            result, consumed, next_offsets = self._pending.popleft().result()
+            result, batch = self._pending.popleft().result()
         except OffsetsMovedError as exc:
             dropped = len(self._pending) + 1
             while self._pending:
@@ -668,10 +711,10 @@ class StarLoader:
             if resume and self._assigned and self._consumer is not None:
                 self._seek_stored(self._consumer, self._consumer.assignment())
             return
-        self.stats.add(result, consumed)
+        self.stats.add(result, batch.messages)
         self._work_since = time.monotonic() if self._pending else None
-        if next_offsets and self._consumer is not None:
-            offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
+        if batch.next_offsets and self._consumer is not None:
+            offsets = [TopicPartition(t, p, o) for t, parts in batch.next_offsets.items() for p, o in parts.items()]
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
@@ -679,7 +722,8 @@ class StarLoader:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         positions = self._seek_stored(consumer, partitions)
-        log.info("assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in positions))
+        several = len(self.topics) > 1
+        log.info("assigned %s", ", ".join(f"{tp.topic + ' ' if several else ''}{tp.partition}@{tp.offset}" for tp in positions))
         self._assigned = True
         self._unassigned_since = None
         self.stats.partitions = len(positions)
@@ -690,62 +734,66 @@ class StarLoader:
     def _seek_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Assign ``partitions`` at the offsets stored in the sink, which the next batches are fenced on.
 
-        First the topic's ID now is compared with the one stored with each offset;
+        First each topic's ID now is compared with the one stored with each offset;
         offsets stored for another ID go to the ``on_offset_mismatch`` policy.
         """
         assert self._admin is not None, "made by run()"
-        self._topic_id = topic_id(self._admin, self.topic, self.startup_timeout)
-        stale = foreign(self.sink.stored_topic_ids(self.group, self.topic), self._topic_id, [tp.partition for tp in partitions])
-        if stale:
-            problem = (
-                f"the offsets stored for topic {self.topic!r} (group {self.group!r}) at partitions "
-                f"{', '.join(map(str, stale))} were written for topic ID {next(iter(stale.values()))}, and the topic's "
-                f"ID is now {self._topic_id}: it was deleted and re-created, or this is another cluster"
-            )
-            self._mismatched(consumer, list(stale), problem)
-        stored = self.sink.stored_offsets(self.group, self.topic)
-        positions = seek_positions(partitions, stored)
+        positions, self._expected, any_stored = [], {}, False
+        for topic in sorted({tp.topic for tp in partitions}):
+            mine = [tp for tp in partitions if tp.topic == topic]
+            self._topic_ids[topic] = now = topic_id(self._admin, topic, self.startup_timeout)
+            stale = foreign(self.sink.stored_topic_ids(self.group, topic), now, [tp.partition for tp in mine])
+            if stale:
+                problem = (
+                    f"the offsets stored for topic {topic!r} (group {self.group!r}) at partitions "
+                    f"{', '.join(map(str, stale))} were written for topic ID {next(iter(stale.values()))}, and the topic's "
+                    f"ID is now {now}: it was deleted and re-created, or this is another cluster"
+                )
+                self._mismatched(consumer, topic, list(stale), problem)
+            stored = self.sink.stored_offsets(self.group, topic)
+            positions += seek_positions(mine, stored)
+            self._expected[topic] = {tp.partition: stored.get(tp.partition) for tp in mine}
+            any_stored = any_stored or bool(stored)
         consumer.assign(positions)
         # librdkafka keeps a partition's pause flag across a rebalance: one paused while
         # the writer was behind would stay paused for good.
         consumer.resume(positions)
         self._paused = False
-        self._expected = {tp.partition: stored.get(tp.partition) for tp in partitions}
-        self._new_star = bool(partitions) and not stored and self.stats.batches == 0
+        self._new_star = bool(partitions) and not any_stored and self.stats.batches == 0
         return positions
 
     def _out_of_range(self, consumer: Consumer, event: _OutOfRange) -> None:
         """The broker said a partition's position is out of range: apply the policy, then resume from the stored offsets."""
-        partition = event.partition
-        marks = watermarks(consumer, self.topic, [partition], self.startup_timeout)
+        topic, partition = event.topic, event.partition
+        marks = watermarks(consumer, topic, [partition], self.startup_timeout)
         low, high = marks[partition]
-        position = self._expected.get(partition)
+        position = self._expected.get(topic, {}).get(partition)
         problem = (
-            f"the broker says the position of partition {partition} of topic {self.topic!r} (group {self.group!r}; "
+            f"the broker says the position of partition {partition} of topic {topic!r} (group {self.group!r}; "
             f"stored offset {position}) is out of range: it now holds offsets {low} to {high}. Retention deleted "
             f"messages the loader never read, or the partition was truncated or re-created ({event})"
         )
         while self._pending:  # what was read before the gap is written first
             self._finish_oldest(resume=False)
         self._batch = _Batch()
-        self._mismatched(consumer, [partition], problem, marks)
+        self._mismatched(consumer, topic, [partition], problem, marks)
         self._seek_stored(consumer, consumer.assignment())
 
     def _mismatched(
-        self, consumer: Consumer, partitions: list[int], problem: str, marks: Mapping[int, tuple[int, int]] | None = None
+        self, consumer: Consumer, topic: str, partitions: list[int], problem: str, marks: Mapping[int, tuple[int, int]] | None = None
     ) -> None:
-        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to the topic: raise, or reset them in the sink.
+        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to ``topic``: raise, or reset them in the sink.
 
         ``marks``: the partitions' watermarks when the caller has asked for them already.
         """
         if self.on_offset_mismatch == "stop":
-            msg = f"{problem}. Nothing more was loaded from them; {resolution(self.topic, self.group)}"
+            msg = f"{problem}. Nothing more was loaded from them; {resolution(topic, self.group)}"
             raise StoredOffsetsError(msg)
         if marks is None:
-            marks = watermarks(consumer, self.topic, partitions, self.startup_timeout)
+            marks = watermarks(consumer, topic, partitions, self.startup_timeout)
         targets = reset_targets(marks, self.on_offset_mismatch)
         self._prepare_sink()
-        self.sink.reset_offsets(self.group, self.topic, targets, self._topic_id)
+        self.sink.reset_offsets(self.group, topic, targets, self._topic_ids.get(topic))
         log.warning("%s; reset the stored offsets to %s (--on-offset-mismatch %s)", problem, targets, self.on_offset_mismatch)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -777,7 +825,7 @@ class StarLoader:
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
                 position = tp.offset if tp.offset >= 0 else low
                 if high >= 0 and position >= 0:
-                    lag[tp.partition] = max(0, high - position)
+                    lag[(tp.topic, tp.partition)] = max(0, high - position)
         except KafkaException:
             return None
         self.metrics.set_lag(lag)

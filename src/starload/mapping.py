@@ -20,6 +20,7 @@ coordinates of the first of them; the sink loads only the first, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 
@@ -30,6 +31,7 @@ import pyarrow as pa
 from starload.sinks.base import StagedBatch, natural_key_column
 from starload.spec import (
     Boolean,
+    Feed,
     Check,
     ColumnType,
     Date,
@@ -185,21 +187,46 @@ def _typed_value(column_type: ColumnType, path: tuple[str, ...], i: int) -> tupl
         return [f"CASE WHEN {iso} THEN TRY_CAST({s} AS DATE) END AS {c}"], c, "expected an ISO date string (YYYY-MM-DD)"
     if isinstance(column_type, Timestamp) and column_type.encoding != "iso8601":
         # Seconds or milliseconds read exactly (as a decimal), to whole microseconds since the epoch.
-        scale, unit = (6, "seconds") if column_type.encoding == "epoch_s" else (3, "milliseconds")
-        micros = f"TRY_CAST(TRY_CAST({j} AS DECIMAL(38, {scale})) * {10**scale} AS BIGINT)"
-        return [f"TRY(make_timestamptz({micros})) AS {c}"], _in_years(c), f"expected a JSON number of {unit} since 1970-01-01 UTC (years 1 to 9999)"
+        unit = "seconds" if column_type.encoding == "epoch_s" else "milliseconds"
+        return [f"{_epoch(j, column_type.encoding)} AS {c}"], _in_years(c), f"expected a JSON number of {unit} since 1970-01-01 UTC (years 1 to 9999)"
     if isinstance(column_type, Timestamp):
         iso = f"regexp_full_match({s}, {_literal(ISO_TIMESTAMP)})"
         return [f"CASE WHEN {iso} THEN TRY_CAST({s} AS TIMESTAMPTZ) END AS {c}"], _in_years(c), "expected an ISO-8601 timestamp string"
     return [f"{s} AS {c}"], c, "expected a string"
 
 
-def _position_text(p: str) -> str:
-    """The text of the event position ``p`` (the HUGEINT of :meth:`MappingSQL.build`), as :func:`position_column` spells it."""
-    micros = f"CAST({p} >> 64 AS BIGINT) - {_YEAR_ONE_US}"
-    return (
+def _epoch(j: str, encoding: str) -> str:
+    """The timestamp of the JSON number text ``j`` of seconds (``epoch_s``) or milliseconds (``epoch_ms``), read exactly (as a decimal) to whole microseconds."""
+    scale = 6 if encoding == "epoch_s" else 3
+    return f"TRY(make_timestamptz(TRY_CAST(TRY_CAST({j} AS DECIMAL(38, {scale})) * {10**scale} AS BIGINT)))"
+
+
+def _position_text(p: str, topics: Sequence[str] = ()) -> str:
+    """The text of the event position ``p`` (the HUGEINT of :func:`_position`), as :func:`position_column` spells it.
+
+    ``topics``: the star's topics sorted by name, in a star of several: the text then ends with the topic's name.
+    """
+    micros = f"CAST({p} >> 68 AS BIGINT) - {_YEAR_ONE_US}"
+    text = (
         f"strftime(make_timestamp({micros}), '%Y-%m-%dT%H:%M:%S.%fZ ') || "
         f"lpad(CAST(({p} >> 48) & 65535 AS VARCHAR), 5, '0') || ' ' || lpad(CAST({p} & {2**48 - 1} AS VARCHAR), 15, '0')"
+    )
+    if topics:
+        names = "[" + ", ".join(_literal(t) for t in topics) + "]"
+        text += f" || ' ' || {names}[CAST(({p} >> 64) & 15 AS INTEGER) + 1]"
+    return text
+
+
+def _position(rank: int) -> str:
+    """The event position of a parsed row of the topic ranked ``rank`` (see :meth:`~starload.spec.StarSchema.topic_rank`) as one HUGEINT.
+
+    Microseconds since 0001-01-01 above 68 bits, the topic's rank in the next 4, then
+    (partition, offset) in the low 64: the order of the rule "event time, then
+    partition, then offset, then topic", cheaper to compare than a tuple.
+    """
+    return (
+        f"(CAST(epoch_us({_EVENT}) + {_YEAR_ONE_US} AS HUGEINT) << 68) + (CAST({rank} AS HUGEINT) << 64) "
+        f"+ (CAST(KAFKA_PARTITION AS BIGINT) << 48) + KAFKA_OFFSET"
     )
 
 
@@ -246,26 +273,73 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-@attrs.frozen
-class MappingSQL:
-    """The SQL that stages one batch for ``schema``, built once per schema."""
+#: What ``op`` a Debezium change event may have: create, update, delete, snapshot read.
+DEBEZIUM_OPS = ("c", "u", "d", "r")
 
-    schema: StarSchema
+
+def _message_text(feed: Feed, raw: str) -> str:
+    """The first CTEs of a parse: the message as text, and ``_sl_text``, the JSON text its fields are read from.
+
+    Without an envelope that is the message. With Debezium's, it is ``after`` (``before``
+    for a delete) of the change event, itself the message or its ``payload`` (the JSON
+    converter with schemas enabled wraps it in ``schema`` and ``payload``).
+    """
+    decoded = f"SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_message FROM {raw}"
+    if feed.envelope is None:
+        return f"text AS (SELECT *, _sl_message AS _sl_text FROM ({decoded}))"
+    event = "CASE WHEN json_exists(_sl_message, '/payload') AND NOT json_exists(_sl_message, '/op') THEN json_extract(_sl_message, '/payload') ELSE CAST(_sl_message AS JSON) END"
+    row = "CAST(json_extract(_sl_event, CASE WHEN _sl_op = 'd' THEN '/before' ELSE '/after' END) AS VARCHAR)"
+    return (
+        f"decoded AS ({decoded}), "
+        f"events AS (SELECT *, CASE WHEN TRY(json_type(_sl_message)) = 'OBJECT' THEN {event} END AS _sl_event FROM decoded), "
+        "ops AS (SELECT *, json_extract_string(_sl_event, '/op') AS _sl_op, json_extract(_sl_event, '/ts_ms') AS _sl_ts_ms FROM events), "
+        f"text AS (SELECT *, {row} AS _sl_text FROM ops)"
+    )
+
+
+def _envelope_problem(feed: Feed) -> str:
+    """SQL text of what makes a message not a change event of the feed's envelope (NULL when it is one)."""
+    ops = ", ".join(_literal(op) for op in DEBEZIUM_OPS)
+    return (
+        "CASE WHEN _sl_event IS NULL THEN CASE WHEN json_valid(_sl_message) THEN 'not a JSON object' ELSE 'not valid JSON' END "
+        f"WHEN _sl_op IS NULL OR _sl_op NOT IN ({ops}) THEN 'not a Debezium change event: op is ' || coalesce('''' || _sl_op || '''', 'missing') "
+        "WHEN _sl_op = 'd' THEN 'a delete (op d): deletes are not loaded yet' "
+        "WHEN _sl_text IS NULL OR NOT starts_with(_sl_text, '{') THEN 'after: expected an object (the row of a create, update or read)' "
+        + (
+            "WHEN _sl_event_at IS NULL THEN 'ts_ms: expected a JSON number of milliseconds since 1970-01-01 UTC' "
+            if feed.event_time is None
+            else ""
+        )
+        + "END"
+    )
+
+
+@attrs.frozen
+class FeedSQL:
+    """The SQL that stages one topic's messages (a :class:`~starload.spec.Feed`) of a batch.
+
+    ``observations``: per dimension the messages feed, a query of one row per valid
+    message carrying its natural key: the natural key, every attribute (NULL where
+    these messages carry none), the event position, ``_SL_EVENT`` and ``_sl_own``
+    (whether the message is a record of the dimension's own topic).
+    """
+
+    feed: Feed
+    raw: str
     parse: str
-    unique_grain: str
-    facts_unique: str
-    facts_ranked: str
-    dimensions: dict[str, str]
-    histories: dict[str, str]
+    observations: dict[str, str]
     dates: str | None
+    unique_grain: str | None
+    facts_unique: str | None
+    facts_ranked: str | None
     rejects: str
     offsets: str
 
     @classmethod
-    def build(cls, schema: StarSchema) -> MappingSQL:
-        sources = schema.source_fields()
+    def build(cls, schema: StarSchema, feed: Feed, n: int) -> FeedSQL:
+        raw, parsed = f"{_RAW}{n}", f"{_PARSED}{n}"
+        sources = feed.source_fields()
         index = {name: i for i, name in enumerate(sources)}
-
         paths = {name: source_path(name) for name in sources}
         texts, candidates, values, measures, problems = [], [], [], [], []
         problems += _object_problems(paths, index)
@@ -276,16 +350,17 @@ class MappingSQL:
             columns, value, wrong_type = _typed_value(column_type, paths[name], i)
             candidates += columns
             values.append(f"{value} AS {v}")
-            when_missing = _literal(f"{shown}: missing") if schema.is_required(name) else "NULL"
-            check = _check_problem(shown, column_type, schema.check_of(name), v)
+            when_missing = _literal(f"{shown}: missing") if feed.is_required(name) else "NULL"
+            check = _check_problem(shown, column_type, feed.check_of(name), v)
             got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
             problems.append(
                 f"CASE WHEN {j} IS NULL THEN {when_missing} "
                 f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} "
                 f"{'ELSE ' + check if check else ''} END"
             )
-        fact_fields = {f.column: f for f in schema.fact.fields}
-        for measure in schema.fact.measures:
+        fact = feed.fact
+        fact_fields = {f.column: f for f in fact.fields} if fact else {}
+        for measure in fact.measures if fact else ():
             product = " * ".join(f"_sl_v{index[fact_fields[c].source]}" for c in measure.factors)
             measures.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {quote(measure.column)}")
             all_present = " AND ".join(f"_sl_v{index[fact_fields[c].source]} IS NOT NULL" for c in measure.factors)
@@ -293,23 +368,39 @@ class MappingSQL:
                 f"CASE WHEN {all_present} AND {quote(measure.column)} IS NULL "
                 f"THEN {_literal(f'{measure.column}: out of range for {duckdb_type(measure.type)}')} END"
             )
-        event = f"_sl_v{index[schema.fact.event_time.source]}"
-
-        grain = ", ".join(f"_sl_v{index[f.source]}" for f in schema.fact.grain)
-        grain_text = ", ".join(f"CAST(_sl_v{index[f.source]} AS VARCHAR)" for f in schema.fact.grain)
+        if feed.event_time is not None:
+            event = f"_sl_v{index[feed.event_time.source]}"
+        else:  # the envelope's ts_ms
+            event = "_sl_event_at"
+            candidates.append(f"{_epoch('CAST(_sl_ts_ms AS VARCHAR)', 'epoch_ms')} AS _sl_ts")
+            values.append(f"{_in_years('_sl_ts')} AS _sl_event_at")
         # The fields' JSON texts, "null" when missing (a decimal's exact value instead:
         # its JSON text went through a double).
         fingerprint = ", ".join(
             f"coalesce({f'CAST(_sl_v{i} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{i}'}, 'null')"
             for t, i in zip(sources.values(), index.values())
         )
+        hashes = ""
+        if fact is not None:
+            grain_text = ", ".join(f"CAST(_sl_v{index[f.source]} AS VARCHAR)" for f in fact.grain)
+            hashes = (
+                f"CAST(timezone('UTC', {event}) AS DATE) AS {_DATE}, "
+                f"CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH, "
+                f"CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH,"
+            )
         pointers = "[" + ", ".join(_literal(_pointer(path)) for path in paths.values()) + "]"
         columns = ", ".join(f"NULLIF(CAST(_sl_json[{i + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for i in index.values())
+        fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')"
+        if feed.envelope is None:
+            message_problem = (
+                "WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END "
+                "WHEN _sl_json IS NULL THEN 'not valid JSON' "
+            )
+        else:
+            message_problem = f"WHEN {_envelope_problem(feed)} IS NOT NULL THEN {_envelope_problem(feed)} "
         parse = f"""
-CREATE OR REPLACE TEMP TABLE {_PARSED} AS
-WITH text AS (
-    SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_text FROM {_RAW}
-), objects AS (
+CREATE OR REPLACE TEMP TABLE {parsed} AS
+WITH {_message_text(feed, raw)}, objects AS (
     SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
     FROM text
 ), fields AS (
@@ -329,37 +420,61 @@ WITH text AS (
 ), checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET,
         {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
-        {", ".join(quote(m.column) for m in schema.fact.measures) + "," if schema.fact.measures else ""}
-        CAST(timezone('UTC', {event}) AS DATE) AS {_DATE},
+        {", ".join(quote(m.column) for m in fact.measures) + "," if fact and fact.measures else ""}
+        {hashes}
         {event} AS {_EVENT},
-        CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH,
-        CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH,
         CASE
             WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
-            WHEN _sl_text IS NULL THEN 'not UTF-8 text'
-            WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END
-            WHEN _sl_json IS NULL THEN 'not valid JSON'
-            ELSE NULLIF(concat_ws('; ', {", ".join(problems)}), '')
+            WHEN _sl_message IS NULL THEN 'not UTF-8 text'
+            {message_problem}
+            ELSE {fields_problem}
         END AS {_REASON}
     FROM typed
 )
 SELECT * FROM checked
 """
-        valid = f"{_PARSED} WHERE {_REASON} IS NULL"
-        # (partition, offset) packed in one BIGINT (offsets stay below 2**48): the
-        # order that decides "latest", cheaper to compare than a pair.
-        order = "(CAST(KAFKA_PARTITION AS BIGINT) << 48) + KAFKA_OFFSET"
+        valid = f"{parsed} WHERE {_REASON} IS NULL"
+        observations = {}
+        rank = schema.topic_rank(feed)
+        for dim in schema.dimensions:
+            carried = {f.column: f for f in feed.fields_of(dim)}
+            if not carried:
+                continue
+            keys = [f"_sl_v{index[carried[f.column].source]}" for f in dim.natural_key]
+            cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
+            cols += [
+                f"_sl_v{index[carried[f.column].source]} AS {quote(f.column)}"
+                if f.column in carried
+                else f"CAST(NULL AS {duckdb_type(f.type)}) AS {quote(f.column)}"
+                for f in dim.attributes
+            ]
+            present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+            own = "true" if feed.dimension is not None else "false"
+            observations[dim.name] = (
+                f"SELECT {', '.join(cols)}, {_position(rank)} AS {_POSITION}, {_EVENT}, {own} AS _sl_own FROM {valid} AND {present}"
+            )
+        dates = f"SELECT DISTINCT {_DATE} FROM {valid}" if fact is not None and schema.date_dimension else None
+        topic = "CAST(? AS VARCHAR) AS KAFKA_TOPIC"
+        rejects = f"""
+SELECT {topic}, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE, p.{_REASON} AS REASON
+FROM {raw} r JOIN {parsed} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
+WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
+"""
+        offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {raw} GROUP BY 1"
+        if fact is None:
+            return cls(feed, raw, parse, observations, dates, None, None, None, rejects, offsets)
         date_key = f"CAST(year({_DATE}) * 10000 + month({_DATE}) * 100 + day({_DATE}) AS INTEGER)"
-        fact_cols = [f"_sl_v{index[f.source]} AS {quote(f.column)}" for f in schema.fact.fields]
+        fact_cols = [f"_sl_v{index[f.source]} AS {quote(f.column)}" for f in fact.fields]
         fact_cols += [
-            f"_sl_v{index[f.source]} AS {quote(natural_key_column(d.table, f.column))}"
-            for d in schema.referenced_dimensions
-            for f in d.natural_key
+            f"_sl_v{index[feed.fields_of(d)[k].source]} AS {quote(natural_key_column(d.table, f.column))}"
+            for d in schema.referenced_dimensions(fact)
+            for k, f in enumerate(d.natural_key)
         ]
-        fact_cols += [quote(m.column) for m in schema.fact.measures]
+        fact_cols += [quote(m.column) for m in fact.measures]
         if schema.date_dimension:
             fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
-        common = f"{', '.join(fact_cols)}, GRAIN_HASH, MESSAGE_HASH, CAST(? AS VARCHAR) AS KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET"
+        common = f"{', '.join(fact_cols)}, GRAIN_HASH, MESSAGE_HASH, {topic}, KAFKA_PARTITION, KAFKA_OFFSET"
+        grain = ", ".join(f"_sl_v{index[f.source]}" for f in fact.grain)
         # Most batches repeat no grain value: then every row is the first of its value,
         # and the (costly) window that ranks repeated values is not needed.
         unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {valid}"
@@ -373,62 +488,75 @@ SELECT {common}, row_number() OVER first_seen AS {_RANK}, first_value(MESSAGE_HA
 FROM {valid}
 WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
-        # The event position (see position_column) as one HUGEINT: microseconds since
-        # 0001-01-01 above 64 bits, the (partition, offset) order below.
-        position = f"(CAST(epoch_us({_EVENT}) + {_YEAR_ONE_US} AS HUGEINT) << 64) + {order}"
+        return cls(feed, raw, parse, observations, dates, unique_grain, facts_unique, facts_ranked, rejects, offsets)
+
+
+@attrs.frozen
+class MappingSQL:
+    """The SQL that stages one batch for ``schema``, built once per schema: one :class:`FeedSQL` per topic, and what combines them.
+
+    ``dimensions`` and ``histories`` read every topic's observations of a dimension
+    together, so a batch holds one row per member however many topics carry it.
+    """
+
+    schema: StarSchema
+    feeds: tuple[FeedSQL, ...]
+    dimensions: dict[str, str]
+    histories: dict[str, str]
+    dates: str | None
+
+    @classmethod
+    def build(cls, schema: StarSchema) -> MappingSQL:
+        feeds = tuple(FeedSQL.build(schema, feed, n) for n, feed in enumerate(schema.feeds()))
+        topics = sorted(str(f.topic) for f in schema.feeds()) if schema.several_topics else []
         dimensions, histories = {}, {}
         for dim in schema.dimensions:
-            keys = [f"_sl_v{index[f.source]}" for f in dim.natural_key]
-            cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
+            observed = " UNION ALL ".join(f.observations[dim.name] for f in feeds if dim.name in f.observations)
+            if not observed:
+                continue
+            nk = [quote(f.column) for f in dim.natural_key]
+            cols = list(nk)
             latest = []
             for n, f in enumerate(dim.current_attributes):
-                v = f"_sl_v{index[f.source]}"
+                v = quote(f.column)
                 cols += [
-                    f"arg_max({v}, {_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS {quote(f.column)}",
+                    f"arg_max({v}, {_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS {v}",
                     f"max({_POSITION}) FILTER (WHERE {v} IS NOT NULL) AS _sl_p{n}",
                 ]
-                latest.append(f"{_position_text(f'_sl_p{n}')} AS {quote(position_column(f.column))}")
-            present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-            named = [quote(f.column) for f in (*dim.natural_key, *dim.current_attributes)]
-            first = ", FIRST_EVENT_AT" if dim.keeps_history else ""
+                latest.append(f"{_position_text(f'_sl_p{n}', topics)} AS {quote(position_column(f.column))}")
+            named = [*nk, *(quote(f.column) for f in dim.current_attributes)]
+            extra = ", FIRST_EVENT_AT" if dim.keeps_history else ""
+            extra += ", NOT _sl_own AS IS_INFERRED" if dim.topic is not None else ""
             dimensions[dim.name] = f"""
-SELECT {", ".join(named + latest)}, LAST_EVENT_AT{first} FROM (
-    SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT, min({_EVENT}) AS FIRST_EVENT_AT
-    FROM (SELECT *, {position} AS {_POSITION} FROM {valid} AND {present}) GROUP BY {", ".join(keys)}
+SELECT {", ".join(named + latest)}, LAST_EVENT_AT{extra} FROM (
+    SELECT {", ".join(cols)}, max({_EVENT}) AS LAST_EVENT_AT, min({_EVENT}) AS FIRST_EVENT_AT, bool_or(_sl_own) AS _sl_own
+    FROM ({observed}) GROUP BY {", ".join(nk)}
 )
 """
             if dim.keeps_history:
                 # Every event that carries a history attribute, and each member's earliest
                 # (where its first version starts), with its position.
-                values = [f"_sl_v{index[f.source]}" for f in dim.history_attributes]
-                known = " OR ".join(f"{v} IS NOT NULL" for v in values)
+                hs = [quote(f.column) for f in dim.history_attributes]
+                known = " OR ".join(f"{h} IS NOT NULL" for h in hs)
                 histories[dim.name] = f"""
-SELECT {", ".join(cols[: len(keys)])}, {_EVENT} AS _SL_EVENT_AT, {_position_text(_POSITION)} AS _SL_AT,
-    {", ".join(f"{v} AS {quote(f.column)}" for v, f in zip(values, dim.history_attributes))}
-FROM (
-    SELECT *, {position} AS {_POSITION}, row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY {position}) AS _sl_n
-    FROM {valid} AND {present}
-) WHERE {known} OR _sl_n = 1
+SELECT {", ".join(nk)}, {_EVENT} AS _SL_EVENT_AT, {_position_text(_POSITION, topics)} AS _SL_AT, {", ".join(hs)}
+FROM (SELECT *, row_number() OVER (PARTITION BY {", ".join(nk)} ORDER BY {_POSITION}) AS _sl_n FROM ({observed}))
+WHERE {known} OR _sl_n = 1
 """
+        days = " UNION ".join(f.dates for f in feeds if f.dates)
         dates = None
-        if schema.date_dimension:
+        if schema.date_dimension and days:
             d = _DATE
+            date_key = f"CAST(year({d}) * 10000 + month({d}) * 100 + day({d}) AS INTEGER)"
             dates = f"""
 SELECT {date_key} AS {quote(schema.date_dimension.key)}, {d} AS FULL_DATE,
     CAST(day({d}) AS INTEGER) AS DAY, CAST(month({d}) AS INTEGER) AS MONTH, monthname({d}) AS MONTH_NAME,
     CAST(quarter({d}) AS INTEGER) AS QUARTER, CAST(year({d}) AS INTEGER) AS YEAR,
     CAST(isodow({d}) AS INTEGER) AS DAY_OF_WEEK, dayname({d}) AS DAY_NAME,
     CAST(weekofyear({d}) AS INTEGER) AS WEEK_OF_YEAR, isodow({d}) >= 6 AS IS_WEEKEND
-FROM (SELECT DISTINCT {d} FROM {valid}) ORDER BY 1
+FROM ({days}) ORDER BY 1
 """
-        rejects = f"""
-SELECT CAST(? AS VARCHAR) AS KAFKA_TOPIC, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE,
-    p.{_REASON} AS REASON
-FROM {_RAW} r JOIN {_PARSED} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
-WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
-"""
-        offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {_RAW} GROUP BY 1"
-        return cls(schema, parse, unique_grain, facts_unique, facts_ranked, dimensions, histories, dates, rejects, offsets)
+        return cls(schema, feeds, dimensions, histories, dates)
 
 
 class Mapper:
@@ -447,33 +575,59 @@ class Mapper:
             self._con.execute(f"SET threads = {int(threads)}")
 
     def stage(self, raw: pa.Table, *, topic: str, group: str) -> StagedBatch:
-        """Map ``raw`` (see :data:`RAW_SCHEMA`) to a staged batch for ``group``/``topic``."""
-        con = self._con
-        con.register(_RAW, raw)
+        """Map ``raw`` (see :data:`RAW_SCHEMA`), the messages of one ``topic``, to a staged batch for ``group``."""
+        return self.stage_topics({topic: raw}, group=group)
+
+    def stage_topics(self, raws: Mapping[str, pa.Table], *, group: str) -> StagedBatch:
+        """Map the messages of several topics (per topic, a :data:`RAW_SCHEMA` table) to one staged batch for ``group``.
+
+        A topic the star does not name goes to its fact that names none (the loader's ``--topic``).
+        Every part of the batch is there (empty when no message fed it), whichever topics the batch holds.
+        """
+        schema, con = self.sql.schema, self._con
+        by_feed: dict[int, tuple[str, pa.Table]] = {}
+        for topic, raw in raws.items():
+            n = schema.feeds().index(schema.feed(topic))
+            if n in by_feed:
+                msg = f"topics {by_feed[n][0]!r} and {topic!r} both feed the fact that names no topic"
+                raise ValueError(msg)
+            by_feed[n] = (topic, raw)
+        empty = pa.Table.from_batches([], RAW_SCHEMA)
+        facts, rejects, next_offsets, consumed, records = {}, [], {}, {}, 0
         try:
-            con.execute(self.sql.parse)
-            ((unique,),) = con.execute(self.sql.unique_grain).fetchall()
-            facts_sql = self.sql.facts_unique if unique else self.sql.facts_ranked
-            facts = con.sql(facts_sql, params=[topic]).to_arrow_table()
-            dims = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.dimensions.items()}
-            histories = {name: con.sql(sql).to_arrow_table() for name, sql in self.sql.histories.items()}
+            for n, sql in enumerate(self.sql.feeds):
+                topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
+                con.register(sql.raw, raw)
+                con.execute(sql.parse)
+                if sql.feed.fact is not None:
+                    ((unique,),) = con.execute(sql.unique_grain).fetchall()
+                    facts_sql = sql.facts_unique if unique else sql.facts_ranked
+                    facts[sql.feed.fact.table] = con.sql(facts_sql, params=[topic]).to_arrow_table()
+                rejects.append(con.sql(sql.rejects, params=[topic]).to_arrow_table())
+                if n in by_feed:
+                    next_offsets[topic] = dict(con.execute(sql.offsets).fetchall())
+                    consumed[topic] = raw.num_rows
+                    if sql.feed.fact is None:
+                        records += raw.num_rows - rejects[-1].num_rows
+            dims = {name: con.sql(q).to_arrow_table() for name, q in self.sql.dimensions.items()}
+            histories = {name: con.sql(q).to_arrow_table() for name, q in self.sql.histories.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
-            rejects = con.sql(self.sql.rejects, params=[topic]).to_arrow_table()
-            next_offsets = dict(con.execute(self.sql.offsets).fetchall())
         finally:
-            con.unregister(_RAW)
+            for sql in self.sql.feeds:
+                with contextlib.suppress(Exception):
+                    con.unregister(sql.raw)
         return StagedBatch(
-            schema=self.sql.schema,
+            schema=schema,
             group=group,
-            topic=topic,
             facts=facts,
             dimensions=dims,
             histories=histories,
             dates=dates,
-            rejects=rejects,
+            rejects=pa.concat_tables(rejects) if len(rejects) > 1 else rejects[0],
             next_offsets=next_offsets,
-            consumed=raw.num_rows,
-            raw=raw,
+            consumed=consumed,
+            records=records,
+            raw={topic: raw for topic, raw in by_feed.values()},
         )
 
     def close(self) -> None:

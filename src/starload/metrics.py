@@ -94,7 +94,7 @@ class LoaderMetrics:
         for reason in REASON_CLASSES:
             self.rejects.labels(reason)
         self.conflicts = Counter("starload_conflicts_total", "Rejects repeating a loaded grain value with other content", registry=r)
-        self.lag = Gauge("starload_consumer_lag", "Messages behind the partition's end (as last fetched)", ["partition"], registry=r)
+        self.lag = Gauge("starload_consumer_lag", "Messages behind the partition's end (as last fetched)", ["topic", "partition"], registry=r)
         self.write_seconds = Histogram("starload_batch_write_seconds", "Seconds to write and commit one batch", buckets=_SECONDS, registry=r)
         self.map_seconds = Histogram("starload_batch_map_seconds", "Seconds to decode and type one batch", buckets=_SECONDS, registry=r)
         self.batch_rows = Histogram("starload_batch_rows", "Messages per batch", buckets=_ROWS, registry=r)
@@ -112,11 +112,11 @@ class LoaderMetrics:
             self.rejects.labels(reason_class(reason)).inc()
         self.last_commit.set_to_current_time()
 
-    def set_lag(self, lag: Mapping[int, int]) -> None:
-        """Set the lag of the assigned partitions; forget the others."""
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        """Set the lag of the assigned (topic, partition)s; forget the others."""
         self.lag.clear()
-        for partition, behind in lag.items():
-            self.lag.labels(str(partition)).set(behind)
+        for (topic, partition), behind in lag.items():
+            self.lag.labels(topic, str(partition)).set(behind)
 
 
 class _QuietHandler(WSGIRequestHandler):

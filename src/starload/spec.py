@@ -56,6 +56,12 @@ MAX_SOURCE = 1024
 UNKNOWN_KEY = -1
 #: Columns starload adds to every dimension table.
 DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
+#: Columns starload adds to a dimension with a topic of its own: whether the member is known
+#: from facts only so far (see :class:`Dimension`).
+TOPIC_DIMENSION_METADATA = ("IS_INFERRED",)
+#: The most topics one star reads (each has 4 bits of an event position inside a batch).
+MAX_TOPICS = 16
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 #: Columns starload adds to a dimension that keeps history (see :class:`Dimension`).
 VERSION_COLUMNS = ("VALID_FROM", "VALID_TO", "IS_CURRENT")
 #: The prefix of :func:`position_column`.
@@ -159,6 +165,13 @@ def identifier_problems(name: object, what: str, where: Where = ()) -> list[Prob
         return [Problem(f"{what} {name!r} is not a valid identifier (letters, digits, _; max 128)", where)]
     if name.upper().startswith(_RESERVED_PREFIXES):
         return [Problem(f"{what} {name!r} uses a prefix reserved for starload ({', '.join(_RESERVED_PREFIXES)})", where)]
+    return []
+
+
+def topic_problems(topic: object, what: str, where: Where = ()) -> list[Problem]:
+    """Why ``topic`` cannot be a Kafka topic name (empty when it can)."""
+    if not isinstance(topic, str) or not _TOPIC.match(topic) or topic in (".", ".."):
+        return [Problem(f"{what} {topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; max 249)", where)]
     return []
 
 
@@ -381,13 +394,68 @@ def _as_tuple(value: object) -> tuple:
     return tuple(value)  # type: ignore[arg-type]
 
 
+class Envelope(enum.Enum):
+    """How a dimension topic's messages wrap the row; a spec file writes it by its lower-case name (``debezium``).
+
+    ``DEBEZIUM``: the change event of Debezium's JSON converter, with or without its
+    ``schema``/``payload`` wrapper: ``before``, ``after``, ``op`` (``c`` create, ``u``
+    update, ``d`` delete, ``r`` snapshot read), ``ts_ms`` and ``source``. Field paths
+    are read from ``after`` (from ``before`` for a delete), and the event time is
+    ``ts_ms`` unless the dimension names a row field (``event_time``).
+    """
+
+    DEBEZIUM = "debezium"
+
+
+@attrs.frozen
+class EventTime:
+    """Where a dimension topic's messages carry their event time (a ``timestamp`` type)."""
+
+    source: Source = attrs.field(converter=_as_source)
+    type: ColumnType = Timestamp()
+
+    def __attrs_post_init__(self) -> None:
+        found = source_problems(self.source, "event_time: source", ("source",))
+        found += _type_problems(self.type, "event_time", ("type",))
+        if not isinstance(self.type, Timestamp):
+            found.append(Problem("event_time must have a timestamp type", ("type",)))
+        _report(self, found)
+
+
+@attrs.frozen
+class Carried:
+    """Where one fact's messages carry a ``column`` of a ``dimension`` (a natural key or an attribute), at ``source``.
+
+    Without it, a fact's messages carry a dimension's natural key at the dimension's own
+    sources; and, of a dimension without a topic of its own, every attribute too.
+    """
+
+    dimension: str
+    column: str
+    source: Source = attrs.field(converter=_as_source)
+
+    def __attrs_post_init__(self) -> None:
+        _report(self, source_problems(self.source, f"carries {self.dimension}.{self.column}: source", ("source",)))
+
+
 @attrs.frozen
 class Dimension:
     """A dimension table with an integer surrogate key assigned by the sink.
 
-    Every rule below orders events by the fact's event time, a tie going to the
-    later partition, then the later offset: never by the order messages are loaded in.
-    A missing (null) attribute never erases a known value.
+    Every rule below orders events by their event time (a fact's, or the dimension
+    topic's), a tie going to the later partition, then the later offset, then (in a
+    star of several topics) the topic whose name sorts later: never by the order
+    messages are loaded in. A missing (null) attribute never erases a known value.
+
+    **Where its values come from.** Without a ``topic``, from the messages of the facts
+    that refer to it (in a star of one fact, from that fact's messages), at the
+    fields' sources. With a ``topic`` (master data, change data capture), from that
+    topic's messages, at the fields' sources, with their ``event_time`` (with
+    ``envelope: debezium``, ``ts_ms`` unless named); a fact referring to it then
+    carries its natural key, and the attributes it lists in ``carries``
+    (:class:`Carried`). Both sources count, by event time. A member known only from
+    facts so far is *inferred* (``IS_INFERRED``, attributes unknown until its record
+    arrives, when it is completed in place: same surrogate key).
 
     * **Type 1** (every attribute by default): one row per natural key; an attribute
       takes the value of its latest event.
@@ -409,6 +477,12 @@ class Dimension:
     key: str
     natural_key: tuple[Field, ...] = attrs.field(converter=_as_tuple)
     attributes: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
+    #: The topic of its own records (None: it is fed by facts' messages only).
+    topic: str | None = None
+    #: How the topic's messages wrap the row (None: the message is the row).
+    envelope: Envelope | None = None
+    #: Where the topic's messages carry their event time (needed without an envelope).
+    event_time: EventTime | None = None
 
     def __attrs_post_init__(self) -> None:
         _report(self, self.problems())
@@ -451,8 +525,15 @@ class Dimension:
             found.append(Problem(f"{what}: needs at least one natural key field", ("natural_key",)))
         found += _not_fields(self.natural_key, what, "natural_key") + _not_fields(self.attributes, what, "attributes")
         found += _history_problems(self.natural_key, what, "natural_key")
+        if self.topic is not None:
+            found += topic_problems(self.topic, f"{what}: topic", ("topic",))
+            if self.envelope is None and self.event_time is None:
+                found.append(Problem(f"{what}: a dimension with a topic needs an event_time (or an envelope that has one)", ("event_time",)))
+        else:
+            found += [Problem(f"{what}: {k} needs a topic", (k,)) for k in ("envelope", "event_time") if getattr(self, k) is not None]
         versions = VERSION_COLUMNS if self.keeps_history else ()
         names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA, *versions]
+        names += list(TOPIC_DIMENSION_METADATA) if self.topic is not None else []
         found += _duplicate_problems(names, f"{what}: column")
         return found
 
@@ -511,9 +592,15 @@ class Fact:
     columns: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
     measures: tuple[Measure, ...] = attrs.field(converter=_as_tuple, default=())
     optional_dimensions: tuple[str, ...] = attrs.field(converter=_as_tuple, default=())
+    #: The topic of its messages (None: the one the loader is given, ``--topic``).
+    topic: str | None = None
+    #: Dimension columns its messages carry elsewhere than at the dimension's sources (:class:`Carried`).
+    carries: tuple[Carried, ...] = attrs.field(converter=_as_tuple, default=())
 
     def __attrs_post_init__(self) -> None:
         found = identifier_problems(self.table, "fact table", ("table",))
+        if self.topic is not None:
+            found += topic_problems(self.topic, "fact: topic", ("topic",))
         if not self.grain:
             found.append(Problem("fact: needs at least one grain field", ("grain",)))
         found += _not_fields(self.grain, "fact", "grain") + _not_fields(self.columns, "fact", "columns")
@@ -532,6 +619,10 @@ class Fact:
     def fields(self) -> tuple[Field, ...]:
         """Grain, event time and plain columns, in table order."""
         return (*self.grain, self.event_time, *self.columns)
+
+    def is_optional(self, dimension: Dimension) -> bool:
+        """Whether its messages may lack ``dimension``'s natural key (the fact then points at its unknown member)."""
+        return dimension.name in self.optional_dimensions
 
 
 def _not_fields(items: tuple, what: str, attribute: str) -> list[Problem]:
@@ -552,17 +643,77 @@ def _duplicate_problems(names: list[str], what: str, where: Where = ()) -> list[
 
 
 @attrs.frozen
-class StarSchema:
-    """A whole star: dimensions, an optional date dimension and one fact table.
+class Feed:
+    """What one topic's messages feed: a fact, or a dimension (its own topic), and the dimension columns they carry.
 
+    ``carried``: per dimension the messages feed, the dimension's fields with their
+    sources as paths into *these* messages. ``event_time``: where they carry their
+    event time (None: a Debezium envelope's ``ts_ms``). ``topic`` None: the loader's ``--topic``.
+    """
+
+    topic: str | None
+    fact: Fact | None
+    dimension: Dimension | None
+    carried: tuple[tuple[Dimension, tuple[Field, ...]], ...]
+    event_time: EventTime | None
+
+    @property
+    def envelope(self) -> Envelope | None:
+        """How the messages wrap their row (a dimension topic's envelope)."""
+        return self.dimension.envelope if self.dimension is not None else None
+
+    def fields(self) -> tuple[Field, ...]:
+        """Every field the messages are read for: the fact's, then the carried dimension columns."""
+        fact = self.fact.fields if self.fact is not None else ()
+        return (*fact, *(f for _, fields in self.carried for f in fields))
+
+    def source_fields(self) -> dict[Source, ColumnType]:
+        """Every message field read, with its type, in first-use order (the event time last, when not a fact field)."""
+        found: dict[Source, ColumnType] = {}
+        for field in self.fields():
+            found.setdefault(field.source, field.type)
+        if self.event_time is not None:
+            found.setdefault(self.event_time.source, self.event_time.type)
+        return found
+
+    def is_required(self, source: Source) -> bool:
+        """Whether a message must carry ``source``: required somewhere, the event time, or a mandatory natural key."""
+        if self.event_time is not None and source == self.event_time.source:
+            return True
+        natural = {
+            f.source
+            for dim, fields in self.carried
+            if not (self.fact is not None and self.fact.is_optional(dim))
+            for f in fields
+            if f.column in {k.column for k in dim.natural_key}
+        }
+        return source in natural or any(f.required for f in self.fields() if f.source == source)
+
+    def check_of(self, source: Source) -> Check | None:
+        """The range check declared on ``source`` (the first one found)."""
+        return next((f.check for f in self.fields() if f.source == source and f.check), None)
+
+    def fields_of(self, dimension: Dimension) -> tuple[Field, ...]:
+        """``dimension``'s fields these messages carry (none when they do not feed it)."""
+        return next((fields for dim, fields in self.carried if dim.name == dimension.name), ())
+
+
+@attrs.frozen
+class StarSchema:
+    """A whole star: dimensions, an optional date dimension, and one fact table (``fact``) or several (``facts``).
+
+    Several facts share the dimensions and the date dimension (conformed dimensions):
+    each reads its own topic, and a dimension may read one of its own (see
+    :class:`Dimension`); one loader reads every topic of the star (:meth:`feeds`).
     :meth:`from_file` and :meth:`from_dict` build the same objects from a YAML or TOML
     spec file (see :mod:`starload.specfile`); :meth:`to_dict` gives the file's form back.
     """
 
     name: str
     dimensions: tuple[Dimension, ...] = attrs.field(converter=_as_tuple)
-    fact: Fact
+    fact: Fact | None = None
     date_dimension: DateDimension | None = DateDimension()
+    facts: tuple[Fact, ...] = attrs.field(converter=_as_tuple, default=())
 
     def __attrs_post_init__(self) -> None:
         _report(self, list(self._cross_problems()))
@@ -595,25 +746,77 @@ class StarSchema:
         raise KeyError(name)
 
     @property
-    def referenced_dimensions(self) -> tuple[Dimension, ...]:
-        """The dimensions the fact points at, in the fact's order."""
-        return tuple(self.dimension(n) for n in self.fact.dimensions)
+    def all_facts(self) -> tuple[Fact, ...]:
+        """Every fact of the star: ``fact``, or ``facts``."""
+        return (self.fact,) if isinstance(self.fact, Fact) else tuple(f for f in self.facts if isinstance(f, Fact))
+
+    def referenced_dimensions(self, fact: Fact) -> tuple[Dimension, ...]:
+        """The dimensions ``fact`` points at, in its order."""
+        return tuple(self.dimension(n) for n in fact.dimensions)
+
+    def is_optional(self, dimension: Dimension) -> bool:
+        """Whether some fact may lack ``dimension``'s natural key (the dimension then has an unknown member)."""
+        return any(f.is_optional(dimension) for f in self.all_facts)
 
     @property
     def tables(self) -> tuple[str, ...]:
-        """Every table of the star (dimensions, their history logs, date dimension, fact)."""
+        """Every table of the star (dimensions, their history logs, date dimension, facts)."""
         date = (self.date_dimension.table,) if self.date_dimension else ()
         logs = tuple(d.history_table for d in self.dimensions if d.keeps_history)
-        return (*(d.table for d in self.dimensions), *logs, *date, self.fact.table)
+        return (*(d.table for d in self.dimensions), *logs, *date, *(f.table for f in self.all_facts))
 
-    def fact_columns(self) -> list[str]:
-        """Fact table columns in order: fields, dimension keys, date key, measures, metadata."""
-        cols = [f.column for f in self.fact.fields]
-        cols += [self.dimension(n).key for n in self.fact.dimensions if n in self._dim_names()]
+    def fact_columns(self, fact: Fact) -> list[str]:
+        """``fact``'s table columns in order: fields, dimension keys, date key, measures, metadata."""
+        cols = [f.column for f in fact.fields]
+        cols += [self.dimension(n).key for n in fact.dimensions if n in self._dim_names()]
         if self.date_dimension:
             cols.append(self.date_dimension.key)
-        cols += [m.column for m in self.fact.measures]
+        cols += [m.column for m in fact.measures]
         return cols + list(FACT_METADATA)
+
+    @property
+    def several_topics(self) -> bool:
+        """Whether the star reads more than one topic (event positions then name their topic)."""
+        return len(self.feeds()) > 1
+
+    def feeds(self) -> tuple[Feed, ...]:
+        """What each topic of the star feeds: one per fact, then one per dimension with a topic, in spec order."""
+        found = []
+        only = len(self.all_facts) == 1
+        for fact in self.all_facts:
+            carried = []
+            overrides = {(c.dimension, c.column): c.source for c in fact.carries}
+            for dim in self.dimensions:
+                if dim.name not in fact.dimensions and not (only and dim.topic is None):
+                    continue
+                natural = {f.column for f in dim.natural_key}
+                fields = tuple(
+                    attrs.evolve(f, source=overrides.get((dim.name, f.column), f.source))
+                    for f in dim.columns
+                    if (dim.name, f.column) in overrides or dim.topic is None or f.column in natural
+                )
+                carried.append((dim, fields))
+            at = fact.event_time
+            found.append(Feed(fact.topic, fact, None, tuple(carried), EventTime(at.source, at.type)))
+        for dim in self.dimensions:
+            if dim.topic is not None:
+                found.append(Feed(dim.topic, None, dim, ((dim, dim.columns),), dim.event_time))
+        return tuple(found)
+
+    def feed(self, topic: str) -> Feed:
+        """The feed of ``topic``: the one that names it, else the fact that names no topic (the loader's ``--topic``)."""
+        feeds = self.feeds()
+        named = [f for f in feeds if f.topic == topic] or [f for f in feeds if f.topic is None]
+        if not named:
+            msg = f"star {self.name!r} reads no topic {topic!r} (its topics: {', '.join(str(f.topic) for f in feeds)})"
+            raise KeyError(msg)
+        return named[0]
+
+    def topic_rank(self, feed: Feed) -> int:
+        """``feed``'s topic's place among the star's topics sorted by name (a tie of event positions goes to the later); 0 in a star of one topic."""
+        if not self.several_topics:
+            return 0
+        return sorted(str(f.topic) for f in self.feeds()).index(str(feed.topic))
 
     def _dim_names(self) -> set[str]:
         return {d.name for d in self.dimensions if isinstance(d, Dimension)}
@@ -623,27 +826,72 @@ class StarSchema:
         for i, dim in enumerate(self.dimensions):
             if not isinstance(dim, Dimension):
                 yield Problem(f"{dim!r} is not a Dimension", ("dimensions", i))
-        if not isinstance(self.fact, Fact):
+        if (self.fact is None) == (not self.facts):
+            yield Problem("a star has a fact, or a list of facts (one of the two)", ("facts" if self.facts else "fact",))
+        if self.fact is not None and not isinstance(self.fact, Fact):
             yield Problem(f"fact {self.fact!r} is not a Fact", ("fact",))
+        for i, fact in enumerate(self.facts):
+            if not isinstance(fact, Fact):
+                yield Problem(f"fact {fact!r} is not a Fact", ("facts", i))
+        facts = self.all_facts
+        if not facts or len(facts) != len(self.facts or [self.fact]):
             return
+        places: list[Where] = [("fact",)] if self.fact is not None else [("facts", i) for i in range(len(facts))]
         dims = [d for d in self.dimensions if isinstance(d, Dimension)]
         yield from _duplicate_problems([d.name for d in dims], "dimension name", ("dimensions",))
         yield from _duplicate_problems(list(self.tables), "table")
-        for i, ref in enumerate(self.fact.dimensions):
+        yield from self._topic_problems(facts, places, dims)
+        for fact, place in zip(facts, places):
+            yield from self._fact_problems(fact, place)
+        for feed in self.feeds():
+            yield from self._source_problems(feed)
+
+    def _topic_problems(self, facts: tuple[Fact, ...], places: list[Where], dims: list[Dimension]) -> Iterator[Problem]:
+        topics = [(f.topic, place) for f, place in zip(facts, places)] + [
+            (d.topic, ("dimensions", i)) for i, d in enumerate(dims) if d.topic is not None
+        ]
+        if len(topics) > 1:
+            for topic, place in topics:
+                if topic is None:
+                    yield Problem("in a star of several topics, every fact names its topic", (*place, "topic"))
+        seen: dict[str, Where] = {}
+        for topic, place in topics:
+            if topic is not None and topic in seen:
+                yield Problem(f"topic {topic!r} feeds two parts of the star: a topic feeds one fact or one dimension", (*place, "topic"))
+            seen.setdefault(str(topic), place)
+        if len(topics) > MAX_TOPICS:
+            yield Problem(f"a star reads at most {MAX_TOPICS} topics ({len(topics)} here)")
+        if len(facts) > 1:
+            for i, dim in enumerate(dims):
+                if dim.topic is None and not any(dim.name in f.dimensions for f in facts):
+                    yield Problem(f"dimension {dim.name!r} has no topic and no fact refers to it: nothing would feed it", ("dimensions", i))
+
+    def _fact_problems(self, fact: Fact, place: Where) -> Iterator[Problem]:
+        for i, ref in enumerate(fact.dimensions):
             if ref not in self._dim_names():
-                yield Problem(f"fact refers to unknown dimension {ref!r} (known: {sorted(self._dim_names())})", ("fact", "dimensions", i))
-        yield from _duplicate_problems(list(self.fact.dimensions), "fact dimension reference", ("fact", "dimensions"))
-        for i, ref in enumerate(self.fact.optional_dimensions):
-            if ref not in self.fact.dimensions:
+                yield Problem(f"fact refers to unknown dimension {ref!r} (known: {sorted(self._dim_names())})", (*place, "dimensions", i))
+        yield from _duplicate_problems(list(fact.dimensions), "fact dimension reference", (*place, "dimensions"))
+        for i, ref in enumerate(fact.optional_dimensions):
+            if ref not in fact.dimensions:
                 yield Problem(
-                    f"optional dimension {ref!r} is not one the fact refers to ({list(self.fact.dimensions)})",
-                    ("fact", "optional_dimensions", i),
+                    f"optional dimension {ref!r} is not one the fact refers to ({list(fact.dimensions)})",
+                    (*place, "optional_dimensions", i),
                 )
-        yield from _duplicate_problems(self.fact_columns(), f"fact {self.fact.table!r}: column", ("fact",))
-        numeric = {f.column: f for f in self.fact.fields if isinstance(f.type, (Integer, Decimal))}
-        for i, measure in enumerate(self.fact.measures):
+        yield from _duplicate_problems(self.fact_columns(fact), f"fact {fact.table!r}: column", place)
+        for i, carried in enumerate(fact.carries):
+            where = (*place, "carries", i)
+            if not isinstance(carried, Carried):
+                yield Problem(f"fact {fact.table!r}: {carried!r} is not a Carried", where)
+            elif carried.dimension not in fact.dimensions:
+                yield Problem(f"fact {fact.table!r} carries {carried.dimension!r}, a dimension it does not refer to ({list(fact.dimensions)})", (*where, "dimension"))
+            elif carried.column not in (columns := [f.column for f in self.dimension(carried.dimension).columns]):
+                yield Problem(f"fact {fact.table!r} carries {carried.column!r}, not a column of dimension {carried.dimension!r} ({columns})", (*where, "column"))
+        pairs = [f"{c.dimension}.{c.column}" for c in fact.carries if isinstance(c, Carried)]
+        yield from _duplicate_problems(pairs, f"fact {fact.table!r} carries", (*place, "carries"))
+        numeric = {f.column: f for f in fact.fields if isinstance(f.type, (Integer, Decimal))}
+        for i, measure in enumerate(fact.measures):
             for factor in measure.factors:
-                where = ("fact", "measures", i, "factors")
+                where = (*place, "measures", i, "factors")
                 if factor not in numeric:
                     yield Problem(
                         f"measure {measure.column!r}: factor {factor!r} is not an Integer or "
@@ -652,43 +900,29 @@ class StarSchema:
                     )
                 elif not numeric[factor].required:
                     yield Problem(f"measure {measure.column!r}: factor {factor!r} must be required", where)
-        fields = [f for f in self.all_fields() if not source_problems(f.source, "")]
+
+    def _source_problems(self, feed: Feed) -> Iterator[Problem]:
+        """A source read with two types, or as a value and as an object, by one topic's messages."""
+        on = f" (topic {feed.topic})" if self.several_topics and feed.topic else ""
+        fields = [(f.source, f.type) for f in feed.fields() if not source_problems(f.source, "")]
+        if feed.event_time is not None and not source_problems(feed.event_time.source, ""):
+            fields.append((feed.event_time.source, feed.event_time.type))
         types: dict[Source, object] = {}
-        for field in fields:
-            seen = types.setdefault(field.source, field.type)
-            if seen != field.type:
+        for source, column_type in fields:
+            seen = types.setdefault(source, column_type)
+            if seen != column_type:
                 yield Problem(
-                    f"source field {source_name(field.source)!r} is read with two types: "
-                    f"{type_spelling(seen)} and {type_spelling(field.type)}"  # type: ignore[arg-type]
+                    f"source field {source_name(source)!r}{on} is read with two types: "
+                    f"{type_spelling(seen)} and {type_spelling(column_type)}"  # type: ignore[arg-type]
                 )
-        paths = {f.path for f in fields}
+        paths = {source_path(source) for source, _ in fields}
         for path in sorted(paths):
             for n in range(1, len(path)):
                 if path[:n] in paths:
                     yield Problem(
-                        f"source {source_name(path[:n])!r} is read as a value, but {source_name(path)!r} reads it as an object"
+                        f"source {source_name(path[:n])!r}{on} is read as a value, but {source_name(path)!r} reads it as an object"
                     )
 
-    def source_fields(self) -> dict[Source, ColumnType]:
-        """Every message field the schema reads, with its type, in first-use order."""
-        found: dict[Source, ColumnType] = {}
-        for field in self.all_fields():
-            found.setdefault(field.source, field.type)
-        return found
-
     def all_fields(self) -> tuple[Field, ...]:
-        """Every field of the fact and of every dimension."""
-        return (*self.fact.fields, *(f for d in self.dimensions for f in d.columns))
-
-    def is_optional(self, dimension: Dimension) -> bool:
-        """Whether facts may lack ``dimension``'s natural key (they then point at its unknown member)."""
-        return dimension.name in self.fact.optional_dimensions
-
-    def is_required(self, source: Source) -> bool:
-        """Whether a message must carry ``source`` (required somewhere, or a mandatory natural key)."""
-        natural = {f.source for d in self.referenced_dimensions if not self.is_optional(d) for f in d.natural_key}
-        return source in natural or any(f.required for f in self.all_fields() if f.source == source)
-
-    def check_of(self, source: Source) -> Check | None:
-        """The range check declared on ``source`` (the first one found)."""
-        return next((f.check for f in self.all_fields() if f.source == source and f.check), None)
+        """Every field of every fact and of every dimension."""
+        return (*(f for fact in self.all_facts for f in fact.fields), *(f for d in self.dimensions for f in d.columns))

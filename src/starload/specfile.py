@@ -47,7 +47,6 @@ from starload.spec import (
     COLUMN_TYPES,
     IDENTIFIER_PATTERN,
     TYPE_PATTERN,
-    Check,
     StarSchema,
     Where,
     deferred_validation,
@@ -446,7 +445,7 @@ def unstructure(obj: Any) -> Any:
         return found
     if isinstance(obj, COLUMN_TYPES):
         return type_spelling(obj)
-    if isinstance(obj, Check):
+    if isinstance(obj, enum.Enum):
         return obj.name.lower()
     if isinstance(obj, tuple):
         return [unstructure(x) for x in obj]

@@ -57,6 +57,7 @@ from starload.engine import LoadStats, StarLoader
 from starload.drift import fingerprint
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
+from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC, SHOP_SCHEMA
 from starload.kafka import ensure_topic
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, Sink, StagedBatch, WriteResult
@@ -106,6 +107,43 @@ def load_until_idle(
 
 
 # ---- staging batches without Kafka ------------------------------------------------------
+
+
+def debezium_change(
+    op: str, row: dict[str, Any] | None, ts_ms: int, *, before: dict[str, Any] | None = None, wrapped: bool = True
+) -> bytes:
+    """A Debezium change event of the PostgreSQL connector for table ``public.customers``, in the shape its documentation shows.
+
+    https://debezium.io/documentation/reference/stable/connectors/postgresql.html#postgresql-events
+    (``wrapped``: the JSON converter with schemas enabled, the event is the ``payload`` beside a ``schema``).
+    """
+    payload = {
+        "before": before,
+        "after": row,
+        "source": {
+            "version": "2.7.0.Final", "connector": "postgresql", "name": "PostgreSQL_server", "ts_ms": ts_ms - 5,
+            "snapshot": "true" if op == "r" else "false", "db": "postgres", "sequence": '["24023119","24023128"]',
+            "schema": "public", "table": "customers", "txId": 555, "lsn": 24023128, "xmin": None,
+        },
+        "op": op,
+        "ts_ms": ts_ms,
+        "transaction": None,
+    }  # fmt: skip
+    schema = {"type": "struct", "fields": [], "optional": False, "name": "PostgreSQL_server.public.customers.Envelope", "version": 1}
+    return orjson.dumps({"schema": schema, "payload": payload} if wrapped else payload)
+
+
+def epoch_ms(iso: str) -> int:
+    """Milliseconds since 1970-01-01 UTC of an ISO-8601 instant (``Z`` or an offset)."""
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def stage_topics(mapper: Mapper, topics: dict[str, list[bytes | None]], *, start: dict[str, int] | None = None, group: str = "g") -> StagedBatch:
+    """One batch of several topics: per topic, its values at partition 0 from offset ``start[topic]`` (0 by default)."""
+    start = start or {}
+    raws = {t: raw_batch(v, offsets=range(start.get(t, 0), start.get(t, 0) + len(v))) for t, v in topics.items()}
+    return mapper.stage_topics(raws, group=group)
+
 
 
 class ReaderProbe:
@@ -432,6 +470,8 @@ class SinkBehaviour:
 
     #: Whether the sink keeps history (SCD type 2); one that does not must refuse such a star at prepare.
     keeps_history = True
+    #: Whether the sink loads a star of several topics; one that does not must refuse such a star at prepare.
+    reads_several_topics = True
 
     # ---- what the sink author provides ----
     @pytest.fixture
@@ -525,7 +565,7 @@ class SinkBehaviour:
                 keys=[m[2] for m in chunk],
             )
             result = sink.write(batch)
-            assert result.facts_inserted + result.duplicates + result.rejects == batch.consumed
+            assert result.facts_inserted + result.duplicates + result.records + result.rejects == batch.messages
             results.append(result)
         assert sum(r.facts_inserted for r in results) == len(orders)
         assert sum(r.duplicates for r in results) == 8
@@ -657,17 +697,17 @@ class SinkBehaviour:
         # Another loader moved partition 0 on (the loader expected 5), or stored one for partition 1.
         for expected in ({0: 5}, {0: 10, 1: 0}, {}):
             with pytest.raises(OffsetsMovedError):
-                sink.write(stale.fenced(expected))
+                sink.write(stale.fenced({"orders": expected}))
             assert self.snapshot(sink) == before
-        sink.write(stale.fenced({0: 10}))
+        sink.write(stale.fenced({"orders": {0: 10}}))
         assert sink.stored_offsets("g", "orders") == {0: 15, 1: 20}
         assert self.count(sink, "FACT_ORDERS") == 20
 
     def test_offsets_keep_their_topic_id_and_reset_anywhere_in_one_transaction(self, sink: Sink, stager: Stager) -> None:
         orders = sample_orders(12)
-        sink.write(stager.batch(orders[:4], partitions=[0, 0, 1, 1]).fenced({}, topic_id="old-life"))
-        sink.write(stager.batch(orders[4:6], start=2).fenced({0: 2}))  # a broker that gives no ID keeps the stored one
-        sink.write(stager.batch(orders[6:7], start=9, topic="elsewhere").fenced({}, topic_id="other"))
+        sink.write(stager.batch(orders[:4], partitions=[0, 0, 1, 1]).fenced({}, {"orders": "old-life"}))
+        sink.write(stager.batch(orders[4:6], start=2).fenced({"orders": {0: 2}}))  # a broker that gives no ID keeps the stored one
+        sink.write(stager.batch(orders[6:7], start=9, topic="elsewhere").fenced({}, {"elsewhere": "other"}))
         assert sink.stored_offsets("g", "orders") == {0: 4, 1: 4}
         assert sink.stored_topic_ids("g", "orders") == {0: "old-life", 1: "old-life"}
         before = self.snapshot(sink)
@@ -681,8 +721,8 @@ class SinkBehaviour:
         # A loader that expected the old offset finds it moved; one that read the reset applies.
         stale = stager.batch(orders[7:9], start=4)
         with pytest.raises(OffsetsMovedError):
-            sink.write(stale.fenced({0: 4}, topic_id="new-life"))
-        sink.write(stager.batch(orders[7:9], start=1).fenced({0: 1}, topic_id="new-life"))
+            sink.write(stale.fenced({"orders": {0: 4}}, {"orders": "new-life"}))
+        sink.write(stager.batch(orders[7:9], start=1).fenced({"orders": {0: 1}}, {"orders": "new-life"}))
         assert sink.stored_offsets("g", "orders") == {0: 3, 1: 4, 2: 30}
         sink.reset_offsets("g", "orders", {0: 0, 1: 0}, None)
         assert sink.stored_offsets("g", "orders") == {0: 0, 1: 0, 2: 30}
@@ -848,6 +888,60 @@ class SinkBehaviour:
             stager.close()
             sink.close()
 
+    def test_a_star_of_several_topics_shares_its_members_and_commits_every_topic_at_once(self, make_sink: Callable[[], Sink]) -> None:
+        """The shop star: an order and a payment point at one inferred customer, which its CDC record completes in place.
+
+        A sink that cannot load several topics (``reads_several_topics = False``) must refuse the star at prepare.
+        """
+        sink = make_sink()
+        if not self.reads_several_topics:
+            try:
+                with pytest.raises(SinkError, match="topics"):
+                    sink.prepare(SHOP_SCHEMA)
+            finally:
+                sink.close()
+            return
+        mapper = Mapper(SHOP_SCHEMA)
+
+        def row(id_: int, region: str, first_name: str = "Anne") -> dict[str, Any]:
+            return {"id": id_, "first_name": first_name, "last_name": "Kretchmar", "email": "annek@noanswer.org", "region": region}
+
+        order = {"order_id": "O1", "order_timestamp": "2024-05-01T10:00:00Z", "customer_id": 1, "product_id": "P1",
+                 "product_name": "Mouse", "category": "Accessories", "quantity": 2, "unit_price": "12.50"}  # fmt: skip
+        payment = {"payment_id": "Y1", "paid_at": "2024-05-01T10:05:00Z", "payer": {"customer_id": 1}, "order_id": "O1", "amount": "25.00"}
+        customers = 'SELECT "CUSTOMER_KEY", "IS_INFERRED", "FIRST_NAME", "REGION", "IS_CURRENT" FROM "DIM_CUSTOMER" WHERE "CUSTOMER_KEY" <> -1 ORDER BY "VALID_FROM"'
+        try:
+            sink.prepare(SHOP_SCHEMA)
+            first = stage_topics(mapper, {ORDERS_TOPIC: [orjson.dumps(order)], PAYMENTS_TOPIC: [orjson.dumps(payment), b"{}"]})
+            result = sink.write(first.fenced({}))
+            assert (result.facts_inserted, result.records, result.rejects) == (2, 0, 1)
+            [(key, inferred, name, region, _)] = self.rows(sink, customers)
+            assert (bool(inferred), name, region) == (True, None, None)
+            refs = 'SELECT "CUSTOMER_KEY" FROM "FACT_ORDERS" UNION ALL SELECT "CUSTOMER_KEY" FROM "FACT_PAYMENTS"'
+            assert self.rows(sink, refs) == [(key,), (key,)]
+            record = debezium_change("c", row(1, "EU"), epoch_ms("2024-05-01T11:00:00Z"))
+            sink.write(stage_topics(mapper, {CUSTOMERS_TOPIC: [record]}).fenced({}))
+            assert [(k, bool(i), n, r) for k, i, n, r, _ in self.rows(sink, customers)] == [(key, False, "Anne", "EU")]
+            # A loader that thinks one of the two topics of its batch is elsewhere writes nothing at all.
+            moved = debezium_change("u", row(1, "US", "Anne Marie"), epoch_ms("2024-06-01T00:00:00Z"), before=row(1, "EU"))
+            later = {**order, "order_id": "O2", "order_timestamp": "2024-06-02T00:00:00Z"}
+            second = stage_topics(mapper, {CUSTOMERS_TOPIC: [moved], ORDERS_TOPIC: [orjson.dumps(later)]}, start={CUSTOMERS_TOPIC: 1, ORDERS_TOPIC: 1})
+            before = self.snapshot(sink, SHOP_SCHEMA)
+            with pytest.raises(OffsetsMovedError):
+                sink.write(second.fenced({ORDERS_TOPIC: {0: 1}, CUSTOMERS_TOPIC: {0: 0}}))
+            assert self.snapshot(sink, SHOP_SCHEMA) == before
+            sink.write(second.fenced({ORDERS_TOPIC: {0: 1}, CUSTOMERS_TOPIC: {0: 1}}))
+            assert [(bool(i), n, r, bool(c)) for _, i, n, r, c in self.rows(sink, customers)] == [
+                (False, "Anne Marie", "EU", False), (False, "Anne Marie", "US", True),
+            ]  # fmt: skip
+            by_order = 'SELECT f."ORDER_ID", d."REGION" FROM "FACT_ORDERS" f JOIN "DIM_CUSTOMER" d ON d."CUSTOMER_KEY" = f."CUSTOMER_KEY" ORDER BY 1'
+            assert self.rows(sink, by_order) == [("O1", "EU"), ("O2", "US")]
+            offsets = {t: sink.stored_offsets("g", t) for t in (ORDERS_TOPIC, PAYMENTS_TOPIC, CUSTOMERS_TOPIC)}
+            assert offsets == {ORDERS_TOPIC: {0: 2}, PAYMENTS_TOPIC: {0: 2}, CUSTOMERS_TOPIC: {0: 2}}
+        finally:
+            mapper.close()
+            sink.close()
+
     def test_timestamps_are_stored_in_utc_and_dated_by_the_utc_day(self, sink: Sink, stager: Stager) -> None:
         [order] = sample_orders(1)
         sink.write(
@@ -886,7 +980,7 @@ class SinkBehaviour:
         fresh = [{**o, "customer_id": f"NEW{i}", "product_id": f"NEW{i}"} for i, o in enumerate(orders[10:])]
         good = stager.batch([*fresh, b"bad"], start=10)
         # A batch whose facts lack a column the sink needs fails after the dimensions are staged.
-        broken = attrs.evolve(good, facts=good.facts.drop_columns(["KAFKA_OFFSET"]))
+        broken = attrs.evolve(good, facts={"FACT_ORDERS": good.facts["FACT_ORDERS"].drop_columns(["KAFKA_OFFSET"])})
         with pytest.raises(SinkError):
             sink.write(broken)
         assert self.snapshot(sink) == before

@@ -65,7 +65,7 @@ import pyarrow as pa
 from starload import drift
 from starload.drift import Difference, Tables, WarehouseStar
 from starload.exceptions import SinkError, TerminalSinkError
-from starload.spec import StarSchema
+from starload.spec import StarSchema, source_name
 from starload.waiting import Waits
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ OFFSETS_TABLE = "STARLOAD_OFFSETS"
 #: One row; every write transaction updates it first, so that writers to one star take turns.
 LOCK_TABLE = "STARLOAD_LOCK"
 #: Columns of the table :meth:`Sink.find_conflicts` returns.
-CONFLICT_COLUMNS = ("KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET")
+CONFLICT_COLUMNS = ("KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET")
 REJECTS_TABLE = "STARLOAD_REJECTS"
 #: One row per star: STAR (its name), FINGERPRINT, SPEC (the spec file's structure as JSON),
 #: STARLOAD_VERSION and RECORDED_AT (see :mod:`starload.drift`).
@@ -96,6 +96,13 @@ def natural_key_column(table: str, column: str) -> str:
     return "_SL_NK_" + hashlib.md5(f"{table}.{column}".encode(), usedforsecurity=False).hexdigest()
 
 
+def conflict_table(*rows: list[tuple[Any, ...]]) -> pa.Table:
+    """The table :meth:`Sink.find_conflicts` returns, from lists of rows of :data:`CONFLICT_COLUMNS` values."""
+    columns = list(zip(*(row for part in rows for row in part))) or [[] for _ in CONFLICT_COLUMNS]
+    types = [pa.string()] + [pa.int64()] * (len(CONFLICT_COLUMNS) - 1)
+    return pa.table({name: pa.array(list(values), t) for name, values, t in zip(CONFLICT_COLUMNS, columns, types)})
+
+
 def seconds_option(name: str, value: Any, *, whole: bool = False, low: float = 0) -> Any:
     """A sink option in seconds, given as a string or a number: at least ``low``, an int with ``whole``.
 
@@ -114,20 +121,22 @@ def seconds_option(name: str, value: Any, *, whole: bool = False, low: float = 0
 
 @attrs.frozen
 class StagedBatch:
-    """One consumed batch, mapped to typed columnar tables (Arrow).
+    """One consumed batch, of one topic or several, mapped to typed columnar tables (Arrow).
 
-    * ``facts``: one row per valid message (``_SL_RANK`` 1 is the first of its grain
-      value in the batch, the one to load); the fact's own columns by their
-      warehouse names, the natural keys of each dimension as
-      ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY``, ``GRAIN_HASH`` and
-      ``MESSAGE_HASH`` (63-bit BIGINT hashes of the grain value and of the message's
-      mapped content), the Kafka coordinates, and
+    * ``facts``: per fact table of the star, one row per valid message of its topic
+      (``_SL_RANK`` 1 is the first of its grain value in the batch, the one to load);
+      the fact's own columns by their warehouse names, the natural keys of each
+      dimension as ``_SL_NK_<dimension table>_<column>``, ``DATE_KEY``,
+      ``GRAIN_HASH`` and ``MESSAGE_HASH`` (63-bit BIGINT hashes of the grain value
+      and of the message's mapped content), the Kafka coordinates, and
       ``FIRST_HASH``/``FIRST_PARTITION``/``FIRST_OFFSET`` of the grain value's first row.
-    * ``dimensions``: per dimension name, one row per natural key with, for each
-      attribute, the batch's latest non-null value by event position and that
-      position (:func:`~starload.spec.position_column`; NULL with the value when the batch has
-      none), and ``LAST_EVENT_AT`` (the latest event time). Of a dimension that keeps
-      history, only the type-1 attributes, and ``FIRST_EVENT_AT`` (the earliest event time).
+    * ``dimensions``: per dimension name, one row per natural key, over every topic
+      that carries it, with, for each attribute, the batch's latest non-null value by
+      event position and that position (:func:`~starload.spec.position_column`; NULL
+      with the value when the batch has none), and ``LAST_EVENT_AT`` (the latest event
+      time). Of a dimension that keeps history, only the type-1 attributes, and
+      ``FIRST_EVENT_AT`` (the earliest event time). Of a dimension with a topic of its
+      own, ``IS_INFERRED``: no record of its topic in the batch (facts only).
     * ``histories``: per dimension that keeps history, its observations for
       :func:`~starload.spec.history_table`: the natural key, ``_SL_EVENT_AT`` (the event
       time), ``_SL_AT`` (its position) and the history attributes, one row per event that
@@ -135,82 +144,99 @@ class StagedBatch:
     * ``dates``: one row per date with every date-dimension attribute.
     * ``rejects``: KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY,
       MESSAGE_VALUE (the raw bytes) and REASON.
-    * ``next_offsets``: per partition, the offset after the batch's last message.
-    * ``expected_offsets``: per partition, the stored offset the batch applies on
-      (None: no offset stored yet); None altogether: not fenced (see the module docstring).
-    * ``topic_id``: the Kafka topic ID the messages came from (None: the broker gives none).
+    * ``next_offsets``: per topic, per partition, the offset after the batch's last message.
+    * ``expected_offsets``: per topic, per partition, the stored offset the batch applies
+      on (None: no offset stored yet); None altogether: not fenced (see the module docstring).
+    * ``topic_ids``: per topic, the Kafka topic ID its messages came from (None or missing: the broker gives none).
     * ``conflicts``: how many of the rejects are conflicts (a grain value seen before
       with different content; the first version stays), set by :meth:`with_conflicts`.
     """
 
     schema: StarSchema
     group: str
-    topic: str
-    facts: pa.Table
+    facts: Mapping[str, pa.Table]
     dimensions: Mapping[str, pa.Table]
     dates: pa.Table | None
     rejects: pa.Table
-    next_offsets: Mapping[int, int]
-    consumed: int
+    next_offsets: Mapping[str, Mapping[int, int]]
+    #: Messages the batch holds, per topic.
+    consumed: Mapping[str, int]
+    #: Valid messages of dimension topics (records of members, not facts).
+    records: int = 0
     conflicts: int = 0
-    #: The raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
-    raw: pa.Table | None = attrs.field(default=None, repr=False)
-    expected_offsets: Mapping[int, int | None] | None = None
-    topic_id: str | None = None
+    #: Per topic, the raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
+    raw: Mapping[str, pa.Table] = attrs.field(factory=dict, repr=False)
+    expected_offsets: Mapping[str, Mapping[int, int | None]] | None = None
+    topic_ids: Mapping[str, str | None] = attrs.field(factory=dict)
     histories: Mapping[str, pa.Table] = attrs.field(factory=dict)
 
-    def fenced(self, stored: Mapping[int, int | None], topic_id: str | None = None) -> StagedBatch:
-        """This batch from the topic with ``topic_id``, to be applied only on these stored offsets (each of its partitions; missing: None)."""
-        return attrs.evolve(self, expected_offsets={p: stored.get(p) for p in self.next_offsets}, topic_id=topic_id)
+    @property
+    def messages(self) -> int:
+        """Messages the batch holds, over every topic."""
+        return sum(self.consumed.values())
+
+    def fenced(self, stored: Mapping[str, Mapping[int, int | None]], topic_ids: Mapping[str, str | None] | None = None) -> StagedBatch:
+        """This batch, to be applied only on these stored offsets (per topic, each of its partitions; missing: None), from topics with ``topic_ids``."""
+        expected = {t: {p: stored.get(t, {}).get(p) for p in parts} for t, parts in self.next_offsets.items()}
+        return attrs.evolve(self, expected_offsets=expected, topic_ids=dict(topic_ids or {}))
 
     def with_conflicts(self, conflicts: pa.Table) -> StagedBatch:
         """This batch with the fact rows in ``conflicts`` (see :meth:`Sink.find_conflicts`) moved to the rejects."""
         if not conflicts.num_rows:
             return self
         first = {
-            (p, o): (fp, fo) for p, o, fp, fo in zip(*(conflicts.column(c).to_pylist() for c in CONFLICT_COLUMNS))
+            (t, p, o): (fp, fo) for t, p, o, fp, fo in zip(*(conflicts.column(c).to_pylist() for c in CONFLICT_COLUMNS))
         }
-        facts = self.facts
-        coordinates = list(zip(facts.column("KAFKA_PARTITION").to_pylist(), facts.column("KAFKA_OFFSET").to_pylist()))
-        grain = [f.column for f in self.schema.fact.grain]
-        names = "/".join(f.source for f in self.schema.fact.grain)
-        values = {c: "/".join(str(facts.column(g)[i].as_py()) for g in grain) for i, c in enumerate(coordinates) if c in first}
-        assert self.raw is not None, "with_conflicts needs the raw messages"
-        raw_coordinates = zip(self.raw.column("KAFKA_PARTITION").to_pylist(), self.raw.column("KAFKA_OFFSET").to_pylist())
-        raw = self.raw.filter(pa.array([c in first for c in raw_coordinates]))
-        reasons = [
-            f"conflict: {names} {values[c]} was first seen at partition {first[c][0]} offset {first[c][1]} with different content"
-            for c in zip(raw.column("KAFKA_PARTITION").to_pylist(), raw.column("KAFKA_OFFSET").to_pylist())
-        ]
-        extra = pa.table(
-            {
-                "KAFKA_TOPIC": pa.array([self.topic] * raw.num_rows, pa.string()),
-                "KAFKA_PARTITION": raw.column("KAFKA_PARTITION"),
-                "KAFKA_OFFSET": raw.column("KAFKA_OFFSET"),
-                "MESSAGE_KEY": raw.column("MESSAGE_KEY"),
-                "MESSAGE_VALUE": raw.column("MESSAGE_VALUE"),
-                "REASON": pa.array(reasons, pa.string()),
-            }
-        ).cast(self.rejects.schema)
+        facts, extra = dict(self.facts), []
+        for fact in self.schema.all_facts:
+            rows = facts[fact.table]
+            coordinates = list(zip(rows.column("KAFKA_TOPIC").to_pylist(), rows.column("KAFKA_PARTITION").to_pylist(), rows.column("KAFKA_OFFSET").to_pylist()))
+            if not any(c in first for c in coordinates):
+                continue
+            grain = [f.column for f in fact.grain]
+            names = "/".join(source_name(f.source) for f in fact.grain)
+            values = {c: "/".join(str(rows.column(g)[i].as_py()) for g in grain) for i, c in enumerate(coordinates) if c in first}
+            facts[fact.table] = rows.filter(pa.array([c not in first for c in coordinates]))
+            for topic in {c[0] for c in values}:
+                raw = self.raw[topic]
+                here = [(topic, p, o) in first for p, o in zip(raw.column("KAFKA_PARTITION").to_pylist(), raw.column("KAFKA_OFFSET").to_pylist())]
+                raw = raw.filter(pa.array(here))
+                reasons = [
+                    f"conflict: {names} {values[c]} was first seen at partition {first[c][0]} offset {first[c][1]} with different content"
+                    for c in zip([topic] * raw.num_rows, raw.column("KAFKA_PARTITION").to_pylist(), raw.column("KAFKA_OFFSET").to_pylist())
+                ]
+                extra.append(
+                    pa.table(
+                        {
+                            "KAFKA_TOPIC": pa.array([topic] * raw.num_rows, pa.string()),
+                            "KAFKA_PARTITION": raw.column("KAFKA_PARTITION"),
+                            "KAFKA_OFFSET": raw.column("KAFKA_OFFSET"),
+                            "MESSAGE_KEY": raw.column("MESSAGE_KEY"),
+                            "MESSAGE_VALUE": raw.column("MESSAGE_VALUE"),
+                            "REASON": pa.array(reasons, pa.string()),
+                        }
+                    ).cast(self.rejects.schema)
+                )
+        order = [("KAFKA_TOPIC", "ascending"), ("KAFKA_PARTITION", "ascending"), ("KAFKA_OFFSET", "ascending")]
         return attrs.evolve(
             self,
-            facts=facts.filter(pa.array([c not in first for c in coordinates])),
-            rejects=pa.concat_tables([self.rejects, extra]).sort_by([("KAFKA_PARTITION", "ascending"), ("KAFKA_OFFSET", "ascending")]),
-            conflicts=self.conflicts + raw.num_rows,
+            facts=facts,
+            rejects=pa.concat_tables([self.rejects, *extra]).sort_by(order),
+            conflicts=self.conflicts + sum(t.num_rows for t in extra),
         )
 
     def offsets_table(self) -> pa.Table:
-        """GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID and EXPECTED_OFFSET (NULL: none stored, or not fenced)."""
-        parts = sorted(self.next_offsets)
+        """GROUP_ID, TOPIC, KAFKA_PARTITION, NEXT_OFFSET, TOPIC_ID and EXPECTED_OFFSET (NULL: none stored, or not fenced), a row per topic and partition."""
+        rows = [(t, p) for t in sorted(self.next_offsets) for p in sorted(self.next_offsets[t])]
         expected = self.expected_offsets or {}
         return pa.table(
             {
-                "GROUP_ID": pa.array([self.group] * len(parts), pa.string()),
-                "TOPIC": pa.array([self.topic] * len(parts), pa.string()),
-                "KAFKA_PARTITION": pa.array(parts, pa.int32()),
-                "NEXT_OFFSET": pa.array([self.next_offsets[p] for p in parts], pa.int64()),
-                "TOPIC_ID": pa.array([self.topic_id] * len(parts), pa.string()),
-                "EXPECTED_OFFSET": pa.array([expected.get(p) for p in parts], pa.int64()),
+                "GROUP_ID": pa.array([self.group] * len(rows), pa.string()),
+                "TOPIC": pa.array([t for t, _ in rows], pa.string()),
+                "KAFKA_PARTITION": pa.array([p for _, p in rows], pa.int32()),
+                "NEXT_OFFSET": pa.array([self.next_offsets[t][p] for t, p in rows], pa.int64()),
+                "TOPIC_ID": pa.array([self.topic_ids.get(t) for t, _ in rows], pa.string()),
+                "EXPECTED_OFFSET": pa.array([expected.get(t, {}).get(p) for t, p in rows], pa.int64()),
             }
         )
 
@@ -219,15 +245,17 @@ class StagedBatch:
 class WriteResult:
     """What one committed :meth:`Sink.write` did.
 
-    ``facts_inserted + duplicates + rejects`` equals the batch's consumed messages:
-    ``duplicates`` counts grain values already loaded (in the table or earlier in the
-    batch), ``rejects`` every rejected message of the batch (recorded once, however
-    often it is replayed).
+    ``facts_inserted + duplicates + records + rejects`` equals the batch's consumed
+    messages: ``duplicates`` counts grain values already loaded (in the table or
+    earlier in the batch), ``records`` the valid messages of dimension topics,
+    ``rejects`` every rejected message of the batch (recorded once, however often it
+    is replayed).
     """
 
     facts_inserted: int
     duplicates: int
     rejects: int
+    records: int = 0
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
     statements: int = 0
@@ -339,17 +367,18 @@ class Sink(abc.ABC):
 
         The first version is the loaded one when the grain value is in the warehouse
         already, else the batch's first (``FIRST_HASH``). Returns
-        :data:`CONFLICT_COLUMNS`: each conflicting row's partition and offset, and
+        :data:`CONFLICT_COLUMNS` (:func:`conflict_table`): each conflicting row's topic, partition and offset, and
         those of the first version. The engine calls it before :meth:`write` and
         moves these rows to the rejects (and the dead-letter topic). This default
         compares within the batch only; SQL sinks also compare with the warehouse.
         """
         import pyarrow.compute as pc  # here: only sinks without their own need it, and it takes 0.08 s to import
 
-        facts = batch.facts
-        differs = pc.not_equal(facts.column("MESSAGE_HASH"), facts.column("FIRST_HASH"))
-        found = facts.filter(differs).select(["KAFKA_PARTITION", "KAFKA_OFFSET", "FIRST_PARTITION", "FIRST_OFFSET"])
-        return pa.table({name: found.column(i).cast(pa.int64()) for i, name in enumerate(CONFLICT_COLUMNS)})
+        found = [
+            facts.filter(pc.not_equal(facts.column("MESSAGE_HASH"), facts.column("FIRST_HASH"))).select(list(CONFLICT_COLUMNS))
+            for facts in batch.facts.values()
+        ]
+        return conflict_table(*(list(zip(*(t.column(c).to_pylist() for c in CONFLICT_COLUMNS))) for t in found))
 
     def close(self) -> None:
         """Release connections."""

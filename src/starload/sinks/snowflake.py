@@ -96,7 +96,7 @@ import pyarrow.parquet as pq
 from starload.drift import Column
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
-from starload.mapping import Mapper, quote, raw_batch
+from starload.mapping import Mapper, quote
 from starload.sinks.base import LOCK_TABLE, SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import Dialect, SQLSink, batch_parts
 from starload.spec import StarSchema
@@ -337,13 +337,12 @@ def _statement_failed(exc: BaseException) -> bool:
 def _moved_conflicts(held: StagedBatch, batch: StagedBatch) -> bool:
     """Whether ``batch`` is ``held`` with conflicting facts moved to the rejects (:meth:`StagedBatch.with_conflicts`)."""
     return (
-        batch.raw is not None
-        and batch.raw is held.raw
+        batch.raw is held.raw
         and batch.dimensions is held.dimensions
         and batch.dates is held.dates
         and batch.next_offsets == held.next_offsets
         and batch.expected_offsets == held.expected_offsets
-        and batch.facts.schema == held.facts.schema
+        and {t: f.schema for t, f in batch.facts.items()} == {t: f.schema for t, f in held.facts.items()}
         and batch.rejects.schema == held.rejects.schema
         and batch.conflicts > held.conflicts
     )
@@ -546,7 +545,7 @@ class SnowflakeSink(SQLSink):
         self._guarded(self._execute, f"CREATE STAGE IF NOT EXISTS {STAGE} FILE_FORMAT = ({PARQUET_FORMAT})")
         mapper = Mapper(schema)
         try:
-            empty = mapper.stage(raw_batch([]), topic="", group="")
+            empty = mapper.stage_topics({}, group="")
         finally:
             mapper.close()
         self._guarded(self._make_staging, StagingLayout.of(batch_parts(empty)))

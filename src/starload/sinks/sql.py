@@ -46,7 +46,6 @@ from starload.drift import Change, Column, Difference, WarehouseStar
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError, TerminalSinkError, TransientSinkError
 from starload.mapping import quote
 from starload.sinks.base import (
-    CONFLICT_COLUMNS,
     LOCK_TABLE,
     OFFSETS_TABLE,
     REJECTS_TABLE,
@@ -54,10 +53,12 @@ from starload.sinks.base import (
     Sink,
     StagedBatch,
     WriteResult,
+    conflict_table,
     natural_key_column,
 )
 from starload.spec import (
     DATE_ATTRIBUTES,
+    TOPIC_DIMENSION_METADATA,
     UNKNOWN_KEY,
     Boolean,
     ColumnType,
@@ -65,6 +66,7 @@ from starload.spec import (
     Decimal,
     Double,
     Dimension,
+    Fact,
     Integer,
     StarSchema,
     String,
@@ -124,6 +126,11 @@ class Dialect:
 DUCKDB = Dialect(name="duckdb")
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _topic_metadata(dim: Dimension) -> tuple[str, ...]:
+    """The columns of a dimension with a topic of its own (IS_INFERRED; none otherwise)."""
+    return TOPIC_DIMENSION_METADATA if dim.topic is not None else ()
 
 
 def _unmatched(table: str, on: str, column: str) -> tuple[str, str]:
@@ -189,6 +196,7 @@ class StarSQL:
             if dim.keeps_history:
                 cols += [*history, ColumnDef("VALID_FROM", d.timestamp), ColumnDef("VALID_TO", d.timestamp), ColumnDef("IS_CURRENT", d.boolean)]
             cols += [ColumnDef("LAST_EVENT_AT", d.timestamp), ColumnDef("UPDATED_AT", d.timestamp)]
+            cols += [ColumnDef(c, d.boolean) for c in _topic_metadata(dim)]
             # A member holds one row per version, so the natural key is unique only without history.
             unique = () if dim.keeps_history else tuple(f.column for f in dim.natural_key)
             tables.append(TableDef(dim.table, tuple(cols), (dim.key,), unique))
@@ -203,24 +211,24 @@ class StarSQL:
             cols = [ColumnDef(dd.key, d.small_integer, not_null=True)]
             cols += [ColumnDef(c, types[c], not_null=c == "FULL_DATE") for c in DATE_ATTRIBUTES]
             tables.append(TableDef(dd.table, tuple(cols), (dd.key,)))
-        fact = s.fact
-        cols = [ColumnDef(f.column, d.type_name(f.type), not_null=f.required or f in fact.grain) for f in fact.fields]
-        cols += [ColumnDef(dim.key, d.integer, not_null=True) for dim in s.referenced_dimensions]
-        if s.date_dimension:
-            cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=True))
-        cols += [ColumnDef(m.column, d.type_name(m.type)) for m in fact.measures]
-        cols += [
-            ColumnDef("GRAIN_HASH", d.integer, not_null=True),
-            ColumnDef("MESSAGE_HASH", d.integer),
-            ColumnDef("KAFKA_TOPIC", d.string, not_null=True),
-            ColumnDef("KAFKA_PARTITION", d.small_integer, not_null=True),
-            ColumnDef("KAFKA_OFFSET", d.integer, not_null=True),
-            ColumnDef("LOADED_AT", d.timestamp, not_null=True),
-        ]
-        # No key on the fact: idempotency comes from the outer join in insert_facts,
-        # never from a constraint (Snowflake does not enforce them), and a unique
-        # index would cost DuckDB about as much as the insert itself.
-        tables.append(TableDef(fact.table, tuple(cols)))
+        for fact in s.all_facts:
+            cols = [ColumnDef(f.column, d.type_name(f.type), not_null=f.required or f in fact.grain) for f in fact.fields]
+            cols += [ColumnDef(dim.key, d.integer, not_null=True) for dim in s.referenced_dimensions(fact)]
+            if s.date_dimension:
+                cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=True))
+            cols += [ColumnDef(m.column, d.type_name(m.type)) for m in fact.measures]
+            cols += [
+                ColumnDef("GRAIN_HASH", d.integer, not_null=True),
+                ColumnDef("MESSAGE_HASH", d.integer),
+                ColumnDef("KAFKA_TOPIC", d.string, not_null=True),
+                ColumnDef("KAFKA_PARTITION", d.small_integer, not_null=True),
+                ColumnDef("KAFKA_OFFSET", d.integer, not_null=True),
+                ColumnDef("LOADED_AT", d.timestamp, not_null=True),
+            ]
+            # No key on the fact: idempotency comes from the outer join in insert_facts,
+            # never from a constraint (Snowflake does not enforce them), and a unique
+            # index would cost DuckDB about as much as the insert itself.
+            tables.append(TableDef(fact.table, tuple(cols)))
         return tables
 
     def expected_columns(self) -> dict[str, dict[str, Column]]:
@@ -367,6 +375,8 @@ class StarSQL:
             for col in (quote(f.column), at):
                 updates[col] = f"CASE WHEN {newer} THEN s.{col} ELSE {table}.{col} END"
         updates["LAST_EVENT_AT"] = f"{self.dialect.greatest}({table}.LAST_EVENT_AT, s.LAST_EVENT_AT)"
+        for col in _topic_metadata(dim):  # inferred until a record of its own topic is seen
+            updates[col] = f"{table}.{col} AND s.{col}"
         return updates
 
     def insert_dimension(self, dim: Dimension, staged: str) -> str:
@@ -374,6 +384,7 @@ class StarSQL:
         on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
         join, new = _unmatched(dim.table, on, dim.natural_key[0].column)
         columns = [quote(f.column) for f in dim.columns] + [quote(position_column(f.column)) for f in dim.attributes]
+        columns += list(_topic_metadata(dim))
         return (
             f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
             f"SELECT {', '.join('s.' + c for c in columns)}, s.LAST_EVENT_AT, CURRENT_TIMESTAMP FROM {staged} AS s "
@@ -529,6 +540,7 @@ class StarSQL:
         table, key = quote(dim.table), quote(dim.key)
         hs = [quote(f.column) for f in dim.history_attributes]
         current = [quote(c) for f in dim.current_attributes for c in (f.column, position_column(f.column))]
+        current += list(_topic_metadata(dim))
         targets = self._versions(dim, self._anchors_before(dim, staged))
         rows = (
             f"(SELECT d.{key} AS _sl_key, {', '.join(['m.' + c for c in current] + ['m.LAST_EVENT_AT'])}, "
@@ -560,6 +572,7 @@ class StarSQL:
         nk = [quote(f.column) for f in dim.natural_key]
         hs = [quote(f.column) for f in dim.history_attributes]
         current = [quote(c) for f in dim.current_attributes for c in (f.column, position_column(f.column))] + ["LAST_EVENT_AT"]
+        current += list(_topic_metadata(dim))
         some_row = (
             f"(SELECT {', '.join('d.' + c for c in [*nk, *current])} FROM {table} AS d JOIN {staged} AS m "
             f"ON {self._same_member(dim, 'd', 'm')} QUALIFY row_number() OVER (PARTITION BY {', '.join('d.' + c for c in nk)} ORDER BY d.{key}) = 1)"
@@ -576,10 +589,10 @@ class StarSQL:
             f"WHERE e.{key} IS NULL AND {self.holding()}"
         )
 
-    def repoint_facts(self, dim: Dimension, staged: str) -> str:
-        """Point each fact of a staged member from the batch's first event on at the version in force at its event time (after a late batch)."""
-        fact, key = quote(self.schema.fact.table), quote(dim.key)
-        at = f"{fact}.{quote(self.schema.fact.event_time.column)}"
+    def repoint_facts(self, referring: Fact, dim: Dimension, staged: str) -> str:
+        """Point each ``referring`` fact of a staged member from the batch's first event on at the version in force at its event time (after a late batch)."""
+        fact, key = quote(referring.table), quote(dim.key)
+        at = f"{fact}.{quote(referring.event_time.column)}"
         return (
             f"UPDATE {fact} SET {key} = v.{key} FROM {quote(dim.table)} AS o, {quote(dim.table)} AS v, {staged} AS s "
             f"WHERE {fact}.{key} = o.{key} AND {self._same_member(dim, 'o', 's')} AND {at} >= s.FIRST_EVENT_AT "
@@ -603,26 +616,24 @@ class StarSQL:
             f"SELECT {', '.join('s.' + quote(c) for c in columns)} FROM {staged} AS s {join} WHERE {new} AND {self.holding()}"
         )
 
-    def any_loaded(self, staged: str) -> str:
+    def any_loaded(self, fact: Fact, staged: str) -> str:
         """One row, one value: how many fact rows may share a grain value with ``staged`` (a GRAIN_HASH match).
 
         One integer column is scanned, where a join on the grain scans its strings: at
         a million facts, 10 ms instead of 40. When it is 0, the queries below leave
         the fact table out.
         """
-        fact = quote(self.schema.fact.table)
-        return f"SELECT count(*) FROM {fact} WHERE GRAIN_HASH IN (SELECT GRAIN_HASH FROM {staged})"
+        return f"SELECT count(*) FROM {quote(fact.table)} WHERE GRAIN_HASH IN (SELECT GRAIN_HASH FROM {staged})"
 
-    def insert_facts(self, staged: str, *, loaded: bool = True) -> str:
-        """Insert staged facts with their surrogate keys, skipping grain values already loaded.
+    def insert_facts(self, fact: Fact, staged: str, *, loaded: bool = True) -> str:
+        """Insert staged facts of ``fact`` with their surrogate keys, skipping grain values already loaded.
 
         ``loaded=False`` (:meth:`any_loaded` found none) inserts without looking.
         """
         s = self.schema
-        fact = s.fact
         selects = [f"s.{quote(f.column)}" for f in fact.fields]
         joins = []
-        for i, dim in enumerate(s.referenced_dimensions):
+        for i, dim in enumerate(s.referenced_dimensions(fact)):
             alias = f"d{i}"
             on = " AND ".join(
                 f"{alias}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
@@ -630,7 +641,7 @@ class StarSQL:
             if dim.keeps_history:  # the version in force at the fact's event time
                 at = f"s.{quote(fact.event_time.column)}"
                 on += f" AND {alias}.VALID_FROM <= {at} AND ({alias}.VALID_TO IS NULL OR {at} < {alias}.VALID_TO)"
-            if s.is_optional(dim):
+            if fact.is_optional(dim):
                 selects.append(f"coalesce({alias}.{quote(dim.key)}, {UNKNOWN_KEY})")
                 joins.append(f"LEFT JOIN {quote(dim.table)} AS {alias} ON {on}")
             else:
@@ -646,31 +657,30 @@ class StarSQL:
             join, new = _unmatched(fact.table, grain, fact.grain[0].column)
             joins.append(join)
             where += f" AND {new}"
-        if s.referenced_dimensions:
+        if fact.dimensions:
             # One row per staged fact even if a dimension holds a natural key twice (nothing
             # enforces UNIQUE on Snowflake): the member with the smallest key wins.
-            keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions))
+            keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions(fact)))
             where += f"\nQUALIFY row_number() OVER (PARTITION BY s.KAFKA_PARTITION, s.KAFKA_OFFSET ORDER BY {keys}) = 1"
-        columns = ", ".join(map(quote, s.fact_columns()))
+        columns = ", ".join(map(quote, s.fact_columns(fact)))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
             f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join(joins) + f"\nWHERE {where}"
         )
 
-    def find_conflicts(self, staged: str, *, loaded: bool = True) -> str:
-        """Staged fact rows whose content differs from the first version (see Sink.find_conflicts).
+    def find_conflicts(self, fact: Fact, staged: str, *, loaded: bool = True) -> str:
+        """Staged rows of ``fact`` whose content differs from the first version (see Sink.find_conflicts).
 
         ``loaded=False`` (:meth:`any_loaded` found none) compares within the batch only.
         """
-        fact = self.schema.fact
         if not loaded:
             return (
-                "SELECT s.KAFKA_PARTITION, s.KAFKA_OFFSET, s.FIRST_PARTITION, s.FIRST_OFFSET "
+                "SELECT s.KAFKA_TOPIC, s.KAFKA_PARTITION, s.KAFKA_OFFSET, s.FIRST_PARTITION, s.FIRST_OFFSET "
                 f"FROM {staged} AS s WHERE s.MESSAGE_HASH <> s.FIRST_HASH"
             )
         grain = " AND ".join(f"f.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
         return (
-            "SELECT s.KAFKA_PARTITION, s.KAFKA_OFFSET, coalesce(f.KAFKA_PARTITION, s.FIRST_PARTITION) AS FIRST_PARTITION, "
+            "SELECT s.KAFKA_TOPIC, s.KAFKA_PARTITION, s.KAFKA_OFFSET, coalesce(f.KAFKA_PARTITION, s.FIRST_PARTITION) AS FIRST_PARTITION, "
             "coalesce(f.KAFKA_OFFSET, s.FIRST_OFFSET) AS FIRST_OFFSET "
             f"FROM {staged} AS s LEFT JOIN {quote(fact.table)} AS f ON {grain} "
             "WHERE s.MESSAGE_HASH <> coalesce(f.MESSAGE_HASH, s.FIRST_HASH)"
@@ -725,8 +735,7 @@ class StarSQL:
 
     def invariants(self) -> list[tuple[str, str]]:
         """What :meth:`Sink.violations` checks: per invariant, what breaking it means and a query of one row (how often, an example)."""
-        s, fact = self.schema, quote(self.schema.fact.table)
-        grain = [quote(g.column) for g in s.fact.grain]
+        s = self.schema
         checks = []
         for dim in s.dimensions:
             table, key, nk = quote(dim.table), quote(dim.key), [quote(f.column) for f in dim.natural_key]
@@ -751,30 +760,32 @@ class StarSQL:
                     f"{dim.table}: natural keys held by more than one member",
                     f"SELECT count(*), min({nk[0]}) FROM (SELECT {members} FROM {table} WHERE {known} GROUP BY {members} HAVING count(*) > 1) AS m",
                 ))
-        for dim in s.referenced_dimensions:
-            table, key = quote(dim.table), quote(dim.key)
-            checks.append((
-                f"{s.fact.table}.{dim.key}: facts whose key is no member of {dim.table}",
-                f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
-            ))
-            if dim.keeps_history:
-                at = f"f.{quote(s.fact.event_time.column)}"
+        for f in s.all_facts:
+            fact, grain = quote(f.table), [quote(g.column) for g in f.grain]
+            for dim in s.referenced_dimensions(f):
+                table, key = quote(dim.table), quote(dim.key)
                 checks.append((
-                    f"{s.fact.table}.{dim.key}: facts pointing at a version not in force at their event time",
-                    f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
-                    f"WHERE d.{key} <> {UNKNOWN_KEY} AND NOT (d.VALID_FROM <= {at} AND (d.VALID_TO IS NULL OR {at} < d.VALID_TO))",
+                    f"{f.table}.{dim.key}: facts whose key is no member of {dim.table}",
+                    f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
                 ))
-        checks.append((
-            f"{s.fact.table}: grain values loaded more than once",
-            f"SELECT count(*), min({grain[0]}) FROM (SELECT {', '.join(grain)} FROM {fact} GROUP BY {', '.join(grain)} HAVING count(*) > 1) AS g",
-        ))
-        checks.append((
-            f"{s.fact.table}: partitions with facts at or past the offset stored for them (no group's offsets cover them)",
-            "SELECT count(*), min(f.KAFKA_TOPIC || '[' || CAST(f.KAFKA_PARTITION AS VARCHAR) || ']') FROM "
-            f"(SELECT KAFKA_TOPIC, KAFKA_PARTITION, max(KAFKA_OFFSET) AS LAST_OFFSET FROM {fact} GROUP BY KAFKA_TOPIC, KAFKA_PARTITION) AS f "
-            f"LEFT JOIN (SELECT TOPIC, KAFKA_PARTITION, max(NEXT_OFFSET) AS NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} GROUP BY TOPIC, KAFKA_PARTITION) AS o "
-            "ON o.TOPIC = f.KAFKA_TOPIC AND o.KAFKA_PARTITION = f.KAFKA_PARTITION WHERE o.NEXT_OFFSET IS NULL OR f.LAST_OFFSET >= o.NEXT_OFFSET",
-        ))
+                if dim.keeps_history:
+                    at = f"f.{quote(f.event_time.column)}"
+                    checks.append((
+                        f"{f.table}.{dim.key}: facts pointing at a version not in force at their event time",
+                        f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
+                        f"WHERE d.{key} <> {UNKNOWN_KEY} AND NOT (d.VALID_FROM <= {at} AND (d.VALID_TO IS NULL OR {at} < d.VALID_TO))",
+                    ))
+            checks.append((
+                f"{f.table}: grain values loaded more than once",
+                f"SELECT count(*), min({grain[0]}) FROM (SELECT {', '.join(grain)} FROM {fact} GROUP BY {', '.join(grain)} HAVING count(*) > 1) AS g",
+            ))
+            checks.append((
+                f"{f.table}: partitions with facts at or past the offset stored for them (no group's offsets cover them)",
+                "SELECT count(*), min(f.KAFKA_TOPIC || '[' || CAST(f.KAFKA_PARTITION AS VARCHAR) || ']') FROM "
+                f"(SELECT KAFKA_TOPIC, KAFKA_PARTITION, max(KAFKA_OFFSET) AS LAST_OFFSET FROM {fact} GROUP BY KAFKA_TOPIC, KAFKA_PARTITION) AS f "
+                f"LEFT JOIN (SELECT TOPIC, KAFKA_PARTITION, max(NEXT_OFFSET) AS NEXT_OFFSET FROM {quote(OFFSETS_TABLE)} GROUP BY TOPIC, KAFKA_PARTITION) AS o "
+                "ON o.TOPIC = f.KAFKA_TOPIC AND o.KAFKA_PARTITION = f.KAFKA_PARTITION WHERE o.NEXT_OFFSET IS NULL OR f.LAST_OFFSET >= o.NEXT_OFFSET",
+            ))
         return checks
 
     def insert_offset_rows(self, rows: int) -> str:
@@ -785,12 +796,13 @@ class StarSQL:
 
 
 def batch_parts(batch: StagedBatch) -> dict[str, pa.Table]:
-    """Every table of ``batch`` a SQL sink stages, by part name (``DIM_<name>``, ``HISTORY_<name>``, ``DATES``, ``FACTS``, ``REJECTS``, ``OFFSETS``)."""
+    """Every table of ``batch`` a SQL sink stages, by part name (``DIM_<name>``, ``HISTORY_<name>``, ``DATES``, ``FACT_<table>``, ``REJECTS``, ``OFFSETS``)."""
     parts: dict[str, pa.Table] = {f"DIM_{name}": t for name, t in batch.dimensions.items()}
     parts |= {f"HISTORY_{name}": t for name, t in batch.histories.items()}
     if batch.dates is not None:
         parts["DATES"] = batch.dates
-    return parts | {"FACTS": batch.facts, "REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
+    parts |= {f"FACT_{table}": t for table, t in batch.facts.items()}
+    return parts | {"REJECTS": batch.rejects, "OFFSETS": batch.offsets_table()}
 
 
 class SQLSink(Sink):
@@ -1011,13 +1023,14 @@ class SQLSink(Sink):
         staged = self._guarded(self._stage_batch, batch)
         try:
             rows = []
-            if batch.facts.num_rows:
-                loaded = self._any_loaded(staged["FACTS"])
-                rows = self._guarded(self._execute, sql.find_conflicts(staged["FACTS"], loaded=loaded))
+            for fact in batch.schema.all_facts:
+                if batch.facts[fact.table].num_rows:
+                    part = staged[f"FACT_{fact.table}"]
+                    loaded = self._any_loaded(fact, part)
+                    rows.append(self._guarded(self._execute, sql.find_conflicts(fact, part, loaded=loaded)))
         finally:
             self._release_batch(staged)
-        columns = list(zip(*rows)) or [[] for _ in CONFLICT_COLUMNS]
-        return pa.table({name: pa.array(list(values), pa.int64()) for name, values in zip(CONFLICT_COLUMNS, columns)})
+        return conflict_table(*rows)
 
     def write(self, batch: StagedBatch) -> WriteResult:
         sql = self._prepared()
@@ -1032,7 +1045,8 @@ class SQLSink(Sink):
 
             def apply() -> None:
                 # Asked inside the transaction, so the statements see what the question saw.
-                loaded = self._any_loaded(staged["FACTS"]) if batch.facts.num_rows else True
+                facts = [f for f in batch.schema.all_facts if batch.facts[f.table].num_rows]
+                loaded = {f.table: self._any_loaded(f, staged[f"FACT_{f.table}"]) for f in facts}
                 for dim in batch.schema.dimensions:
                     if not batch.dimensions[dim.name].num_rows:
                         continue
@@ -1041,18 +1055,19 @@ class SQLSink(Sink):
                         run("updated", sql.update_dimension(dim, members))
                         run("inserted", sql.insert_dimension(dim, members))
                         continue
-                    run("", sql.insert_observations(dim, staged[f"HISTORY_{dim.name}"], loaded=loaded))
+                    run("", sql.insert_observations(dim, staged[f"HISTORY_{dim.name}"], loaded=any(loaded.values()) or batch.records > 0 or not facts))
                     [(late, *_), *_] = self._guarded(self._execute, sql.late_members(dim, members))
                     run("updated", sql.update_versions(dim, members))
                     run("inserted", sql.insert_versions(dim, members))
                     if int(late):
-                        if dim in batch.schema.referenced_dimensions:
-                            run("", sql.repoint_facts(dim, members))
+                        for fact in batch.schema.all_facts:
+                            if dim.name in fact.dimensions:
+                                run("", sql.repoint_facts(fact, dim, members))
                         run("", sql.drop_collapsed(dim))
                 if batch.dates is not None and batch.dates.num_rows:
                     run("inserted", sql.insert_dates(staged["DATES"]))
-                if batch.facts.num_rows:
-                    run("facts", sql.insert_facts(staged["FACTS"], loaded=loaded))
+                for fact in facts:
+                    run("facts", sql.insert_facts(fact, staged[f"FACT_{fact.table}"], loaded=loaded[fact.table]))
                 if batch.rejects.num_rows:
                     run("", sql.insert_rejects(staged["REJECTS"]))
                 # Last: the fence also finds a transaction aborted under this loader's feet
@@ -1065,7 +1080,8 @@ class SQLSink(Sink):
             self._release_batch(staged)
         return WriteResult(
             facts_inserted=counts["facts"],
-            duplicates=batch.facts.num_rows - counts["facts"],
+            duplicates=sum(t.num_rows for t in batch.facts.values()) - counts["facts"],
+            records=batch.records,
             rejects=batch.rejects.num_rows,
             dimension_rows_inserted=counts["inserted"],
             dimension_rows_updated=counts["updated"],
@@ -1111,41 +1127,43 @@ class SQLSink(Sink):
     def _committed(self, batch: StagedBatch) -> bool:
         """After a failed COMMIT (and a ROLLBACK, or a new session): whether the stored offsets are the batch's."""
         try:
-            stored = self.stored_offsets(batch.group, batch.topic)
+            stored = {topic: self.stored_offsets(batch.group, topic) for topic in batch.next_offsets}
         except SinkError as exc:
             log.warning("%s: could not read the stored offsets after a failed COMMIT: %s", type(self).__name__, exc)
             return False
-        return all(stored.get(p) == o for p, o in batch.next_offsets.items())
+        return all(stored[t].get(p) == o for t, parts in batch.next_offsets.items() for p, o in parts.items())
 
     def _advance_offsets(self, batch: StagedBatch, staged: str) -> None:
         """Store ``batch.next_offsets``; when the batch is fenced, raise :class:`OffsetsMovedError` unless every partition was where expected."""
-        if not batch.next_offsets:
+        partitions = sum(len(parts) for parts in batch.next_offsets.values())
+        if not partitions:
             return
         sql = self._prepared()
         fenced = batch.expected_offsets is not None
+        expected = batch.expected_offsets or {}
         advanced = 0
         # A fenced batch that expects no stored offset at all (new partitions) has nothing to update.
-        if not fenced or any(o is not None for o in (batch.expected_offsets or {}).values()):
+        if not fenced or any(o is not None for parts in expected.values() for o in parts.values()):
             advanced = self._rowcount(self._guarded(self._execute, sql.update_offsets(staged, fenced=fenced), [self._token]))
-        if advanced < len(batch.next_offsets):
+        if advanced < partitions:
             inserted = self._guarded(self._execute, sql.insert_offsets(staged, fenced=fenced), [self._token])
             advanced += self._rowcount(inserted)
-        if fenced and advanced != len(batch.next_offsets):
+        if fenced and advanced != partitions:
+            shown = "; ".join(f"{t!r} {dict(sorted(parts.items()))}" for t, parts in sorted(expected.items()))
             msg = (
-                f"the offsets stored for {batch.topic!r} (group {batch.group!r}) are not where this loader left them "
-                f"(expected {dict(sorted((batch.expected_offsets or {}).items()))}): another loader wrote them, "
-                "or this loader's transaction was aborted"
+                f"the offsets stored for group {batch.group!r} are not where this loader left them "
+                f"(expected {shown}): another loader wrote them, or this loader's transaction was aborted"
             )
             raise OffsetsMovedError(msg)
 
-    def _any_loaded(self, staged: str) -> bool:
-        """Whether the fact table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`).
+    def _any_loaded(self, fact: Fact, staged: str) -> bool:
+        """Whether ``fact``'s table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`).
 
         Without :attr:`probes_loaded`, always True: the statements then check every row.
         """
         if not self.probes_loaded:
             return True
-        [(count, *_), *_] = self._guarded(self._execute, self._prepared().any_loaded(staged))
+        [(count, *_), *_] = self._guarded(self._execute, self._prepared().any_loaded(fact, staged))
         return int(count) > 0
 
     def _prepared(self) -> StarSQL:

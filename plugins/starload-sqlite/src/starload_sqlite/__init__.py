@@ -102,8 +102,14 @@ def column_type(spec_type: ColumnType) -> str:
     return "REAL" if isinstance(spec_type, Double) else "TEXT"
 
 
-def refuse_history(schema: StarSchema) -> None:
-    """Raise :class:`TerminalSinkError` when ``schema`` keeps history: this sink keeps none."""
+def refuse_unsupported(schema: StarSchema) -> None:
+    """Raise :class:`TerminalSinkError` when ``schema`` keeps history or reads several topics: this sink does neither."""
+    if schema.several_topics:
+        msg = (
+            f"the sqlite sink loads a star of one topic into one fact; star {schema.name!r} reads "
+            f"{len(schema.feeds())} topics: load it with --sink duckdb or --sink snowflake"
+        )
+        raise TerminalSinkError(msg)
     kept = [f"{d.table}.{f.column}" for d in schema.dimensions for f in d.history_attributes]
     if kept:
         msg = (
@@ -115,7 +121,7 @@ def refuse_history(schema: StarSchema) -> None:
 
 def ddl(schema: StarSchema) -> list[str]:
     """CREATE statements for the star, the offsets and the rejects."""
-    refuse_history(schema)
+    refuse_unsupported(schema)
     statements = []
     for dim in schema.dimensions:
         columns = [f"{quote(dim.key)} INTEGER PRIMARY KEY"]  # the rowid: SQLite assigns it
@@ -130,12 +136,12 @@ def ddl(schema: StarSchema) -> list[str]:
         columns = [f"{quote(dd.key)} INTEGER PRIMARY KEY"]
         columns += [f"{quote(c)} {'TEXT' if c in text else 'INTEGER'}" for c in DATE_ATTRIBUTES]
         statements.append(_create(dd.table, columns))
-    fact = schema.fact
+    fact = schema.all_facts[0]
     columns = [
         f"{quote(f.column)} {column_type(f.type)}{' NOT NULL' if f.required or f in fact.grain else ''}"
         for f in fact.fields
     ]
-    columns += [f"{quote(dim.key)} INTEGER NOT NULL" for dim in schema.referenced_dimensions]
+    columns += [f"{quote(dim.key)} INTEGER NOT NULL" for dim in schema.referenced_dimensions(fact)]
     if schema.date_dimension:
         columns.append(f"{quote(schema.date_dimension.key)} INTEGER NOT NULL")
     columns += [f"{quote(m.column)} {column_type(m.type)}" for m in fact.measures]
@@ -245,10 +251,10 @@ def insert_facts(schema: StarSchema, staged: str) -> str:
     """Facts with their surrogate keys: the first row of each grain value in Kafka order,
     unless that grain value is loaded already.
     """
-    fact = schema.fact
+    fact = schema.all_facts[0]
     values = [f"s.{quote(f.column)}" for f in fact.fields]
     joins = []
-    for i, dim in enumerate(schema.referenced_dimensions):
+    for i, dim in enumerate(schema.referenced_dimensions(fact)):
         values.append(f"d{i}.{quote(dim.key)}")
         on = " AND ".join(
             f"d{i}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
@@ -264,7 +270,7 @@ def insert_facts(schema: StarSchema, staged: str) -> str:
         f'ORDER BY "KAFKA_PARTITION", "KAFKA_OFFSET") AS "_SL_FIRST" FROM {staged}'
     )
     return (
-        f"INSERT INTO {quote(fact.table)} ({', '.join(map(quote, schema.fact_columns()))})\n"
+        f"INSERT INTO {quote(fact.table)} ({', '.join(map(quote, schema.fact_columns(fact)))})\n"
         f"SELECT {', '.join(values)}\nFROM ({first}) AS s\n" + "\n".join(joins) + "\n"
         f'WHERE s."_SL_FIRST" = 1 AND NOT EXISTS (SELECT 1 FROM {quote(fact.table)} AS f WHERE {grain})'
     )
@@ -359,7 +365,7 @@ class SQLiteSink(Sink):
         return True
 
     def prepare(self, schema: StarSchema) -> None:
-        refuse_history(schema)
+        refuse_unsupported(schema)
         with self._lock:
             self._open(create=True)
             found, expected = self._inspect(schema), expected_columns(schema)
@@ -426,7 +432,7 @@ class SQLiteSink(Sink):
     def write(self, batch: StagedBatch) -> WriteResult:
         schema = batch.schema
         staged = {f"_sl_dim_{name}": table for name, table in batch.dimensions.items()}
-        staged |= {"_sl_facts": batch.facts, "_sl_rejects": batch.rejects, "_sl_offsets": batch.offsets_table()}
+        staged |= {"_sl_facts": batch.facts[schema.all_facts[0].table], "_sl_rejects": batch.rejects, "_sl_offsets": batch.offsets_table()}
         if batch.dates is not None:
             staged["_sl_dates"] = batch.dates
         now = [datetime.now(UTC).strftime(TIMESTAMP_FORMAT)]
@@ -449,10 +455,11 @@ class SQLiteSink(Sink):
             run(insert_rejects('"_sl_rejects"'), now)
             if batch.expected_offsets is not None:
                 # The fence (see starload.sinks.base): BEGIN IMMEDIATE holds the write lock already.
-                stored = self._stored(batch.group, batch.topic)
-                if {p: stored.get(p) for p in batch.next_offsets} != dict(batch.expected_offsets):
-                    msg = f"the offsets stored for {batch.topic!r} are not where this loader left them"
-                    raise OffsetsMovedError(msg)
+                for topic, parts in batch.next_offsets.items():
+                    stored = self._stored(batch.group, topic)
+                    if {p: stored.get(p) for p in parts} != dict(batch.expected_offsets.get(topic, {})):
+                        msg = f"the offsets stored for {topic!r} are not where this loader left them"
+                        raise OffsetsMovedError(msg)
             run(advance_offsets('"_sl_offsets"'), now)
             for name in staged:
                 run(f"DROP TABLE temp.{quote(name)}")
@@ -461,7 +468,7 @@ class SQLiteSink(Sink):
             statements = self._transaction("batch not written", apply)
         return WriteResult(
             facts_inserted=counts["facts"],
-            duplicates=batch.consumed - counts["facts"] - batch.rejects.num_rows,  # every message is one of three
+            duplicates=batch.messages - counts["facts"] - batch.rejects.num_rows,  # every message is one of three
             rejects=batch.rejects.num_rows,
             dimension_rows_inserted=counts["inserted"],
             dimension_rows_updated=counts["updated"],

@@ -1,0 +1,266 @@
+"""One star from several topics (examples/shop.yaml) on DuckDB: Debezium events, inferred members, order independence, one loader for every topic.
+
+What every sink must do with such a star is in the sink behaviour suite (:class:`starload.testing.SinkBehaviour`)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from starload import SHOP_SCHEMA, DuckDBSink, StarSchema
+from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC
+from starload.engine import loader_topics
+from starload.exceptions import StarloadError
+from starload.mapping import Mapper
+from starload.testing import debezium_change as change
+from starload.testing import epoch_ms as ms
+from starload.testing import stage_topics as stage
+
+SHOP = SHOP_SCHEMA
+CUSTOMERS, ORDERS, PAYMENTS = CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC
+
+
+def customer(id_: int, region: str | None, first_name: str = "Anne") -> dict[str, Any]:
+    return {"id": id_, "first_name": first_name, "last_name": "Kretchmar", "email": "annek@noanswer.org", "region": region}
+
+
+def order(order_id: str, customer_id: int, at: str, product: str = "P1") -> bytes:
+    return json.dumps(
+        {"order_id": order_id, "order_timestamp": at, "customer_id": customer_id, "product_id": product,
+         "product_name": "Mouse", "category": "Accessories", "quantity": 2, "unit_price": "12.50"}
+    ).encode()  # fmt: skip
+
+
+def payment(payment_id: str, customer_id: int, at: str) -> bytes:
+    return json.dumps(
+        {"payment_id": payment_id, "paid_at": at, "payer": {"customer_id": customer_id}, "order_id": "O1", "amount": "25.00", "method": "card"}
+    ).encode()
+
+
+@pytest.fixture
+def mapper():
+    m = Mapper(SHOP)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def sink():
+    with DuckDBSink(":memory:") as s:
+        s.prepare(SHOP)
+        yield s
+
+
+def rows(sink: DuckDBSink, sql: str) -> list[tuple[Any, ...]]:
+    return sink.connection.execute(sql).fetchall()
+
+
+def test_the_spec_names_every_topic_and_what_each_carries():
+    assert [(f.topic, f.fact.table if f.fact else f.dimension.name) for f in SHOP.feeds()] == [
+        (ORDERS, "FACT_ORDERS"), (PAYMENTS, "FACT_PAYMENTS"), (CUSTOMERS, "customer"),
+    ]  # fmt: skip
+    payments = SHOP.feed(PAYMENTS)
+    assert [f.source for f in payments.fields_of(SHOP.dimension("customer"))] == ["payer.customer_id"]
+    assert payments.fields_of(SHOP.dimension("product")) == ()  # payments do not refer to products
+    assert loader_topics(SHOP, None) == (ORDERS, PAYMENTS, CUSTOMERS)
+    with pytest.raises(StarloadError, match="names its topics"):
+        loader_topics(SHOP, "orders")
+    assert StarSchema.from_dict(SHOP.to_dict()) == SHOP
+    assert StarSchema.from_file(Path(__file__).parents[1] / "examples" / "shop.yaml") == SHOP  # the file is the twin
+
+
+def test_a_record_older_than_the_first_fact_moves_the_first_version_back_and_the_facts_follow(sink, mapper):
+    """With history, the first version starts at the member's earliest event: a snapshot older than its facts re-points them."""
+    sink.write(stage(mapper, {ORDERS: [order("O1", 1, "2024-05-01T10:00:00Z")]}))
+    sink.write(stage(mapper, {CUSTOMERS: [change("r", customer(1, "EU"), ms("2024-05-01T09:00:00Z"))]}))
+    assert rows(sink, "SELECT REGION, IS_INFERRED, VALID_FROM, VALID_TO FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY)") == [
+        ("EU", False, datetime(2024, 5, 1, 9, tzinfo=UTC), None)
+    ]
+    assert rows(sink, "SELECT count(*) FROM DIM_CUSTOMER") == [(1,)]
+
+
+def test_a_record_before_any_fact_is_not_inferred_and_a_later_fact_keeps_it_so(sink, mapper):
+    sink.write(stage(mapper, {CUSTOMERS: [change("c", customer(7, "EU"), ms("2024-01-01T00:00:00Z"), wrapped=False)]}))
+    sink.write(stage(mapper, {ORDERS: [order("O7", 7, "2024-02-01T00:00:00Z")]}))
+    assert rows(sink, "SELECT CUSTOMER_ID, IS_INFERRED, REGION FROM DIM_CUSTOMER") == [(7, False, "EU")]
+    assert rows(sink, "SELECT count(*) FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY)") == [(1,)]
+
+
+def test_debezium_events_with_and_without_the_schema_wrapper(mapper):
+    """Snapshot reads, creates and updates are upserts at ts_ms; a delete and its tombstone are refused for now, with the reason."""
+    at = ms("2024-03-01T12:00:00Z")
+    events = [
+        change("r", customer(1, "EU"), at),
+        change("c", customer(2, "US"), at + 1, wrapped=False),
+        change("u", customer(2, "APAC"), at + 2, before=None),
+        change("d", None, at + 3, before=customer(1, "EU")),
+        None,  # the tombstone Debezium writes after a delete
+        b'{"payload": {"op": "x", "after": {"id": 3}, "ts_ms": 1}}',
+        b'{"op": "u", "after": {"id": 4}, "ts_ms": "soon"}',
+    ]
+    batch = stage(mapper, {CUSTOMERS: events})
+    members = {r["CUSTOMER_ID"]: r for r in batch.dimensions["customer"].to_pylist()}
+    assert sorted(members) == [1, 2]
+    assert (members[1]["FIRST_NAME"], members[1]["IS_INFERRED"]) == ("Anne", False)
+    assert members[2]["FIRST_NAME"] == "Anne"
+    history = batch.histories["customer"].to_pylist()
+    assert [(h["CUSTOMER_ID"], h["REGION"]) for h in sorted(history, key=lambda h: h["_SL_AT"])] == [(1, "EU"), (2, "US"), (2, "APAC")]
+    assert batch.records == 3
+    reasons = {r["KAFKA_OFFSET"]: r["REASON"] for r in batch.rejects.to_pylist()}
+    assert reasons == {
+        3: "a delete (op d): deletes are not loaded yet",
+        4: "empty message",
+        5: "not a Debezium change event: op is 'x'",
+        6: "ts_ms: expected a JSON number of milliseconds since 1970-01-01 UTC",
+    }
+    assert {r["KAFKA_TOPIC"] for r in batch.rejects.to_pylist()} == {CUSTOMERS}
+
+
+def test_one_batch_of_three_topics_is_one_transaction_with_every_offset(sink, mapper):
+    batch = stage(
+        mapper,
+        {ORDERS: [order("O1", 1, "2024-05-01T10:00:00Z")], PAYMENTS: [payment("Y1", 2, "2024-05-01T10:00:00Z"), b"{}"],
+         CUSTOMERS: [change("r", customer(1, "EU"), ms("2024-05-01T09:00:00Z"))]},
+        start={ORDERS: 10, PAYMENTS: 20, CUSTOMERS: 30},
+    )  # fmt: skip
+    assert batch.next_offsets == {ORDERS: {0: 11}, PAYMENTS: {0: 22}, CUSTOMERS: {0: 31}}
+    result = sink.write(batch.fenced({}))
+    assert result.facts_inserted + result.duplicates + result.records + result.rejects == batch.messages == 4
+    assert {t: sink.stored_offsets("g", t) for t in (ORDERS, PAYMENTS, CUSTOMERS)} == {ORDERS: {0: 11}, PAYMENTS: {0: 22}, CUSTOMERS: {0: 31}}
+
+
+def view(sink: DuckDBSink) -> tuple[list[tuple[Any, ...]], ...]:
+    """The star without its surrogate keys and load times: members' versions, and each fact's member version."""
+    versions = rows(sink, "SELECT CUSTOMER_ID, FIRST_NAME, REGION, IS_INFERRED, VALID_FROM, VALID_TO FROM DIM_CUSTOMER ORDER BY 1, 5")
+    orders = rows(sink, "SELECT ORDER_ID, CUSTOMER_ID, VALID_FROM, PRODUCT_ID FROM FACT_ORDERS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) JOIN DIM_PRODUCT USING (PRODUCT_KEY) ORDER BY 1")
+    payments = rows(sink, "SELECT PAYMENT_ID, CUSTOMER_ID, VALID_FROM FROM FACT_PAYMENTS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1")
+    return versions, orders, payments
+
+
+hours = st.integers(0, 40).map(lambda h: f"2024-05-{1 + h // 24:02d}T{h % 24:02d}:00:00Z")
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just(ORDERS), st.integers(1, 3), hours, st.sampled_from(["O1", "O2", "O3", "O4"])),
+        st.tuples(st.just(PAYMENTS), st.integers(1, 3), hours, st.sampled_from(["Y1", "Y2", "Y3"])),
+        st.tuples(st.just(CUSTOMERS), st.integers(1, 3), hours, st.sampled_from(["EU", "US", None])),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def message(event: tuple[str, int, str, str | None]) -> bytes:
+    topic, who, at, what = event
+    if topic == ORDERS:
+        return order(str(what), who, at)
+    if topic == PAYMENTS:
+        return payment(str(what), who, at)
+    return change("u", customer(who, what), ms(at))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(events, st.randoms(use_true_random=False), st.integers(1, 6))
+def test_the_star_is_the_same_whatever_the_interleaving_of_topics_and_the_batches(mapper, stream, random, batch_size):
+    """Each topic's messages keep their order (a partition's), the topics interleave at random, cut into batches of any size."""
+    per_topic: dict[str, list[bytes]] = {}
+    for event in stream:
+        per_topic.setdefault(event[0], []).append(message(event))
+    with DuckDBSink(":memory:") as one:
+        one.prepare(SHOP)
+        one.write(stage(mapper, per_topic))
+        expected = view(one)
+    arrivals = [t for t, values in per_topic.items() for _ in values]
+    random.shuffle(arrivals)
+    with DuckDBSink(":memory:") as other:
+        other.prepare(SHOP)
+        taken = dict.fromkeys(per_topic, 0)
+        for start in range(0, len(arrivals), batch_size):
+            chunk: dict[str, list[bytes]] = {}
+            for topic in arrivals[start : start + batch_size]:
+                chunk.setdefault(topic, []).append(per_topic[topic][taken[topic] + len(chunk.get(topic, []))])
+            other.write(stage(mapper, chunk, start=dict(taken)))
+            for topic, values in chunk.items():
+                taken[topic] += len(values)
+        assert view(other) == expected
+
+
+# ---- through the broker -----------------------------------------------------------------
+
+
+def shop_on(prefix: str) -> StarSchema:
+    """The shop star reading topics named ``prefix`` + its own (so tests sharing a broker do not meet)."""
+    data = SHOP.to_dict()
+    for part in [*data["dimensions"], *data["facts"]]:
+        if "topic" in part:
+            part["topic"] = prefix + part["topic"]
+    return StarSchema.from_dict(data)
+
+
+def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
+    """Each topic's rejects go to its own dead-letter topic; every (topic, partition)'s offset is stored; a rerun loads nothing twice."""
+    from confluent_kafka import Producer
+
+    from starload.engine import StarLoader
+    from starload.kafka import ensure_topic, producer_config
+    from test_deadletter import read_all
+
+    prefix = f"s{uuid.uuid4().hex[:8]}-"
+    star = shop_on(prefix)
+    topics = {t: prefix + t for t in (ORDERS, PAYMENTS, CUSTOMERS)}
+    for name in topics.values():
+        ensure_topic(local_broker.bootstrap_servers, name, partitions=2)
+    at = ms("2024-05-01T00:00:00Z")
+    messages = {
+        ORDERS: [order(f"O{i}", i % 5, f"2024-05-01T{i % 24:02d}:00:00Z") for i in range(40)] + [order("O3", 3, "2024-05-01T03:00:00Z")],
+        PAYMENTS: [payment(f"Y{i}", i % 7, f"2024-05-02T{i % 24:02d}:00:00Z") for i in range(30)] + [b"not json"],
+        CUSTOMERS: [change("r", customer(i, "EU"), at + i) for i in range(6)] + [change("d", None, at + 99, before=customer(5, "EU")), None],
+    }
+    producer = Producer(producer_config(local_broker.bootstrap_servers))
+    for topic, values in messages.items():
+        for i, value in enumerate(values):
+            producer.produce(topics[topic], value, partition=i % 2)
+    producer.flush()
+    total = sum(map(len, messages.values()))
+
+    def load(sink: DuckDBSink) -> Any:
+        loader = StarLoader(star, sink, bootstrap_servers=local_broker.bootstrap_servers, group="shop", batch_rows=25,
+                            consumer_overrides={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})  # fmt: skip
+        assert loader.dlq_topics == sorted(f"{t}.dlq" for t in topics.values())
+        return loader.run(until_idle=2)
+
+    with DuckDBSink(":memory:") as sink:
+        stats = load(sink)
+        assert (stats.consumed, stats.facts_loaded, stats.duplicates, stats.records, stats.rejected) == (total, 70, 1, 6, 3)
+        assert {t: sum(sink.stored_offsets("shop", name).values()) for t, name in topics.items()} == {t: len(v) for t, v in messages.items()}
+        # Customers 0-4 have records; 6 is known from payments only.
+        assert rows(sink, "SELECT CUSTOMER_ID, IS_INFERRED FROM DIM_CUSTOMER WHERE CUSTOMER_KEY <> -1 ORDER BY 1") == [
+            (0, False), (1, False), (2, False), (3, False), (4, False), (5, False), (6, True),
+        ]  # fmt: skip
+        shared = rows(sink, "SELECT count(DISTINCT o.CUSTOMER_KEY) FROM FACT_ORDERS o JOIN FACT_PAYMENTS p USING (CUSTOMER_KEY)")
+        assert shared == [(5,)]
+        again = load(sink)
+        assert (again.consumed, again.facts_loaded) == (0, 0)
+    dead = {t: read_all(local_broker.bootstrap_servers, f"{name}.dlq", 1 if t == PAYMENTS else 2) for t, name in topics.items()}
+    assert {t: len(letters) for t, letters in dead.items()} == {ORDERS: 0, PAYMENTS: 1, CUSTOMERS: 2}
+
+
+def test_a_topic_missing_at_start_up_names_itself(local_broker):
+    from starload.engine import StarLoader
+    from starload.exceptions import StartupError
+    from starload.kafka import ensure_topic
+
+    prefix = f"m{uuid.uuid4().hex[:8]}-"
+    for topic in (ORDERS, CUSTOMERS):
+        ensure_topic(local_broker.bootstrap_servers, prefix + topic, partitions=1)
+    with DuckDBSink(":memory:") as sink:
+        loader = StarLoader(shop_on(prefix), sink, bootstrap_servers=local_broker.bootstrap_servers, startup_timeout=1)
+        with pytest.raises(StartupError, match=f"topic '{prefix}{PAYMENTS}' does not exist"):
+            loader.run(until_idle=1)
+        assert sink.connection.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'FACT_ORDERS'").fetchall() == [(0,)]
