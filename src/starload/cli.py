@@ -44,7 +44,7 @@ from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
 from starload.sinks.base import REJECTS_TABLE
-from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, source_name, type_spelling
+from starload.spec import DATE_ATTRIBUTES, DELETE_COLUMNS, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, source_name, type_spelling
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -218,6 +218,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",
             f"records (of dimension topics): {stats.records}",
+            f"tombstones (acknowledged): {stats.tombstones}",
             f"rejected: {stats.rejected}",
             f"conflicts (among rejected): {stats.conflicts}",
             f"rejects went to: {rejects_to}",
@@ -466,6 +467,8 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         rows += [field(f, not_null=False) for f in dim.attributes]
         rows += [(c, "timestamp", "NULL", "starload") for c in DIMENSION_METADATA]
         rows += [(c, "boolean", "NULL", "starload: known from facts only so far") for c in (TOPIC_DIMENSION_METADATA if dim.topic else ())]
+        deletes = {"IS_DELETED": ("boolean", "starload: deleted in the source (op d)"), "DELETED_AT": ("timestamp", "starload: its latest delete")}
+        rows += [(c, deletes[c][0], "NULL", deletes[c][1]) for c in (DELETE_COLUMNS if dim.envelope else ())]
         tables.append((f"{dim.table} (dimension {dim.name!r}{', topic ' + dim.topic if dim.topic else ''})", rows))
     if schema.date_dimension:
         dd = schema.date_dimension

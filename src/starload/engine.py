@@ -95,7 +95,7 @@ GUARD_WINDOW = 100
 
 @attrs.define
 class LoadStats:
-    """Running counters of a load; every consumed message is a fact, a duplicate, a record (of a dimension topic) or a reject.
+    """Running counters of a load; every consumed message is a fact, a duplicate, a record (of a dimension topic), a tombstone or a reject.
 
     ``conflicts`` counts the rejects that repeat a loaded grain value with different content.
     """
@@ -104,6 +104,7 @@ class LoadStats:
     facts_loaded: int = 0
     duplicates: int = 0
     records: int = 0
+    tombstones: int = 0
     rejected: int = 0
     conflicts: int = 0
     batches: int = 0
@@ -165,6 +166,7 @@ class LoadStats:
         self.facts_loaded += result.facts_inserted
         self.duplicates += result.duplicates
         self.records += result.records
+        self.tombstones += result.tombstones
         self.rejected += result.rejects
         self.conflicts += result.conflicts
         self.batches += 1

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from starload.sinks.base import StagedBatch, natural_key_column
 from starload.spec import (
+    CHANGE_SOURCE,
     Boolean,
     Feed,
     Check,
@@ -303,7 +304,8 @@ def _envelope_problem(feed: Feed) -> str:
     return (
         "CASE WHEN _sl_event IS NULL THEN CASE WHEN json_valid(_sl_message) THEN 'not a JSON object' ELSE 'not valid JSON' END "
         f"WHEN _sl_op IS NULL OR _sl_op NOT IN ({ops}) THEN 'not a Debezium change event: op is ' || coalesce('''' || _sl_op || '''', 'missing') "
-        "WHEN _sl_op = 'd' THEN 'a delete (op d): deletes are not loaded yet' "
+        "WHEN (_sl_text IS NULL OR NOT starts_with(_sl_text, '{')) AND _sl_op = 'd' "
+        "THEN 'before: expected an object (the row a delete removes; a table with REPLICA IDENTITY NOTHING gives none)' "
         "WHEN _sl_text IS NULL OR NOT starts_with(_sl_text, '{') THEN 'after: expected an object (the row of a create, update or read)' "
         + (
             "WHEN _sl_event_at IS NULL THEN 'ts_ms: expected a JSON number of milliseconds since 1970-01-01 UTC' "
@@ -334,6 +336,8 @@ class FeedSQL:
     facts_ranked: str | None
     rejects: str
     offsets: str
+    #: How many messages are tombstones (null values; only on a topic of change events).
+    tombstones: str | None
 
     @classmethod
     def build(cls, schema: StarSchema, feed: Feed, n: int) -> FeedSQL:
@@ -342,6 +346,7 @@ class FeedSQL:
         index = {name: i for i, name in enumerate(sources)}
         paths = {name: source_path(name) for name in sources}
         texts, candidates, values, measures, problems = [], [], [], [], []
+        natural_sources = {f.source for dim, fields in feed.carried for f in fields if f.column in {k.column for k in dim.natural_key}}
         problems += _object_problems(paths, index)
         for name, column_type in sources.items():
             i, shown = index[name], source_name(name)
@@ -351,6 +356,9 @@ class FeedSQL:
             candidates += columns
             values.append(f"{value} AS {v}")
             when_missing = _literal(f"{shown}: missing") if feed.is_required(name) else "NULL"
+            if feed.envelope is not None and name not in natural_sources:
+                # A delete's row may hold its key only (Debezium's ``before`` under REPLICA IDENTITY DEFAULT).
+                when_missing = f"CASE WHEN _sl_op = 'd' THEN NULL ELSE {when_missing} END"
             check = _check_problem(shown, column_type, feed.check_of(name), v)
             got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
             problems.append(
@@ -398,6 +406,8 @@ class FeedSQL:
             )
         else:
             message_problem = f"WHEN {_envelope_problem(feed)} IS NOT NULL THEN {_envelope_problem(feed)} "
+        # A tombstone (a null value, which Debezium writes after a delete for log compaction) is no reject: it is counted.
+        tombstone = "WHEN MESSAGE_VALUE IS NULL THEN NULL " if feed.envelope is not None else ""
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {parsed} AS
 WITH {_message_text(feed, raw)}, objects AS (
@@ -422,9 +432,9 @@ WITH {_message_text(feed, raw)}, objects AS (
         {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
         {", ".join(quote(m.column) for m in fact.measures) + "," if fact and fact.measures else ""}
         {hashes}
-        {event} AS {_EVENT},
+        {event} AS {_EVENT},{" _sl_op," if feed.envelope is not None else ""}
         CASE
-            WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
+            {tombstone}WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
             WHEN _sl_message IS NULL THEN 'not UTF-8 text'
             {message_problem}
             ELSE {fields_problem}
@@ -442,11 +452,14 @@ SELECT * FROM checked
                 continue
             keys = [f"_sl_v{index[carried[f.column].source]}" for f in dim.natural_key]
             cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
+            changes = {"IS_DELETED": "_sl_op = 'd'", "DELETED_AT": f"CASE WHEN _sl_op = 'd' THEN {_EVENT} END"} if feed.dimension is dim else {}
             cols += [
                 f"_sl_v{index[carried[f.column].source]} AS {quote(f.column)}"
                 if f.column in carried
+                else f"{changes[f.column]} AS {quote(f.column)}"
+                if f.source == CHANGE_SOURCE and f.column in changes
                 else f"CAST(NULL AS {duckdb_type(f.type)}) AS {quote(f.column)}"
-                for f in dim.attributes
+                for f in dim.tracked_attributes
             ]
             present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
             own = "true" if feed.dimension is not None else "false"
@@ -461,8 +474,9 @@ FROM {raw} r JOIN {parsed} p USING (KAFKA_PARTITION, KAFKA_OFFSET)
 WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
 """
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {raw} GROUP BY 1"
+        tombstones = f"SELECT count(*) FROM {raw} WHERE MESSAGE_VALUE IS NULL" if feed.envelope is not None else None
         if fact is None:
-            return cls(feed, raw, parse, observations, dates, None, None, None, rejects, offsets)
+            return cls(feed, raw, parse, observations, dates, None, None, None, rejects, offsets, tombstones)
         date_key = f"CAST(year({_DATE}) * 10000 + month({_DATE}) * 100 + day({_DATE}) AS INTEGER)"
         fact_cols = [f"_sl_v{index[f.source]} AS {quote(f.column)}" for f in fact.fields]
         fact_cols += [
@@ -488,7 +502,7 @@ SELECT {common}, row_number() OVER first_seen AS {_RANK}, first_value(MESSAGE_HA
 FROM {valid}
 WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
-        return cls(feed, raw, parse, observations, dates, unique_grain, facts_unique, facts_ranked, rejects, offsets)
+        return cls(feed, raw, parse, observations, dates, unique_grain, facts_unique, facts_ranked, rejects, offsets, tombstones)
 
 
 @attrs.frozen
@@ -593,7 +607,7 @@ class Mapper:
                 raise ValueError(msg)
             by_feed[n] = (topic, raw)
         empty = pa.Table.from_batches([], RAW_SCHEMA)
-        facts, rejects, next_offsets, consumed, records = {}, [], {}, {}, 0
+        facts, rejects, next_offsets, consumed, records, tombstones = {}, [], {}, {}, 0, 0
         try:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
@@ -607,8 +621,11 @@ class Mapper:
                 if n in by_feed:
                     next_offsets[topic] = dict(con.execute(sql.offsets).fetchall())
                     consumed[topic] = raw.num_rows
+                    if sql.tombstones is not None:
+                        ((found,),) = con.execute(sql.tombstones).fetchall()
+                        tombstones += found
                     if sql.feed.fact is None:
-                        records += raw.num_rows - rejects[-1].num_rows
+                        records += raw.num_rows - rejects[-1].num_rows - (found if sql.tombstones is not None else 0)
             dims = {name: con.sql(q).to_arrow_table() for name, q in self.sql.dimensions.items()}
             histories = {name: con.sql(q).to_arrow_table() for name, q in self.sql.histories.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
@@ -627,6 +644,7 @@ class Mapper:
             next_offsets=next_offsets,
             consumed=consumed,
             records=records,
+            tombstones=tombstones,
             raw={topic: raw for topic, raw in by_feed.values()},
         )
 

@@ -59,6 +59,11 @@ DIMENSION_METADATA = ("LAST_EVENT_AT", "UPDATED_AT")
 #: Columns starload adds to a dimension with a topic of its own: whether the member is known
 #: from facts only so far (see :class:`Dimension`).
 TOPIC_DIMENSION_METADATA = ("IS_INFERRED",)
+#: Columns starload adds to a dimension whose topic holds change events (an ``envelope``):
+#: whether the member's row is deleted in the source now, and when it was last deleted.
+DELETE_COLUMNS = ("IS_DELETED", "DELETED_AT")
+#: The source of the delete markers: not a message field, starload derives them from each change event's ``op``.
+CHANGE_SOURCE = "(change event)"
 #: The most topics one star reads (each has 4 bits of an event position inside a batch).
 MAX_TOPICS = 16
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -493,14 +498,29 @@ class Dimension:
         return f"{self.table}_SEQ"
 
     @property
+    def tracked_attributes(self) -> tuple[Field, ...]:
+        """The attributes, and of a dimension whose topic holds change events the delete markers (:data:`DELETE_COLUMNS`).
+
+        ``IS_DELETED`` is true from a delete on, false from an upsert on (NULL while the
+        member is inferred); with history it keeps history, so a delete closes the
+        version in force. ``DELETED_AT`` is the time of the latest delete (kept after a
+        re-insert). Both follow event time like any attribute.
+        """
+        if self.envelope is None:
+            return self.attributes
+        history = any(isinstance(f, Field) and f.history is True for f in self.attributes)
+        deleted, at = DELETE_COLUMNS
+        return (*self.attributes, Field(deleted, CHANGE_SOURCE, Boolean(), history=history), Field(at, CHANGE_SOURCE, Timestamp()))
+
+    @property
     def history_attributes(self) -> tuple[Field, ...]:
         """The attributes whose history is kept (type 2)."""
-        return tuple(f for f in self.attributes if isinstance(f, Field) and f.history is True)
+        return tuple(f for f in self.tracked_attributes if isinstance(f, Field) and f.history is True)
 
     @property
     def current_attributes(self) -> tuple[Field, ...]:
         """The attributes that hold their latest value only (type 1)."""
-        return tuple(f for f in self.attributes if not (isinstance(f, Field) and f.history is True))
+        return tuple(f for f in self.tracked_attributes if not (isinstance(f, Field) and f.history is True))
 
     @property
     def keeps_history(self) -> bool:
@@ -534,6 +554,7 @@ class Dimension:
         versions = VERSION_COLUMNS if self.keeps_history else ()
         names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA, *versions]
         names += list(TOPIC_DIMENSION_METADATA) if self.topic is not None else []
+        names += list(DELETE_COLUMNS) if self.envelope is not None else []
         found += _duplicate_problems(names, f"{what}: column")
         return found
 

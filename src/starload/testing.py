@@ -889,7 +889,7 @@ class SinkBehaviour:
             sink.close()
 
     def test_a_star_of_several_topics_shares_its_members_and_commits_every_topic_at_once(self, make_sink: Callable[[], Sink]) -> None:
-        """The shop star: an order and a payment point at one inferred customer, which its CDC record completes in place.
+        """The shop star: an order and a payment point at one inferred customer, which its CDC record completes in place, until a delete.
 
         A sink that cannot load several topics (``reads_several_topics = False``) must refuse the star at prepare.
         """
@@ -938,6 +938,12 @@ class SinkBehaviour:
             assert self.rows(sink, by_order) == [("O1", "EU"), ("O2", "US")]
             offsets = {t: sink.stored_offsets("g", t) for t in (ORDERS_TOPIC, PAYMENTS_TOPIC, CUSTOMERS_TOPIC)}
             assert offsets == {ORDERS_TOPIC: {0: 2}, PAYMENTS_TOPIC: {0: 2}, CUSTOMERS_TOPIC: {0: 2}}
+            # The row is deleted in the source: the version in force closes, a deleted one begins; the tombstone is counted.
+            deleted = debezium_change("d", None, epoch_ms("2024-07-01T00:00:00Z"), before={"id": 1})
+            result = sink.write(stage_topics(mapper, {CUSTOMERS_TOPIC: [deleted, None]}, start={CUSTOMERS_TOPIC: 2}))
+            assert (result.records, result.tombstones, result.rejects) == (1, 1, 0)
+            current = 'SELECT "REGION", "IS_DELETED", "DELETED_AT" FROM "DIM_CUSTOMER" WHERE "IS_CURRENT"'
+            assert [(r, bool(d), as_instant(t)) for r, d, t in self.rows(sink, current)] == [("US", True, datetime(2024, 7, 1, tzinfo=UTC))]
         finally:
             mapper.close()
             sink.close()

@@ -163,6 +163,8 @@ class StagedBatch:
     consumed: Mapping[str, int]
     #: Valid messages of dimension topics (records of members, not facts).
     records: int = 0
+    #: Tombstones (null values) of topics of change events: acknowledged, neither records nor rejects.
+    tombstones: int = 0
     conflicts: int = 0
     #: Per topic, the raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
     raw: Mapping[str, pa.Table] = attrs.field(factory=dict, repr=False)
@@ -245,17 +247,18 @@ class StagedBatch:
 class WriteResult:
     """What one committed :meth:`Sink.write` did.
 
-    ``facts_inserted + duplicates + records + rejects`` equals the batch's consumed
-    messages: ``duplicates`` counts grain values already loaded (in the table or
-    earlier in the batch), ``records`` the valid messages of dimension topics,
-    ``rejects`` every rejected message of the batch (recorded once, however often it
-    is replayed).
+    ``facts_inserted + duplicates + records + tombstones + rejects`` equals the batch's
+    consumed messages: ``duplicates`` counts grain values already loaded (in the table
+    or earlier in the batch), ``records`` the valid messages of dimension topics,
+    ``tombstones`` the null values of topics of change events, ``rejects`` every
+    rejected message of the batch (recorded once, however often it is replayed).
     """
 
     facts_inserted: int
     duplicates: int
     rejects: int
     records: int = 0
+    tombstones: int = 0
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
     statements: int = 0

@@ -383,7 +383,8 @@ class StarSQL:
         """Insert the members in ``staged`` that are new, with their positions; the key comes from the column default."""
         on = " AND ".join(f"t.{quote(f.column)} = s.{quote(f.column)}" for f in dim.natural_key)
         join, new = _unmatched(dim.table, on, dim.natural_key[0].column)
-        columns = [quote(f.column) for f in dim.columns] + [quote(position_column(f.column)) for f in dim.attributes]
+        attributes = dim.tracked_attributes
+        columns = [quote(f.column) for f in (*dim.natural_key, *attributes)] + [quote(position_column(f.column)) for f in attributes]
         columns += list(_topic_metadata(dim))
         return (
             f"INSERT INTO {quote(dim.table)} ({', '.join(columns)}, LAST_EVENT_AT, UPDATED_AT) "
@@ -1082,6 +1083,7 @@ class SQLSink(Sink):
             facts_inserted=counts["facts"],
             duplicates=sum(t.num_rows for t in batch.facts.values()) - counts["facts"],
             records=batch.records,
+            tombstones=batch.tombstones,
             rejects=batch.rejects.num_rows,
             dimension_rows_inserted=counts["inserted"],
             dimension_rows_updated=counts["updated"],
