@@ -88,14 +88,14 @@ def duckdb_query(db: Path) -> Callable[[str], list[tuple]]:
     return query
 
 
-def loader_command(bootstrap: str, topic: str, db: Path | None, *extra: str, star: tuple[str, ...] = ORDERS) -> list[str]:
-    """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None."""
+def loader_command(bootstrap: str, topic: str | None, db: Path | None, *extra: str, star: tuple[str, ...] = ORDERS) -> list[str]:
+    """The loader as a subprocess: into the DuckDB file ``db``, or into Snowflake when ``db`` is None (``topic`` None: the star names its topics)."""
     # On Snowflake a killed loader's transaction keeps its locks: the next loader aborts it once the
     # killed one has not beaten for dead_after (default sink options).
     snowflake = ["--sink", "snowflake"]
     sink = ["--duckdb-path", str(db)] if db else snowflake
     return [
-        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, *star,
+        sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, *(["--topic", topic] if topic else []), *star,
         "--group", "crashy", "--instance-id", "crashy-1", *sink, "--batch-rows", "3000", "--batch-seconds", "0.3", *extra,
     ]
 
@@ -111,7 +111,7 @@ def start_and_wait_for_assignment(command: list[str]) -> subprocess.Popen[str]:
     return proc
 
 
-def crash_repeatedly(bootstrap: str, topic: str, db: Path | None, kills: int, seed: int, star: tuple[str, ...] = ORDERS) -> None:
+def crash_repeatedly(bootstrap: str, topic: str | None, db: Path | None, kills: int, seed: int, star: tuple[str, ...] = ORDERS) -> None:
     """Start the loader, SIGKILL it at a random instant after it got its partitions, ``kills`` times; then drain."""
     rng = random.Random(seed)
     killed = 0

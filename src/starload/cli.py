@@ -239,7 +239,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     generator = plugins.get_generator(args.generator)
     options = _key_values(args.option, "--option", integers=True)
     _check_options(generator.events, options, f"--option for generator {generator.name!r}", skip=1)
-    topic = topic_of(args)
+    topic = topic_of(args, generator.schema)
+    named = [f.topic for f in generator.schema.feeds() if f.topic is not None]
+    if args.topic is not None and len(named) == len(generator.schema.feeds()):
+        msg = f"generator {generator.name!r} produces to its own topics ({', '.join(named)}): --topic does not apply (see its options)"
+        raise StarloadError(msg)
     with Progress(describe_produce) as progress:
         stats = produce(
             args.bootstrap_servers,
@@ -254,7 +258,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             progress=progress,
             startup_timeout=args.startup_timeout,
         )
-    print(f"produced {stats.produced} {generator.name} events to {topic!r} in {stats.seconds:.1f} s")
+    print(f"produced {stats.produced} {generator.name} events to {', '.join(map(repr, [topic] if topic else named))} in {stats.seconds:.1f} s")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Produce generated events, or the lines of a JSON Lines file, to a topic: batched, idempotent, optionally rate-limited."""
+"""Produce generated events, or the lines of a JSON Lines file, to a topic (or each event's own): batched, idempotent, optionally rate-limited."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from starload.exceptions import StarloadError
-from starload.generators.base import Generator
+from starload.generators.base import Event, Generator
 from starload.kafka import connection_settings, ensure_topic, producer_config
 from starload.spec import source_path
 
@@ -33,7 +33,7 @@ class ProduceStats:
 
 def produce(
     bootstrap_servers: str,
-    topic: str,
+    topic: str | None,
     generator: Generator,
     count: int,
     *,
@@ -45,15 +45,25 @@ def produce(
     progress: Callable[[ProduceStats], None] | None = None,
     startup_timeout: float = 30.0,
 ) -> ProduceStats:
-    """Produce ``count`` events of ``generator`` to ``topic`` (created if missing), keyed by the event key.
+    """Produce ``count`` events of ``generator`` to ``topic``, or to the event's own (each created if missing), keyed by the event key.
 
     ``rate`` is messages per second (``None`` or 0: as fast as possible). If no broker
     answers within ``startup_timeout`` seconds, :class:`StartupError` names the address. Returns once
     every message is acknowledged; raises :class:`StarloadError` if any delivery failed.
     """
     events = islice(generator.stream(seed, **(options or {})), count)
-    messages = ((event.key, orjson.dumps(event.value)) for event in events)
-    return _send(bootstrap_servers, topic, messages, rate, partitions, overrides, progress, startup_timeout)
+    messages = ((_topic_of(event, topic, generator), event.key, None if event.value is None else orjson.dumps(event.value)) for event in events)
+    return _send(bootstrap_servers, messages, rate, partitions, overrides, progress, startup_timeout)
+
+
+def _topic_of(event: Event, topic: str | None, generator: Generator) -> str:
+    """Where ``event`` goes: its own topic, else ``topic``."""
+    if event.topic is not None:
+        return event.topic
+    if topic is None:
+        msg = f"generator {generator.name!r} yields events without a topic: give the topic to produce to (--topic)"
+        raise StarloadError(msg)
+    return topic
 
 
 def produce_file(
@@ -85,8 +95,8 @@ def produce_file(
     keys = source_path(key_field) if key_field else None
     with handle:
         lines = (line.rstrip(b"\r\n") for line in handle)
-        messages = ((_key_of(line, keys), line) for line in lines if line.strip())
-        return _send(bootstrap_servers, topic, messages, rate, partitions, overrides, progress, startup_timeout)
+        messages = ((topic, _key_of(line, keys), line) for line in lines if line.strip())
+        return _send(bootstrap_servers, messages, rate, partitions, overrides, progress, startup_timeout)
 
 
 def _key_of(line: bytes, keys: tuple[str, ...] | None) -> bytes | None:
@@ -106,17 +116,16 @@ def _key_of(line: bytes, keys: tuple[str, ...] | None) -> bytes | None:
 
 def _send(
     bootstrap_servers: str,
-    topic: str,
-    messages: Iterable[tuple[bytes | str | None, bytes]],
+    messages: Iterable[tuple[str, bytes | str | None, bytes | None]],
     rate: float | None,
     partitions: int,
     overrides: Mapping[str, Any] | None,
     progress: Callable[[ProduceStats], None] | None,
     startup_timeout: float,
 ) -> ProduceStats:
-    """Produce ``(key, value)`` pairs to ``topic`` (created if missing) at ``rate`` per second at most."""
+    """Produce ``(topic, key, value)`` triples (each topic created if missing, before its first message) at ``rate`` per second at most."""
     config = producer_config(bootstrap_servers, overrides)
-    ensure_topic(bootstrap_servers, topic, partitions, timeout=startup_timeout, overrides=connection_settings(config))
+    ensured: set[str] = set()
     stats = ProduceStats()
     errors: list[KafkaError] = []
 
@@ -129,11 +138,14 @@ def _send(
     start = time.monotonic()
     last_report = start
     count = 0
-    for i, (key, value) in enumerate(messages):
+    for i, (to, key, value) in enumerate(messages):
         count = i + 1
+        if to not in ensured:
+            ensure_topic(bootstrap_servers, to, partitions, timeout=startup_timeout, overrides=connection_settings(config))
+            ensured.add(to)
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                producer.produce(to, value=value, key=key)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -155,6 +167,6 @@ def _send(
         progress(stats)
     if stats.failed:
         first = errors[0] if errors else f"{pending} messages still queued after 60 s"
-        msg = f"{stats.failed} of {count} messages were not delivered to {topic!r}; first error: {first}"
+        msg = f"{stats.failed} of {count} messages were not delivered to {', '.join(map(repr, sorted(ensured)))}; first error: {first}"
         raise StarloadError(msg)
     return stats

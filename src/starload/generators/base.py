@@ -15,10 +15,15 @@ from starload.spec import StarSchema
 
 @attrs.frozen
 class Event:
-    """One message to produce: its Kafka key and its JSON-serialisable value."""
+    """One message to produce: its Kafka key, its JSON-serialisable value (None: a tombstone, a null value) and its topic.
+
+    ``topic`` None: the topic :func:`~starload.producing.produce` is given; a generator
+    whose star names its topics (``shop``) names each event's.
+    """
 
     key: bytes | None
-    value: dict[str, Any]
+    value: dict[str, Any] | None
+    topic: str | None = None
 
 
 #: The clock of a seeded stream (see :meth:`Generator.stream`).
