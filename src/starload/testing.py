@@ -517,6 +517,15 @@ class SinkBehaviour:
         )
         return found
 
+    @staticmethod
+    def assert_refused(sink: Sink, schema: StarSchema, match: str) -> None:
+        """``sink`` refuses ``schema`` at prepare with a :class:`SinkError` matching ``match`` (a star it cannot load); then it is closed."""
+        try:
+            with pytest.raises(SinkError, match=match):
+                sink.prepare(schema)
+        finally:
+            sink.close()
+
     def count(self, sink: Sink, table: str) -> int:
         [(n,)] = self.rows(sink, f'SELECT count(*) FROM "{table}"')
         return int(n)
@@ -841,11 +850,7 @@ class SinkBehaviour:
         """
         sink = make_sink()
         if not self.keeps_history:
-            try:
-                with pytest.raises(SinkError, match="history"):
-                    sink.prepare(ORDERS_HISTORY_SCHEMA)
-            finally:
-                sink.close()
+            self.assert_refused(sink, ORDERS_HISTORY_SCHEMA, "history")
             return
         rng = random.Random(19)
         regions = ["North", "South", None, "East"]
@@ -895,11 +900,7 @@ class SinkBehaviour:
         """
         sink = make_sink()
         if not self.reads_several_topics:
-            try:
-                with pytest.raises(SinkError, match="topics"):
-                    sink.prepare(SHOP_SCHEMA)
-            finally:
-                sink.close()
+            self.assert_refused(sink, SHOP_SCHEMA, "topics")
             return
         mapper = Mapper(SHOP_SCHEMA)
 
