@@ -27,6 +27,8 @@ METRICS = {
     "starload_messages_consumed": "counter",
     "starload_facts_loaded": "counter",
     "starload_duplicates": "counter",
+    "starload_records": "counter",
+    "starload_tombstones": "counter",
     "starload_rejects": "counter",
     "starload_conflicts": "counter",
     "starload_consumer_lag": "gauge",
@@ -99,14 +101,16 @@ def test_every_metric_is_served_and_moves_during_a_load(local_broker):
         with MetricsServer(loader.metrics.registry, loader.health, "127.0.0.1", 0) as server:
             # Before anything happens, every series an alert may watch is there, at 0; no *_created series at all.
             first = scrape(server.port)
-            assert first["starload_rejects_total"] == {(("reason", c),): 0 for c in REASON_CLASSES}
-            assert first["starload_messages_consumed_total"] == {(): 0} and first["starload_sink_retries_total"] == {(): 0}
+            assert first["starload_rejects_total"] == {(("reason", c), ("topic", topic)): 0 for c in REASON_CLASSES}
+            for counted in ("messages_consumed", "records", "tombstones"):
+                assert first[f"starload_{counted}_total"] == {(("topic", topic),): 0}
+            assert first["starload_sink_retries_total"] == {(): 0}
             assert not [name for name in first if name.endswith("_created")], sorted(first)
             thread, errors = running(loader, until_idle=2)
             consumed, assigned, lagged = [], set(), False
             while thread.is_alive():
                 seen = scrape(server.port)
-                consumed.append(seen["starload_messages_consumed_total"][()])
+                consumed.append(seen["starload_messages_consumed_total"][(("topic", topic),)])
                 assigned.add(seen["starload_assigned_partitions"][()])
                 lagged |= {(("partition", "0"), ("topic", topic)), (("partition", "1"), ("topic", topic))} <= set(seen.get("starload_consumer_lag", {}))
                 time.sleep(0.05)
@@ -117,9 +121,12 @@ def test_every_metric_is_served_and_moves_during_a_load(local_broker):
     assert described == METRICS
     assert consumed == sorted(consumed) and len(set(consumed)) >= 3, consumed  # it moved, and never back
     assert 2.0 in assigned and lagged
-    assert final["starload_messages_consumed_total"][()] == 20_035
+    assert final["starload_messages_consumed_total"] == {(("topic", topic),): 20_035}
     assert final["starload_facts_loaded_total"][()] == 20_000
-    assert {k: v for k, v in final["starload_rejects_total"].items() if v} == {(("reason", "invalid_json"),): 30, (("reason", "not_an_object"),): 5}
+    assert {k: v for k, v in final["starload_rejects_total"].items() if v} == {
+        (("reason", "invalid_json"), ("topic", topic)): 30,
+        (("reason", "not_an_object"), ("topic", topic)): 5,
+    }
     assert not [name for name in final if name.endswith("_created")]
     assert final["starload_duplicates_total"][()] == final["starload_conflicts_total"][()] == 0
     assert final["starload_sink_retries_total"][()] == 0

@@ -174,6 +174,19 @@ def test_the_live_line_says_lag_unknown_until_the_broker_told_it():
     assert describe_load(stats).endswith("lag 0")
 
 
+def test_the_live_line_of_several_topics_has_a_line_per_topic_and_logs_as_one(caplog):
+    long = "x" * 90
+    stats = LoadStats(partitions=6, lag=0, rejected=4, consumed_by_topic={"orders": 1_200, "customers": 0, long: 5},
+                      rejected_by_topic={"orders": 4, "customers": 0, long: 0})  # fmt: skip
+    lines = describe_load(stats).splitlines()
+    assert lines[1:3] == ["  orders: 1,200 consumed · 4 rejected", "  customers: 0 consumed · 0 rejected"]
+    assert len(lines) == 4 and all(len(line) <= 80 for line in lines) and lines[3].endswith("…")
+    assert "\n" not in describe_load(LoadStats(partitions=1, consumed_by_topic={"orders": 3}))
+    caplog.set_level(logging.INFO, logger="starload")
+    Progress(describe_load, live=False, log_every=0)(stats)
+    assert [r.getMessage() for r in caplog.records] == [" | ".join(line.strip() for line in lines)]
+
+
 LIBRARY_USE = """
 from starload import ORDERS_SCHEMA, DuckDBSink, StarLoader, StartupError
 with DuckDBSink(":memory:") as sink:

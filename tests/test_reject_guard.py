@@ -8,6 +8,7 @@ import sys
 import uuid
 
 import duckdb
+import pytest
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -107,3 +108,31 @@ def test_the_guard_can_be_turned_off_and_spares_a_few_rejects_on_a_loaded_star(l
     few = load(bootstrap, topic, db)
     assert few.returncode == 0, few.stderr
     assert "rejected: 60" in few.stdout
+
+
+def test_the_reject_guard_judges_each_topic_on_its_own(local_broker):
+    """A topic of nothing but rejects stops the load though a busy healthy topic keeps the overall ratio low."""
+    from starload import DuckDBSink, StarLoader
+    from starload.exceptions import RejectGuardError
+    from test_several_topics import CUSTOMERS, ORDERS, PAYMENTS, order, shop_on
+
+    bootstrap = local_broker.bootstrap_servers
+    prefix = f"g{uuid.uuid4().hex[:8]}-"
+    for topic in (CUSTOMERS, ORDERS, PAYMENTS):
+        ensure_topic(bootstrap, prefix + topic, partitions=1)
+    producer = Producer(producer_config(bootstrap))
+    for i in range(900):
+        producer.produce(prefix + ORDERS, order(f"O{i}", i % 9, "2024-05-01T10:00:00Z"))
+    for i in range(120):  # orders sent to the payments topic by mistake: 12% of all messages, every payment
+        producer.produce(prefix + PAYMENTS, order(f"P{i}", i % 9, "2024-05-01T10:00:00Z"))
+    producer.flush()
+    with DuckDBSink(":memory:") as sink:
+        loader = StarLoader(shop_on(prefix), sink, bootstrap_servers=bootstrap, group="g", dlq_topic=None, batch_rows=2_000,
+                            consumer_overrides={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})  # fmt: skip
+        with pytest.raises(RejectGuardError) as refused:
+            loader.run(until_idle=2)
+        tables = sink.connection.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'FACT_%'").fetchall()
+    message = str(refused.value)
+    assert f"120 of the 120 messages of a batch from '{prefix}{PAYMENTS}' are rejects (100%" in message, message
+    assert "'payment_id: missing" in message and "nothing was created in the warehouse" in message, message
+    assert tables == [(0,)]

@@ -285,12 +285,23 @@ def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
         loader = StarLoader(star, sink, bootstrap_servers=local_broker.bootstrap_servers, group="shop", batch_rows=25,
                             consumer_overrides={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})  # fmt: skip
         assert loader.dlq_topics == sorted(f"{t}.dlq" for t in topics.values())
-        return loader.run(until_idle=2)
+        return loader, loader.run(until_idle=2)
 
     with DuckDBSink(":memory:") as sink:
-        stats = load(sink)
+        loader, stats = load(sink)
         assert stats.tombstones == 1
         assert (stats.consumed, stats.facts_loaded, stats.duplicates, stats.records, stats.rejected) == (total, 70, 1, 7, 1)
+        # Counted per topic, in the stats and in the metrics.
+        assert stats.consumed_by_topic == {name: len(messages[t]) for t, name in topics.items()}
+        assert stats.rejected_by_topic == {name: int(t == PAYMENTS) for t, name in topics.items()}
+        metric = loader.metrics.registry.get_sample_value
+        per_topic = {
+            name: [metric(f"starload_{m}_total", {"topic": name}) for m in ("messages_consumed", "records", "tombstones")]
+            for name in topics.values()
+        }
+        assert per_topic == {topics[ORDERS]: [41, 0, 0], topics[PAYMENTS]: [31, 0, 0], topics[CUSTOMERS]: [8, 7, 1]}
+        assert metric("starload_rejects_total", {"topic": topics[PAYMENTS], "reason": "invalid_json"}) == 1
+        assert metric("starload_rejects_total", {"topic": topics[ORDERS], "reason": "invalid_json"}) == 0
         assert {t: sum(sink.stored_offsets("shop", name).values()) for t, name in topics.items()} == {t: len(v) for t, v in messages.items()}
         # Customers 0-5 have records (5 is deleted since); 6 is known from payments only.
         assert rows(sink, "SELECT CUSTOMER_ID, IS_INFERRED FROM DIM_CUSTOMER WHERE CUSTOMER_KEY <> -1 AND IS_CURRENT ORDER BY 1") == [
@@ -298,7 +309,7 @@ def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
         ]  # fmt: skip
         shared = rows(sink, "SELECT count(DISTINCT o.CUSTOMER_KEY) FROM FACT_ORDERS o JOIN FACT_PAYMENTS p USING (CUSTOMER_KEY)")
         assert shared == [(5,)]
-        again = load(sink)
+        _, again = load(sink)
         assert (again.consumed, again.facts_loaded) == (0, 0)
     dead = {t: read_all(local_broker.bootstrap_servers, f"{name}.dlq", int(t == PAYMENTS)) for t, name in topics.items()}
     assert {t: len(letters) for t, letters in dead.items()} == {ORDERS: 0, PAYMENTS: 1, CUSTOMERS: 0}
@@ -346,6 +357,12 @@ def test_the_shop_generator_and_sigkills_build_the_star_of_one_uninterrupted_loa
     summary = dict(line.split(": ", 1) for line in once.stdout.splitlines() if ": " in line)
     assert summary["consumed"] == "12000" and int(summary["tombstones (acknowledged)"]) > 0 and int(summary["rejected"]) > 0
     assert int(summary["duplicates skipped"]) > 0 and int(summary["records (of dimension topics)"]) > 0
+    # A line per topic: every topic had messages, their counts add up, and the invalid orders are the orders topic's.
+    per_topic = {key.removeprefix(f"topic {prefix}"): value.split(", ") for key, value in summary.items() if key.startswith("topic ")}
+    assert sorted(per_topic) == sorted([CUSTOMERS, ORDERS, PAYMENTS]), per_topic
+    assert sum(int(consumed.split()[0]) for consumed, _ in per_topic.values()) == 12000
+    assert sum(int(rejected.split()[0]) for _, rejected in per_topic.values()) == int(summary["rejected"])
+    assert int(per_topic[ORDERS][1].split()[0]) > 0
     expected = view(duckdb_query(calm))
     assert view(duckdb_query(crashed)) == expected
     versions, orders, _ = expected

@@ -209,7 +209,7 @@ def table_console() -> Console:
 
 
 def load_summary(stats: LoadStats, rejects_to: str) -> str:
-    """The end-of-load summary (one ``name: value`` per line); ``rejects_to`` says where the rejects went."""
+    """The end-of-load summary (one ``name: value`` per line; with several topics, a line per topic); ``rejects_to`` says where the rejects went."""
     return "\n".join(
         [
             f"elapsed: {time.monotonic() - stats.started:.1f} s",
@@ -226,6 +226,10 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"statements: {stats.statements} ({stats.statements / stats.batches if stats.batches else 0:.0f} per batch)",
             f"dimension rows inserted: {stats.dimension_rows_inserted}",
             f"dimension rows updated: {stats.dimension_rows_updated}",
+            *(
+                f"topic {topic}: {consumed} consumed, {stats.rejected_by_topic.get(topic, 0)} rejected"
+                for topic, consumed in (stats.consumed_by_topic.items() if len(stats.consumed_by_topic) > 1 else ())
+            ),
         ]
     )
 

@@ -40,10 +40,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -111,6 +112,10 @@ class LoadStats:
     statements: int = 0
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
+    #: Per topic, messages in written batches (the loader starts each of its topics at 0).
+    consumed_by_topic: dict[str, int] = attrs.field(factory=dict)
+    #: Per topic, rejects among them.
+    rejected_by_topic: dict[str, int] = attrs.field(factory=dict)
     #: Messages behind the end over the assigned partitions; None while unknown.
     lag: int | None = None
     #: Partitions assigned now; None until the group first answers (0: none, or a rebalance).
@@ -161,8 +166,12 @@ class LoadStats:
         while len(self._readings) > 2 and now - self._readings[1][0] >= self.RATE_WINDOW:
             self._readings.popleft()
 
-    def add(self, result: WriteResult, consumed: int) -> None:
-        self.consumed += consumed
+    def add(self, result: WriteResult, batch: StagedBatch) -> None:
+        """Count a written batch (``result``: what the sink wrote of it)."""
+        self.consumed += batch.messages
+        for topic, rejects in batch.rejects_by_topic().items():
+            self.consumed_by_topic[topic] = self.consumed_by_topic.get(topic, 0) + batch.consumed.get(topic, 0)
+            self.rejected_by_topic[topic] = self.rejected_by_topic.get(topic, 0) + rejects
         self.facts_loaded += result.facts_inserted
         self.duplicates += result.duplicates
         self.records += result.records
@@ -349,7 +358,7 @@ class StarLoader:
         self.startup_timeout = startup_timeout
         self.on_offset_mismatch = on_offset_mismatch
         self.health_timeout = health_timeout
-        self.metrics = LoaderMetrics()
+        self.metrics = LoaderMetrics(self.topics)
         #: For health(): when the consume loop last turned (None: not running), since when the
         #: loader has had no assignment (None: it has one), and since when work has waited
         #: for the sink without a commit (None: none waits).
@@ -366,7 +375,7 @@ class StarLoader:
         self._admin: AdminClient | None = None
         #: Per topic, its ID at the last assignment (None: the broker gives none), stored with the offsets.
         self._topic_ids: dict[str, str | None] = {}
-        self.stats = LoadStats()
+        self.stats = LoadStats(consumed_by_topic=dict.fromkeys(self.topics, 0), rejected_by_topic=dict.fromkeys(self.topics, 0))
         self._stop = threading.Event()
         self._write_failed = threading.Event()
         self._consumer: Consumer | None = None
@@ -381,8 +390,8 @@ class StarLoader:
         self._expected: dict[str, dict[int, int | None]] = {}
         #: Whether the sink has been prepared (the writer does it before the first write).
         self._prepared = False
-        #: (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW messages.
-        self._recent: deque[tuple[int, int]] = deque()
+        #: Per topic, (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW of its messages.
+        self._recent: dict[str, deque[tuple[int, int]]] = {}
         #: Whether no offset is stored for any assigned partition (a new star for this
         #: group and its topics) and nothing has been written since: the first batch is then
         #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
@@ -628,16 +637,13 @@ class StarLoader:
                 for topic, offsets in batch.next_offsets.items():
                     self._expected.setdefault(topic, {}).update(offsets)
                 self._new_star = False
-                self._remember(batch.messages, batch.rejects.num_rows)
+                self._remember(batch)
                 self.metrics.write_seconds.observe(self.stats.last_commit - started)
                 log.debug(
                     "wrote a batch of %d messages in %.3f s (%d statements)",
                     batch.messages, self.stats.last_commit - started, result.statements,
                 )  # fmt: skip
-                self.metrics.committed(
-                    batch.messages, result.facts_inserted, result.duplicates, result.conflicts,
-                    batch.rejects.column("REASON").to_pylist(),
-                )  # fmt: skip
+                self.metrics.committed(batch, result)
                 break
             except TransientSinkError as exc:
                 self.metrics.retries.inc()
@@ -651,26 +657,34 @@ class StarLoader:
         return result, batch
 
     def _guard_rejects(self, batch: StagedBatch, *, alone: bool) -> None:
-        """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages are nearly all rejects.
+        """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages of a topic are nearly all rejects.
 
-        The window is this batch and as many batches written before it as it takes to
-        cover GUARD_WINDOW messages; ``alone`` (a new star's first batch): this batch
-        only, judged whatever its size.
+        Each topic is judged on its own (a topic of rejects is not hidden by a busy healthy
+        one): its window is its messages in this batch and in as many batches written before
+        it as it takes to cover GUARD_WINDOW of them; ``alone`` (a new star's first batch):
+        its messages in this batch only, judged whatever their number.
         """
         if self.max_reject_ratio >= 1 or not batch.rejects.num_rows:
             return  # a batch without rejects is never refused, whatever came before it
-        consumed, rejects, batches = batch.messages, batch.rejects.num_rows, 1
-        for earlier in reversed(self._recent if not alone else ()):
-            if consumed >= GUARD_WINDOW:
-                break
-            consumed, rejects, batches = consumed + earlier[0], rejects + earlier[1], batches + 1
-        if (consumed < GUARD_WINDOW and not alone) or rejects <= self.max_reject_ratio * consumed:
-            return
-        reason, times = Counter(batch.rejects.column("REASON").to_pylist()).most_common(1)[0]
+        for topic, rejects in batch.rejects_by_topic().items():
+            if not rejects:
+                continue
+            consumed, batches = batch.consumed[topic], 1
+            for earlier in reversed(self._recent.get(topic, ()) if not alone else ()):
+                if consumed >= GUARD_WINDOW:
+                    break
+                consumed, rejects, batches = consumed + earlier[0], rejects + earlier[1], batches + 1
+            if (consumed >= GUARD_WINDOW or alone) and rejects > self.max_reject_ratio * consumed:
+                self._refuse(batch, topic, consumed, rejects, batches)
+
+    def _refuse(self, batch: StagedBatch, topic: str, consumed: int, rejects: int, batches: int) -> NoReturn:
+        """Raise the reject guard's error: ``rejects`` of ``topic``'s last ``consumed`` messages, over ``batches`` batches."""
+        reasons = batch.rejects.filter(pc.equal(batch.rejects.column("KAFKA_TOPIC"), topic)).column("REASON")
+        reason, times = Counter(reasons.to_pylist()).most_common(1)[0]
         judged = "of a batch" if batches == 1 else f"of the last {batches} batches"
         created = "" if self._prepared else ", and nothing was created in the warehouse"
         msg = (
-            f"{rejects:,} of the {consumed:,} messages {judged} from {', '.join(map(repr, batch.consumed))} are rejects "
+            f"{rejects:,} of the {consumed:,} messages {judged} from {topic!r} are rejects "
             f"({rejects / consumed:.0%}, over --max-reject-ratio {self.max_reject_ratio:g}); most common reason "
             f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --spec?) rather than "
             f"bad data: nothing of the last batch was written or dead-lettered, its offsets are unchanged{created}. "
@@ -687,11 +701,13 @@ class StarLoader:
             self.sink.prepare(self.schema)
             self._prepared = True
 
-    def _remember(self, consumed: int, rejects: int) -> None:
-        """Keep a written batch's counts for the guard, and only as many batches as cover GUARD_WINDOW messages."""
-        self._recent.append((consumed, rejects))
-        while len(self._recent) > 1 and sum(c for c, _ in self._recent) - self._recent[0][0] >= GUARD_WINDOW:
-            self._recent.popleft()
+    def _remember(self, batch: StagedBatch) -> None:
+        """Keep a written batch's counts per topic for the guard, and only as many batches as cover GUARD_WINDOW messages."""
+        for topic, rejects in batch.rejects_by_topic().items():
+            recent = self._recent.setdefault(topic, deque())
+            recent.append((batch.consumed.get(topic, 0), rejects))
+            while len(recent) > 1 and sum(c for c, _ in recent) - recent[0][0] >= GUARD_WINDOW:
+                recent.popleft()
 
     def _finish_oldest(self, *, resume: bool = True) -> None:
         """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).
@@ -713,7 +729,7 @@ class StarLoader:
             if resume and self._assigned and self._consumer is not None:
                 self._seek_stored(self._consumer, self._consumer.assignment())
             return
-        self.stats.add(result, batch.messages)
+        self.stats.add(result, batch)
         self._work_since = time.monotonic() if self._pending else None
         if batch.next_offsets and self._consumer is not None:
             offsets = [TopicPartition(t, p, o) for t, parts in batch.next_offsets.items() for p, o in parts.items()]

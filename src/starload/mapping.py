@@ -607,7 +607,7 @@ class Mapper:
                 raise ValueError(msg)
             by_feed[n] = (topic, raw)
         empty = pa.Table.from_batches([], RAW_SCHEMA)
-        facts, rejects, next_offsets, consumed, records, tombstones = {}, [], {}, {}, 0, 0
+        facts, rejects, next_offsets, consumed, records, tombstones = {}, [], {}, {}, {}, {}
         try:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
@@ -622,10 +622,9 @@ class Mapper:
                     next_offsets[topic] = dict(con.execute(sql.offsets).fetchall())
                     consumed[topic] = raw.num_rows
                     if sql.tombstones is not None:
-                        ((found,),) = con.execute(sql.tombstones).fetchall()
-                        tombstones += found
+                        ((tombstones[topic],),) = con.execute(sql.tombstones).fetchall()
                     if sql.feed.fact is None:
-                        records += raw.num_rows - rejects[-1].num_rows - (found if sql.tombstones is not None else 0)
+                        records[topic] = raw.num_rows - rejects[-1].num_rows - tombstones.get(topic, 0)
             dims = {name: con.sql(q).to_arrow_table() for name, q in self.sql.dimensions.items()}
             histories = {name: con.sql(q).to_arrow_table() for name, q in self.sql.histories.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
@@ -643,8 +642,8 @@ class Mapper:
             rejects=pa.concat_tables(rejects) if len(rejects) > 1 else rejects[0],
             next_offsets=next_offsets,
             consumed=consumed,
-            records=records,
-            tombstones=tombstones,
+            records_by_topic=records,
+            tombstones_by_topic=tombstones,
             raw={topic: raw for topic, raw in by_feed.values()},
         )
 

@@ -13,11 +13,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from starload.sinks.base import StagedBatch, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +81,28 @@ class LoaderMetrics:
     """The metrics one loader updates (thread-safe: the writer and the main thread both do).
 
     ``registry`` is what to serve: every series a dashboard may alert on exists from the
-    start (each reject class at 0; Prometheus's instrumentation guidance, "Avoid missing
-    metrics"), and none of the ``*_created`` series. The per-partition lag appears once
-    a partition's lag is known.
+    start (each topic of ``topics``, and each reject class of it, at 0; Prometheus's
+    instrumentation guidance, "Avoid missing metrics"), and none of the ``*_created``
+    series. The per-partition lag appears once a partition's lag is known.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Iterable[str]) -> None:
         r = CollectorRegistry()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_WithoutCreated(r))
-        self.consumed = Counter("starload_messages_consumed_total", "Messages in committed batches", registry=r)
+        self.consumed = Counter("starload_messages_consumed_total", "Messages in committed batches", ["topic"], registry=r)
         self.facts = Counter("starload_facts_loaded_total", "Fact rows inserted", registry=r)
         self.duplicates = Counter("starload_duplicates_total", "Messages whose grain value was loaded already", registry=r)
-        self.rejects = Counter("starload_rejects_total", "Rejected messages, by the class of their first reason", ["reason"], registry=r)
-        for reason in REASON_CLASSES:
-            self.rejects.labels(reason)
+        self.records = Counter("starload_records_total", "Valid messages of dimension topics (records of members)", ["topic"], registry=r)
+        self.tombstones = Counter("starload_tombstones_total", "Tombstones of change-event topics, acknowledged", ["topic"], registry=r)
+        self.rejects = Counter(
+            "starload_rejects_total", "Rejected messages, by the class of their first reason", ["topic", "reason"], registry=r
+        )
+        for topic in topics:
+            for counter in (self.consumed, self.records, self.tombstones):
+                counter.labels(topic)
+            for reason in REASON_CLASSES:
+                self.rejects.labels(topic, reason)
         self.conflicts = Counter("starload_conflicts_total", "Rejects repeating a loaded grain value with other content", registry=r)
         self.lag = Gauge("starload_consumer_lag", "Messages behind the partition's end (as last fetched)", ["topic", "partition"], registry=r)
         self.write_seconds = Histogram("starload_batch_write_seconds", "Seconds to write and commit one batch", buckets=_SECONDS, registry=r)
@@ -102,14 +112,20 @@ class LoaderMetrics:
         self.last_commit = Gauge("starload_last_commit_timestamp_seconds", "Unix time of the last batch committed to the sink", registry=r)
         self.assigned = Gauge("starload_assigned_partitions", "Partitions assigned to this loader", registry=r)
 
-    def committed(self, consumed: int, facts: int, duplicates: int, conflicts: int, reasons: Iterable[str]) -> None:
-        """Count one committed batch."""
-        self.consumed.inc(consumed)
-        self.facts.inc(facts)
-        self.duplicates.inc(duplicates)
-        self.conflicts.inc(conflicts)
-        for reason in reasons:
-            self.rejects.labels(reason_class(reason)).inc()
+    def committed(self, batch: StagedBatch, result: WriteResult) -> None:
+        """Count one committed batch (``result``: what the sink wrote of it)."""
+        for topic, consumed in batch.consumed.items():
+            self.consumed.labels(topic).inc(consumed)
+        for topic, records in batch.records_by_topic.items():
+            self.records.labels(topic).inc(records)
+        for topic, tombstones in batch.tombstones_by_topic.items():
+            self.tombstones.labels(topic).inc(tombstones)
+        self.facts.inc(result.facts_inserted)
+        self.duplicates.inc(result.duplicates)
+        self.conflicts.inc(result.conflicts)
+        rejects = batch.rejects
+        for topic, reason in zip(rejects.column("KAFKA_TOPIC").to_pylist(), rejects.column("REASON").to_pylist(), strict=True):
+            self.rejects.labels(topic, reason_class(reason)).inc()
         self.last_commit.set_to_current_time()
 
     def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:

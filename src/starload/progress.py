@@ -18,7 +18,7 @@ CONSOLE = Console(stderr=True)
 
 
 class Progress:
-    """Shows ``describe(stats)`` live on a terminal; logs it every ``log_every`` s otherwise (or without ``live``)."""
+    """Shows ``describe(stats)`` live on a terminal; logs it every ``log_every`` s otherwise (or without ``live``), its lines joined by `` | ``."""
 
     def __init__(
         self, describe: Callable[[Any], str], *, log_every: float = 10.0, console: Console | None = None, live: bool = True
@@ -46,7 +46,7 @@ class Progress:
             self._live.update(text)
         elif time.monotonic() - self._last_log >= self.log_every:
             self._last_log = time.monotonic()
-            log.info("%s", text)
+            log.info("%s", " | ".join(line.strip() for line in text.splitlines()))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._live is not None:
@@ -55,7 +55,19 @@ class Progress:
 
 
 def describe_load(stats: Any) -> str:
-    """One line of load progress, at most 80 characters: the state, or the rate of the last seconds and the counts."""
+    """Load progress: the state, or the rate of the last seconds and the counts; lines of at most 80 characters.
+
+    With several topics, a line per topic follows: its messages and rejects so far.
+    """
+    topics = stats.consumed_by_topic if len(stats.consumed_by_topic) > 1 else {}
+    return "\n".join([_describe_state(stats), *(_fit(f"  {t}: {n:,} consumed · {stats.rejected_by_topic.get(t, 0):,} rejected") for t, n in topics.items())])
+
+
+def _fit(line: str) -> str:
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def _describe_state(stats: Any) -> str:
     counts = f"loaded {stats.facts_loaded:,} · dup {stats.duplicates:,} · rejected {stats.rejected:,}"
     if stats.stopped:
         return f"stopped · {counts}"
@@ -65,8 +77,7 @@ def describe_load(stats: Any) -> str:
     if stats.partitions == 0:
         return f"no partitions (a rebalance, or a standby) · {counts}"
     if stats.waiting is not None:
-        line = f"waiting {stats.waiting.seconds:.0f} s for {stats.waiting.what}"
-        return line if len(line) <= 80 else line[:79] + "…"
+        return _fit(f"waiting {stats.waiting.seconds:.0f} s for {stats.waiting.what}")
     return f"{stats.recent_rate:,.0f} msg/s · {counts} · lag {lag}"
 
 

@@ -161,10 +161,10 @@ class StagedBatch:
     next_offsets: Mapping[str, Mapping[int, int]]
     #: Messages the batch holds, per topic.
     consumed: Mapping[str, int]
-    #: Valid messages of dimension topics (records of members, not facts).
-    records: int = 0
-    #: Tombstones (null values) of topics of change events: acknowledged, neither records nor rejects.
-    tombstones: int = 0
+    #: Per dimension topic, its valid messages (records of members, not facts).
+    records_by_topic: Mapping[str, int] = attrs.field(factory=dict)
+    #: Per topic of change events, its tombstones (null values): acknowledged, neither records nor rejects.
+    tombstones_by_topic: Mapping[str, int] = attrs.field(factory=dict)
     conflicts: int = 0
     #: Per topic, the raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
     raw: Mapping[str, pa.Table] = attrs.field(factory=dict, repr=False)
@@ -176,6 +176,23 @@ class StagedBatch:
     def messages(self) -> int:
         """Messages the batch holds, over every topic."""
         return sum(self.consumed.values())
+
+    @property
+    def records(self) -> int:
+        """Valid messages of dimension topics, over every topic."""
+        return sum(self.records_by_topic.values())
+
+    @property
+    def tombstones(self) -> int:
+        """Tombstones, over every topic."""
+        return sum(self.tombstones_by_topic.values())
+
+    def rejects_by_topic(self) -> dict[str, int]:
+        """Per topic of the batch, how many of its messages are rejects (0 for a topic without)."""
+        counts = dict.fromkeys(self.consumed, 0)
+        for topic in self.rejects.column("KAFKA_TOPIC").to_pylist():
+            counts[topic] = counts.get(topic, 0) + 1
+        return counts
 
     def fenced(self, stored: Mapping[str, Mapping[int, int | None]], topic_ids: Mapping[str, str | None] | None = None) -> StagedBatch:
         """This batch, to be applied only on these stored offsets (per topic, each of its partitions; missing: None), from topics with ``topic_ids``."""
