@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import snowflake.connector
-from test_recovery import HISTORY, ORDERS, assert_exact, produce_stream
+import yaml
+from test_recovery import HISTORY, ORDERS, assert_exact, duckdb_query, loader_command, produce_stream
+from test_several_topics import shop_on, view
 
 from starload import ORDERS_SCHEMA, StarLoader
 from starload.sinks.snowflake import SnowflakeSink
@@ -37,9 +40,11 @@ class Loader:
     """``starload load --sink snowflake`` as a subprocess, its stderr kept in a file."""
 
     def __init__(self, bootstrap: str, topic: str, log: Path, *extra: str, star: tuple[str, ...] = ORDERS) -> None:
+        """``topic``: the one to read, and the group's name; a ``--spec`` that names its topics reads those, in group ``topic``."""
+        named = "--spec" in star
         command = [
-            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, *star,
-            "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
+            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, *(["--topic", topic] if not named else []),
+            *star, "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
             # Default sink options: a killed or frozen loader's transaction, which holds the lock,
             # is aborted once its loader has not beaten for dead_after (20 s).
             # The local broker waits a whole rebalance timeout (max.poll.interval.ms, 300 s by
@@ -75,6 +80,18 @@ def wait_until_held(local_snowflake, held: int, loader: Loader, timeout: float =
     while local_snowflake.stats().get("held", 0) <= held:
         assert loader.process.poll() is None and time.monotonic() < deadline, loader.log.read_text()[-3000:]
         time.sleep(0.05)
+
+
+def finish_at(query: Callable[[str], list[tuple]], loaders: list[Loader], end: int) -> None:
+    """Wait until the stored offsets add up to ``end`` (every message loaded), then stop ``loaders`` cleanly."""
+    deadline = time.monotonic() + 300
+    while query("SELECT coalesce(sum(NEXT_OFFSET), 0) FROM STARLOAD_OFFSETS") != [(end,)]:
+        assert time.monotonic() < deadline, [loader.log.read_text()[-1500:] for loader in loaders]
+        time.sleep(0.5)
+    for loader in loaders:
+        loader.process.send_signal(signal.SIGTERM)
+    for loader in loaders:
+        loader.finish()
 
 
 @pytest.fixture
@@ -118,16 +135,53 @@ def test_three_loaders_killed_and_replaced_at_random_build_the_exact_star(
     # The three left finish the topic (a fresh loader joining a group that all members just
     # left can wait minutes for its first assignment on the local broker), then stop cleanly.
     query = snowflake_query(snowflake_settings)
-    end = len(orders) + len(orders[::50]) + bad
-    deadline = time.monotonic() + 300
-    while query("SELECT coalesce(sum(NEXT_OFFSET), 0) FROM STARLOAD_OFFSETS") != [(end,)]:
-        assert time.monotonic() < deadline, [loader.log.read_text()[-1500:] for loader in loaders]
-        time.sleep(0.5)
-    for loader in loaders:
-        loader.process.send_signal(signal.SIGTERM)
-    for loader in loaders:
-        loader.finish()
+    finish_at(query, loaders, len(orders) + len(orders[::50]) + bad)
     assert_exact(query, orders, bad, history=True)
+
+
+def test_loaders_sharing_the_shop_topics_killed_and_replaced_build_the_star_of_one_load(
+    local_broker, snowflake_environment, snowflake_settings, spawn, tmp_path
+):
+    """Three topics of three partitions, two loaders in one group, one SIGKILLed and replaced twice: one DuckDB loader's star.
+
+    Customers' records, orders and payments of one customer are read by different loaders,
+    in batches committed in whatever order; the members, their versions and every fact's
+    member version come out as one uninterrupted load builds them.
+    """
+    prefix = f"f{uuid.uuid4().hex[:8]}-"
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(yaml.safe_dump(shop_on(prefix).to_dict()))
+    star = ("--spec", str(spec))
+    count = 6_000
+    produced = subprocess.run(
+        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--generator", "shop",
+         "--count", str(count), "--seed", "22", "--partitions", "3", "--option", f"prefix={prefix}", "--option", "customers=30"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    calm = tmp_path / "calm.duckdb"
+    once = subprocess.run(loader_command(local_broker.bootstrap_servers, None, calm, "--until-idle", "3", "--group", "calm", star=star),
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert once.returncode == 0, once.stderr
+    rng = random.Random(8)
+    names = iter(f"shop-loader-{i}" for i in range(100))
+    loaders = [spawn("fleet", next(names), star=star) for _ in range(2)]
+    for loader in loaders:
+        loader.wait_for("assigned")
+    for _ in range(2):
+        time.sleep(rng.uniform(0.5, 2.0))
+        loaders.pop(rng.randrange(len(loaders))).kill()
+        loaders.append(spawn("fleet", next(names), star=star))
+        loaders[-1].wait_for("assigned")
+    query = snowflake_query(snowflake_settings)
+    finish_at(query, loaders, count)
+    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, "--sink", "snowflake"],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    expected = view(duckdb_query(calm))
+    assert view(query) == expected
+    versions, orders, payments = expected
+    assert any(deleted for *_, deleted, _, _, _ in versions) and len(orders) > 2_000 and len(payments) > 500
 
 
 def test_a_zombie_loader_cannot_commit(local_broker, local_snowflake, snowflake_environment, snowflake_settings, spawn):

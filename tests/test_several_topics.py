@@ -21,6 +21,7 @@ from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOP
 from starload.engine import loader_topics
 from starload.exceptions import StarloadError
 from starload.mapping import Mapper
+from starload.testing import as_instant
 from starload.testing import debezium_change as change
 from starload.testing import epoch_ms as ms
 from starload.testing import stage_topics as stage
@@ -184,16 +185,28 @@ def test_one_batch_of_three_topics_is_one_transaction_with_every_offset(sink, ma
 
 
 def view(query: Callable[[str], list[tuple[Any, ...]]]) -> tuple[list[tuple[Any, ...]], ...]:
-    """The shop star without its surrogate keys and load times: members' versions, and each fact's member version."""
+    """The shop star without its surrogate keys and load times: members' versions, and each fact's member version.
+
+    Timestamps as UTC datetimes whatever the driver; a NULL one read as None by its ``IS NULL``
+    (the local Snowflake endpoint reads a NULL timestamp back as 1970).
+    """
     versions = query(
-        "SELECT CUSTOMER_ID, FIRST_NAME, REGION, IS_INFERRED, IS_DELETED, DELETED_AT, VALID_FROM, VALID_TO FROM DIM_CUSTOMER ORDER BY 1, 7"
+        "SELECT CUSTOMER_ID, FIRST_NAME, REGION, IS_INFERRED, IS_DELETED, DELETED_AT, DELETED_AT IS NULL, VALID_FROM, VALID_TO, "
+        "VALID_TO IS NULL FROM DIM_CUSTOMER ORDER BY 1, 8"
     )
     orders = query(
         "SELECT ORDER_ID, CUSTOMER_ID, VALID_FROM, PRODUCT_ID, TOTAL_AMOUNT FROM FACT_ORDERS "
         "JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) JOIN DIM_PRODUCT USING (PRODUCT_KEY) ORDER BY 1"
     )
     payments = query("SELECT PAYMENT_ID, CUSTOMER_ID, VALID_FROM, AMOUNT FROM FACT_PAYMENTS JOIN DIM_CUSTOMER USING (CUSTOMER_KEY) ORDER BY 1")
-    return versions, orders, payments
+    return (
+        [
+            (c, n, r, inferred, deleted, None if no_delete else as_instant(at), as_instant(since), None if current else as_instant(until))
+            for c, n, r, inferred, deleted, at, no_delete, since, until, current in versions
+        ],
+        [(o, c, as_instant(since), *rest) for o, c, since, *rest in orders],
+        [(y, c, as_instant(since), *rest) for y, c, since, *rest in payments],
+    )
 
 
 hours = st.integers(0, 40).map(lambda h: f"2024-05-{1 + h // 24:02d}T{h % 24:02d}:00:00Z")
