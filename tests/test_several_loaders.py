@@ -39,12 +39,12 @@ def snowflake_query(settings: dict):
 class Loader:
     """``starload load --sink snowflake`` as a subprocess, its stderr kept in a file."""
 
-    def __init__(self, bootstrap: str, topic: str, log: Path, *extra: str, star: tuple[str, ...] = ORDERS) -> None:
-        """``topic``: the one to read, and the group's name; a ``--spec`` that names its topics reads those, in group ``topic``."""
-        named = "--spec" in star
+    def __init__(self, bootstrap: str, topic: str | None, log: Path, *extra: str, star: tuple[str, ...] = ORDERS,
+                 group: str | None = None) -> None:
+        """``topic``: the one to read (None: the star's own topics); ``group``: the consumer group, ``topic`` by default."""
         command = [
-            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, *(["--topic", topic] if not named else []),
-            *star, "--group", topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
+            sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, *(["--topic", topic] if topic else []),
+            *star, "--group", group or topic, "--sink", "snowflake", "--batch-rows", "1500", "--batch-seconds", "0.3",
             # Default sink options: a killed or frozen loader's transaction, which holds the lock,
             # is aborted once its loader has not beaten for dead_after (20 s).
             # The local broker waits a whole rebalance timeout (max.poll.interval.ms, 300 s by
@@ -96,11 +96,11 @@ def finish_at(query: Callable[[str], list[tuple]], loaders: list[Loader], end: i
 
 @pytest.fixture
 def spawn(local_broker, tmp_path) -> Iterator[Callable[..., Loader]]:
-    """Starts loaders (``spawn(topic, name, *extra, star=...)``); any still running at the end of the test is killed."""
+    """Starts loaders (``spawn(topic, name, *extra, star=..., group=...)``); any still running at the end of the test is killed."""
     started: list[Loader] = []
 
-    def start(topic: str, name: str, *extra: str, star: tuple[str, ...] = ORDERS) -> Loader:
-        started.append(Loader(local_broker.bootstrap_servers, topic, tmp_path / f"{name}.log", *extra, star=star))
+    def start(topic: str | None, name: str, *extra: str, star: tuple[str, ...] = ORDERS, group: str | None = None) -> Loader:
+        started.append(Loader(local_broker.bootstrap_servers, topic, tmp_path / f"{name}.log", *extra, star=star, group=group))
         return started[-1]
 
     yield start
@@ -165,13 +165,13 @@ def test_loaders_sharing_the_shop_topics_killed_and_replaced_build_the_star_of_o
     assert once.returncode == 0, once.stderr
     rng = random.Random(8)
     names = iter(f"shop-loader-{i}" for i in range(100))
-    loaders = [spawn("fleet", next(names), star=star) for _ in range(2)]
+    loaders = [spawn(None, next(names), star=star, group="fleet") for _ in range(2)]
     for loader in loaders:
         loader.wait_for("assigned")
     for _ in range(2):
         time.sleep(rng.uniform(0.5, 2.0))
         loaders.pop(rng.randrange(len(loaders))).kill()
-        loaders.append(spawn("fleet", next(names), star=star))
+        loaders.append(spawn(None, next(names), star=star, group="fleet"))
         loaders[-1].wait_for("assigned")
     query = snowflake_query(snowflake_settings)
     finish_at(query, loaders, count)
