@@ -23,8 +23,11 @@ $(VENV)/.test: pyproject.toml plugins/*/pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo
 	$(BIN)/python examples/run_orders.py
 
+# Two workers: most of the suite waits on the broker's group joins and killed loaders, not on
+# the CPU (one worker keeps a 2-core machine under half busy). Each worker has its own broker
+# and Snowflake endpoint. `.venv/bin/python -m pytest tests/FILE` runs tests in one process.
 test: $(VENV)/.test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/throughput.py
