@@ -361,6 +361,7 @@ def test_the_shop_generator_and_sigkills_build_the_star_of_one_uninterrupted_loa
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
     assert "produced 12000 shop events" in produced.stdout
+    assert all(repr(f"{prefix}{name}") in produced.stdout for name in (CUSTOMERS, ORDERS, PAYMENTS)), produced.stdout
     star = ("--spec", str(spec))
     crashed, calm = tmp_path / "crashed.duckdb", tmp_path / "calm.duckdb"
     crash_repeatedly(local_broker.bootstrap_servers, None, crashed, kills=3, seed=9, star=star)

@@ -262,7 +262,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             progress=progress,
             startup_timeout=args.startup_timeout,
         )
-    print(f"produced {stats.produced} {generator.name} events to {', '.join(map(repr, [topic] if topic else named))} in {stats.seconds:.1f} s")
+    print(f"produced {stats.produced} {generator.name} events to {', '.join(map(repr, stats.topics))} in {stats.seconds:.1f} s")
     return 0
 
 

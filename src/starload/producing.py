@@ -25,6 +25,8 @@ class ProduceStats:
     produced: int = 0
     failed: int = 0
     seconds: float = 0.0
+    #: The topics produced to, in the order of their first message.
+    topics: list[str] = attrs.Factory(list)
 
     @property
     def rate(self) -> float:
@@ -125,7 +127,6 @@ def _send(
 ) -> ProduceStats:
     """Produce ``(topic, key, value)`` triples (each topic created if missing, before its first message) at ``rate`` per second at most."""
     config = producer_config(bootstrap_servers, overrides)
-    ensured: set[str] = set()
     stats = ProduceStats()
     errors: list[KafkaError] = []
 
@@ -140,9 +141,9 @@ def _send(
     count = 0
     for i, (to, key, value) in enumerate(messages):
         count = i + 1
-        if to not in ensured:
+        if to not in stats.topics:
             ensure_topic(bootstrap_servers, to, partitions, timeout=startup_timeout, overrides=connection_settings(config))
-            ensured.add(to)
+            stats.topics.append(to)
         while True:
             try:
                 producer.produce(to, value=value, key=key)
@@ -167,6 +168,6 @@ def _send(
         progress(stats)
     if stats.failed:
         first = errors[0] if errors else f"{pending} messages still queued after 60 s"
-        msg = f"{stats.failed} of {count} messages were not delivered to {', '.join(map(repr, sorted(ensured)))}; first error: {first}"
+        msg = f"{stats.failed} of {count} messages were not delivered to {', '.join(map(repr, stats.topics))}; first error: {first}"
         raise StarloadError(msg)
     return stats
