@@ -33,6 +33,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/nesting.py
 	$(BIN)/python benchmarks/history.py
+	$(BIN)/python benchmarks/several_topics.py
 
 clean:
 	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb

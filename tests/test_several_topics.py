@@ -11,13 +11,12 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starload import SHOP_SCHEMA, DuckDBSink, StarSchema
-from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC
+from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC, SHOP_TYPE1_SCHEMA
 from starload.engine import loader_topics
 from starload.exceptions import StarloadError
 from starload.mapping import Mapper
@@ -128,13 +127,6 @@ def test_debezium_events_with_and_without_the_schema_wrapper(mapper):
     assert {r["KAFKA_TOPIC"] for r in batch.rejects.to_pylist()} == {CUSTOMERS}
 
 
-#: The shop star with a customer of type 1 only (no history).
-SHOP_TYPE1 = attrs.evolve(
-    SHOP,
-    dimensions=[attrs.evolve(SHOP.dimensions[0], attributes=[attrs.evolve(f, history=False) for f in SHOP.dimensions[0].attributes]), SHOP.dimensions[1]],
-)
-
-
 @pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reversed"])
 def test_a_delete_marks_a_type1_member_and_a_reinsert_revives_it_whatever_the_order(reverse):
     created, deleted, revived = ms("2024-01-01T00:00:00Z"), ms("2024-02-01T00:00:00Z"), ms("2024-03-01T00:00:00Z")
@@ -144,9 +136,9 @@ def test_a_delete_marks_a_type1_member_and_a_reinsert_revives_it_whatever_the_or
         None,
         change("c", customer(1, "US", "Anne Marie"), revived),
     ]
-    mapper = Mapper(SHOP_TYPE1)
+    mapper = Mapper(SHOP_TYPE1_SCHEMA)
     with DuckDBSink(":memory:") as sink:
-        sink.prepare(SHOP_TYPE1)
+        sink.prepare(SHOP_TYPE1_SCHEMA)
         states = []
         for n in range(len(events)):  # one event a batch, each batch at its own offset
             i = len(events) - 1 - n if reverse else n

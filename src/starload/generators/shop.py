@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as DecimalNumber
 
+import attrs
+
 from starload.generators.base import Event, Generator
 from starload.hookspecs import hookimpl
 from starload.spec import (
@@ -86,6 +88,16 @@ SHOP_SCHEMA = StarSchema(
                 Field("METHOD", "method"),
             ],
         ),
+    ],
+)
+
+#: The shop star with a customer of type 1 (no history): set against the type-1 orders star.
+SHOP_TYPE1_SCHEMA = attrs.evolve(
+    SHOP_SCHEMA,
+    name="shop_type1",
+    dimensions=[
+        attrs.evolve(SHOP_SCHEMA.dimensions[0], attributes=[attrs.evolve(f, history=False) for f in SHOP_SCHEMA.dimensions[0].attributes]),
+        *SHOP_SCHEMA.dimensions[1:],
     ],
 )
 
