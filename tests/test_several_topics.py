@@ -260,9 +260,14 @@ def shop_on(prefix: str) -> StarSchema:
     return StarSchema.from_dict(data)
 
 
-def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
-    """Each topic's rejects go to its own dead-letter topic; every (topic, partition)'s offset is stored; a rerun loads nothing twice."""
+def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker, tmp_path):
+    """Each topic's rejects go to its own dead-letter topic; every (topic, partition)'s offset is stored; a rerun loads nothing twice.
+
+    ``starload offsets show`` lists every topic's offsets; ``reset`` moves one topic's.
+    """
+    import yaml
     from confluent_kafka import Producer
+    from test_integration import run_cli
 
     from starload.engine import StarLoader
     from starload.kafka import ensure_topic, producer_config
@@ -292,7 +297,8 @@ def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
         assert loader.dlq_topics == sorted(f"{t}.dlq" for t in topics.values())
         return loader, loader.run(until_idle=2)
 
-    with DuckDBSink(":memory:") as sink:
+    db = tmp_path / "shop.duckdb"
+    with DuckDBSink(db) as sink:
         loader, stats = load(sink)
         assert stats.tombstones == 1
         assert (stats.consumed, stats.facts_loaded, stats.duplicates, stats.records, stats.rejected) == (total, 70, 1, 7, 1)
@@ -318,6 +324,25 @@ def test_one_loader_reads_every_topic_of_the_star_in_one_group(local_broker):
         assert (again.consumed, again.facts_loaded) == (0, 0)
     dead = {t: read_all(local_broker.bootstrap_servers, f"{name}.dlq", int(t == PAYMENTS)) for t, name in topics.items()}
     assert {t: len(letters) for t, letters in dead.items()} == {ORDERS: 0, PAYMENTS: 1, CUSTOMERS: 0}
+
+    # starload offsets: show lists every topic of the star; reset takes one of them at a time.
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(yaml.safe_dump(star.to_dict()))
+    where = ("--bootstrap-servers", local_broker.bootstrap_servers, "--spec", str(spec), "--duckdb-path", str(db), "--group", "shop")
+    shown = run_cli("offsets", "show", *where)
+    assert shown.returncode == 0, shown.stderr
+    assert all(f"topic {name!r} on" in shown.stdout for name in topics.values()) and shown.stdout.count(" ok ") == 6, shown.stdout
+    refused = run_cli("offsets", "reset", *where, "--to", "earliest")
+    assert refused.returncode != 0 and "reset one at a time (--topic TOPIC)" in refused.stderr, refused.stderr
+    stranger = run_cli("offsets", "show", *where, "--topic", "orders")
+    assert stranger.returncode != 0 and "topic 'orders' is none of them" in stranger.stderr, stranger.stderr
+    reset = run_cli("offsets", "reset", *where, "--topic", topics[PAYMENTS], "--to", "earliest", "--execute")
+    assert reset.returncode == 0, reset.stderr
+    with DuckDBSink(db) as sink:
+        sink.prepare(star)
+        assert {t: sum(sink.stored_offsets("shop", name).values()) for t, name in topics.items()} == {
+            ORDERS: len(messages[ORDERS]), PAYMENTS: 0, CUSTOMERS: len(messages[CUSTOMERS]),
+        }  # fmt: skip
 
 
 def test_a_topic_missing_at_start_up_names_itself(local_broker):

@@ -355,7 +355,8 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     Without ``--topic``, ``show`` shows every topic of the star; ``reset`` takes one topic at a time.
     """
     schema = spec_of(args, topic_of(args))
-    topics = (args.topic,) if args.topic is not None else loader_topics(schema, topic_of(args, schema))
+    read = loader_topics(schema, topic_of(args, schema))  # refuses a --topic the star does not read
+    topics = (args.topic,) if args.topic is not None else read
     if args.action == "reset" and len(topics) > 1:
         msg = f"star {schema.name!r} reads topics {', '.join(topics)}: reset one at a time (--topic TOPIC)"
         raise StarloadError(msg)
