@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=300_000, help="messages for (a) (default 300000)")
     parser.add_argument("--customers", type=int, default=2_000, help="customers (default 2000)")
     parser.add_argument("--batch-rows", type=int, default=50_000, help="messages per batch for (a) (default 50000)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a), each star in turn (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of (a), each star in turn (default 5)")
     parser.add_argument("--snowflake-batch", type=int, default=2_000, help="messages per batch for (b), 0 to skip (default 2000)")
     args = parser.parse_args(argv)
     console = Console(width=170)
