@@ -197,7 +197,7 @@ def topic_of(args: argparse.Namespace, schema: StarSchema | None = None) -> str 
     """``--topic``, else :data:`DEFAULT_TOPIC`; for a star that names every topic it reads (``schema``), None."""
     if args.topic is not None:
         return str(args.topic)
-    if schema is not None and all(f.topic is not None for f in schema.feeds()):
+    if schema is not None and schema.named_topics is not None:
         return None
     return DEFAULT_TOPIC
 
@@ -244,8 +244,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     options = _key_values(args.option, "--option", integers=True)
     _check_options(generator.events, options, f"--option for generator {generator.name!r}", skip=1)
     topic = topic_of(args, generator.schema)
-    named = [f.topic for f in generator.schema.feeds() if f.topic is not None]
-    if args.topic is not None and len(named) == len(generator.schema.feeds()):
+    if args.topic is not None and (named := generator.schema.named_topics) is not None:
         msg = f"generator {generator.name!r} produces to its own topics ({', '.join(named)}): --topic does not apply (see its options)"
         raise StarloadError(msg)
     with Progress(describe_produce) as progress:

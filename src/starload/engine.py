@@ -278,8 +278,7 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
     Raises :class:`~starload.exceptions.StarloadError` when the star has a fact that names
     no topic and ``topic`` is None, or when every part names its topic and ``topic`` is another.
     """
-    named = tuple(f.topic for f in schema.feeds() if f.topic is not None)
-    if len(named) == len(schema.feeds()):
+    if (named := schema.named_topics) is not None:
         if topic is not None and topic not in named:
             msg = f"star {schema.name!r} names its topics ({', '.join(named)}): topic {topic!r} is none of them"
             raise StarloadError(msg)
@@ -287,7 +286,7 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
     if topic is None:
         msg = f"star {schema.name!r} has a fact that names no topic: give the topic it reads (--topic)"
         raise StarloadError(msg)
-    return (topic, *named)
+    return (topic, *(f.topic for f in schema.feeds() if f.topic is not None))
 
 
 class StarLoader:

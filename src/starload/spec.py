@@ -796,6 +796,12 @@ class StarSchema:
         return cols + list(FACT_METADATA)
 
     @property
+    def named_topics(self) -> tuple[str, ...] | None:
+        """The topics the star reads when every part that reads one names it (a loader then needs no ``--topic``); else None."""
+        named = tuple(f.topic for f in self.feeds() if f.topic is not None)
+        return named if len(named) == len(self.feeds()) else None
+
+    @property
     def several_topics(self) -> bool:
         """Whether the star reads more than one topic (event positions then name their topic)."""
         return len(self.feeds()) > 1
