@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from starload.cli import _key_values, build_parser, create_sink, sink_options
 
 NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
+SHOP_YAML = str(Path(__file__).resolve().parents[1] / "examples" / "shop.yaml")
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ NOWHERE = ["--bootstrap-servers", "127.0.0.1:1"]
         (["load", "--sink", "nope"], "unknown sink 'nope'; registered: duckdb"),
         (["produce"], "produce needs --count (events to generate) or --file"),
         (["produce", "--generator", "shop", "--count", "1", "--topic", "x"], "generator 'shop' produces to its own topics (shop.orders, shop.payments, shop.customers): --topic does not apply"),
-        (["load", "--spec", "examples/shop.yaml", "--topic", "orders"], "star 'shop' names its topics (shop.orders, shop.payments, shop.customers): topic 'orders' is none of them"),
+        (["load", "--spec", SHOP_YAML, "--topic", "orders"], "star 'shop' names its topics (shop.orders, shop.payments, shop.customers): topic 'orders' is none of them"),
         (["produce", "--file", "{tmp}/events.jsonl", "--count", "5"], "--file produces the file's lines as they are; --count does not apply"),
         (["produce", "--file", "{tmp}/missing.jsonl"], "cannot read {tmp}/missing.jsonl: No such file or directory"),
         (["load", "--spec", "{tmp}/missing.yaml"], "cannot read it"),
