@@ -103,7 +103,7 @@ def test_nested_paths_missing_null_and_wrong_shapes():
         "a.b.c: missing",
         "a.b.c: missing",
         "a: expected an object; a.b.c: missing",
-        "a.b: expected an object; a.b.c: missing",
+        "a.b: expected an object, got an array (write a.b[].c to read each element); a.b.c: missing",
         "a.b.c: expected a string, got an object",
         "a.b.c: missing",
     ]

@@ -65,7 +65,7 @@ def rows(sink: DuckDBSink, sql: str) -> list[tuple[Any, ...]]:
 
 
 def test_the_spec_names_every_topic_and_what_each_carries():
-    assert [(f.topic, f.fact.table if f.fact else f.dimension.name) for f in SHOP.feeds()] == [
+    assert [(f.topic, f.facts[0].table if f.facts else f.dimension.name) for f in SHOP.feeds()] == [
         (ORDERS, "FACT_ORDERS"), (PAYMENTS, "FACT_PAYMENTS"), (CUSTOMERS, "customer"),
     ]  # fmt: skip
     payments = SHOP.feed(PAYMENTS)

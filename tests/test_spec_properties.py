@@ -104,6 +104,7 @@ def oracle(fields: list[Field], message: dict) -> tuple[dict[str, Any] | None, s
 def reason_set(reason: str) -> set[tuple[str, str]]:
     found = set()
     for part in reason.split("; "):
+        part = part.split(", got an array (write ")[0]  # an array where an object is expected: "…, got an array (write a[].b …)"
         path, _, what = part.rpartition(": ")
         if what not in ("missing", "expected an object"):
             path, _, what = part.partition(": ")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
     )
     from starload.generators.base import Event, Generator
     from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
+    from starload.generators.bookshop import BOOKSHOP_SCHEMA
     from starload.generators.shop import SHOP_SCHEMA
     from starload.hookspecs import hookimpl
     from starload.producing import produce
@@ -75,6 +76,7 @@ _HOMES = {
     "ORDERS_SCHEMA": "starload.generators.orders",
     "ORDERS_HISTORY_SCHEMA": "starload.generators.orders",
     "SHOP_SCHEMA": "starload.generators.shop",
+    "BOOKSHOP_SCHEMA": "starload.generators.bookshop",
     "hookimpl": "starload.hookspecs",
     "produce": "starload.producing",
     "Sink": "starload.sinks.base",
@@ -120,6 +122,7 @@ __all__ = [
     "ORDERS_GENERATOR",
     "ORDERS_HISTORY_SCHEMA",
     "ORDERS_SCHEMA",
+    "BOOKSHOP_SCHEMA",
     "SHOP_SCHEMA",
     "UNKNOWN_KEY",
     "Boolean",

@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
@@ -215,6 +216,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"elapsed: {time.monotonic() - stats.started:.1f} s",
             f"throughput: {stats.throughput:,.0f} messages/s (from the first assignment to the last commit)",
             f"consumed: {stats.consumed}",
+            f"messages loaded: {stats.loaded}",
             f"facts loaded: {stats.facts_loaded}",
             f"duplicates skipped: {stats.duplicates}",
             f"records (of dimension topics): {stats.records}",
@@ -456,7 +458,7 @@ def cmd_spec_check(args: argparse.Namespace) -> int:
     for table, rows in spec_tables(schema):
         listing = Table("column", "type", "null", "from the message", title=table, title_justify="left")
         for row in rows:
-            listing.add_row(*row)
+            listing.add_row(*map(Text, row))  # Text, not markup: a source like lines[#] is no style
         console.print(listing)
     print(f"{args.file}: a valid star spec ({schema.name!r}, {len(schema.tables)} tables)")
     return 0

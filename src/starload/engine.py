@@ -96,12 +96,15 @@ GUARD_WINDOW = 100
 
 @attrs.define
 class LoadStats:
-    """Running counters of a load; every consumed message is a fact, a duplicate, a record (of a dimension topic), a tombstone or a reject.
+    """Running counters of a load; every consumed message is loaded, a duplicate, a record (of a dimension topic), a tombstone or a reject.
 
     ``conflicts`` counts the rejects that repeat a loaded grain value with different content.
     """
 
     consumed: int = 0
+    #: Messages whose facts were loaded (new grain values).
+    loaded: int = 0
+    #: Fact rows inserted, over every fact (a message with an array may make several).
     facts_loaded: int = 0
     duplicates: int = 0
     records: int = 0
@@ -172,6 +175,7 @@ class LoadStats:
         for topic, rejects in batch.rejects_by_topic().items():
             self.consumed_by_topic[topic] = self.consumed_by_topic.get(topic, 0) + batch.consumed.get(topic, 0)
             self.rejected_by_topic[topic] = self.rejected_by_topic.get(topic, 0) + rejects
+        self.loaded += batch.fact_messages - result.duplicates
         self.facts_loaded += result.facts_inserted
         self.duplicates += result.duplicates
         self.records += result.records

@@ -28,7 +28,7 @@ import attrs
 import duckdb
 import pyarrow as pa
 
-from starload.sinks.base import StagedBatch, natural_key_column
+from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
     Boolean,
@@ -42,7 +42,10 @@ from starload.spec import (
     Source,
     StarSchema,
     String,
+    Fact,
     Timestamp,
+    array_of,
+    element_path,
     position_column,
     source_name,
     source_path,
@@ -251,21 +254,28 @@ def _check_problem(name: str, column_type: ColumnType, check: Check | None, valu
     return f"CASE {whens} END"
 
 
-def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]) -> list[str]:
+def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int], shown: Mapping[Source, str] | None = None) -> list[str]:
     """SQL texts of the problem 'not an object' for every object a path goes through (NULL when it is one).
 
     A path through a value that is not an object (a string, an array) finds nothing,
     as a missing one does; only for rows where every field under an object is missing
     is that object's JSON type looked up, so well-formed messages cost next to nothing.
+    An array where an object is expected gets a reason saying how to read its elements.
+    ``shown``: how each source is named in a reason (default :func:`~starload.spec.source_name`;
+    inside an array's elements, ``lines[].price``).
     """
     prefixes = sorted({path[:n] for path in paths.values() for n in range(1, len(path))}, key=len)
     found = []
     for prefix in prefixes:
-        leaves = [f"_sl_j{index[name]} IS NULL" for name, path in paths.items() if path[: len(prefix)] == prefix]
+        under = [name for name, path in paths.items() if path[: len(prefix)] == prefix]
+        leaves = [f"_sl_j{index[name]} IS NULL" for name in under]
+        name = (shown or {}).get(under[0], source_name(under[0]))
+        head = name[: len(name) - len(source_name(paths[under[0]][len(prefix) :])) - 1]
+        each = f"{head}[].{name[len(head) + 1 :]}"
+        kind = f"json_type(_sl_text, {_literal(_pointer(prefix))})"
         found.append(
-            f"CASE WHEN {' AND '.join(leaves)} THEN "
-            f"CASE WHEN json_type(_sl_text, {_literal(_pointer(prefix))}) NOT IN ('OBJECT', 'NULL') "
-            f"THEN {_literal(source_name(prefix) + ': expected an object')} END END"
+            f"CASE WHEN {' AND '.join(leaves)} THEN CASE WHEN {kind} = 'ARRAY' THEN {_literal(f'{head}: expected an object, got an array (write {each} to read each element)')} "
+            f"WHEN {kind} NOT IN ('OBJECT', 'NULL') THEN {_literal(head + ': expected an object')} END END"
         )
     return found
 
@@ -316,24 +326,83 @@ def _envelope_problem(feed: Feed) -> str:
     )
 
 
+def _field_steps(
+    feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int], shown: Mapping[Source, str]
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The (texts, candidates, values, problems) columns that read and type ``items`` from ``_sl_j{i}`` (see :func:`_typed_value`)."""
+    natural_sources = {f.source for dim, fields in feed.carried for f in fields if f.column in {k.column for k in dim.natural_key}}
+    texts, candidates, values, problems = [], [], [], []
+    for name, column_type in items.items():
+        i = index[name]
+        j, v = f"_sl_j{i}", f"_sl_v{i}"
+        texts.append(f"{_text(j)} AS _sl_s{i}")
+        columns, value, wrong_type = _typed_value(column_type, paths[name], i)
+        candidates += columns
+        values.append(f"{value} AS {v}")
+        when_missing = _literal(f"{shown[name]}: missing") if feed.is_required(name) else "NULL"
+        if feed.envelope is not None and name not in natural_sources:
+            # A delete's row may hold its key only (Debezium's ``before`` under REPLICA IDENTITY DEFAULT).
+            when_missing = f"CASE WHEN _sl_op = 'd' THEN NULL ELSE {when_missing} END"
+        check = _check_problem(shown[name], column_type, feed.check_of(name), v)
+        got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
+        problems.append(
+            f"CASE WHEN {j} IS NULL THEN {when_missing} "
+            f"WHEN {v} IS NULL THEN {_literal(f'{shown[name]}: {wrong_type}')} || {got} "
+            f"{'ELSE ' + check if check else ''} END"
+        )
+    return texts, candidates, values, problems
+
+
+def _measure_steps(fact: Fact, f: int, index: Mapping[Source, int]) -> tuple[list[str], list[str]]:
+    """The columns ``_sl_measure{f}_{m}`` of ``fact``'s (number ``f``) measures, and their 'out of range' problems."""
+    fields = {x.column: x for x in fact.fields}
+    columns, problems = [], []
+    for m, measure in enumerate(fact.measures):
+        product = " * ".join(f"_sl_v{index[fields[c].source]}" for c in measure.factors)
+        columns.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS _sl_measure{f}_{m}")
+        all_present = " AND ".join(f"_sl_v{index[fields[c].source]} IS NOT NULL" for c in measure.factors)
+        problems.append(
+            f"CASE WHEN {all_present} AND _sl_measure{f}_{m} IS NULL "
+            f"THEN {_literal(f'{measure.column}: out of range for {duckdb_type(measure.type)}')} END"
+        )
+    return columns, problems
+
+
+def _pipeline(source: str, pointers: list[str], j_columns: list[str], steps: tuple[list[str], ...], measures: list[str]) -> str:
+    """The CTEs that read fields out of ``_sl_text`` of the relation ``source`` and type them, ending in ``typed``."""
+    texts, candidates, values, _ = steps
+    extract = f"CASE WHEN _sl_object THEN TRY(json_extract(_sl_text, [{', '.join(pointers)}])) END" if pointers else "NULL"
+    ctes = [f"fields AS (SELECT *, {extract} AS _sl_json FROM {source})"]
+    ctes.append(f"extracted AS (SELECT *{''.join(', ' + c for c in j_columns)} FROM fields)")
+    ctes.append(f"texts AS (SELECT *{''.join(', ' + c for c in texts)} FROM extracted)")
+    ctes.append(f"candidates AS (SELECT *{''.join(', ' + c for c in candidates)} FROM texts)")
+    ctes.append(f"\"values\" AS (SELECT *{''.join(', ' + c for c in values)} FROM candidates)")
+    ctes.append(f"typed AS (SELECT *{''.join(', ' + m for m in measures)} FROM \"values\")")
+    return ", ".join(ctes)
+
+
 @attrs.frozen
 class FeedSQL:
     """The SQL that stages one topic's messages (a :class:`~starload.spec.Feed`) of a batch.
 
-    ``observations``: per dimension the messages feed, a query of one row per valid
-    message carrying its natural key: the natural key, every attribute (NULL where
-    these messages carry none), the event position, ``_SL_EVENT`` and ``_sl_own``
-    (whether the message is a record of the dimension's own topic).
+    ``parse``: the statements that fill the table of its messages (one row per message:
+    typed values, event time, ``MESSAGE_HASH`` and the reason it is rejected, NULL when
+    it is not), first one table per array of its elements (typed, each with its reason).
+    A message's reason holds every element's problems, and its fingerprint every element.
+    ``facts``: per fact table, (whether no grain value repeats, the rows when none does,
+    the rows ranked when some do). ``observations``: per dimension the messages feed, a
+    query of one row per valid message (per member in its elements, for a natural key read
+    from an array) carrying its natural key: the natural key, every attribute (NULL
+    where these messages carry none), the event position, ``_SL_EVENT`` and
+    ``_sl_own`` (whether the message is a record of the dimension's own topic).
     """
 
     feed: Feed
     raw: str
-    parse: str
+    parse: tuple[str, ...]
     observations: dict[str, str]
     dates: str | None
-    unique_grain: str | None
-    facts_unique: str | None
-    facts_ranked: str | None
+    facts: dict[str, tuple[str, str, str]]
     rejects: str
     offsets: str
     #: How many messages are tombstones (null values; only on a topic of change events).
@@ -341,41 +410,35 @@ class FeedSQL:
 
     @classmethod
     def build(cls, schema: StarSchema, feed: Feed, n: int) -> FeedSQL:
-        raw, parsed = f"{_RAW}{n}", f"{_PARSED}{n}"
+        raw, parsed, messages = f"{_RAW}{n}", f"{_PARSED}{n}", f"{_PARSED}{n}_messages"
         sources = feed.source_fields()
-        index = {name: i for i, name in enumerate(sources)}
-        paths = {name: source_path(name) for name in sources}
-        texts, candidates, values, measures, problems = [], [], [], [], []
-        natural_sources = {f.source for dim, fields in feed.carried for f in fields if f.column in {k.column for k in dim.natural_key}}
-        problems += _object_problems(paths, index)
-        for name, column_type in sources.items():
-            i, shown = index[name], source_name(name)
-            j, v = f"_sl_j{i}", f"_sl_v{i}"
-            texts.append(f"{_text(j)} AS _sl_s{i}")
-            columns, value, wrong_type = _typed_value(column_type, paths[name], i)
-            candidates += columns
-            values.append(f"{value} AS {v}")
-            when_missing = _literal(f"{shown}: missing") if feed.is_required(name) else "NULL"
-            if feed.envelope is not None and name not in natural_sources:
-                # A delete's row may hold its key only (Debezium's ``before`` under REPLICA IDENTITY DEFAULT).
-                when_missing = f"CASE WHEN _sl_op = 'd' THEN NULL ELSE {when_missing} END"
-            check = _check_problem(shown, column_type, feed.check_of(name), v)
-            got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
+        arrays = feed.arrays
+        outer = {name: t for name, t in sources.items() if array_of(name) is None}
+        # One number per source, across the message and its arrays' elements, so that an
+        # element's row can carry its message's values under the same names.
+        index = {name: i for i, name in enumerate(outer)}
+        array_index = {a: len(index) + k for k, a in enumerate(arrays)}
+        inner = {a: {name: t for name, t in sources.items() if array_of(name) == a} for a in arrays}
+        for name in (name for a in arrays for name in inner[a]):
+            index[name] = len(index) + len(arrays)
+        paths = {name: source_path(name) for name in outer}
+        shown = {name: source_name(name) for name in sources}
+        problems = _object_problems({**paths, **{a: a for a in arrays}}, {**index, **array_index})
+        texts, candidates, values, field_problems = _field_steps(feed, outer, paths, index, shown)
+        problems += field_problems
+        for a, m in array_index.items():
+            j = f"_sl_j{m}"
             problems.append(
-                f"CASE WHEN {j} IS NULL THEN {when_missing} "
-                f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} "
-                f"{'ELSE ' + check if check else ''} END"
+                f"CASE WHEN {j} IS NOT NULL AND NOT starts_with({j}, '[') THEN {_literal(source_name(a) + ': expected an array')} || "
+                f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' ELSE ', got ' || {j} END END"
             )
-        fact = feed.fact
-        fact_fields = {f.column: f for f in fact.fields} if fact else {}
-        for measure in fact.measures if fact else ():
-            product = " * ".join(f"_sl_v{index[fact_fields[c].source]}" for c in measure.factors)
-            measures.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {quote(measure.column)}")
-            all_present = " AND ".join(f"_sl_v{index[fact_fields[c].source]} IS NOT NULL" for c in measure.factors)
-            problems.append(
-                f"CASE WHEN {all_present} AND {quote(measure.column)} IS NULL "
-                f"THEN {_literal(f'{measure.column}: out of range for {duckdb_type(measure.type)}')} END"
-            )
+        array_of_fact = {fact.table: feed.array_of(fact) for fact in feed.facts}
+        measures = []
+        for f, fact in enumerate(feed.facts):
+            if array_of_fact[fact.table] is None:
+                columns, measure_problems = _measure_steps(fact, f, index)
+                measures += columns
+                problems += measure_problems
         if feed.event_time is not None:
             event = f"_sl_v{index[feed.event_time.source]}"
         else:  # the envelope's ts_ms
@@ -385,20 +448,17 @@ class FeedSQL:
         # The fields' JSON texts, "null" when missing (a decimal's exact value instead:
         # its JSON text went through a double).
         fingerprint = ", ".join(
-            f"coalesce({f'CAST(_sl_v{i} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{i}'}, 'null')"
-            for t, i in zip(sources.values(), index.values())
+            f"coalesce({f'CAST(_sl_v{index[name]} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{index[name]}'}, 'null')" for name, t in outer.items()
         )
-        hashes = ""
-        if fact is not None:
-            grain_text = ", ".join(f"CAST(_sl_v{index[f.source]} AS VARCHAR)" for f in fact.grain)
-            hashes = (
-                f"CAST(timezone('UTC', {event}) AS DATE) AS {_DATE}, "
-                f"CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH, "
-                f"CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH,"
-            )
-        pointers = "[" + ", ".join(_literal(_pointer(path)) for path in paths.values()) + "]"
-        columns = ", ".join(f"NULLIF(CAST(_sl_json[{i + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for i in index.values())
-        fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')"
+        if not arrays:
+            hashes = f"CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH,"
+        else:
+            hashes = f"concat_ws(',', {fingerprint}) AS _sl_fingerprint,"
+        if feed.facts:
+            hashes = f"CAST(timezone('UTC', {event}) AS DATE) AS {_DATE}, " + hashes
+        pointers = [_literal(_pointer(path)) for path in paths.values()] + [_literal(_pointer(a)) for a in arrays]
+        columns = [f"NULLIF(CAST(_sl_json[{k + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for k, i in enumerate([*(index[x] for x in outer), *array_index.values()])]
+        fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
         if feed.envelope is None:
             message_problem = (
                 "WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END "
@@ -408,29 +468,15 @@ class FeedSQL:
             message_problem = f"WHEN {_envelope_problem(feed)} IS NOT NULL THEN {_envelope_problem(feed)} "
         # A tombstone (a null value, which Debezium writes after a delete for log compaction) is no reject: it is counted.
         tombstone = "WHEN MESSAGE_VALUE IS NULL THEN NULL " if feed.envelope is not None else ""
+        kept = [f"_sl_v{index[x]}" for x in outer] + [f"_sl_j{m}" for m in array_index.values()]
+        kept += [m.split(" AS ")[-1] for m in measures]
         parse = f"""
-CREATE OR REPLACE TEMP TABLE {parsed} AS
+CREATE OR REPLACE TEMP TABLE {messages if arrays else parsed} AS
 WITH {_message_text(feed, raw)}, objects AS (
     SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
     FROM text
-), fields AS (
-    SELECT *,
-        CASE WHEN _sl_object THEN TRY(json_extract(_sl_text, {pointers})) END AS _sl_json
-    FROM objects
-), extracted AS (
-    SELECT *, {columns} FROM fields
-), texts AS (
-    SELECT *, {", ".join(texts)} FROM extracted
-), candidates AS (
-    SELECT *, {", ".join(candidates)} FROM texts
-), "values" AS (
-    SELECT *, {", ".join(values)} FROM candidates
-), typed AS (
-    SELECT *{"".join(", " + m for m in measures)} FROM "values"
-), checked AS (
-    SELECT KAFKA_PARTITION, KAFKA_OFFSET,
-        {", ".join(f"_sl_v{i}" for i in range(len(sources)))},
-        {", ".join(quote(m.column) for m in fact.measures) + "," if fact and fact.measures else ""}
+), {_pipeline("objects", pointers, columns, (texts, candidates, values, []), measures)}, checked AS (
+    SELECT KAFKA_PARTITION, KAFKA_OFFSET, {", ".join(kept)},
         {hashes}
         {event} AS {_EVENT},{" _sl_op," if feed.envelope is not None else ""}
         CASE
@@ -443,7 +489,20 @@ WITH {_message_text(feed, raw)}, objects AS (
 )
 SELECT * FROM checked
 """
+        statements = [parse]
+        elements = {a: f"{_PARSED}{n}_elements{k}" for k, a in enumerate(arrays)}
+        for k, a in enumerate(arrays):
+            statements.append(cls._elements(feed, a, k, inner[a], index, array_index[a], [f"_sl_v{index[x]}" for x in outer], messages, elements[a]))
+        if arrays:
+            statements.append(cls._combine(feed, arrays, elements, index, messages, parsed))
         valid = f"{parsed} WHERE {_REASON} IS NULL"
+
+        def rows_of(array: tuple[str, ...] | None) -> str:
+            """The relation of ``valid`` messages, or of their elements of ``array`` joined to them."""
+            if array is None:
+                return f"{parsed} WHERE {_REASON} IS NULL"
+            return f"{parsed} JOIN {elements[array]} USING (KAFKA_PARTITION, KAFKA_OFFSET) WHERE {parsed}.{_REASON} IS NULL"
+
         observations = {}
         rank = schema.topic_rank(feed)
         for dim in schema.dimensions:
@@ -451,9 +510,9 @@ SELECT * FROM checked
             if not carried:
                 continue
             keys = [f"_sl_v{index[carried[f.column].source]}" for f in dim.natural_key]
-            cols = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
+            nk = [f"{k} AS {quote(f.column)}" for k, f in zip(keys, dim.natural_key)]
             changes = {"IS_DELETED": "_sl_op = 'd'", "DELETED_AT": f"CASE WHEN _sl_op = 'd' THEN {_EVENT} END"} if feed.dimension is dim else {}
-            cols += [
+            attributes = [
                 f"_sl_v{index[carried[f.column].source]} AS {quote(f.column)}"
                 if f.column in carried
                 else f"{changes[f.column]} AS {quote(f.column)}"
@@ -462,11 +521,22 @@ SELECT * FROM checked
                 for f in dim.tracked_attributes
             ]
             present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-            own = "true" if feed.dimension is not None else "false"
+            own = "true" if feed.dimension is dim else "false"
+            array = feed.dimension_array(dim)
+            tail = f"{_position(rank)} AS {_POSITION}, {_EVENT}, {own} AS _sl_own"
+            if array is None:
+                observations[dim.name] = f"SELECT {', '.join(nk + attributes)}, {tail} FROM {rows_of(None)} AND {present}"
+                continue
+            # One observation per member and message: of elements repeating a member, the later one's values win.
+            pos = f"_sl_pos{arrays.index(array)}"
+            names = [quote(f.column) for f in dim.natural_key]
+            latest = [f"arg_max({quote(f.column)}, {pos}) FILTER (WHERE {quote(f.column)} IS NOT NULL) AS {quote(f.column)}" for f in dim.tracked_attributes]
             observations[dim.name] = (
-                f"SELECT {', '.join(cols)}, {_position(rank)} AS {_POSITION}, {_EVENT}, {own} AS _sl_own FROM {valid} AND {present}"
+                f"SELECT {', '.join(names + latest)}, any_value({_POSITION}) AS {_POSITION}, any_value({_EVENT}) AS {_EVENT}, {own} AS _sl_own "
+                f"FROM (SELECT KAFKA_PARTITION, KAFKA_OFFSET, {pos}, {', '.join(nk + attributes)}, {tail} FROM {rows_of(array)} AND {present}) "
+                f"GROUP BY KAFKA_PARTITION, KAFKA_OFFSET, {', '.join(names)}"
             )
-        dates = f"SELECT DISTINCT {_DATE} FROM {valid}" if fact is not None and schema.date_dimension else None
+        dates = f"SELECT DISTINCT {_DATE} FROM {valid}" if feed.facts and schema.date_dimension else None
         topic = "CAST(? AS VARCHAR) AS KAFKA_TOPIC"
         rejects = f"""
 SELECT {topic}, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE, p.{_REASON} AS REASON
@@ -475,34 +545,129 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
 """
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {raw} GROUP BY 1"
         tombstones = f"SELECT count(*) FROM {raw} WHERE MESSAGE_VALUE IS NULL" if feed.envelope is not None else None
-        if fact is None:
-            return cls(feed, raw, parse, observations, dates, None, None, None, rejects, offsets, tombstones)
+        facts = {}
         date_key = f"CAST(year({_DATE}) * 10000 + month({_DATE}) * 100 + day({_DATE}) AS INTEGER)"
-        fact_cols = [f"_sl_v{index[f.source]} AS {quote(f.column)}" for f in fact.fields]
-        fact_cols += [
-            f"_sl_v{index[feed.fields_of(d)[k].source]} AS {quote(natural_key_column(d.table, f.column))}"
-            for d in schema.referenced_dimensions(fact)
-            for k, f in enumerate(d.natural_key)
-        ]
-        fact_cols += [quote(m.column) for m in fact.measures]
-        if schema.date_dimension:
-            fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
-        common = f"{', '.join(fact_cols)}, GRAIN_HASH, MESSAGE_HASH, {topic}, KAFKA_PARTITION, KAFKA_OFFSET"
-        grain = ", ".join(f"_sl_v{index[f.source]}" for f in fact.grain)
-        # Most batches repeat no grain value: then every row is the first of its value,
-        # and the (costly) window that ranks repeated values is not needed.
-        unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {valid}"
-        facts_unique = f"""
+        for f, fact in enumerate(feed.facts):
+            array = array_of_fact[fact.table]
+            fact_cols = [f"_sl_v{index[x.source]} AS {quote(x.column)}" for x in fact.fields]
+            fact_cols += [
+                f"_sl_v{index[feed.fields_of(d)[k].source]} AS {quote(natural_key_column(d.table, x.column))}"
+                for d in schema.referenced_dimensions(fact)
+                for k, x in enumerate(d.natural_key)
+            ]
+            fact_cols += [f"_sl_measure{f}_{m} AS {quote(x.column)}" for m, x in enumerate(fact.measures)]
+            if schema.date_dimension:
+                fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
+            grain_text = ", ".join(f"CAST(_sl_v{index[x.source]} AS VARCHAR)" for x in fact.grain)
+            fact_cols.append(f"CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH")
+            if array is not None:
+                fact_cols.append(f"_sl_pos{arrays.index(array)} AS {ELEMENT_COLUMN}")
+            common = f"{', '.join(fact_cols)}, MESSAGE_HASH, {topic}, KAFKA_PARTITION, KAFKA_OFFSET"
+            grain = ", ".join(f"_sl_v{index[x.source]}" for x in fact.grain)
+            rows = rows_of(array)
+            # Most batches repeat no grain value: then every row is the first of its value,
+            # and the (costly) window that ranks repeated values is not needed.
+            unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {rows}"
+            facts_unique = f"""
 SELECT {common}, 1 AS {_RANK}, MESSAGE_HASH AS FIRST_HASH, KAFKA_PARTITION AS FIRST_PARTITION, KAFKA_OFFSET AS FIRST_OFFSET
-FROM {valid}
+FROM {rows}
 """
-        facts_ranked = f"""
+            facts_ranked = f"""
 SELECT {common}, row_number() OVER first_seen AS {_RANK}, first_value(MESSAGE_HASH) OVER first_seen AS FIRST_HASH,
     first_value(KAFKA_PARTITION) OVER first_seen AS FIRST_PARTITION, first_value(KAFKA_OFFSET) OVER first_seen AS FIRST_OFFSET
-FROM {valid}
+FROM {rows}
 WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
-        return cls(feed, raw, parse, observations, dates, unique_grain, facts_unique, facts_ranked, rejects, offsets, tombstones)
+            facts[fact.table] = (unique_grain, facts_unique, facts_ranked)
+        return cls(feed, raw, tuple(statements), observations, dates, facts, rejects, offsets, tombstones)
+
+    @staticmethod
+    def _elements(
+        feed: Feed, array: tuple[str, ...], k: int, items: Mapping[Source, ColumnType], index: Mapping[Source, int], m: int, outer: list[str], messages: str, table: str
+    ) -> str:
+        """The statement that fills ``table`` with the elements of ``array`` (number ``k``) of the messages without a problem so far.
+
+        A row per element: its position ``_sl_pos{k}``, its typed values, the measures of
+        the facts with a row per element, its reason (naming the element:
+        ``lines[2].qty: must be > 0``) and its fingerprint.
+        """
+        position = {name for name in items if element_path(name) is None}
+        fields = {name: t for name, t in items.items() if name not in position}
+        paths = {name: element_path(name) or () for name in fields}
+        shown = {name: source_name(name) for name in items}
+        objects = any(paths.values())
+        steps = _field_steps(feed, fields, paths, index, shown)
+        values = steps[2] + [f"CAST(_sl_pos{k} AS BIGINT) AS _sl_v{index[name]}" for name in position]
+        measures, problems = [], []
+        for f, fact in enumerate(feed.facts):
+            if feed.array_of(fact) == array:
+                columns, measure_problems = _measure_steps(fact, f, index)
+                measures += columns
+                problems += measure_problems
+        prefixes = {name: path for name, path in paths.items() if len(path) > 1}
+        problems = _object_problems(prefixes, index, shown) + steps[3] + problems
+        name = source_name(array)
+        reason = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
+        if objects:
+            got = "CASE left(_sl_text, 1) WHEN '[' THEN ', got an array' WHEN 'n' THEN ', got null' ELSE ', got ' || _sl_text END"
+            reason = f"CASE WHEN NOT _sl_object THEN {_literal(name + '[]: expected an object')} || {got} ELSE {reason} END"
+        reason = f"replace({reason}, {_literal(name + '[]')}, {_literal(name + '[')} || _sl_pos{k} || ']')"
+        pointers = [_literal(_pointer(path) if path else "") for path in paths.values()]
+        columns = [f"NULLIF(CAST(_sl_json[{n + 1}] AS VARCHAR), 'null') AS _sl_j{index[x]}" for n, x in enumerate(fields)]
+        fingerprint = ", ".join(
+            f"coalesce({f'CAST(_sl_v{index[x]} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{index[x]}'}, 'null')" for x, t in fields.items()
+        )
+        kept = [f"_sl_v{index[x]}" for x in items] + [c.split(" AS ")[-1] for c in measures]
+        return f"""
+CREATE OR REPLACE TEMP TABLE {table} AS
+WITH lists AS (
+    SELECT KAFKA_PARTITION, KAFKA_OFFSET{"".join(", " + v for v in outer)}, CAST(_sl_j{m} AS JSON[]) AS _sl_list
+    FROM {messages} WHERE {_REASON} IS NULL AND starts_with(_sl_j{m}, '[')
+), elements AS (
+    SELECT * EXCLUDE (_sl_list), CAST(unnest(_sl_list) AS VARCHAR) AS _sl_text, generate_subscripts(_sl_list, 1) - 1 AS _sl_pos{k} FROM lists
+), objects AS (
+    SELECT *, {"starts_with(_sl_text, '{')" if objects else "true"} AS _sl_object FROM elements
+), {_pipeline("objects", pointers if objects or fields else [], columns, (steps[0], steps[1], values, []), measures)}
+SELECT KAFKA_PARTITION, KAFKA_OFFSET, _sl_pos{k}{"".join(", " + c for c in kept)},
+    {reason} AS _sl_element_reason, concat_ws(',', {fingerprint or "''"}) AS _sl_element_fingerprint
+FROM typed
+"""
+
+    @staticmethod
+    def _combine(
+        feed: Feed, arrays: tuple[tuple[str, ...], ...], elements: Mapping[tuple[str, ...], str], index: Mapping[Source, int], messages: str, parsed: str
+    ) -> str:
+        """The statement that joins each message to its elements' reasons and fingerprints: its reason, its MESSAGE_HASH.
+
+        A fact with a row per element whose grain does not read the position must not
+        find two elements of one message with one grain value: that message is a reject.
+        """
+        joins, reasons, prints = [], [], []
+        for k, a in enumerate(arrays):
+            found = [f"string_agg(_sl_element_reason, '; ' ORDER BY _sl_pos{k})"]
+            for fact in feed.facts:
+                grain = [g for g in fact.grain if array_of(g.source) == a]
+                if feed.array_of(fact) == a and all(element_path(g.source) is not None for g in grain):
+                    values = ", ".join(f"_sl_v{index[g.source]}" for g in grain)
+                    names = ", ".join(source_name(g.source) for g in grain)
+                    found.append(
+                        f"CASE WHEN count(DISTINCT row({values})) FILTER (WHERE _sl_element_reason IS NULL) < count(*) FILTER (WHERE _sl_element_reason IS NULL) THEN "
+                        f"{_literal(f'{source_name(a)}: two elements have the same {names}, a grain value of {fact.table} (add {source_name(a)}[#] to its grain if both are rows)')} END"
+                    )
+            joins.append(
+                f"LEFT JOIN (SELECT KAFKA_PARTITION, KAFKA_OFFSET, NULLIF(concat_ws('; ', {', '.join(found)}), '') AS _sl_reason{k}, "
+                f"string_agg(_sl_element_fingerprint, ',' ORDER BY _sl_pos{k}) AS _sl_fingerprint{k} "
+                f"FROM {elements[a]} GROUP BY KAFKA_PARTITION, KAFKA_OFFSET) AS e{k} USING (KAFKA_PARTITION, KAFKA_OFFSET)"
+            )
+            reasons.append(f"e{k}._sl_reason{k}")
+            prints.append(f"'[' || coalesce(e{k}._sl_fingerprint{k}, '') || ']'")
+        return f"""
+CREATE OR REPLACE TEMP TABLE {parsed} AS
+SELECT m.* EXCLUDE ({_REASON}, _sl_fingerprint),
+    coalesce(m.{_REASON}, NULLIF(concat_ws('; ', {", ".join(reasons)}), '')) AS {_REASON},
+    CAST(md5_number(concat_ws(',', m._sl_fingerprint, {", ".join(prints)})) >> 65 AS BIGINT) AS MESSAGE_HASH
+FROM {messages} AS m {" ".join(joins)}
+"""
 
 
 @attrs.frozen
@@ -612,18 +777,18 @@ class Mapper:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
                 con.register(sql.raw, raw)
-                con.execute(sql.parse)
-                if sql.feed.fact is not None:
-                    ((unique,),) = con.execute(sql.unique_grain).fetchall()
-                    facts_sql = sql.facts_unique if unique else sql.facts_ranked
-                    facts[sql.feed.fact.table] = con.sql(facts_sql, params=[topic]).to_arrow_table()
+                for statement in sql.parse:
+                    con.execute(statement)
+                for table, (unique_grain, facts_unique, facts_ranked) in sql.facts.items():
+                    ((unique,),) = con.execute(unique_grain).fetchall()
+                    facts[table] = con.sql(facts_unique if unique else facts_ranked, params=[topic]).to_arrow_table()
                 rejects.append(con.sql(sql.rejects, params=[topic]).to_arrow_table())
                 if n in by_feed:
                     next_offsets[topic] = dict(con.execute(sql.offsets).fetchall())
                     consumed[topic] = raw.num_rows
                     if sql.tombstones is not None:
                         ((tombstones[topic],),) = con.execute(sql.tombstones).fetchall()
-                    if sql.feed.fact is None:
+                    if not sql.feed.facts:
                         records[topic] = raw.num_rows - rejects[-1].num_rows - tombstones.get(topic, 0)
             dims = {name: con.sql(q).to_arrow_table() for name, q in self.sql.dimensions.items()}
             histories = {name: con.sql(q).to_arrow_table() for name, q in self.sql.histories.items()}

@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "starload"
 #: Environment variable: comma list of entry-point plugins to load (unset: all; empty: none).
 LOAD_PLUGINS_ENV = "STARLOAD_LOAD_PLUGINS"
 #: Built-in plugins: modules with hook implementations, registered like any third party.
-BUILTIN_PLUGINS = ("starload.sinks.duckdb", "starload.sinks.snowflake", "starload.generators.orders", "starload.generators.shop")
+BUILTIN_PLUGINS = ("starload.sinks.duckdb", "starload.sinks.snowflake", "starload.generators.orders", "starload.generators.shop", "starload.generators.bookshop")
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def _fit(line: str) -> str:
 
 
 def _describe_state(stats: Any) -> str:
-    counts = f"loaded {stats.facts_loaded:,} · dup {stats.duplicates:,} · rejected {stats.rejected:,}"
+    counts = f"loaded {stats.loaded:,} · dup {stats.duplicates:,} · rejected {stats.rejected:,}"
     if stats.stopped:
         return f"stopped · {counts}"
     if stats.partitions is None:

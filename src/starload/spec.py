@@ -348,7 +348,42 @@ def source_problems(source: object, what: str, where: Where = ()) -> list[Proble
         return [Problem(f"{what} {source_name(source)!r} holds a control character", where)]  # type: ignore[arg-type]
     if len(source_name(source)) > MAX_SOURCE:  # type: ignore[arg-type]
         return [Problem(f"{what} is longer than {MAX_SOURCE} characters", where)]
+    marked = [n for n, k in enumerate(keys) if k.endswith((ARRAY_MARK, POSITION_MARK))]
+    shown = source_name(source)  # type: ignore[arg-type]
+    if any(k in (ARRAY_MARK, POSITION_MARK) for k in keys):
+        return [Problem(f"{what} {shown!r}: {ARRAY_MARK} and {POSITION_MARK} follow the name of an array (lines[].isbn)", where)]
+    if len(marked) > 1:
+        return [Problem(f"{what} {shown!r} reads an array inside an array: one array level per fact (a fact has a row per element of one array)", where)]
+    if marked and keys[marked[0]].endswith(POSITION_MARK) and marked[0] != len(keys) - 1:
+        return [Problem(f"{what} {shown!r}: {POSITION_MARK} is an element's position, a number: nothing can follow it", where)]
     return []
+
+
+#: A key ending in this reads each element of the array it names: ``lines[].isbn``.
+ARRAY_MARK = "[]"
+#: A key ending in this reads each element's position in the array it names, 0-based: ``lines[#]``.
+POSITION_MARK = "[#]"
+
+
+def array_of(source: Source) -> tuple[str, ...] | None:
+    """The path of the array ``source`` reads an element of (``("lines",)`` for ``lines[].isbn``), None when it reads none."""
+    keys = source_path(source)
+    for n, key in enumerate(keys):
+        for mark in (ARRAY_MARK, POSITION_MARK):
+            if key.endswith(mark):
+                return (*keys[:n], key[: -len(mark)])
+    return None
+
+
+def element_path(source: Source) -> tuple[str, ...] | None:
+    """The keys of ``source`` inside an element of its array (``()``: the element itself); None for the position (``[#]``)."""
+    keys = source_path(source)
+    for n, key in enumerate(keys):
+        if key.endswith(POSITION_MARK):
+            return None
+        if key.endswith(ARRAY_MARK):
+            return keys[n + 1 :]
+    return keys
 
 
 # ---- the spec ----------------------------------------------------------------------------
@@ -383,6 +418,8 @@ class Field:
             found.append(Problem(f"{what}: check {self.check.name} needs an Integer, Decimal or Double type", ("check",)))
         if not isinstance(self.history, bool):
             found.append(Problem(f"{what}: history must be true or false", ("history",)))
+        if not source_problems(self.source, "") and element_path(self.source) is None and not isinstance(self.type, Integer):
+            found.append(Problem(f"{what}: {source_name(self.source)} is an element's position: its type is integer", ("type",)))
         return found
 
 
@@ -665,15 +702,19 @@ def _duplicate_problems(names: list[str], what: str, where: Where = ()) -> list[
 
 @attrs.frozen
 class Feed:
-    """What one topic's messages feed: a fact, or a dimension (its own topic), and the dimension columns they carry.
+    """What one topic's messages feed: facts, or a dimension (its own topic), or both, and the dimension columns they carry.
 
+    ``facts``: the facts with a row per message (or per element of an array, see
+    :meth:`array_of`). ``dimension``: the dimension whose topic it is (None: none).
     ``carried``: per dimension the messages feed, the dimension's fields with their
-    sources as paths into *these* messages. ``event_time``: where they carry their
-    event time (None: a Debezium envelope's ``ts_ms``). ``topic`` None: the loader's ``--topic``.
+    sources as paths into *these* messages (one source per column, whichever part
+    of the star reads it). ``event_time``: where they carry their event time, the
+    same for every part (None: a Debezium envelope's ``ts_ms``). ``topic`` None: the
+    loader's ``--topic``.
     """
 
     topic: str | None
-    fact: Fact | None
+    facts: tuple[Fact, ...]
     dimension: Dimension | None
     carried: tuple[tuple[Dimension, tuple[Field, ...]], ...]
     event_time: EventTime | None
@@ -684,9 +725,8 @@ class Feed:
         return self.dimension.envelope if self.dimension is not None else None
 
     def fields(self) -> tuple[Field, ...]:
-        """Every field the messages are read for: the fact's, then the carried dimension columns."""
-        fact = self.fact.fields if self.fact is not None else ()
-        return (*fact, *(f for _, fields in self.carried for f in fields))
+        """Every field the messages are read for: the facts', then the carried dimension columns."""
+        return (*(f for fact in self.facts for f in fact.fields), *(f for _, fields in self.carried for f in fields))
 
     def source_fields(self) -> dict[Source, ColumnType]:
         """Every message field read, with its type, in first-use order (the event time last, when not a fact field)."""
@@ -698,13 +738,16 @@ class Feed:
         return found
 
     def is_required(self, source: Source) -> bool:
-        """Whether a message must carry ``source``: required somewhere, the event time, or a mandatory natural key."""
+        """Whether a message must carry ``source``: required somewhere, the event time, or a natural key some fact needs.
+
+        Of a source inside an array's elements: whether each element must carry it.
+        """
         if self.event_time is not None and source == self.event_time.source:
             return True
         natural = {
             f.source
             for dim, fields in self.carried
-            if not (self.fact is not None and self.fact.is_optional(dim))
+            if self.dimension is dim or any(dim.name in fact.dimensions and not fact.is_optional(dim) for fact in self.facts)
             for f in fields
             if f.column in {k.column for k in dim.natural_key}
         }
@@ -717,6 +760,31 @@ class Feed:
     def fields_of(self, dimension: Dimension) -> tuple[Field, ...]:
         """``dimension``'s fields these messages carry (none when they do not feed it)."""
         return next((fields for dim, fields in self.carried if dim.name == dimension.name), ())
+
+    @property
+    def arrays(self) -> tuple[tuple[str, ...], ...]:
+        """The arrays whose elements the messages are read for, in first-use order."""
+        return tuple(dict.fromkeys(a for f in self.fields() if (a := array_of(f.source)) is not None))
+
+    def array_of(self, fact: Fact) -> tuple[str, ...] | None:
+        """The array whose elements are ``fact``'s rows (None: a row per message): the one its fields or its dimensions' natural keys read."""
+        found = self.arrays_of(fact)
+        return found[0] if found else None
+
+    def arrays_of(self, fact: Fact) -> tuple[tuple[str, ...], ...]:
+        """Every array ``fact``'s rows read (more than one is a spec problem)."""
+        sources = [f.source for f in fact.fields]
+        sources += [f.source for dim, fields in self.carried if dim.name in fact.dimensions for f in fields if f.column in {k.column for k in dim.natural_key}]
+        return tuple(dict.fromkeys(a for s in sources if (a := array_of(s)) is not None))
+
+    def dimension_array(self, dimension: Dimension) -> tuple[str, ...] | None:
+        """The array whose elements are ``dimension``'s observations in these messages (None: one per message)."""
+        natural = {k.column for k in dimension.natural_key}
+        return next((a for f in self.fields_of(dimension) if f.column in natural and (a := array_of(f.source)) is not None), None)
+
+    def counting_fact(self) -> Fact | None:
+        """The fact whose rows count the messages (loaded or duplicates): the first with a row per message, else the first."""
+        return next((f for f in self.facts if self.array_of(f) is None), self.facts[0] if self.facts else None)
 
 
 @attrs.frozen
@@ -798,46 +866,76 @@ class StarSchema:
     @property
     def named_topics(self) -> tuple[str, ...] | None:
         """The topics the star reads when every part that reads one names it (a loader then needs no ``--topic``); else None."""
-        named = tuple(f.topic for f in self.feeds() if f.topic is not None)
-        return named if len(named) == len(self.feeds()) else None
+        topics = [f.topic for f in self.feeds()]
+        return None if None in topics else tuple(str(t) for t in topics)
 
     @property
     def several_topics(self) -> bool:
         """Whether the star reads more than one topic (event positions then name their topic)."""
         return len(self.feeds()) > 1
 
+    def parts(self) -> tuple[tuple[str | None, Fact | None, Dimension | None], ...]:
+        """Each part of the star that reads a topic, in spec order: (topic, fact, None) per fact, (topic, None, dimension) per dimension with a topic."""
+        facts = tuple((f.topic, f, None) for f in self.all_facts)
+        return (*facts, *((d.topic, None, d) for d in self.dimensions if isinstance(d, Dimension) and d.topic is not None))
+
     def feeds(self) -> tuple[Feed, ...]:
-        """What each topic of the star feeds: one per fact, then one per dimension with a topic, in spec order."""
-        found = []
+        """What each topic of the star feeds, in the order the topics first appear in the spec (facts first, then dimensions)."""
+        return self._feeds_and_clashes()[0]
+
+    def _feeds_and_clashes(self) -> tuple[tuple[Feed, ...], list[str]]:
+        """The feeds, and where two parts of one topic read one dimension column at different sources."""
         only = len(self.all_facts) == 1
-        for fact in self.all_facts:
-            carried = []
-            overrides = {(c.dimension, c.column): c.source for c in fact.carries}
-            for dim in self.dimensions:
-                if dim.name not in fact.dimensions and not (only and dim.topic is None):
-                    continue
-                natural = {f.column for f in dim.natural_key}
-                fields = tuple(
-                    attrs.evolve(f, source=overrides.get((dim.name, f.column), f.source))
-                    for f in dim.columns
-                    if (dim.name, f.column) in overrides or dim.topic is None or f.column in natural
-                )
-                carried.append((dim, fields))
-            at = fact.event_time
-            found.append(Feed(fact.topic, fact, None, tuple(carried), EventTime(at.source, at.type)))
-        for dim in self.dimensions:
-            if dim.topic is not None:
-                found.append(Feed(dim.topic, None, dim, ((dim, dim.columns),), dim.event_time))
-        return tuple(found)
+        found, clashes = [], []
+        for topic in dict.fromkeys(t for t, _, _ in self.parts()):
+            facts = tuple(f for t, f, _ in self.parts() if t == topic and f is not None)
+            own = next((d for t, _, d in self.parts() if t == topic and d is not None), None)
+            sources: dict[str, dict[str, Field]] = {}
+            for fact in facts:
+                overrides = {(c.dimension, c.column): c.source for c in fact.carries if isinstance(c, Carried)}
+                for dim in self.dimensions:
+                    if dim.name not in fact.dimensions and not (only and dim.topic is None):
+                        continue
+                    natural = {f.column for f in dim.natural_key}
+                    for f in dim.columns:
+                        if (dim.name, f.column) in overrides or dim.topic is None or f.column in natural:
+                            field = attrs.evolve(f, source=overrides.get((dim.name, f.column), f.source))
+                            seen = sources.setdefault(dim.name, {}).setdefault(f.column, field)
+                            if seen.source != field.source:
+                                clashes.append(
+                                    f"topic {topic!r}: {dim.name}.{f.column} is read at {source_name(seen.source)!r} "
+                                    f"and at {source_name(field.source)!r}: a message carries a dimension column at one place"
+                                )
+            if own is not None:
+                for f in own.columns:
+                    seen = sources.setdefault(own.name, {}).setdefault(f.column, f)
+                    if seen.source != f.source:
+                        clashes.append(f"topic {topic!r}: {own.name}.{f.column} is read at {source_name(seen.source)!r} by a fact and at {source_name(f.source)!r} by the dimension")
+            order = {d.name: n for n, d in enumerate(self.dimensions)}
+            carried = tuple(
+                (self.dimension(name), tuple(cols[f.column] for f in self.dimension(name).columns if f.column in cols))
+                for name, cols in sorted(sources.items(), key=lambda item: order[item[0]])
+            )
+            if facts:
+                at = facts[0].event_time
+                event_time: EventTime | None = EventTime(at.source, at.type)
+            else:
+                event_time = own.event_time if own is not None else None
+            found.append(Feed(topic, facts, own, carried, event_time))
+        return tuple(found), clashes
 
     def feed(self, topic: str) -> Feed:
-        """The feed of ``topic``: the one that names it, else the fact that names no topic (the loader's ``--topic``)."""
+        """The feed of ``topic``: the one that names it, else the one that names no topic (the loader's ``--topic``)."""
         feeds = self.feeds()
         named = [f for f in feeds if f.topic == topic] or [f for f in feeds if f.topic is None]
         if not named:
             msg = f"star {self.name!r} reads no topic {topic!r} (its topics: {', '.join(str(f.topic) for f in feeds)})"
             raise KeyError(msg)
         return named[0]
+
+    def feed_of(self, fact: Fact) -> Feed:
+        """The feed whose messages ``fact``'s rows come from."""
+        return next(f for f in self.feeds() if any(x is fact for x in f.facts))
 
     def topic_rank(self, feed: Feed) -> int:
         """``feed``'s topic's place among the star's topics sorted by name (a tie of event positions goes to the later); 0 in a star of one topic."""
@@ -880,18 +978,40 @@ class StarSchema:
         if len(topics) > 1:
             for topic, place in topics:
                 if topic is None:
-                    yield Problem("in a star of several topics, every fact names its topic", (*place, "topic"))
-        seen: dict[str, Where] = {}
-        for topic, place in topics:
-            if topic is not None and topic in seen:
-                yield Problem(f"topic {topic!r} feeds two parts of the star: a topic feeds one fact or one dimension", (*place, "topic"))
-            seen.setdefault(str(topic), place)
-        if len(topics) > MAX_TOPICS:
-            yield Problem(f"a star reads at most {MAX_TOPICS} topics ({len(topics)} here)")
+                    yield Problem("in a star of several parts, every fact names its topic", (*place, "topic"))
+        owners: dict[str, Dimension] = {}
+        for i, dim in enumerate(dims):
+            if dim.topic is not None and owners.setdefault(dim.topic, dim) is not dim:
+                yield Problem(f"topic {dim.topic!r} is the topic of two dimensions ({owners[dim.topic].name}, {dim.name}): a topic feeds one dimension of its own", ("dimensions", i, "topic"))
+        for fact, place in zip(facts, places):
+            own = owners.get(str(fact.topic))
+            if own is not None and own.envelope is not None:
+                yield Problem(
+                    f"topic {fact.topic!r} holds change events ({own.envelope.value}) of dimension {own.name!r}: it cannot feed fact {fact.table!r} too",
+                    (*place, "topic"),
+                )
+            elif own is not None and own.event_time is not None and own.event_time.source != fact.event_time.source:
+                yield Problem(
+                    f"topic {fact.topic!r}: fact {fact.table!r} reads its event time at {source_name(fact.event_time.source)!r}, dimension {own.name!r} "
+                    f"at {source_name(own.event_time.source)!r}: a message has one event time, read at one place",
+                    (*place, "event_time"),
+                )
+        first: dict[str | None, Fact] = {}
+        for fact, place in zip(facts, places):
+            seen = first.setdefault(fact.topic, fact)
+            if isinstance(fact.event_time, Field) and isinstance(seen.event_time, Field) and seen.event_time.source != fact.event_time.source:
+                yield Problem(
+                    f"topic {fact.topic!r}: facts {seen.table!r} and {fact.table!r} read the event time at {source_name(seen.event_time.source)!r} "
+                    f"and {source_name(fact.event_time.source)!r}: a message has one event time, read at one place",
+                    (*place, "event_time"),
+                )
+        if len({t for t, _ in topics}) > MAX_TOPICS:
+            yield Problem(f"a star reads at most {MAX_TOPICS} topics ({len({t for t, _ in topics})} here)")
         if len(facts) > 1:
             for i, dim in enumerate(dims):
                 if dim.topic is None and not any(dim.name in f.dimensions for f in facts):
                     yield Problem(f"dimension {dim.name!r} has no topic and no fact refers to it: nothing would feed it", ("dimensions", i))
+        yield from (Problem(clash) for clash in self._feeds_and_clashes()[1])
 
     def _fact_problems(self, fact: Fact, place: Where) -> Iterator[Problem]:
         for i, ref in enumerate(fact.dimensions):
@@ -942,12 +1062,55 @@ class StarSchema:
                     f"source field {source_name(source)!r}{on} is read with two types: "
                     f"{type_spelling(seen)} and {type_spelling(column_type)}"  # type: ignore[arg-type]
                 )
+        yield from self._array_problems(feed, on)
         paths = {source_path(source) for source, _ in fields}
+        for source, _ in fields:
+            array = array_of(source)
+            clash = next((p for p in paths if array is not None and array_of(p) is None and p[: len(array)] == array), None)
+            if clash is not None:
+                yield Problem(
+                    f"source {source_name(clash)!r}{on} reads {source_name(array)!r} as an object or a value, but {source_name(source)!r} reads it as an array"
+                )
         for path in sorted(paths):
             for n in range(1, len(path)):
                 if path[:n] in paths:
                     yield Problem(
                         f"source {source_name(path[:n])!r}{on} is read as a value, but {source_name(path)!r} reads it as an object"
+                    )
+
+    def _array_problems(self, feed: Feed, on: str) -> Iterator[Problem]:
+        """A fact or a dimension that reads elements of arrays in a way that gives no one row per element."""
+        if feed.event_time is not None and array_of(feed.event_time.source) is not None:
+            yield Problem(f"event time {source_name(feed.event_time.source)!r}{on} is read from an array: a message has one event time")
+        for fact in feed.facts:
+            arrays = feed.arrays_of(fact)
+            if len(arrays) > 1:
+                names = ", ".join(source_name(a) + ARRAY_MARK for a in arrays)
+                yield Problem(f"fact {fact.table!r} reads several arrays ({names}): a fact has a row per element of one array")
+                continue
+            if not arrays:
+                continue
+            array = source_name(arrays[0])
+            if not any(array_of(f.source) == arrays[0] for f in fact.fields):
+                dims = [d.name for d, fields in feed.carried if d.name in fact.dimensions and feed.dimension_array(d) == arrays[0]]
+                yield Problem(
+                    f"fact {fact.table!r} refers to dimension {dims[0]!r}, whose natural key is read from each element of {array}{on}: "
+                    f"a fact refers to it with a row per element (a grain that reads {array}{POSITION_MARK} or an element field)"
+                )
+            elif not any(array_of(g.source) == arrays[0] for g in fact.grain):
+                yield Problem(
+                    f"fact {fact.table!r} has a row per element of {array}, but its grain reads nothing of the elements: "
+                    f"add {array}{POSITION_MARK} (the element's position) or an element field to the grain"
+                )
+        for dim, fields in feed.carried:
+            natural = feed.dimension_array(dim)
+            for f in fields:
+                array = array_of(f.source)
+                if array is not None and array != natural:
+                    at = f"each element of {source_name(natural)}" if natural else "one place per message"
+                    yield Problem(
+                        f"dimension {dim.name!r}: {f.column} is read from each element of {source_name(array)}{on}, but its natural key at {at}: "
+                        "a member has one value per message"
                     )
 
     def all_fields(self) -> tuple[Field, ...]:

@@ -277,6 +277,62 @@ def history_oracle(messages: Sequence[tuple[int, int, dict[str, Any]]]) -> tuple
     return versions, sorted(facts)
 
 
+def bookshop_oracle(messages: Sequence[tuple[int, int, Any]]) -> dict[str, Any]:
+    """The bookshop star (:data:`~starload.generators.bookshop.BOOKSHOP_SCHEMA`) a sink must hold after loading ``messages``, in pure Python.
+
+    ``messages``: (partition, offset, value) in any order, each value a dict (JSON) of
+    the bookshop generator's shapes. Returns ``orders`` (ORDER_ID, PLACED_AT,
+    SHIP_COUNTRY, COUPON, CUSTOMER_ID), ``lines`` (ORDER_ID, LINE_NO, QTY, UNIT_PRICE,
+    LINE_AMOUNT, ISBN, CUSTOMER_ID), ``books`` (ISBN, TITLE), ``customers``
+    (CUSTOMER_ID, CUSTOMER_CITY), ``rejects`` (partition, offset) and ``duplicates``
+    (how many valid messages repeat a loaded order). The rules: a message with a bad
+    line is rejected whole; the first message of an order id (by partition, then
+    offset, as one loader reads one partition) is loaded, a later identical one is a
+    duplicate; a dimension attribute takes its value of the latest event by event
+    time, then partition, offset and (within a message) element.
+    """
+
+    def line_ok(line: Any) -> bool:
+        if not isinstance(line, dict) or not isinstance(line.get("isbn"), str) or len(line["isbn"]) > 17:
+            return False
+        qty, price = line.get("qty"), line.get("unit_price")
+        return isinstance(qty, int) and qty > 0 and price is not None and D(str(price)) >= 0 and D(str(price)) == D(str(price)).quantize(D("0.01"))
+
+    ordered = sorted(messages, key=lambda m: (m[0], m[1]))
+    orders, lines, books, customers, rejects, seen = {}, [], {}, {}, [], {}
+    duplicates = 0
+    for partition, offset, value in ordered:
+        if not all(line_ok(line) for line in value.get("lines") or []):
+            rejects.append((partition, offset))
+            continue
+        at = as_instant(value["placed_at"])
+        customer = value["customer"]
+        if customers.get(customer["id"], (None, None))[1] is None or customers[customer["id"]][1] <= (at, partition, offset):
+            customers[customer["id"]] = (customer.get("city"), (at, partition, offset))
+        for n, line in enumerate(value.get("lines") or []):
+            position = (at, partition, offset, n)
+            if line.get("title") is not None and (line["isbn"] not in books or books[line["isbn"]][1] <= position):
+                books[line["isbn"]] = (line["title"], position)
+            books.setdefault(line["isbn"], (None, position))
+        if value["order_id"] in seen:
+            assert seen[value["order_id"]] == value, "the oracle knows redeliveries, not conflicts"
+            duplicates += 1
+            continue
+        seen[value["order_id"]] = value
+        orders[value["order_id"]] = (value["order_id"], at, (value.get("shipping") or {}).get("country"), value.get("coupon"), customer["id"])
+        for n, line in enumerate(value.get("lines") or []):
+            price = D(str(line["unit_price"])).quantize(D("0.01"))
+            lines.append((value["order_id"], n, line["qty"], price, price * line["qty"], line["isbn"], customer["id"]))
+    return {
+        "orders": sorted(orders.values()),
+        "lines": sorted(lines),
+        "books": sorted((isbn, title) for isbn, (title, _) in books.items()),
+        "customers": sorted((cid, city) for cid, (city, _) in customers.items()),
+        "rejects": sorted(rejects),
+        "duplicates": duplicates,
+    }
+
+
 def read_history(query: Callable[[str], Sequence[Sequence[Any]]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """An :data:`~starload.generators.orders.ORDERS_HISTORY_SCHEMA` star as :func:`history_oracle` spells it, read with ``query``.
 
@@ -472,6 +528,8 @@ class SinkBehaviour:
     keeps_history = True
     #: Whether the sink loads a star of several topics; one that does not must refuse such a star at prepare.
     reads_several_topics = True
+    #: Whether the sink loads facts with a row per element of an array; one that does not must refuse such a star at prepare.
+    loads_arrays = True
 
     # ---- what the sink author provides ----
     @pytest.fixture
@@ -947,6 +1005,72 @@ class SinkBehaviour:
             assert [(r, bool(d), as_instant(t)) for r, d, t in self.rows(sink, current)] == [("US", True, datetime(2024, 7, 1, tzinfo=UTC))]
         finally:
             mapper.close()
+            sink.close()
+
+    def bookshop(self, sink: Sink) -> dict[str, Any]:
+        """What ``sink`` holds of the bookshop star, in :func:`bookshop_oracle`'s form (but ``duplicates``)."""
+        orders = self.rows(sink, 'SELECT f."ORDER_ID", f."PLACED_AT", f."SHIP_COUNTRY", f."COUPON", c."CUSTOMER_ID" FROM "FACT_ORDERS" f '
+                                 'JOIN "DIM_CUSTOMER" c ON c."CUSTOMER_KEY" = f."CUSTOMER_KEY"')  # fmt: skip
+        lines = self.rows(sink, 'SELECT f."ORDER_ID", f."LINE_NO", f."QTY", f."UNIT_PRICE", f."LINE_AMOUNT", b."ISBN", c."CUSTOMER_ID" '
+                                'FROM "FACT_ORDER_LINES" f JOIN "DIM_BOOK" b ON b."BOOK_KEY" = f."BOOK_KEY" '
+                                'JOIN "DIM_CUSTOMER" c ON c."CUSTOMER_KEY" = f."CUSTOMER_KEY"')  # fmt: skip
+        rejects = self.rows(sink, f'SELECT "KAFKA_PARTITION", "KAFKA_OFFSET" FROM "{REJECTS_TABLE}"')
+        return {
+            "orders": sorted((o, as_instant(t), s, c, int(k)) for o, t, s, c, k in orders),
+            "lines": sorted((o, int(n), int(q), as_decimal(p), as_decimal(a), i, int(k)) for o, n, q, p, a, i, k in lines),
+            "books": sorted(self.rows(sink, 'SELECT "ISBN", "TITLE" FROM "DIM_BOOK" WHERE "BOOK_KEY" <> -1')),
+            "customers": sorted((int(k), c) for k, c in self.rows(sink, 'SELECT "CUSTOMER_ID", "CUSTOMER_CITY" FROM "DIM_CUSTOMER" WHERE "CUSTOMER_KEY" <> -1')),
+            "rejects": sorted((int(p), int(o)) for p, o in rejects),
+        }
+
+    @pytest.mark.parametrize("size", [7, 1_000])
+    def test_order_lines_load_whole_or_are_rejected_whole(self, make_sink: Callable[[], Sink], size: int) -> None:
+        """The bookshop star: one topic feeds an order fact and a line fact, a row per element of ``lines``; a bad line rejects its order whole.
+
+        Its orders have 0 to 5 lines, some redelivered, some with a bad line; loaded in
+        batches of ``size`` and then replayed, the star equals :func:`bookshop_oracle`. An
+        order repeated with a changed line is a conflict: rejected whole, in both facts.
+        A sink that loads no arrays (``loads_arrays = False``) must refuse the star at prepare.
+        """
+        from starload.generators.bookshop import BOOKSHOP_GENERATOR, BOOKSHOP_SCHEMA, ORDERS_TOPIC as TOPIC
+
+        sink = make_sink()
+        if not self.loads_arrays:
+            self.assert_refused(sink, BOOKSHOP_SCHEMA, "elements of lines")
+            return
+        events = [e.value for e in islice(BOOKSHOP_GENERATOR.stream(7), 150)]
+        events.append({**events[2], "order_id": "B-empty", "lines": None})  # a null array: no line, the order loads
+        expected = bookshop_oracle([(0, n, v) for n, v in enumerate(events)])
+        assert expected["rejects"] and expected["duplicates"] and len(expected["lines"]) > len(expected["orders"])  # the stream has them all
+        stager = Stager(BOOKSHOP_SCHEMA, topic=TOPIC)
+        try:
+            sink.prepare(BOOKSHOP_SCHEMA)
+            results = []
+            for start in range(0, len(events), size):
+                batch = stager.batch(events[start : start + size], start=start)
+                results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch)).fenced({TOPIC: {0: start or None}})))
+            assert self.bookshop(sink) == {k: v for k, v in expected.items() if k != "duplicates"}
+            assert sum(r.facts_inserted for r in results) == len(expected["orders"]) + len(expected["lines"])
+            assert sum(r.duplicates for r in results) == expected["duplicates"]
+            assert sum(r.rejects for r in results) == len(expected["rejects"])
+            [(reason,)] = self.rows(sink, f'SELECT "REASON" FROM "{REJECTS_TABLE}" WHERE "KAFKA_OFFSET" = {expected["rejects"][0][1]}')
+            assert reason.startswith("lines[")  # names the element
+            # Replayed from the start: every order a duplicate, every reject recorded once, nothing changes.
+            before = self.snapshot(sink, BOOKSHOP_SCHEMA)
+            again = sink.write(stager.batch(events))
+            assert (again.facts_inserted, again.duplicates) == (0, len(events) - len(expected["rejects"]))
+            assert {k: v for k, v in self.snapshot(sink, BOOKSHOP_SCHEMA).items() if k != OFFSETS_TABLE} == {
+                k: v for k, v in before.items() if k != OFFSETS_TABLE
+            }
+            # A loaded order with one line changed: a conflict, rejected whole (its other lines and its header too).
+            changed = {**events[0], "lines": [*events[0]["lines"][:-1], {**events[0]["lines"][-1], "qty": 9}], "coupon": "NEW"}
+            fresh = {**changed, "order_id": "B-new"}
+            batch = stager.batch([changed, fresh], start=len(events))
+            result = sink.write(batch.with_conflicts(sink.find_conflicts(batch)))
+            assert (result.conflicts, result.rejects, result.facts_inserted) == (1, 1, 1 + len(changed["lines"]))
+            assert self.rows(sink, 'SELECT count(*) FROM "FACT_ORDER_LINES" WHERE "QTY" = 9') == [(len(fresh["lines"]) and 1,)]
+        finally:
+            stager.close()
             sink.close()
 
     def test_timestamps_are_stored_in_utc_and_dated_by_the_utc_day(self, sink: Sink, stager: Stager) -> None:

@@ -46,6 +46,7 @@ from starload.drift import Change, Column, Difference, WarehouseStar
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError, TerminalSinkError, TransientSinkError
 from starload.mapping import quote
 from starload.sinks.base import (
+    ELEMENT_COLUMN,
     LOCK_TABLE,
     OFFSETS_TABLE,
     REJECTS_TABLE,
@@ -626,10 +627,12 @@ class StarSQL:
         """
         return f"SELECT count(*) FROM {quote(fact.table)} WHERE GRAIN_HASH IN (SELECT GRAIN_HASH FROM {staged})"
 
-    def insert_facts(self, fact: Fact, staged: str, *, loaded: bool = True) -> str:
+    def insert_facts(self, fact: Fact, staged: str, *, loaded: bool = True, elements: str | None = None) -> str:
         """Insert staged facts of ``fact`` with their surrogate keys, skipping grain values already loaded.
 
         ``loaded=False`` (:meth:`any_loaded` found none) inserts without looking.
+        ``elements``: of a fact with a row per element of an array, ``"first"`` inserts the
+        first element's rows only, ``"rest"`` the others (so the first statement counts messages).
         """
         s = self.schema
         selects = [f"s.{quote(f.column)}" for f in fact.fields]
@@ -653,6 +656,8 @@ class StarSQL:
         selects += [f"s.{quote(m.column)}" for m in fact.measures]
         selects += ["s.GRAIN_HASH", "s.MESSAGE_HASH", "s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
         where = f"s._SL_RANK = 1 AND {self.holding()}"
+        if elements is not None:
+            where += f" AND s.{ELEMENT_COLUMN} {'=' if elements == 'first' else '>'} 0"
         if loaded:
             grain = " AND ".join(f"t.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
             join, new = _unmatched(fact.table, grain, fact.grain[0].column)
@@ -662,7 +667,8 @@ class StarSQL:
             # One row per staged fact even if a dimension holds a natural key twice (nothing
             # enforces UNIQUE on Snowflake): the member with the smallest key wins.
             keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions(fact)))
-            where += f"\nQUALIFY row_number() OVER (PARTITION BY s.KAFKA_PARTITION, s.KAFKA_OFFSET ORDER BY {keys}) = 1"
+            row = f"s.KAFKA_PARTITION, s.KAFKA_OFFSET{f', s.{ELEMENT_COLUMN}' if s.feed_of(fact).array_of(fact) else ''}"
+            where += f"\nQUALIFY row_number() OVER (PARTITION BY {row} ORDER BY {keys}) = 1"
         columns = ", ".join(map(quote, s.fact_columns(fact)))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
@@ -1037,7 +1043,8 @@ class SQLSink(Sink):
         sql = self._prepared()
         staged = self._guarded(self._stage_batch, batch)
         try:
-            counts = dict.fromkeys(("updated", "inserted", "facts"), 0)
+            # "messages": rows that each stand for a message (see StagedBatch.counted_rows), also fact rows.
+            counts = dict.fromkeys(("updated", "inserted", "facts", "messages"), 0)
 
             def run(counter: str, statement: str) -> None:
                 rows = self._guarded(self._execute, statement, [self._token])
@@ -1068,7 +1075,14 @@ class SQLSink(Sink):
                 if batch.dates is not None and batch.dates.num_rows:
                     run("inserted", sql.insert_dates(staged["DATES"]))
                 for fact in facts:
-                    run("facts", sql.insert_facts(fact, staged[f"FACT_{fact.table}"], loaded=loaded[fact.table]))
+                    part, feed = staged[f"FACT_{fact.table}"], batch.schema.feed_of(fact)
+                    if feed.counting_fact() is not fact:
+                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+                    elif feed.array_of(fact) is None:
+                        run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+                    else:
+                        run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="first"))
+                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="rest"))
                 if batch.rejects.num_rows:
                     run("", sql.insert_rejects(staged["REJECTS"]))
                 # Last: the fence also finds a transaction aborted under this loader's feet
@@ -1080,8 +1094,8 @@ class SQLSink(Sink):
         finally:
             self._release_batch(staged)
         return WriteResult(
-            facts_inserted=counts["facts"],
-            duplicates=sum(t.num_rows for t in batch.facts.values()) - counts["facts"],
+            facts_inserted=counts["facts"] + counts["messages"],
+            duplicates=batch.counted_rows() - counts["messages"],
             records=batch.records,
             tombstones=batch.tombstones,
             rejects=batch.rejects.num_rows,
