@@ -34,6 +34,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/nesting.py
 	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/several_topics.py
+	$(BIN)/python benchmarks/order_lines.py
 
 clean:
 	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb

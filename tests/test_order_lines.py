@@ -199,3 +199,69 @@ def test_a_topic_feeds_a_fact_and_a_dimension_of_its_own():
     data["facts"][0]["event_time"]["source"] = "logged_at"
     with pytest.raises(SpecError, match="a message has one event time"):
         StarSchema.from_dict(data)
+
+
+# ---- the property: the bookshop star equals the pure-Python oracle, whatever the batches -------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from starload.generators.bookshop import BOOKS  # noqa: E402
+from starload.sinks.duckdb import DuckDBSink  # noqa: E402
+from starload.testing import SinkBehaviour, Stager, bookshop_oracle  # noqa: E402
+
+
+class _Reader(SinkBehaviour):
+    """The behaviour suite's readout of the bookshop star, on a DuckDB sink."""
+
+    def query(self, sink, sql):
+        return sink.connection.execute(sql).fetchall()
+
+
+good_lines = st.builds(
+    lambda book, title, qty, cents: {"isbn": book[0], "title": title, "qty": qty, "unit_price": f"{cents / 100:.2f}"},
+    st.sampled_from(BOOKS[:3]), st.sampled_from(["A", "B", "C"]), st.integers(1, 3), st.integers(0, 5_000),
+)  # fmt: skip
+bad_lines = st.sampled_from([5, None, {"isbn": "978-0-441-17271-9", "qty": 0, "unit_price": "1"}, {"qty": 1, "unit_price": "1"}])
+
+
+@st.composite
+def bookshop_streams(draw: st.DrawFn) -> tuple[list[tuple[int, int, dict]], list[int]]:
+    """Orders of 0 to 5 lines (a bad one at any position, now and then), some redelivered, on two partitions; and batch cuts."""
+    orders = []
+    for n in range(draw(st.integers(1, 14))):
+        lines = draw(st.lists(good_lines, max_size=5))
+        if lines and draw(st.integers(0, 5)) == 0:
+            lines[draw(st.integers(0, len(lines) - 1))] = draw(bad_lines)
+        at = f"2024-01-0{draw(st.integers(1, 3))}T00:00:00Z"  # few instants: ties go to partition, offset, element
+        orders.append({"order_id": f"B-{n}", "placed_at": at, "customer": {"id": draw(st.integers(1, 3)), "city": draw(st.sampled_from(["X", "Y"]))},
+                       "lines": lines if lines or draw(st.booleans()) else None})  # fmt: skip
+    orders += draw(st.lists(st.sampled_from(orders), max_size=4))  # redeliveries, unchanged
+    partitions = draw(st.lists(st.integers(0, 1), min_size=len(orders), max_size=len(orders)))
+    placed, next_offset = [], {0: 0, 1: 0}
+    for value, p in zip(orders, partitions):
+        placed.append((p, next_offset[p], value))
+        next_offset[p] += 1
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(placed) - 1)), max_size=3))))
+    return placed, cuts
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bookshop_streams())
+def test_the_bookshop_star_equals_the_oracle_whatever_the_batches(stream):
+    placed, cuts = stream
+    expected = bookshop_oracle(placed)
+    sink, stager = DuckDBSink(":memory:"), Stager(BOOKSHOP_SCHEMA, topic=TOPIC)
+    try:
+        sink.prepare(BOOKSHOP_SCHEMA)
+        duplicates = 0
+        for lo, hi in zip([0, *cuts], [*cuts, len(placed)]):
+            part = placed[lo:hi]
+            batch = stager.batch([v for *_, v in part], partitions=[p for p, _, _ in part], offsets=[o for _, o, _ in part])
+            duplicates += sink.write(batch.with_conflicts(sink.find_conflicts(batch))).duplicates
+        found = _Reader().bookshop(sink)
+        assert found == {k: v for k, v in expected.items() if k != "duplicates"}
+        assert duplicates == expected["duplicates"]
+    finally:
+        stager.close()
+        sink.close()

@@ -273,6 +273,9 @@ def _produce_file(args: argparse.Namespace) -> int:
     if given or args.generator != "orders":
         msg = f"--file produces the file's lines as they are; {', '.join(given) or '--generator'} does not apply to it"
         raise StarloadError(msg)
+    if args.keyed and args.key_field:
+        msg = "--keyed lines carry their own key: --key-field does not apply"
+        raise StarloadError(msg)
     topic = topic_of(args)
     with Progress(describe_produce) as progress:
         stats = produce_file(
@@ -280,6 +283,7 @@ def _produce_file(args: argparse.Namespace) -> int:
             topic,
             args.file,
             key_field=args.key_field,
+            keyed=args.keyed,
             rate=args.rate or None,
             partitions=args.partitions,
             overrides=_key_values(args.X, "-X"),
@@ -584,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_bounded(int, 1), default=None, help="events to generate (needed without --file)")
     p.add_argument("--file", default=None, metavar="FILE", help="produce this JSON Lines file instead, one message a line, as written")
     p.add_argument("--key-field", default=None, metavar="PATH", help="with --file: the message key is this field of each line (a path such as merchant.id)")
+    p.add_argument(
+        "--keyed",
+        action="store_true",
+        help='with --file: each line is {"key": ..., "value": ...}; a null value is a tombstone, a key that is not a string is sent as its JSON',
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same events on any day (default: a random one)")
     p.add_argument("--rate", type=_bounded(float, 0), default=0, help="messages per second; 0 = as fast as possible")
     p.add_argument("--generator", default="orders", help="registered generator name (see `starload plugins`)")

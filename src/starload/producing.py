@@ -74,6 +74,7 @@ def produce_file(
     path: str | Path,
     *,
     key_field: str | None = None,
+    keyed: bool = False,
     rate: float | None = None,
     partitions: int = 4,
     overrides: Mapping[str, Any] | None = None,
@@ -81,6 +82,12 @@ def produce_file(
     startup_timeout: float = 30.0,
 ) -> ProduceStats:
     """Produce a JSON Lines file to ``topic``: each line that is not blank is one message, its bytes as written.
+
+    With ``keyed``, each line is instead a record ``{"key": …, "value": …}``, as Debezium
+    and keyed producers write a topic: the value is sent as its JSON (a ``null`` value is
+    a tombstone: no value at all), the key as its text when it is a string, else as its
+    JSON (``{"id": 17}``), and no key when it is null or missing. A line that is not such
+    an object stops the produce with an error naming the line.
 
     With ``key_field`` (a path such as ``merchant.id``), the message key is that field's
     value (a string as it is, any other JSON value as its JSON text); a line without it,
@@ -97,8 +104,24 @@ def produce_file(
     keys = source_path(key_field) if key_field else None
     with handle:
         lines = (line.rstrip(b"\r\n") for line in handle)
-        messages = ((topic, _key_of(line, keys), line) for line in lines if line.strip())
+        if keyed:
+            messages = (_record(topic, line, n, path) for n, line in enumerate(lines, 1) if line.strip())
+        else:
+            messages = ((topic, _key_of(line, keys), line) for line in lines if line.strip())
         return _send(bootstrap_servers, messages, rate, partitions, overrides, progress, startup_timeout)
+
+
+def _record(topic: str, line: bytes, number: int, path: Path) -> tuple[str, bytes | None, bytes | None]:
+    """The message of a line ``{"key": …, "value": …}`` (see :func:`produce_file`)."""
+    try:
+        record: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or "value" not in record or set(record) - {"key", "value"}:
+        msg = f'{path} line {number}: with --keyed each line is {{"key": …, "value": …}} (a null value is a tombstone)'
+        raise StarloadError(msg)
+    key, value = record.get("key"), record["value"]
+    return topic, None if key is None else key.encode() if isinstance(key, str) else orjson.dumps(key), None if value is None else orjson.dumps(value)
 
 
 def _key_of(line: bytes, keys: tuple[str, ...] | None) -> bytes | None:

@@ -9,7 +9,9 @@ see :mod:`starload.specfile`); each type below has a spelling in that format
 (:func:`type_spelling`, :func:`parse_type`).
 
 **Sources** are paths into the JSON message: ``"merchant.id"`` is the field ``id`` of
-the object ``merchant``. A key that itself contains a dot is written as a list of keys
+the object ``merchant``; ``"lines[].isbn"`` the field ``isbn`` of each element of the
+array ``lines`` and ``"lines[#]"`` each element's position (0-based), which give a fact
+a row per element (see :meth:`Feed.array_of`; one array level per fact). A key that itself contains a dot is written as a list of keys
 instead: ``("meta", "trace.id")`` (in a file: ``source: [meta, trace.id]``). A missing
 or null object on the way is a missing field; a value that is not an object where the
 path goes on, or an object where a value is expected, is a reject naming the path.

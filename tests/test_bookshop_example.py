@@ -1,0 +1,84 @@
+"""The README's order-lines walk-through, over the real local broker: produce ``examples/bookshop.jsonl``,
+load it with ``examples/bookshop.yaml`` into DuckDB, and ask revenue by book and by city.
+Also ``produce --file --keyed``: records with JSON keys and tombstones, as Debezium writes a topic."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+from confluent_kafka import Consumer, TopicPartition
+from test_integration import run_cli
+
+from starload.kafka import consumer_config
+from starload.testing import bookshop_oracle
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EVENTS = [json.loads(line) for line in (EXAMPLES / "bookshop.jsonl").read_text().splitlines()]
+#: The walk-through's queries, as the README shows them.
+REVENUE_BY_BOOK = """
+SELECT b.TITLE, sum(l.QTY) AS copies, sum(l.LINE_AMOUNT) AS revenue
+FROM FACT_ORDER_LINES l JOIN DIM_BOOK b USING (BOOK_KEY)
+GROUP BY b.TITLE ORDER BY revenue DESC
+"""
+REVENUE_BY_CITY = """
+SELECT c.CUSTOMER_CITY, count(DISTINCT l.ORDER_ID) AS orders, sum(l.LINE_AMOUNT) AS revenue
+FROM FACT_ORDER_LINES l JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY)
+GROUP BY c.CUSTOMER_CITY ORDER BY revenue DESC
+"""
+
+
+def test_the_bookshop_walkthrough_loads_every_line_and_rejects_orders_with_a_bad_one(local_broker, tmp_path):
+    expected = bookshop_oracle([(0, n, v) for n, v in enumerate(EVENTS)])
+    done = run_cli("produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", "bookshop.orders",
+                   "--file", str(EXAMPLES / "bookshop.jsonl"), "--key-field", "order_id", "--partitions", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    db = tmp_path / "bookshop.duckdb"
+    loaded = run_cli("load", "--bootstrap-servers", local_broker.bootstrap_servers, "--group", "walk",
+                     "--spec", str(EXAMPLES / "bookshop.yaml"), "--duckdb-path", str(db), "--until-idle", "2")  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    summary = dict(line.split(": ", 1) for line in loaded.stdout.strip().splitlines())
+    loaded_orders = len(EVENTS) - len(expected["rejects"]) - expected["duplicates"]
+    assert (summary["consumed"], summary["messages loaded"], summary["duplicates skipped"], summary["rejected"]) == (
+        str(len(EVENTS)), str(loaded_orders), str(expected["duplicates"]), str(len(expected["rejects"]))
+    )
+    assert summary["facts loaded"] == str(len(expected["orders"]) + len(expected["lines"]))
+    with duckdb.connect(str(db), read_only=True) as con:
+        by_book = con.execute(REVENUE_BY_BOOK).fetchall()
+        by_city = con.execute(REVENUE_BY_CITY).fetchall()
+        reasons = [r for (r,) in con.execute('SELECT "REASON" FROM "STARLOAD_REJECTS" ORDER BY "KAFKA_OFFSET"').fetchall()]
+    revenue: dict[str, Decimal] = {}
+    titles = dict(expected["books"])
+    for _order, _n, _qty, _price, amount, isbn, _customer in expected["lines"]:
+        revenue[titles[isbn]] = revenue.get(titles[isbn], Decimal(0)) + amount
+    assert {title: total for title, _, total in by_book} == revenue
+    assert sum(total for _, _, total in by_city) == sum(revenue.values())
+    assert reasons == ["lines[3].unit_price: must be >= 0", "lines[2].unit_price: must be >= 0"]
+
+
+def test_produce_keyed_records_sends_json_keys_and_tombstones(local_broker, tmp_path):
+    records = tmp_path / "customers.jsonl"
+    change = {"before": None, "after": {"id": 17, "region": "EU"}, "op": "c", "ts_ms": 1_700_000_000_000}
+    records.write_text("\n".join([
+        json.dumps({"key": {"id": 17}, "value": change}),
+        json.dumps({"key": {"id": 17}, "value": None}),  # the tombstone after a delete
+        json.dumps({"key": "plain", "value": {"a": 1}}),
+        json.dumps({"value": [1, 2]}),  # no key
+    ]))  # fmt: skip
+    done = run_cli("produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", "keyed",
+                   "--file", str(records), "--keyed", "--partitions", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    consumer = Consumer(consumer_config(local_broker.bootstrap_servers, "keyed-reader"))
+    consumer.assign([TopicPartition("keyed", 0, 0)])
+    got = []
+    while len(got) < 4:
+        got += [m for m in consumer.consume(10, timeout=5) if m.error() is None]
+    consumer.close()
+    assert [(m.key(), m.value()) for m in got] == [
+        (b'{"id":17}', json.dumps(change, separators=(",", ":")).encode()), (b'{"id":17}', None), (b"plain", b'{"a":1}'), (None, b"[1,2]"),
+    ]  # fmt: skip
+    records.write_text('{"key": 1, "value": 2}\n{"k": 1}\n')
+    bad = run_cli("produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", "keyed", "--file", str(records), "--keyed")
+    assert bad.returncode == 2 and f"{records} line 2: with --keyed each line is" in bad.stderr
