@@ -740,7 +740,7 @@ class Feed:
         return found
 
     def is_required(self, source: Source) -> bool:
-        """Whether a message must carry ``source``: required somewhere, the event time, or a natural key some fact needs.
+        """Whether a message must carry ``source``: required somewhere, the event time, or a natural key not every fact referring to it may lack.
 
         Of a source inside an array's elements: whether each element must carry it.
         """
@@ -749,7 +749,7 @@ class Feed:
         natural = {
             f.source
             for dim, fields in self.carried
-            if self.dimension is dim or any(dim.name in fact.dimensions and not fact.is_optional(dim) for fact in self.facts)
+            if not ((refs := [x for x in self.facts if dim.name in x.dimensions]) and all(x.is_optional(dim) for x in refs))
             for f in fields
             if f.column in {k.column for k in dim.natural_key}
         }
