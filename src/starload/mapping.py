@@ -254,24 +254,22 @@ def _check_problem(name: str, column_type: ColumnType, check: Check | None, valu
     return f"CASE {whens} END"
 
 
-def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int], shown: Mapping[Source, str] | None = None) -> list[str]:
+def _object_problems(paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int], within: str = "") -> list[str]:
     """SQL texts of the problem 'not an object' for every object a path goes through (NULL when it is one).
 
     A path through a value that is not an object (a string, an array) finds nothing,
     as a missing one does; only for rows where every field under an object is missing
     is that object's JSON type looked up, so well-formed messages cost next to nothing.
     An array where an object is expected gets a reason saying how to read its elements.
-    ``shown``: how each source is named in a reason (default :func:`~starload.spec.source_name`;
-    inside an array's elements, ``lines[].price``).
+    ``within``: what reasons put before a path (``lines[].`` for the paths inside an array's elements).
     """
     prefixes = sorted({path[:n] for path in paths.values() for n in range(1, len(path))}, key=len)
     found = []
     for prefix in prefixes:
         under = [name for name, path in paths.items() if path[: len(prefix)] == prefix]
         leaves = [f"_sl_j{index[name]} IS NULL" for name in under]
-        name = (shown or {}).get(under[0], source_name(under[0]))
-        head = name[: len(name) - len(source_name(paths[under[0]][len(prefix) :])) - 1]
-        each = f"{head}[].{name[len(head) + 1 :]}"
+        head = within + source_name(prefix)
+        each = f"{head}[].{source_name(paths[under[0]][len(prefix) :])}"
         kind = f"json_type(_sl_text, {_literal(_pointer(prefix))})"
         found.append(
             f"CASE WHEN {' AND '.join(leaves)} THEN CASE WHEN {kind} = 'ARRAY' THEN {_literal(f'{head}: expected an object, got an array (write {each} to read each element)')} "
@@ -327,50 +325,59 @@ def _envelope_problem(feed: Feed) -> str:
 
 
 def _field_steps(
-    feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int], shown: Mapping[Source, str]
+    feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]
 ) -> tuple[list[str], list[str], list[str], list[str]]:
     """The (texts, candidates, values, problems) columns that read and type ``items`` from ``_sl_j{i}`` (see :func:`_typed_value`)."""
     natural_sources = {f.source for dim, fields in feed.carried for f in fields if f.column in {k.column for k in dim.natural_key}}
     texts, candidates, values, problems = [], [], [], []
     for name, column_type in items.items():
-        i = index[name]
+        i, shown = index[name], source_name(name)
         j, v = f"_sl_j{i}", f"_sl_v{i}"
         texts.append(f"{_text(j)} AS _sl_s{i}")
         columns, value, wrong_type = _typed_value(column_type, paths[name], i)
         candidates += columns
         values.append(f"{value} AS {v}")
-        when_missing = _literal(f"{shown[name]}: missing") if feed.is_required(name) else "NULL"
+        when_missing = _literal(f"{shown}: missing") if feed.is_required(name) else "NULL"
         if feed.envelope is not None and name not in natural_sources:
             # A delete's row may hold its key only (Debezium's ``before`` under REPLICA IDENTITY DEFAULT).
             when_missing = f"CASE WHEN _sl_op = 'd' THEN NULL ELSE {when_missing} END"
-        check = _check_problem(shown[name], column_type, feed.check_of(name), v)
+        check = _check_problem(shown, column_type, feed.check_of(name), v)
         got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
         problems.append(
             f"CASE WHEN {j} IS NULL THEN {when_missing} "
-            f"WHEN {v} IS NULL THEN {_literal(f'{shown[name]}: {wrong_type}')} || {got} "
+            f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} "
             f"{'ELSE ' + check if check else ''} END"
         )
     return texts, candidates, values, problems
 
 
+def _measure_name(f: int, m: int) -> str:
+    """The column of measure number ``m`` of the feed's fact number ``f`` while the batch is mapped."""
+    return f"_sl_measure{f}_{m}"
+
+
 def _measure_steps(fact: Fact, f: int, index: Mapping[Source, int]) -> tuple[list[str], list[str]]:
-    """The columns ``_sl_measure{f}_{m}`` of ``fact``'s (number ``f``) measures, and their 'out of range' problems."""
+    """The columns (:func:`_measure_name`) of ``fact``'s (number ``f``) measures, and their 'out of range' problems."""
     fields = {x.column: x for x in fact.fields}
     columns, problems = [], []
     for m, measure in enumerate(fact.measures):
         product = " * ".join(f"_sl_v{index[fields[c].source]}" for c in measure.factors)
-        columns.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS _sl_measure{f}_{m}")
+        columns.append(f"TRY_CAST(TRY({product}) AS {duckdb_type(measure.type)}) AS {_measure_name(f, m)}")
         all_present = " AND ".join(f"_sl_v{index[fields[c].source]} IS NOT NULL" for c in measure.factors)
         problems.append(
-            f"CASE WHEN {all_present} AND _sl_measure{f}_{m} IS NULL "
+            f"CASE WHEN {all_present} AND {_measure_name(f, m)} IS NULL "
             f"THEN {_literal(f'{measure.column}: out of range for {duckdb_type(measure.type)}')} END"
         )
     return columns, problems
 
 
-def _pipeline(source: str, pointers: list[str], j_columns: list[str], steps: tuple[list[str], ...], measures: list[str]) -> str:
-    """The CTEs that read fields out of ``_sl_text`` of the relation ``source`` and type them, ending in ``typed``."""
-    texts, candidates, values, _ = steps
+def _fingerprint(items: Mapping[Source, ColumnType], index: Mapping[Source, int]) -> str:
+    """SQL of the texts a fingerprint is made of: the fields' JSON texts, "null" when missing (a decimal's exact value instead: its JSON text went through a double)."""
+    return ", ".join(f"coalesce({f'CAST(_sl_v{index[x]} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{index[x]}'}, 'null')" for x, t in items.items())
+
+
+def _pipeline(source: str, pointers: list[str], j_columns: list[str], texts: list[str], candidates: list[str], values: list[str], measures: list[str]) -> str:
+    """The CTEs that read fields out of ``_sl_text`` of the relation ``source`` and type them (see :func:`_field_steps`), ending in ``typed``."""
     extract = f"CASE WHEN _sl_object THEN TRY(json_extract(_sl_text, [{', '.join(pointers)}])) END" if pointers else "NULL"
     ctes = [f"fields AS (SELECT *, {extract} AS _sl_json FROM {source})"]
     ctes.append(f"extracted AS (SELECT *{''.join(', ' + c for c in j_columns)} FROM fields)")
@@ -422,9 +429,8 @@ class FeedSQL:
         for name in (name for a in arrays for name in inner[a]):
             index[name] = len(index) + len(arrays)
         paths = {name: source_path(name) for name in outer}
-        shown = {name: source_name(name) for name in sources}
         problems = _object_problems({**paths, **{a: a for a in arrays}}, {**index, **array_index})
-        texts, candidates, values, field_problems = _field_steps(feed, outer, paths, index, shown)
+        texts, candidates, values, field_problems = _field_steps(feed, outer, paths, index)
         problems += field_problems
         for a, m in array_index.items():
             j = f"_sl_j{m}"
@@ -445,11 +451,7 @@ class FeedSQL:
             event = "_sl_event_at"
             candidates.append(f"{_epoch('CAST(_sl_ts_ms AS VARCHAR)', 'epoch_ms')} AS _sl_ts")
             values.append(f"{_in_years('_sl_ts')} AS _sl_event_at")
-        # The fields' JSON texts, "null" when missing (a decimal's exact value instead:
-        # its JSON text went through a double).
-        fingerprint = ", ".join(
-            f"coalesce({f'CAST(_sl_v{index[name]} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{index[name]}'}, 'null')" for name, t in outer.items()
-        )
+        fingerprint = _fingerprint(outer, index)
         if not arrays:
             hashes = f"CAST(md5_number(concat_ws(',', {fingerprint})) >> 65 AS BIGINT) AS MESSAGE_HASH,"
         else:
@@ -469,13 +471,13 @@ class FeedSQL:
         # A tombstone (a null value, which Debezium writes after a delete for log compaction) is no reject: it is counted.
         tombstone = "WHEN MESSAGE_VALUE IS NULL THEN NULL " if feed.envelope is not None else ""
         kept = [f"_sl_v{index[x]}" for x in outer] + [f"_sl_j{m}" for m in array_index.values()]
-        kept += [m.split(" AS ")[-1] for m in measures]
+        kept += [_measure_name(f, m) for f, fact in enumerate(feed.facts) if array_of_fact[fact.table] is None for m in range(len(fact.measures))]
         parse = f"""
 CREATE OR REPLACE TEMP TABLE {messages if arrays else parsed} AS
 WITH {_message_text(feed, raw)}, objects AS (
     SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
     FROM text
-), {_pipeline("objects", pointers, columns, (texts, candidates, values, []), measures)}, checked AS (
+), {_pipeline("objects", pointers, columns, texts, candidates, values, measures)}, checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET, {", ".join(kept)},
         {hashes}
         {event} AS {_EVENT},{" _sl_op," if feed.envelope is not None else ""}
@@ -500,7 +502,7 @@ SELECT * FROM checked
         def rows_of(array: tuple[str, ...] | None) -> str:
             """The relation of ``valid`` messages, or of their elements of ``array`` joined to them."""
             if array is None:
-                return f"{parsed} WHERE {_REASON} IS NULL"
+                return valid
             return f"{parsed} JOIN {elements[array]} USING (KAFKA_PARTITION, KAFKA_OFFSET) WHERE {parsed}.{_REASON} IS NULL"
 
         observations = {}
@@ -555,7 +557,7 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
                 for d in schema.referenced_dimensions(fact)
                 for k, x in enumerate(d.natural_key)
             ]
-            fact_cols += [f"_sl_measure{f}_{m} AS {quote(x.column)}" for m, x in enumerate(fact.measures)]
+            fact_cols += [f"{_measure_name(f, m)} AS {quote(x.column)}" for m, x in enumerate(fact.measures)]
             if schema.date_dimension:
                 fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
             grain_text = ", ".join(f"CAST(_sl_v{index[x.source]} AS VARCHAR)" for x in fact.grain)
@@ -594,10 +596,9 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         position = {name for name in items if element_path(name) is None}
         fields = {name: t for name, t in items.items() if name not in position}
         paths = {name: element_path(name) or () for name in fields}
-        shown = {name: source_name(name) for name in items}
         objects = any(paths.values())
-        steps = _field_steps(feed, fields, paths, index, shown)
-        values = steps[2] + [f"CAST(_sl_pos{k} AS BIGINT) AS _sl_v{index[name]}" for name in position]
+        texts, candidates, values, field_problems = _field_steps(feed, fields, paths, index)
+        values += [f"CAST(_sl_pos{k} AS BIGINT) AS _sl_v{index[name]}" for name in position]
         measures, problems = [], []
         for f, fact in enumerate(feed.facts):
             if feed.array_of(fact) == array:
@@ -605,7 +606,7 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
                 measures += columns
                 problems += measure_problems
         prefixes = {name: path for name, path in paths.items() if len(path) > 1}
-        problems = _object_problems(prefixes, index, shown) + steps[3] + problems
+        problems = _object_problems(prefixes, index, within=source_name(array) + "[].") + field_problems + problems
         name = source_name(array)
         reason = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
         if objects:
@@ -614,10 +615,9 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         reason = f"replace({reason}, {_literal(name + '[]')}, {_literal(name + '[')} || _sl_pos{k} || ']')"
         pointers = [_literal(_pointer(path) if path else "") for path in paths.values()]
         columns = [f"NULLIF(CAST(_sl_json[{n + 1}] AS VARCHAR), 'null') AS _sl_j{index[x]}" for n, x in enumerate(fields)]
-        fingerprint = ", ".join(
-            f"coalesce({f'CAST(_sl_v{index[x]} AS VARCHAR)' if isinstance(t, Decimal) else f'_sl_j{index[x]}'}, 'null')" for x, t in fields.items()
-        )
-        kept = [f"_sl_v{index[x]}" for x in items] + [c.split(" AS ")[-1] for c in measures]
+        fingerprint = _fingerprint(fields, index)
+        kept = [f"_sl_v{index[x]}" for x in items]
+        kept += [_measure_name(f, m) for f, fact in enumerate(feed.facts) if feed.array_of(fact) == array for m in range(len(fact.measures))]
         return f"""
 CREATE OR REPLACE TEMP TABLE {table} AS
 WITH lists AS (
@@ -627,7 +627,7 @@ WITH lists AS (
     SELECT * EXCLUDE (_sl_list), CAST(unnest(_sl_list) AS VARCHAR) AS _sl_text, generate_subscripts(_sl_list, 1) - 1 AS _sl_pos{k} FROM lists
 ), objects AS (
     SELECT *, {"starts_with(_sl_text, '{')" if objects else "true"} AS _sl_object FROM elements
-), {_pipeline("objects", pointers if objects or fields else [], columns, (steps[0], steps[1], values, []), measures)}
+), {_pipeline("objects", pointers, columns, texts, candidates, values, measures)}
 SELECT KAFKA_PARTITION, KAFKA_OFFSET, _sl_pos{k}{"".join(", " + c for c in kept)},
     {reason} AS _sl_element_reason, concat_ws(',', {fingerprint or "''"}) AS _sl_element_fingerprint
 FROM typed
