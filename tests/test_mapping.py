@@ -242,7 +242,7 @@ def test_date_dimension_attributes(mapper, orders):
 def test_sql_is_built_once_per_schema_with_quoted_identifiers():
     sql = MappingSQL.build(ORDERS_SCHEMA)
     [feed] = sql.feeds
-    [parse] = feed.parse  # no array: one statement
+    assert len(feed.parse) == 1  # no array: one statement
     _, facts_unique, facts_ranked = feed.facts["FACT_ORDERS"]
     assert '"TOTAL_AMOUNT"' in facts_unique
     assert '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in facts_unique and '"_SL_NK_DIM_CUSTOMER_CUSTOMER_ID"' in facts_ranked

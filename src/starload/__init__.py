@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
         TransientSinkError,
     )
     from starload.generators.base import Event, Generator
-    from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
     from starload.generators.bookshop import BOOKSHOP_SCHEMA
+    from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
     from starload.generators.shop import SHOP_SCHEMA
     from starload.hookspecs import hookimpl
     from starload.producing import produce
@@ -119,10 +119,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BOOKSHOP_SCHEMA",
     "ORDERS_GENERATOR",
     "ORDERS_HISTORY_SCHEMA",
     "ORDERS_SCHEMA",
-    "BOOKSHOP_SCHEMA",
     "SHOP_SCHEMA",
     "UNKNOWN_KEY",
     "Boolean",

@@ -14,7 +14,19 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from starload.generators.base import Event, Generator
 from starload.hookspecs import hookimpl
-from starload.spec import Check, DateDimension, Decimal, Dimension, Fact, Field, Integer, Measure, StarSchema, String, Timestamp
+from starload.spec import (
+    Check,
+    DateDimension,
+    Decimal,
+    Dimension,
+    Fact,
+    Field,
+    Integer,
+    Measure,
+    StarSchema,
+    String,
+    Timestamp,
+)
 
 ORDERS_TOPIC = "bookshop.orders"
 
