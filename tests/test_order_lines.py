@@ -265,3 +265,10 @@ def test_the_bookshop_star_equals_the_oracle_whatever_the_batches(stream):
     finally:
         stager.close()
         sink.close()
+
+
+def test_two_facts_of_one_topic_read_one_event_time():
+    data = BOOKSHOP_SCHEMA.to_dict()
+    data["facts"][1]["event_time"]["source"] = "shipped_at"
+    with pytest.raises(SpecError, match="fact 'FACT_ORDERS' reads the event time at 'placed_at', fact 'FACT_ORDER_LINES' at 'shipped_at'"):
+        StarSchema.from_dict(data)

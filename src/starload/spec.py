@@ -889,9 +889,10 @@ class StarSchema:
         """The feeds, and where two parts of one topic read one dimension column at different sources."""
         only = len(self.all_facts) == 1
         found, clashes = [], []
-        for topic in dict.fromkeys(t for t, _, _ in self.parts()):
-            facts = tuple(f for t, f, _ in self.parts() if t == topic and f is not None)
-            own = next((d for t, _, d in self.parts() if t == topic and d is not None), None)
+        parts = self.parts()
+        for topic in dict.fromkeys(t for t, _, _ in parts):
+            facts = tuple(f for t, f, _ in parts if t == topic and f is not None)
+            own = next((d for t, _, d in parts if t == topic and d is not None), None)
             sources: dict[str, dict[str, Field]] = {}
             for fact in facts:
                 overrides = {(c.dimension, c.column): c.source for c in fact.carries if isinstance(c, Carried)}
@@ -992,19 +993,16 @@ class StarSchema:
                     f"topic {fact.topic!r} holds change events ({own.envelope.value}) of dimension {own.name!r}: it cannot feed fact {fact.table!r} too",
                     (*place, "topic"),
                 )
-            elif own is not None and own.event_time is not None and own.event_time.source != fact.event_time.source:
+        # Where each part of a topic reads its event time: the first part's place is the topic's.
+        times: dict[str | None, tuple[str, Source]] = {}
+        reading = [(f.topic, f"fact {f.table!r}", f.event_time.source, p) for f, p in zip(facts, places) if isinstance(f.event_time, Field)]
+        reading += [(d.topic, f"dimension {d.name!r}", d.event_time.source, ("dimensions", i)) for i, d in enumerate(dims) if d.topic and d.event_time]
+        for topic, part, source, place in reading:
+            first, at = times.setdefault(topic, (part, source))
+            if at != source:
                 yield Problem(
-                    f"topic {fact.topic!r}: fact {fact.table!r} reads its event time at {source_name(fact.event_time.source)!r}, dimension {own.name!r} "
-                    f"at {source_name(own.event_time.source)!r}: a message has one event time, read at one place",
-                    (*place, "event_time"),
-                )
-        first: dict[str | None, Fact] = {}
-        for fact, place in zip(facts, places):
-            seen = first.setdefault(fact.topic, fact)
-            if isinstance(fact.event_time, Field) and isinstance(seen.event_time, Field) and seen.event_time.source != fact.event_time.source:
-                yield Problem(
-                    f"topic {fact.topic!r}: facts {seen.table!r} and {fact.table!r} read the event time at {source_name(seen.event_time.source)!r} "
-                    f"and {source_name(fact.event_time.source)!r}: a message has one event time, read at one place",
+                    f"topic {topic!r}: {first} reads the event time at {source_name(at)!r}, {part} at {source_name(source)!r}: "
+                    "a message has one event time, read at one place",
                     (*place, "event_time"),
                 )
         if len({t for t, _ in topics}) > MAX_TOPICS:
