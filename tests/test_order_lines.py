@@ -272,3 +272,12 @@ def test_two_facts_of_one_topic_read_one_event_time():
     data["facts"][1]["event_time"]["source"] = "shipped_at"
     with pytest.raises(SpecError, match="fact 'FACT_ORDERS' reads the event time at 'placed_at', fact 'FACT_ORDER_LINES' at 'shipped_at'"):
         StarSchema.from_dict(data)
+
+
+def test_spec_check_shows_array_paths_as_written():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "starload.cli", "spec", "check", str(EXAMPLE)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "lines[#]" in done.stdout and "lines[].unit_price (required)" in done.stdout  # not read as console markup

@@ -78,3 +78,20 @@ def test_on_the_local_snowflake_endpoint(snowflake_settings):
         assert line.startswith("FACT_ORDERS.CUSTOMER_KEY: facts whose key is no member of DIM_CUSTOMER: 60")
     finally:
         sink.close()
+
+
+def test_a_grain_of_several_columns_is_checked_and_shown_whole(tmp_path):
+    from starload import BOOKSHOP_SCHEMA
+    from starload.generators.bookshop import ORDERS_TOPIC
+
+    path = tmp_path / "bookshop.duckdb"
+    sink = DuckDBSink(path)
+    sink.prepare(BOOKSHOP_SCHEMA)
+    stager = Stager(BOOKSHOP_SCHEMA, topic=ORDERS_TOPIC)
+    lines = [{"isbn": "978-0-441-17271-9", "title": "Dune", "qty": 1, "unit_price": "9.99"}] * 3
+    sink.write(stager.batch([{"order_id": "B-7", "placed_at": "2024-01-01T00:00:00Z", "customer": {"id": 1}, "lines": lines}]))
+    stager.close()
+    assert sink.violations(BOOKSHOP_SCHEMA) == []
+    sink.connection.execute('INSERT INTO FACT_ORDER_LINES SELECT * FROM FACT_ORDER_LINES WHERE "LINE_NO" = 2')
+    assert sink.violations(BOOKSHOP_SCHEMA) == ["FACT_ORDER_LINES: grain values loaded more than once: 1 (e.g. B-7/2)"]
+    sink.close()

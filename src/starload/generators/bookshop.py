@@ -93,8 +93,8 @@ def _at(clock: datetime, offset_hours: int) -> str:
     return clock.astimezone(timezone(timedelta(hours=offset_hours))).isoformat(timespec="milliseconds")
 
 
-def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime | str | None = None) -> Iterator[Event]:
-    """Endless order events for :data:`BOOKSHOP_SCHEMA`, keyed by order id.
+def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime | str | None = None, prefix: str = "") -> Iterator[Event]:
+    """Endless order events for :data:`BOOKSHOP_SCHEMA`, keyed by order id, on its topic named ``prefix`` + ``bookshop.orders``.
 
     An order has 0 to 5 lines (a few have none), books from :data:`BOOKS`, times with the
     customer's UTC offset. About 3 % of events redeliver an earlier order unchanged (a
@@ -104,13 +104,14 @@ def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime 
     """
     end = datetime.fromisoformat(now) if isinstance(now, str) else now or datetime.now(UTC)
     clock = end - timedelta(days=30)
+    topic = prefix + ORDERS_TOPIC
     placed: list[dict[str, object]] = []
     number = 1000
     while True:
         clock += timedelta(milliseconds=rng.randrange(1_000, 120_000))
         if placed and rng.random() < 0.03:
             again = rng.choice(placed)
-            yield Event(str(again["order_id"]).encode(), again, ORDERS_TOPIC)
+            yield Event(str(again["order_id"]).encode(), again, topic)
             continue
         number += 1
         who = rng.randrange(1, customers + 1)
@@ -133,7 +134,7 @@ def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime 
         }
         if not bad:
             placed.append(order)
-        yield Event(str(order["order_id"]).encode(), order, ORDERS_TOPIC)
+        yield Event(str(order["order_id"]).encode(), order, topic)
 
 
 BOOKSHOP_GENERATOR = Generator(

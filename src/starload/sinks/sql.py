@@ -769,22 +769,27 @@ class StarSQL:
                 ))
         for f in s.all_facts:
             fact, grain = quote(f.table), [quote(g.column) for g in f.grain]
+
+            def value(alias: str = "", grain: list[str] = grain) -> str:
+                """A grain value as examples show it: its columns' texts joined by '/' (ORDER_ID/LINE_NO: B-1001/2)."""
+                return f"concat_ws('/', {', '.join(f'CAST({alias}{g} AS VARCHAR)' for g in grain)})"
+
             for dim in s.referenced_dimensions(f):
                 table, key = quote(dim.table), quote(dim.key)
                 checks.append((
                     f"{f.table}.{dim.key}: facts whose key is no member of {dim.table}",
-                    f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
+                    f"SELECT count(*), min({value('f.')}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
                 ))
                 if dim.keeps_history:
                     at = f"f.{quote(f.event_time.column)}"
                     checks.append((
                         f"{f.table}.{dim.key}: facts pointing at a version not in force at their event time",
-                        f"SELECT count(*), min(f.{grain[0]}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
+                        f"SELECT count(*), min({value('f.')}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
                         f"WHERE d.{key} <> {UNKNOWN_KEY} AND NOT (d.VALID_FROM <= {at} AND (d.VALID_TO IS NULL OR {at} < d.VALID_TO))",
                     ))
             checks.append((
                 f"{f.table}: grain values loaded more than once",
-                f"SELECT count(*), min({grain[0]}) FROM (SELECT {', '.join(grain)} FROM {fact} GROUP BY {', '.join(grain)} HAVING count(*) > 1) AS g",
+                f"SELECT count(*), min({value()}) FROM (SELECT {', '.join(grain)} FROM {fact} GROUP BY {', '.join(grain)} HAVING count(*) > 1) AS g",
             ))
             checks.append((
                 f"{f.table}: partitions with facts at or past the offset stored for them (no group's offsets cover them)",
