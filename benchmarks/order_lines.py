@@ -1,7 +1,7 @@
 """What order lines cost: the bookshop star (one topic into an order fact and a line fact, examples/bookshop.yaml)
 against the flat orders star.
 
-    python benchmarks/order_lines.py [--count N] [--batch-rows N] [--rounds N]
+    python benchmarks/order_lines.py [--count N] [--batch-rows N] [--rounds N] [--snowflake-batch N]
 
 No broker is involved: seeded messages are mapped and written to a fresh in-memory
 DuckDB sink in one process (the ``Loader`` of ``several_topics.py``: mapping, the
@@ -9,6 +9,11 @@ conflict lookup, the write), each star in turn, ``--rounds`` times. It prints th
 star's microseconds per message and the bookshop star's per line row (the issue's
 measure: an order of three lines makes three line rows and one order row, and is
 mapped once), per message too, and the ratio of the best rounds.
+
+With ``--snowflake-batch N`` (needs ``starload[test]``), it also prints the statements a
+batch of N messages costs each star on the local Snowflake endpoint (the conflict lookup,
+then the write, as a loader runs them; the second and third batch, after a first one
+that stores the offsets of new partitions).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from itertools import islice
 import orjson
 from rich.console import Console
 from rich.table import Table
-from several_topics import Batch, load, orders_batches
+from several_topics import Batch, Loader, load, orders_batches
 
 from starload import BOOKSHOP_SCHEMA, ORDERS_SCHEMA
 from starload.generators.bookshop import BOOKSHOP_GENERATOR, ORDERS_TOPIC
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200_000, help="messages of each star (default 200000)")
     parser.add_argument("--batch-rows", type=int, default=50_000, help="messages per batch (default 50000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each star in turn (default 5)")
+    parser.add_argument("--snowflake-batch", type=int, default=2_000, help="messages per batch on Snowflake, 0 to skip (default 2000)")
     args = parser.parse_args(argv)
     orders = orders_batches(args.count, args.batch_rows, customers=2_000)
     bookshop, lines = bookshop_batches(args.count, args.batch_rows)
@@ -57,7 +63,25 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(name, f"{rows:,}", f"{best:.2f}", f"{statistics.median(runs['bookshop']) / rows * 1e6:.2f}", f"{best / best_orders:.3f}")
     Console(width=150).print(table)
     print(f"per-line cost ratio: {best_books / best_orders:.2f} (the target: at most 1.3)")
+    if args.snowflake_batch:
+        snowflake_statements(args.snowflake_batch)
     return 0
+
+
+def snowflake_statements(n: int) -> None:
+    """Statements per batch of ``n`` messages of each star on the local Snowflake endpoint."""
+    from starload.sinks.snowflake import SnowflakeSink
+    from starload.testing import LocalSnowflake
+
+    with LocalSnowflake() as endpoint:
+        for name, schema, batches in (("orders", ORDERS_SCHEMA, orders_batches(3 * n, n, customers=50)), ("bookshop", BOOKSHOP_SCHEMA, bookshop_batches(3 * n, n)[0])):
+            loader = Loader(schema, SnowflakeSink(**endpoint.fresh_schema("bench")))
+            try:
+                loader.write(batches[0])
+                counts = [loader.write(batch)[1] for batch in batches[1:]]
+            finally:
+                loader.close()
+            print(f"{name}: {', '.join(map(str, counts))} statements a batch of {n:,} messages on the local Snowflake endpoint")
 
 
 if __name__ == "__main__":
