@@ -324,6 +324,14 @@ def _envelope_problem(feed: Feed) -> str:
     )
 
 
+def _json_kind(j: str) -> str:
+    """SQL of ``', got <the kind of JSON value>'`` for the JSON text ``j`` (never the value itself: a reason holds no message content)."""
+    return (
+        f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' WHEN '\"' THEN ', got a string' "
+        f"WHEN 'n' THEN ', got null' WHEN 't' THEN ', got true' WHEN 'f' THEN ', got false' ELSE ', got a number' END"
+    )
+
+
 def _field_steps(
     feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]
 ) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -436,7 +444,7 @@ class FeedSQL:
             j = f"_sl_j{m}"
             problems.append(
                 f"CASE WHEN {j} IS NOT NULL AND NOT starts_with({j}, '[') THEN {_literal(source_name(a) + ': expected an array')} || "
-                f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' ELSE ', got ' || {j} END END"
+                f"{_json_kind(j)} END"
             )
         array_of_fact = {fact.table: feed.array_of(fact) for fact in feed.facts}
         measures = []
@@ -610,7 +618,7 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         name = source_name(array)
         reason = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
         if objects:
-            got = "CASE left(_sl_text, 1) WHEN '[' THEN ', got an array' WHEN 'n' THEN ', got null' ELSE ', got ' || _sl_text END"
+            got = _json_kind("_sl_text")
             reason = f"CASE WHEN NOT _sl_object THEN {_literal(name + '[]: expected an object')} || {got} ELSE {reason} END"
         reason = f"replace({reason}, {_literal(name + '[]')}, {_literal(name + '[')} || _sl_pos{k} || ']')"
         pointers = [_literal(_pointer(path) if path else "") for path in paths.values()]
