@@ -1,6 +1,6 @@
-"""For generated specs (nesting depth, every type, required or not) and generated messages, the DuckDB star
-equals an independent pure-Python oracle, whatever the batch size, and every invalid value is rejected with a
-reason naming its path."""
+"""For generated specs (nesting depth, every type, required or not, an array whose elements are a second fact's
+rows) and generated messages, the DuckDB star equals an independent pure-Python oracle, whatever the batch size,
+and every invalid value is rejected with a reason naming its path (and its element)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from starload import Boolean, Date, Decimal, Dimension, Double, DuckDBSink, Fact, Field, Integer, StarSchema, String, Timestamp
 from starload.mapping import ISO_TIMESTAMP, Mapper, raw_batch
-from starload.spec import source_name
+from starload.spec import element_path, source_name
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TYPES = [String(), String(4), Integer(), Decimal(8, 2), Double(), Boolean(), Date(), Timestamp(), Timestamp("epoch_s"), Timestamp("epoch_ms")]
@@ -79,26 +80,54 @@ def walk(message: dict, path: tuple[str, ...]) -> Any:
     return value
 
 
-def oracle(fields: list[Field], message: dict) -> tuple[dict[str, Any] | None, set[tuple[str, str]]]:
-    """(the fact's columns, or None when rejected; the reasons as (path, 'missing' | 'object' | 'invalid'))."""
+def values(fields: list[tuple[Field, tuple[str, ...]]], node: dict, within: str = "", also: tuple[tuple[str, ...], ...] = ()) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The columns of ``fields`` (each with its path inside ``node``) and the reasons, named ``within`` + path.
+
+    ``also``: more paths whose objects on the way must be objects (an array's).
+    """
     reasons = set()
-    prefixes = {f.path[:n] for f in fields for n in range(1, len(f.path))}
+    prefixes = {path[:n] for path in (*(p for _, p in fields), *also) for n in range(1, len(path))}
     for prefix in prefixes:
-        parent = walk(message, prefix[:-1]) if len(prefix) > 1 else message
+        parent = walk(node, prefix[:-1]) if len(prefix) > 1 else node
         if isinstance(parent, dict) and parent.get(prefix[-1]) is not None and not isinstance(parent[prefix[-1]], dict):
-            reasons.add((source_name(prefix), "object"))
+            reasons.add((within + source_name(prefix), "object"))
     row = {}
-    for field in fields:
-        value = walk(message, field.path)
+    for field, path in fields:
+        value = walk(node, path)
         if value is MISSING:
             row[field.column] = None
             if field.required:
-                reasons.add((source_name(field.source), "missing"))
+                reasons.add((within + source_name(path), "missing"))
             continue
         row[field.column] = typed(field.type, value)
         if row[field.column] is MISSING:
-            reasons.add((source_name(field.source), "invalid"))
-    return (None if reasons else row), reasons
+            reasons.add((within + source_name(path), "invalid"))
+    return row, reasons
+
+
+def oracle(
+    fields: list[Field], message: dict, array: tuple[str, ...] | None = None, elements: list[Field] | None = None
+) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]], set[tuple[str, str]]]:
+    """(the fact's columns, or None when rejected; the element fact's rows by position; the reasons as (path, 'missing' | 'object' | 'invalid')).
+
+    An array missing or null has no elements; one that is not a list is a reject; the elements
+    are judged only when the rest of the message is sound (the loader reads them only then), each one named by its position.
+    """
+    row, reasons = values([(f, f.path) for f in fields], message, also=(array,) if array else ())
+    rows: dict[int, dict[str, Any]] = {}
+    found = walk(message, array) if array is not None else MISSING
+    if found is not MISSING and not isinstance(found, list):
+        reasons.add((source_name(array), "invalid"))
+    for n, element in enumerate(found if isinstance(found, list) and not reasons else []):
+        name = f"{source_name(array)}[{n}]"
+        if not isinstance(element, dict):
+            reasons.add((name, "invalid"))
+            continue
+        inside = [(f, element_path(f.source)) for f in elements or [] if element_path(f.source) is not None]
+        rows[n], found_reasons = values(inside, element, name + ".")
+        rows[n] |= {f.column: n for f in elements or [] if element_path(f.source) is None}
+        reasons |= found_reasons
+    return (None if reasons else row), ({} if reasons else rows), reasons
 
 
 def reason_set(reason: str) -> set[tuple[str, str]]:
@@ -192,8 +221,37 @@ def put(message: dict, path: tuple[str, ...], value: Any) -> None:
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> tuple[list[Field], list[dict]]:
+def arrays(draw: st.DrawFn) -> tuple[tuple[str, ...] | None, list[Field]]:
+    """None, or an array (at the top or inside an object) and the fields of its elements: typed fields at any depth, the position."""
+    array = draw(st.sampled_from([None, ("L",), ("m", "L")]))
+    if array is None:
+        return None, []
+    *parents, name = array
+    inside = [attrs.evolve(f, column=f"E{f.column}", source=(*parents, f"{name}[]", *f.path)) for f in draw(specs())]
+    return array, [Field("N", (*parents, f"{name}[#]"), Integer()), *inside]
+
+
+def element_value(draw: st.DrawFn, elements: list[Field]) -> Any:
+    """One element of the array: an object of its fields' values (now and then a wrong shape inside), or now and then no object."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from([3, "x", None, [1], True]))
+    element: dict = {}
+    for field in elements:
+        path = element_path(field.source)
+        if not path:
+            continue
+        if draw(st.integers(0, 14)) == 0:
+            put(element, path[:1], draw(st.sampled_from(["flat", 3, [1, 2]])))
+        value = draw(value_for(field))
+        if value is not MISSING:
+            put(element, path, value)
+    return element
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[Field], tuple[str, ...] | None, list[Field], list[dict]]:
     fields = draw(specs())
+    array, elements = draw(arrays())
     messages = []
     for i in range(draw(st.integers(1, 12))):
         message: dict = {"id": i, "at": "2024-01-01T00:00:00Z", "dim": {"id": "d"}}
@@ -203,24 +261,32 @@ def streams(draw: st.DrawFn) -> tuple[list[Field], list[dict]]:
             value = draw(value_for(field))
             if value is not MISSING:
                 put(message, field.path, value)
+        if array is not None:  # empty, one element, many; missing, null, or no array at all now and then
+            shape = draw(st.sampled_from(["list", "list", "list", "list", "missing", "null", "wrong"]))
+            if shape == "list":
+                put(message, array, [element_value(draw, elements) for _ in range(draw(st.integers(0, 4)))])
+            elif shape != "missing":
+                put(message, array, None if shape == "null" else draw(st.sampled_from(["flat", 3, {"z": 1}])))
         messages.append(message)
-    return fields, messages
+    return fields, array, elements, messages
 
 
-def schema_of(fields: list[Field]) -> StarSchema:
+def schema_of(fields: list[Field], elements: list[Field]) -> StarSchema:
+    """A fact of a row per message; with ``elements``, a second fact on the same topic, a row per element (grain: id and position)."""
+    grain, at = [Field("ID", "id", Integer(), required=True)], Field("AT", "at", Timestamp(), required=True)
+    facts = [Fact("F", grain, at, ["d"], fields, topic="t")]
+    if elements:
+        facts.append(Fact("G", [*grain, elements[0]], at, ["d"], elements[1:], topic="t"))
     return StarSchema(
-        name="generated",
-        dimensions=[Dimension("d", "DIM_D", "D_KEY", [Field("D_ID", "dim.id")])],
-        date_dimension=None,
-        fact=Fact("F", [Field("ID", "id", Integer(), required=True)], Field("AT", "at", Timestamp(), required=True), ["d"], fields),
+        name="generated", dimensions=[Dimension("d", "DIM_D", "D_KEY", [Field("D_ID", "dim.id")])], date_dimension=None, facts=facts
     )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams(), batch_size=st.integers(1, 12))
 def test_the_duckdb_star_equals_the_python_oracle(stream, batch_size):
-    fields, messages = stream
-    schema = schema_of(fields)
+    fields, array, elements, messages = stream
+    schema = schema_of(fields, elements)
     values = [json.dumps(m).encode() for m in messages]
     sink, mapper = DuckDBSink(":memory:"), Mapper(schema)
     try:
@@ -231,13 +297,20 @@ def test_the_duckdb_star_equals_the_python_oracle(stream, batch_size):
         columns = ", ".join(f'"{f.column}"' for f in fields)
         facts = {row[0]: dict(zip((f.column for f in fields), row[1:])) for row in sink.connection.execute(f'SELECT "ID", {columns} FROM "F"').fetchall()}
         rejects = dict(sink.connection.execute('SELECT "KAFKA_OFFSET", "REASON" FROM "STARLOAD_REJECTS"').fetchall())
+        lines: dict[int, dict[int, dict[str, Any]]] = {}
+        if elements:
+            names = [f.column for f in elements]
+            quoted = ", ".join(f'"{c}"' for c in names)
+            for i, *row in sink.connection.execute(f'SELECT "ID", {quoted} FROM "G"').fetchall():
+                lines.setdefault(i, {})[row[0]] = dict(zip(names, row))
     finally:
         mapper.close()
         sink.close()
     for i, message in enumerate(messages):
-        row, reasons = oracle(fields, message)
+        row, rows, reasons = oracle(fields, message, array, elements)
         if row is None:
-            assert i not in facts and reason_set(rejects[i]) == reasons, (message, rejects.get(i), reasons)
+            assert i not in facts and i not in lines and reason_set(rejects[i]) == reasons, (message, rejects.get(i), reasons)
         else:
             assert i not in rejects, (message, rejects[i])
             assert facts[i] == row, (message, facts[i], row)
+            assert lines.get(i, {}) == rows, (message, lines.get(i), rows)
