@@ -281,3 +281,16 @@ def test_spec_check_shows_array_paths_as_written():
     done = subprocess.run([sys.executable, "-m", "starload.cli", "spec", "check", str(EXAMPLE)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "lines[#]" in done.stdout and "lines[].unit_price (required)" in done.stdout  # not read as console markup
+
+
+def test_in_a_star_of_one_fact_a_dimension_it_does_not_refer_to_still_needs_its_key():
+    """As before one topic could feed several parts: its messages feed every dimension without a topic, each key required."""
+    data = spec(dimensions=["d"])
+    data["dimensions"] = [
+        {"name": "d", "table": "DIM_D", "key": "D_KEY", "natural_key": [{"column": "D_ID", "source": "d"}]},
+        {"name": "x", "table": "DIM_X", "key": "X_KEY", "natural_key": [{"column": "X_ID", "source": "x"}]},
+    ]
+    del data["facts"][0]["topic"]
+    data["fact"] = data.pop("facts")[0]
+    batch = stage(StarSchema.from_dict(data), {"id": "1", "at": "2024-01-01T00:00:00Z", "d": "a"}, topic="t")
+    assert reasons(batch) == ["x: missing"]
