@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from starload import ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA, DuckDBSink, StarSchema
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import Sink
-from starload.testing import history_oracle, read_history
+from starload.testing import deliveries, history_oracle, interleave, read_history
 
 names = st.sampled_from(["Ali Raza", "Zoë 李", "O'Brien; DROP TABLE x", None])
 order = st.fixed_dictionaries(
@@ -183,16 +183,6 @@ def placed(events: list[dict]) -> list[tuple[int, int, dict]]:
     return found
 
 
-def interleave(messages: list[tuple[int, int, dict]], picks: list[int]) -> list[tuple[int, int, dict]]:
-    """The messages as one consumer may receive them: each partition in order, partitions interleaved by ``picks``."""
-    queues = {p: [m for m in messages if m[0] == p] for p in (0, 1, 2)}
-    order, picks = [], list(picks)
-    while any(queues.values()):
-        waiting = [p for p in (0, 1, 2) if queues[p]]
-        order.append(queues[waiting[(picks.pop() if picks else 0) % len(waiting)]].pop(0))
-    return order
-
-
 def load_messages(messages: list[tuple[int, int, dict]], batch_size: int, schema: StarSchema = ORDERS_SCHEMA, sink: Sink | None = None) -> Sink:
     """``messages`` in batches of ``batch_size`` into ``sink`` (default: a new in-memory DuckDB sink), conflicts found as the engine finds them."""
     sink = sink or DuckDBSink(":memory:")
@@ -244,15 +234,6 @@ moved = st.fixed_dictionaries(
         "customer_region": st.sampled_from(["Sindh", "Punjab", "Sindh", None]),
     }
 )
-
-
-def deliveries(messages: list, again: list[tuple[int, int]]) -> list:
-    """``messages`` with redeliveries: at each (place, count), the ``count`` messages before ``place`` come again."""
-    out = list(messages)
-    for place, count in sorted(again, reverse=True):
-        place = min(place, len(messages))
-        out[place:place] = messages[max(0, place - count) : place]
-    return out
 
 
 def history_star(sink: DuckDBSink) -> tuple[list[tuple], list[tuple]]:

@@ -218,6 +218,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"consumed: {stats.consumed}",
             f"messages loaded: {stats.loaded}",
             f"facts loaded: {stats.facts_loaded}",
+            f"facts updated: {stats.facts_updated}",
             f"duplicates skipped: {stats.duplicates}",
             f"records (of dimension topics): {stats.records}",
             f"tombstones (acknowledged): {stats.tombstones}",
@@ -232,6 +233,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
                 f"topic {topic}: {consumed} consumed, {stats.rejected_by_topic.get(topic, 0)} rejected"
                 for topic, consumed in (stats.consumed_by_topic.items() if len(stats.consumed_by_topic) > 1 else ())
             ),
+            *(f"warning: {warning}" for warning in stats.warnings),
         ]
     )
 

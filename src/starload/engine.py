@@ -119,6 +119,12 @@ class LoadStats:
     consumed_by_topic: dict[str, int] = attrs.field(factory=dict)
     #: Per topic, rejects among them.
     rejected_by_topic: dict[str, int] = attrs.field(factory=dict)
+    #: Per topic, conflicts among the rejects.
+    conflicts_by_topic: dict[str, int] = attrs.field(factory=dict)
+    #: Fact rows updated by later events (facts with ``changes: latest``).
+    facts_updated: int = 0
+    #: What the loader warned about (once each), for the summary.
+    warnings: list[str] = attrs.field(factory=list)
     #: Messages behind the end over the assigned partitions; None while unknown.
     lag: int | None = None
     #: Partitions assigned now; None until the group first answers (0: none, or a rebalance).
@@ -177,6 +183,9 @@ class LoadStats:
             self.rejected_by_topic[topic] = self.rejected_by_topic.get(topic, 0) + rejects
         self.loaded += batch.fact_messages - result.duplicates
         self.facts_loaded += result.facts_inserted
+        self.facts_updated += result.facts_updated
+        for topic, conflicts in batch.conflicts_by_topic.items():
+            self.conflicts_by_topic[topic] = self.conflicts_by_topic.get(topic, 0) + conflicts
         self.duplicates += result.duplicates
         self.records += result.records
         self.tombstones += result.tombstones
@@ -395,6 +404,8 @@ class StarLoader:
         self._prepared = False
         #: Per topic, (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW of its messages.
         self._recent: dict[str, deque[tuple[int, int]]] = {}
+        #: Topics :meth:`_advise_on_conflicts` warned about.
+        self._advised: set[str] = set()
         #: Whether no offset is stored for any assigned partition (a new star for this
         #: group and its topics) and nothing has been written since: the first batch is then
         #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
@@ -733,6 +744,8 @@ class StarLoader:
                 self._seek_stored(self._consumer, self._consumer.assignment())
             return
         self.stats.add(result, batch)
+        for topic in batch.conflicts_by_topic:
+            self._advise_on_conflicts(topic)
         self._work_since = time.monotonic() if self._pending else None
         if batch.next_offsets and self._consumer is not None:
             offsets = [TopicPartition(t, p, o) for t, parts in batch.next_offsets.items() for p, o in parts.items()]
@@ -740,6 +753,26 @@ class StarLoader:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
                 log.debug("Kafka commit (a hint only) failed: %s", exc)
+
+    def _advise_on_conflicts(self, topic: str) -> None:
+        """Warn once when most of ``topic``'s messages so far (GUARD_WINDOW or more) were conflicts: its facts likely change.
+
+        A warning, not a stop: each conflict is kept whole among the rejects (and the
+        dead-letter topic), so nothing is lost, and a loader with healthy topics keeps
+        loading them; the warning names the option that loads such events.
+        """
+        conflicts, consumed = self.stats.conflicts_by_topic.get(topic, 0), self.stats.consumed_by_topic.get(topic, 0)
+        if topic in self._advised or consumed < GUARD_WINDOW or 2 * conflicts <= consumed:
+            return
+        self._advised.add(topic)
+        facts = ", ".join(f.table for f in self.schema.feed(topic).facts if not f.changing)
+        msg = (
+            f"{conflicts:,} of the {consumed:,} messages from {topic!r} so far were conflicts (a grain value loaded before, "
+            f"with other content: rejected, the first version kept); if its events change their rows, declare "
+            f"changes: latest on {facts} (README: Facts that change)"
+        )
+        log.warning(msg)
+        self.stats.warnings.append(msg)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         positions = self._seek_stored(consumer, partitions)

@@ -234,6 +234,16 @@ def _position(rank: int) -> str:
     )
 
 
+def _utc_date(t: str) -> str:
+    """The UTC day of the timestamp ``t``."""
+    return f"CAST(timezone('UTC', {t}) AS DATE)"
+
+
+def _date_key(d: str) -> str:
+    """The date dimension's key (YYYYMMDD) of the date ``d``."""
+    return f"CAST(year({d}) * 10000 + month({d}) * 100 + day({d}) AS INTEGER)"
+
+
 def _in_years(c: str) -> str:
     """The timestamp ``c`` when it falls in the years 1 to 9999 (what Snowflake and Python hold), else NULL."""
     return f"CASE WHEN isfinite({c}) AND {c} >= TIMESTAMPTZ '0001-01-01 00:00:00+00' AND {c} < TIMESTAMPTZ '10000-01-01 00:00:00+00' THEN {c} END"
@@ -465,7 +475,7 @@ class FeedSQL:
         else:
             hashes = f"concat_ws(',', {fingerprint}) AS _sl_fingerprint,"
         if feed.facts:
-            hashes = f"CAST(timezone('UTC', {event}) AS DATE) AS {_DATE}, " + hashes
+            hashes = f"{_utc_date(event)} AS {_DATE}, " + hashes
         pointers = [_literal(_pointer(path)) for path in paths.values()] + [_literal(_pointer(a)) for a in arrays]
         columns = [f"NULLIF(CAST(_sl_json[{k + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for k, i in enumerate([*(index[x] for x in outer), *array_index.values()])]
         fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
@@ -536,6 +546,13 @@ SELECT * FROM checked
             tail = f"{_position(rank)} AS {_POSITION}, {_EVENT}, {own} AS _sl_own"
             if array is None:
                 observations[dim.name] = f"SELECT {', '.join(nk + attributes)}, {tail} FROM {rows_of(None)} AND {present}"
+                # A fact dated by another time than its event's points at the version in force then: the member is
+                # observed then too (its natural key alone), so that its first version starts no later.
+                for dated in sorted({f"_sl_v{index[x.dating.source]}" for x in feed.facts if dim.name in x.dimensions and x.dating is not x.event_time}):
+                    unknown = [f"CAST(NULL AS {duckdb_type(f.type)}) AS {quote(f.column)}" for f in dim.tracked_attributes]
+                    observations[dim.name] += (
+                        f" UNION ALL SELECT {', '.join(nk + unknown)}, {tail} FROM (SELECT * REPLACE ({dated} AS {_EVENT}) FROM {valid}) WHERE {present}"
+                    )
                 continue
             # One observation per member and message: of elements repeating a member, the later one's values win.
             pos = f"_sl_pos{arrays.index(array)}"
@@ -546,7 +563,11 @@ SELECT * FROM checked
                 f"FROM (SELECT KAFKA_PARTITION, KAFKA_OFFSET, {pos}, {', '.join(nk + attributes)}, {tail} FROM {rows_of(array)} AND {present}) "
                 f"GROUP BY KAFKA_PARTITION, KAFKA_OFFSET, {', '.join(names)}"
             )
-        dates = f"SELECT DISTINCT {_DATE} FROM {valid}" if feed.facts and schema.date_dimension else None
+        dates = None
+        if feed.facts and schema.date_dimension:
+            # The events' days (a milestone's is its event's), and the days of the columns that date latest facts.
+            dated = {_utc_date(f"_sl_v{index[x.dating.source]}") for x in feed.facts if x.dating is not x.event_time}
+            dates = " UNION ".join([f"SELECT DISTINCT {_DATE} FROM {valid}", *(f"SELECT DISTINCT {d} FROM {valid}" for d in sorted(dated))])
         topic = "CAST(? AS VARCHAR) AS KAFKA_TOPIC"
         rejects = f"""
 SELECT {topic}, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE, p.{_REASON} AS REASON
@@ -556,7 +577,7 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
         offsets = f"SELECT KAFKA_PARTITION, max(KAFKA_OFFSET) + 1 FROM {raw} GROUP BY 1"
         tombstones = f"SELECT count(*) FROM {raw} WHERE MESSAGE_VALUE IS NULL" if feed.envelope is not None else None
         facts = {}
-        date_key = f"CAST(year({_DATE}) * 10000 + month({_DATE}) * 100 + day({_DATE}) AS INTEGER)"
+        topics = sorted(str(x.topic) for x in schema.feeds()) if schema.several_topics else []
         for f, fact in enumerate(feed.facts):
             array = array_of_fact[fact.table]
             fact_cols = [f"_sl_v{index[x.source]} AS {quote(x.column)}" for x in fact.fields]
@@ -567,7 +588,8 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
             ]
             fact_cols += [f"{_measure_name(f, m)} AS {quote(x.column)}" for m, x in enumerate(fact.measures)]
             if schema.date_dimension:
-                fact_cols.append(f"{date_key} AS {quote(schema.date_dimension.key)}")
+                dated = _DATE if fact.dating is fact.event_time else _utc_date(f"_sl_v{index[fact.dating.source]}")
+                fact_cols.append(f"{_date_key(dated)} AS {quote(schema.date_dimension.key)}")
             grain_text = ", ".join(f"CAST(_sl_v{index[x.source]} AS VARCHAR)" for x in fact.grain)
             fact_cols.append(f"CAST(md5_number(concat_ws(',', {grain_text})) >> 65 AS BIGINT) AS GRAIN_HASH")
             if array is not None:
@@ -578,6 +600,9 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
             # Most batches repeat no grain value: then every row is the first of its value,
             # and the (costly) window that ranks repeated values is not needed.
             unique_grain = f"SELECT count(*) = count(DISTINCT ({grain})) FROM {rows}"
+            if fact.changing:
+                facts[fact.table] = (unique_grain, *cls._latest_rows(schema, fact, common, grain, rows, index, rank, topics))
+                continue
             facts_unique = f"""
 SELECT {common}, 1 AS {_RANK}, MESSAGE_HASH AS FIRST_HASH, KAFKA_PARTITION AS FIRST_PARTITION, KAFKA_OFFSET AS FIRST_OFFSET
 FROM {rows}
@@ -590,6 +615,38 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
 """
             facts[fact.table] = (unique_grain, facts_unique, facts_ranked)
         return cls(feed, raw, tuple(statements), observations, dates, facts, rejects, offsets, tombstones)
+
+    @staticmethod
+    def _latest_rows(
+        schema: StarSchema, fact: Fact, common: str, grain: str, rows: str, index: Mapping[Source, int], rank: int, topics: Sequence[str]
+    ) -> tuple[str, str]:
+        """A ``latest`` fact's rows (see :class:`~starload.spec.Changes`): (when no grain value repeats, when some do).
+
+        Each valid message is a row; ``_SL_RANK`` 1 is its grain value's latest event of
+        the batch (by event position, descending), whose values the sink loads. Every row
+        is its own first version (no event is a conflict). Each milestone holds the
+        earliest event time of the grain value's rows that meet its condition.
+        """
+        position = f"{_position_text(_position(rank), topics)} AS {quote(fact.position_column)}"
+        met = [f"CASE WHEN CAST(_sl_v{index[m.source]} AS VARCHAR) = {_literal(m.equals)} THEN {_EVENT} END" for m in fact.milestones]
+
+        def milestones(times: list[str]) -> str:
+            found = []
+            for m, at in zip(fact.milestones, times):
+                found.append(f"{at} AS {quote(m.column)}")
+                if schema.date_dimension:
+                    found.append(f"{_date_key(_utc_date(at))} AS {quote(m.date_key_column)}")
+            return "".join(", " + x for x in found)
+
+        first = "MESSAGE_HASH AS FIRST_HASH, KAFKA_PARTITION AS FIRST_PARTITION, KAFKA_OFFSET AS FIRST_OFFSET"
+        unique = f"SELECT {common}{milestones(met)}, {position}, 1 AS {_RANK}, {first} FROM {rows}"
+        ranked = f"""
+SELECT {common}{milestones([f"min({x}) OVER same" for x in met])}, {position},
+    row_number() OVER (same ORDER BY {_position(rank)} DESC) AS {_RANK}, {first}
+FROM {rows}
+WINDOW same AS (PARTITION BY {grain})
+"""
+        return unique, ranked
 
     @staticmethod
     def _elements(
@@ -734,9 +791,8 @@ WHERE {known} OR _sl_n = 1
         dates = None
         if schema.date_dimension and days:
             d = _DATE
-            date_key = f"CAST(year({d}) * 10000 + month({d}) * 100 + day({d}) AS INTEGER)"
             dates = f"""
-SELECT {date_key} AS {quote(schema.date_dimension.key)}, {d} AS FULL_DATE,
+SELECT {_date_key(d)} AS {quote(schema.date_dimension.key)}, {d} AS FULL_DATE,
     CAST(day({d}) AS INTEGER) AS DAY, CAST(month({d}) AS INTEGER) AS MONTH, monthname({d}) AS MONTH_NAME,
     CAST(quarter({d}) AS INTEGER) AS QUARTER, CAST(year({d}) AS INTEGER) AS YEAR,
     CAST(isodow({d}) AS INTEGER) AS DAY_OF_WEEK, dayname({d}) AS DAY_NAME,

@@ -92,6 +92,7 @@ class LoaderMetrics:
         self.registry.register(_WithoutCreated(r))
         self.consumed = Counter("starload_messages_consumed_total", "Messages in committed batches", ["topic"], registry=r)
         self.facts = Counter("starload_facts_loaded_total", "Fact rows inserted", registry=r)
+        self.facts_updated = Counter("starload_facts_updated_total", "Fact rows updated by a later event (facts with changes: latest)", registry=r)
         self.duplicates = Counter("starload_duplicates_total", "Messages whose grain value was loaded already", registry=r)
         self.records = Counter("starload_records_total", "Valid messages of dimension topics (records of members)", ["topic"], registry=r)
         self.tombstones = Counter("starload_tombstones_total", "Tombstones of change-event topics, acknowledged", ["topic"], registry=r)
@@ -121,6 +122,7 @@ class LoaderMetrics:
         for topic, tombstones in batch.tombstones_by_topic.items():
             self.tombstones.labels(topic).inc(tombstones)
         self.facts.inc(result.facts_inserted)
+        self.facts_updated.inc(result.facts_updated)
         self.duplicates.inc(result.duplicates)
         self.conflicts.inc(result.conflicts)
         rejects = batch.rejects

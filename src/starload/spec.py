@@ -438,6 +438,14 @@ def _as_tuple(value: object) -> tuple:
     return tuple(value)  # type: ignore[arg-type]
 
 
+def _as_enum(kind: type[enum.Enum], value: object) -> Any:
+    """``value`` as a member of ``kind`` (by member or value); any other value unchanged, for the object's checks to report."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
 class Envelope(enum.Enum):
     """How a dimension topic's messages wrap the row; a spec file writes it by its lower-case name (``debezium``).
 
@@ -635,6 +643,63 @@ class Measure:
         _report(self, found)
 
 
+class Changes(enum.Enum):
+    """What a later event of a fact's grain value does; a spec file writes it by its lower-case name (``latest``).
+
+    ``INSERT`` (the default): the first event of a grain value makes its row, and
+    the row never changes; a later event with the same content is a duplicate, one
+    with other content a *conflict* (rejected, the first version stays). For facts
+    that are events (an order placed, a payment made).
+
+    ``LATEST``: the row holds the values of the grain value's latest event by event
+    time (ties: partition, then offset, then topic, as everywhere), whatever order
+    events arrive in: a late, older event changes none of them, and a redelivered
+    one changes nothing. Dimension keys and the date key follow the row's
+    :attr:`Fact.dated_by` column (its event time by default), so a row dated by a
+    field that stays fixed (an order's ``placed_at``) keeps its date and its
+    dimension versions while its status changes. :attr:`Fact.milestones` make it an
+    accumulating snapshot. No event is a conflict: every valid one is loaded.
+    """
+
+    INSERT = "insert"
+    LATEST = "latest"
+
+
+@attrs.frozen
+class Milestone:
+    """A column of an accumulating snapshot: the earliest event time at which the message's ``source`` read ``equals``.
+
+    ``source``'s value is compared as text (a status ``shipped``). The column is a
+    ``timestamp``, NULL until an event meets the condition; an earlier event meeting
+    it, arriving late, moves it back. With a date dimension the row also holds
+    ``date_key`` (default: the column's name without a trailing ``_AT``, then
+    ``_DATE_KEY``: ``SHIPPED_AT`` gives ``SHIPPED_DATE_KEY``), the milestone's date in
+    the date dimension, a role of it. Only a fact with ``changes: latest`` has milestones.
+    """
+
+    column: str
+    source: Source = attrs.field(converter=_as_source)
+    equals: str
+    date_key: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        found = identifier_problems(self.column, "milestone", ("column",))
+        found += source_problems(self.source, f"milestone {self.column!r}: source", ("source",))
+        if self.date_key is not None:
+            found += identifier_problems(self.date_key, f"milestone {self.column!r}: date_key", ("date_key",))
+        if not isinstance(self.equals, str):
+            found.append(Problem(f"milestone {self.column!r}: equals must be a string (the value compared as text)", ("equals",)))
+        _report(self, found)
+
+    @property
+    def date_key_column(self) -> str:
+        """The column of the milestone's date key (when the star has a date dimension)."""
+        if self.date_key is not None:
+            return self.date_key
+        stem = self.column[:-3] if self.column.upper().endswith("_AT") and len(self.column) > 3 else self.column
+        return f"{stem}_DATE_KEY"
+
+
 @attrs.frozen
 class Fact:
     """The fact table: one row per grain value, pointing at every dimension.
@@ -643,6 +708,10 @@ class Fact:
     is rejected, except for those listed in ``optional_dimensions``: a fact without
     that natural key points at the dimension's unknown member, whose surrogate key is
     :data:`UNKNOWN_KEY` (created by the sink's ``prepare``; its natural key is NULL).
+
+    ``changes`` says what a later event of a grain value does (:class:`Changes`):
+    nothing but a duplicate or a conflict (``insert``), or update the row to the
+    latest event (``latest``, with ``dated_by`` and ``milestones``).
     """
 
     table: str
@@ -656,9 +725,17 @@ class Fact:
     topic: str | None = None
     #: Dimension columns its messages carry elsewhere than at the dimension's sources (:class:`Carried`).
     carries: tuple[Carried, ...] = attrs.field(converter=_as_tuple, default=())
+    #: What a later event of a grain value does (:class:`Changes`).
+    changes: Changes = attrs.field(converter=lambda v: _as_enum(Changes, v), default=Changes.INSERT)
+    #: Of a ``latest`` fact: the timestamp column that dates the row (its date key) and picks its
+    #: dimension versions (None: the event time, the row's latest event's).
+    dated_by: str | None = None
+    #: Of a ``latest`` fact: the accumulating snapshot's milestones (:class:`Milestone`).
+    milestones: tuple[Milestone, ...] = attrs.field(converter=_as_tuple, default=())
 
     def __attrs_post_init__(self) -> None:
         found = identifier_problems(self.table, "fact table", ("table",))
+        found += self._change_problems()
         if self.topic is not None:
             found += topic_problems(self.topic, "fact: topic", ("topic",))
         if not self.grain:
@@ -675,10 +752,44 @@ class Fact:
                 found.append(Problem(f"fact: event_time {self.event_time.column!r} must be required", ("event_time", "required")))
         _report(self, found)
 
+    def _change_problems(self) -> list[Problem]:
+        found = []
+        if not isinstance(self.changes, Changes):
+            found.append(Problem(f"fact {self.table!r}: changes must be one of {', '.join(c.value for c in Changes)} (got {self.changes!r})", ("changes",)))
+        if self.changes is Changes.INSERT:
+            found += [Problem(f"fact {self.table!r}: {k} needs changes: latest", (k,)) for k in ("dated_by", "milestones") if getattr(self, k)]
+        found += [Problem(f"fact {self.table!r}: {m!r} is not a Milestone", ("milestones", i)) for i, m in enumerate(self.milestones) if not isinstance(m, Milestone)]
+        if self.dated_by is not None:
+            dated = next((f for f in self.columns if isinstance(f, Field) and f.column == self.dated_by), None)
+            if dated is None or not isinstance(dated.type, Timestamp) or not dated.required:
+                found.append(Problem(f"fact {self.table!r}: dated_by {self.dated_by!r} must name a required timestamp column of the fact", ("dated_by",)))
+        return found
+
     @property
     def fields(self) -> tuple[Field, ...]:
         """Grain, event time and plain columns, in table order."""
         return (*self.grain, self.event_time, *self.columns)
+
+    @property
+    def changing(self) -> bool:
+        """Whether a later event of a grain value updates its row (``changes: latest``)."""
+        return self.changes is Changes.LATEST
+
+    @property
+    def dating(self) -> Field:
+        """The field whose time dates a row and picks its dimension versions: ``dated_by``'s column, else the event time."""
+        return next((f for f in self.columns if f.column == self.dated_by), self.event_time)
+
+    @property
+    def position_column(self) -> str:
+        """Of a ``latest`` fact: the column holding the event position of the event whose values the row holds (:func:`position_column` of the event time column)."""
+        return position_column(self.event_time.column)
+
+    @property
+    def read_fields(self) -> tuple[Field, ...]:
+        """Every field its messages are read for: :attr:`fields`, then each milestone's source (not required; of the type a column reads it with, else a string)."""
+        types = {f.source: f.type for f in self.fields}
+        return (*self.fields, *(Field(m.column, m.source, types.get(m.source, String())) for m in self.milestones))
 
     def is_optional(self, dimension: Dimension) -> bool:
         """Whether its messages may lack ``dimension``'s natural key (the fact then points at its unknown member)."""
@@ -728,7 +839,7 @@ class Feed:
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the messages are read for: the facts', then the carried dimension columns."""
-        return (*(f for fact in self.facts for f in fact.fields), *(f for _, fields in self.carried for f in fields))
+        return (*(f for fact in self.facts for f in fact.read_fields), *(f for _, fields in self.carried for f in fields))
 
     def source_fields(self) -> dict[Source, ColumnType]:
         """Every message field read, with its type, in first-use order (the event time last, when not a fact field)."""
@@ -775,7 +886,7 @@ class Feed:
 
     def arrays_of(self, fact: Fact) -> tuple[tuple[str, ...], ...]:
         """Every array ``fact``'s rows read (more than one is a spec problem)."""
-        sources = [f.source for f in fact.fields]
+        sources = [f.source for f in fact.read_fields]
         sources += [f.source for dim, fields in self.carried if dim.name in fact.dimensions for f in fields if f.column in {k.column for k in dim.natural_key}]
         return tuple(dict.fromkeys(a for s in sources if (a := array_of(s)) is not None))
 
@@ -863,7 +974,10 @@ class StarSchema:
         if self.date_dimension:
             cols.append(self.date_dimension.key)
         cols += [m.column for m in fact.measures]
-        return cols + list(FACT_METADATA)
+        for m in fact.milestones:
+            cols += [m.column, m.date_key_column] if self.date_dimension else [m.column]
+        cols += list(FACT_METADATA)
+        return cols + [fact.position_column] if fact.changing else cols
 
     @property
     def named_topics(self) -> tuple[str, ...] | None:
@@ -1091,6 +1205,12 @@ class StarSchema:
             if not arrays:
                 continue
             array = source_name(arrays[0])
+            if fact.changing:
+                yield Problem(
+                    f"fact {fact.table!r} has a row per element of {array}{on}: changes: latest keeps the latest event of a row per message "
+                    "(a fact of elements is insert-only)"
+                )
+                continue
             if not any(array_of(f.source) == arrays[0] for f in fact.fields):
                 dims = [d.name for d, fields in feed.carried if d.name in fact.dimensions and feed.dimension_array(d) == arrays[0]]
                 yield Problem(

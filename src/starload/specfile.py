@@ -57,7 +57,7 @@ from starload.spec import (
 #: File name endings and the format each one means.
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 #: Keys whose values are warehouse identifiers (the JSON Schema checks their form; the spec checks them all).
-_IDENTIFIER_KEYS = frozenset({"name", "table", "key", "column"})
+_IDENTIFIER_KEYS = frozenset({"name", "table", "key", "column", "date_key", "dated_by"})
 #: Keys whose values are lists of names of other spec objects (dimensions, fact columns).
 _NAME_LIST_KEYS = frozenset({"dimensions", "optional_dimensions", "factors"})
 _FAILED = object()

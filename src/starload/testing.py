@@ -242,6 +242,28 @@ class Stager:
         self._mapper.close()
 
 
+# ---- streams as consumers see them -------------------------------------------------------
+
+
+def interleave(messages: list[tuple[int, int, dict]], picks: list[int]) -> list[tuple[int, int, dict]]:
+    """The messages as one consumer may receive them: each partition in order, partitions interleaved by ``picks`` (each pick chooses among the partitions with messages left)."""
+    queues = {p: [m for m in messages if m[0] == p] for p in sorted({m[0] for m in messages})}
+    order, picks = [], list(picks)
+    while any(queues.values()):
+        waiting = [p for p, left in queues.items() if left]
+        order.append(queues[waiting[(picks.pop() if picks else 0) % len(waiting)]].pop(0))
+    return order
+
+
+def deliveries(messages: list, again: list[tuple[int, int]]) -> list:
+    """``messages`` with redeliveries: at each (place, count), the ``count`` messages before ``place`` come again."""
+    out = list(messages)
+    for place, count in sorted(again, reverse=True):
+        place = min(place, len(messages))
+        out[place:place] = messages[max(0, place - count) : place]
+    return out
+
+
 def history_oracle(messages: Sequence[tuple[int, int, dict[str, Any]]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """What :data:`~starload.generators.orders.ORDERS_HISTORY_SCHEMA` must hold after ``messages`` (partition, offset, order), by the rules alone.
 

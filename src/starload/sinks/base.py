@@ -56,6 +56,7 @@ import abc
 import functools
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Self
 
@@ -150,8 +151,6 @@ class StagedBatch:
     * ``expected_offsets``: per topic, per partition, the stored offset the batch applies
       on (None: no offset stored yet); None altogether: not fenced (see the module docstring).
     * ``topic_ids``: per topic, the Kafka topic ID its messages came from (None or missing: the broker gives none).
-    * ``conflicts``: how many of the rejects are conflicts (a grain value seen before
-      with different content; the first version stays), set by :meth:`with_conflicts`.
     """
 
     schema: StarSchema
@@ -167,12 +166,18 @@ class StagedBatch:
     records_by_topic: Mapping[str, int] = attrs.field(factory=dict)
     #: Per topic of change events, its tombstones (null values): acknowledged, neither records nor rejects.
     tombstones_by_topic: Mapping[str, int] = attrs.field(factory=dict)
-    conflicts: int = 0
+    #: Per topic, how many of its rejects are conflicts (a grain value seen before with other content), set by :meth:`with_conflicts`.
+    conflicts_by_topic: Mapping[str, int] = attrs.field(factory=dict)
     #: Per topic, the raw messages the batch was mapped from (KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_KEY, MESSAGE_VALUE).
     raw: Mapping[str, pa.Table] = attrs.field(factory=dict, repr=False)
     expected_offsets: Mapping[str, Mapping[int, int | None]] | None = None
     topic_ids: Mapping[str, str | None] = attrs.field(factory=dict)
     histories: Mapping[str, pa.Table] = attrs.field(factory=dict)
+
+    @property
+    def conflicts(self) -> int:
+        """How many of the rejects are conflicts, over every topic."""
+        return sum(self.conflicts_by_topic.values())
 
     @property
     def messages(self) -> int:
@@ -276,7 +281,7 @@ class StagedBatch:
             self,
             facts=facts,
             rejects=pa.concat_tables([self.rejects, *extra]).sort_by(order),
-            conflicts=self.conflicts + sum(t.num_rows for t in extra),
+            conflicts_by_topic=dict(Counter(self.conflicts_by_topic) + Counter(c[0] for c in reasons)),
         )
 
     def offsets_table(self) -> pa.Table:
@@ -312,6 +317,8 @@ class WriteResult:
     facts_inserted: int
     duplicates: int
     rejects: int
+    #: Fact rows a later event updated (facts with ``changes: latest``).
+    facts_updated: int = 0
     records: int = 0
     tombstones: int = 0
     dimension_rows_inserted: int = 0

@@ -218,6 +218,9 @@ class StarSQL:
             if s.date_dimension:
                 cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=True))
             cols += [ColumnDef(m.column, d.type_name(m.type)) for m in fact.measures]
+            for m in fact.milestones:
+                cols.append(ColumnDef(m.column, d.timestamp))
+                cols += [ColumnDef(m.date_key_column, d.small_integer)] if s.date_dimension else []
             cols += [
                 ColumnDef("GRAIN_HASH", d.integer, not_null=True),
                 ColumnDef("MESSAGE_HASH", d.integer),
@@ -226,6 +229,7 @@ class StarSQL:
                 ColumnDef("KAFKA_OFFSET", d.integer, not_null=True),
                 ColumnDef("LOADED_AT", d.timestamp, not_null=True),
             ]
+            cols += [ColumnDef(fact.position_column, d.string, not_null=True)] if fact.changing else []
             # No key on the fact: idempotency comes from the outer join in insert_facts,
             # never from a constraint (Snowflake does not enforce them), and a unique
             # index would cost DuckDB about as much as the insert itself.
@@ -594,7 +598,7 @@ class StarSQL:
     def repoint_facts(self, referring: Fact, dim: Dimension, staged: str) -> str:
         """Point each ``referring`` fact of a staged member from the batch's first event on at the version in force at its event time (after a late batch)."""
         fact, key = quote(referring.table), quote(dim.key)
-        at = f"{fact}.{quote(referring.event_time.column)}"
+        at = f"{fact}.{quote(referring.dating.column)}"
         return (
             f"UPDATE {fact} SET {key} = v.{key} FROM {quote(dim.table)} AS o, {quote(dim.table)} AS v, {staged} AS s "
             f"WHERE {fact}.{key} = o.{key} AND {self._same_member(dim, 'o', 's')} AND {at} >= s.FIRST_EVENT_AT "
@@ -627,12 +631,12 @@ class StarSQL:
         """
         return f"SELECT count(*) FROM {quote(fact.table)} WHERE GRAIN_HASH IN (SELECT GRAIN_HASH FROM {staged})"
 
-    def insert_facts(self, fact: Fact, staged: str, *, loaded: bool = True, elements: str | None = None) -> str:
-        """Insert staged facts of ``fact`` with their surrogate keys, skipping grain values already loaded.
+    def _fact_rows(self, fact: Fact, staged: str, elements: str | None = None) -> tuple[list[str], list[str], str, str]:
+        """How ``fact``'s staged rows become table rows: (a select per column of :meth:`StarSchema.fact_columns`, the joins, the WHERE, the QUALIFY).
 
-        ``loaded=False`` (:meth:`any_loaded` found none) inserts without looking.
-        ``elements``: of a fact with a row per element of an array, ``"first"`` inserts the
-        first element's rows only, ``"rest"`` the others (so the first statement counts messages).
+        The rows are the first (of a ``latest`` fact: the latest) of their grain value in
+        the batch, with each dimension's surrogate key: the member of the row's natural key
+        (of a dimension that keeps history, the version in force at its dating time).
         """
         s = self.schema
         selects = [f"s.{quote(f.column)}" for f in fact.fields]
@@ -642,8 +646,8 @@ class StarSQL:
             on = " AND ".join(
                 f"{alias}.{quote(f.column)} = s.{quote(natural_key_column(dim.table, f.column))}" for f in dim.natural_key
             )
-            if dim.keeps_history:  # the version in force at the fact's event time
-                at = f"s.{quote(fact.event_time.column)}"
+            if dim.keeps_history:  # the version in force at the fact's dating time
+                at = f"s.{quote(fact.dating.column)}"
                 on += f" AND {alias}.VALID_FROM <= {at} AND ({alias}.VALID_TO IS NULL OR {at} < {alias}.VALID_TO)"
             if fact.is_optional(dim):
                 selects.append(f"coalesce({alias}.{quote(dim.key)}, {UNKNOWN_KEY})")
@@ -651,29 +655,69 @@ class StarSQL:
             else:
                 selects.append(f"{alias}.{quote(dim.key)}")
                 joins.append(f"JOIN {quote(dim.table)} AS {alias} ON {on}")
-        if s.date_dimension:
-            selects.append(f"s.{quote(s.date_dimension.key)}")
-        selects += [f"s.{quote(m.column)}" for m in fact.measures]
-        selects += ["s.GRAIN_HASH", "s.MESSAGE_HASH", "s.KAFKA_TOPIC", "s.KAFKA_PARTITION", "s.KAFKA_OFFSET", "CURRENT_TIMESTAMP"]
-        where = f"s._SL_RANK = 1 AND {self.holding()}"
+        selects += [f"s.{quote(c)}" for c in s.fact_columns(fact)[len(selects) :] if c != "LOADED_AT"]
+        selects.insert(s.fact_columns(fact).index("LOADED_AT"), "CURRENT_TIMESTAMP")
+        where = "s._SL_RANK = 1"
         if elements is not None:
             where += f" AND s.{ELEMENT_COLUMN} {'=' if elements == 'first' else '>'} 0"
-        if loaded:
-            grain = " AND ".join(f"t.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
-            join, new = _unmatched(fact.table, grain, fact.grain[0].column)
-            joins.append(join)
-            where += f" AND {new}"
+        qualify = ""
         if fact.dimensions:
             # One row per staged fact even if a dimension holds a natural key twice (nothing
             # enforces UNIQUE on Snowflake): the member with the smallest key wins.
             keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions(fact)))
             row = f"s.KAFKA_PARTITION, s.KAFKA_OFFSET{f', s.{ELEMENT_COLUMN}' if s.feed_of(fact).array_of(fact) else ''}"
-            where += f"\nQUALIFY row_number() OVER (PARTITION BY {row} ORDER BY {keys}) = 1"
-        columns = ", ".join(map(quote, s.fact_columns(fact)))
+            qualify = f"QUALIFY row_number() OVER (PARTITION BY {row} ORDER BY {keys}) = 1"
+        return selects, joins, where, qualify
+
+    def insert_facts(self, fact: Fact, staged: str, *, loaded: bool = True, elements: str | None = None) -> str:
+        """Insert staged facts of ``fact`` with their surrogate keys, skipping grain values already loaded.
+
+        ``loaded=False`` (:meth:`any_loaded` found none) inserts without looking.
+        ``elements``: of a fact with a row per element of an array, ``"first"`` inserts the
+        first element's rows only, ``"rest"`` the others (so the first statement counts messages).
+        """
+        selects, joins, where, qualify = self._fact_rows(fact, staged, elements)
+        where += f" AND {self.holding()}"
+        if loaded:
+            grain = " AND ".join(f"t.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+            join, new = _unmatched(fact.table, grain, fact.grain[0].column)
+            joins.append(join)
+            where += f" AND {new}"
+        columns = ", ".join(map(quote, self.schema.fact_columns(fact)))
         return (
             f"INSERT INTO {quote(fact.table)} ({columns})\n"
-            f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join(joins) + f"\nWHERE {where}"
+            f"SELECT {', '.join(selects)}\nFROM {staged} AS s\n" + "\n".join(joins) + f"\nWHERE {where}\n{qualify}"
         )
+
+    def update_facts(self, fact: Fact, staged: str) -> str:
+        """Of a ``latest`` fact, update the rows of staged grain values that are loaded already, by event position.
+
+        Every column takes the staged value when the staged event is later than the one
+        the row holds (its position column); a milestone takes the staged time when it
+        is earlier than the row's (or the row has none). Rows that would not change are
+        not touched. Run before :meth:`insert_facts`, so it sees only rows loaded before the batch.
+        """
+        table, columns = quote(fact.table), self.schema.fact_columns(fact)
+        selects, joins, where, qualify = self._fact_rows(fact, staged)
+        rows = f"(SELECT {', '.join(f'{x} AS {quote(c)}' for x, c in zip(selects, columns))} FROM {staged} AS s {' '.join(joins)} WHERE {where} {qualify})"
+        at = quote(fact.position_column)
+        newer = f"s.{at} > coalesce({table}.{at}, '')"
+        milestones = {quote(m.column): m for m in fact.milestones}
+        dates = {quote(m.date_key_column): quote(m.column) for m in fact.milestones} if self.schema.date_dimension else {}
+        grain = {quote(g.column) for g in fact.grain}
+        updates = {}
+        for c in map(quote, columns):
+            if c in grain:
+                continue
+            if c in milestones or c in dates:
+                m = c if c in milestones else dates[c]
+                updates[c] = f"CASE WHEN s.{m} < {table}.{m} OR {table}.{m} IS NULL THEN s.{c} ELSE {table}.{c} END"
+            else:
+                updates[c] = f"CASE WHEN {newer} THEN s.{c} ELSE {table}.{c} END"
+        changed = " OR ".join([newer, *(f"s.{m} < {table}.{m} OR ({table}.{m} IS NULL AND s.{m} IS NOT NULL)" for m in milestones)])
+        on = " AND ".join(f"{table}.{g} = s.{g}" for g in grain)
+        sets = ", ".join(f"{c} = {x}" for c, x in updates.items())
+        return f"UPDATE {table} SET {sets} FROM {rows} AS s WHERE {on} AND ({changed}) AND {self.holding()}"
 
     def find_conflicts(self, fact: Fact, staged: str, *, loaded: bool = True) -> str:
         """Staged rows of ``fact`` whose content differs from the first version (see Sink.find_conflicts).
@@ -781,9 +825,9 @@ class StarSQL:
                     f"SELECT count(*), min({value('f.')}) FROM {fact} AS f LEFT JOIN {table} AS d ON d.{key} = f.{key} WHERE d.{key} IS NULL",
                 ))
                 if dim.keeps_history:
-                    at = f"f.{quote(f.event_time.column)}"
+                    at = f"f.{quote(f.dating.column)}"
                     checks.append((
-                        f"{f.table}.{dim.key}: facts pointing at a version not in force at their event time",
+                        f"{f.table}.{dim.key}: facts pointing at a version not in force at their {'event' if f.dating is f.event_time else f.dating.column} time",
                         f"SELECT count(*), min({value('f.')}) FROM {fact} AS f JOIN {table} AS d ON d.{key} = f.{key} "
                         f"WHERE d.{key} <> {UNKNOWN_KEY} AND NOT (d.VALID_FROM <= {at} AND (d.VALID_TO IS NULL OR {at} < d.VALID_TO))",
                     ))
@@ -1036,7 +1080,7 @@ class SQLSink(Sink):
         try:
             rows = []
             for fact in batch.schema.all_facts:
-                if batch.facts[fact.table].num_rows:
+                if batch.facts[fact.table].num_rows and not fact.changing:  # a latest fact has no conflicts
                     part = staged[f"FACT_{fact.table}"]
                     loaded = self._any_loaded(fact, part)
                     rows.append(self._guarded(self._execute, sql.find_conflicts(fact, part, loaded=loaded)))
@@ -1049,7 +1093,8 @@ class SQLSink(Sink):
         staged = self._guarded(self._stage_batch, batch)
         try:
             # "messages": rows that each stand for a message (see StagedBatch.counted_rows), also fact rows.
-            counts = dict.fromkeys(("updated", "inserted", "facts", "messages"), 0)
+            # "folded": messages of latest facts, all loaded; "changed": fact rows updated.
+            counts = dict.fromkeys(("updated", "inserted", "facts", "messages", "folded", "changed"), 0)
 
             def run(counter: str, statement: str) -> None:
                 rows = self._guarded(self._execute, statement, [self._token])
@@ -1081,7 +1126,14 @@ class SQLSink(Sink):
                     run("inserted", sql.insert_dates(staged["DATES"]))
                 for fact in facts:
                     part, feed = staged[f"FACT_{fact.table}"], batch.schema.feed_of(fact)
-                    if feed.counting_fact() is not fact:
+                    if fact.changing:
+                        # Every message of a latest fact is loaded: its event is folded into its row.
+                        if loaded[fact.table]:
+                            run("changed", sql.update_facts(fact, part))
+                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+                        if feed.counting_fact() is fact:
+                            counts["folded"] += batch.facts[fact.table].num_rows
+                    elif feed.counting_fact() is not fact:
                         run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
                     elif feed.array_of(fact) is None:
                         run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
@@ -1100,7 +1152,8 @@ class SQLSink(Sink):
             self._release_batch(staged)
         return WriteResult(
             facts_inserted=counts["facts"] + counts["messages"],
-            duplicates=batch.counted_rows() - counts["messages"],
+            facts_updated=counts["changed"],
+            duplicates=batch.counted_rows() - counts["messages"] - counts["folded"],
             records=batch.records,
             tombstones=batch.tombstones,
             rejects=batch.rejects.num_rows,
