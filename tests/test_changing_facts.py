@@ -9,18 +9,19 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
+import attrs
 import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from starload import Changes, DuckDBSink, Milestone, StarSchema
+from starload import Changes, DuckDBSink, Envelope, Milestone, StarSchema, Updates
 from starload.exceptions import SpecError
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import Sink
 from starload.spec import DateDimension, Dimension, Fact, Field, Integer, String, Timestamp
 from starload.spec import Decimal as Dec
-from starload.testing import as_instant, deliveries, interleave
+from starload.testing import as_instant, debezium_change, deliveries, epoch_ms, interleave
 
 STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled")
 MILESTONES = tuple(Milestone(f"{s.upper()}_AT", "status", s) for s in STATUSES[1:])
@@ -152,6 +153,33 @@ def test_a_changing_fact_is_checked_whole(change, problem):
         status_schema(**change)
 
 
+def test_updates_from_another_topic_are_checked_whole():
+    fact = PROGRESS_SCHEMA.fact
+    part = fact.updates[0]
+
+    def with_updates(*updates: Updates, **more: object) -> Fact:
+        return attrs.evolve(fact, updates=updates, **more)  # type: ignore[arg-type]
+
+    cases = {
+        "needs changes: latest": lambda: with_updates(part, changes="insert", dated_by=None),
+        "read 2 grain sources for 1 grain columns": lambda: with_updates(attrs.evolve(part, grain=("id", "x"))),
+        "updates from 'orders', its own topic": lambda: with_updates(attrs.evolve(part, topic="orders")),
+        "updates from topic 'order_status' appears 2 times": lambda: with_updates(part, part),
+        "event_time 'STATUS_AT' must be a required timestamp": lambda: attrs.evolve(part, event_time=Field("STATUS_AT", "at", Timestamp())),
+        "fills nothing": lambda: attrs.evolve(part, columns=(), milestones=()),
+        "column 'STATUS' appears 2 times": lambda: StarSchema(
+            name="x", dimensions=PROGRESS_SCHEMA.dimensions, fact=with_updates(attrs.evolve(part, columns=(*part.columns, Field("STATUS", "s"))))
+        ),
+    }
+    for problem, build in cases.items():
+        with pytest.raises(SpecError, match=re.escape(problem)):
+            build()
+    assert PROGRESS_SCHEMA.named_topics == ("orders", "order_status")
+    columns = PROGRESS_SCHEMA.fact_columns(fact)
+    assert columns[:6] == ["ORDER_ID", "UPDATED_AT", "PLACED_AT", "AMOUNT", "STATUS_AT", "STATUS"]
+    assert columns[-2:] == ["_SL_AT_UPDATED_AT", "_SL_AT_STATUS_AT"]
+
+
 def test_milestones_have_a_date_key_each_and_the_row_its_position():
     fact = STATUS_SCHEMA.fact
     assert fact.changes is Changes.LATEST
@@ -180,11 +208,11 @@ def test_a_fact_of_elements_cannot_change():
 
 
 def test_the_file_spelling_round_trips(tmp_path):
-    spec = tmp_path / "status.yaml"
-    spec.write_text(
-        json.dumps(STATUS_SCHEMA.to_dict())  # JSON is YAML
-    )
-    assert StarSchema.from_file(spec) == STATUS_SCHEMA
+    for schema in (STATUS_SCHEMA, PROGRESS_SCHEMA):
+        spec = tmp_path / "status.yaml"
+        spec.write_text(json.dumps(schema.to_dict()))  # JSON is YAML
+        assert StarSchema.from_file(spec) == schema
+    assert PROGRESS_SCHEMA.to_dict()["fact"]["updates"][0]["grain"] == ["id"]
     fact = STATUS_SCHEMA.to_dict()["fact"]
     assert fact["changes"] == "latest" and fact["dated_by"] == "PLACED_AT"
     assert fact["milestones"][0] == {"column": "PAID_AT", "source": "status", "equals": "paid"}
@@ -328,3 +356,334 @@ def test_a_topic_of_mostly_conflicts_warns_once_naming_the_option(local_broker, 
     assert "messages loaded: 150" in done.stdout and "facts loaded: 30" in done.stdout
     with duckdb.connect(str(tmp_path / "latest.duckdb")) as con:
         assert con.execute("SELECT STATUS, count(*) FROM FACT_ORDER_STATUS GROUP BY 1").fetchall() == [("cancelled", 30)]
+
+
+# ---- an accumulating snapshot of two topics: orders make the row, status events fill it ----------
+
+PROGRESS_SCHEMA = StarSchema(
+    name="progress",
+    dimensions=(
+        Dimension(
+            name="customer",
+            table="DIM_CUSTOMER",
+            key="CUSTOMER_KEY",
+            natural_key=(Field("CUSTOMER_ID", "customer_id", String(16), required=True),),
+            attributes=(Field("TIER", "tier", String(16)),),
+        ),
+    ),
+    date_dimension=DateDimension(),
+    fact=Fact(
+        table="FACT_ORDER_PROGRESS",
+        topic="orders",
+        grain=(Field("ORDER_ID", "order_id", String(16), required=True),),
+        event_time=Field("UPDATED_AT", "updated_at", Timestamp(), required=True),
+        dimensions=("customer",),
+        columns=(Field("PLACED_AT", "placed_at", Timestamp(), required=True), Field("AMOUNT", "amount", Dec(12, 2))),
+        changes="latest",
+        dated_by="PLACED_AT",
+        updates=(
+            Updates(
+                topic="order_status",
+                grain=("id",),
+                event_time=Field("STATUS_AT", "at", Timestamp(), required=True),
+                columns=(Field("STATUS", "status", String(16)),),
+                milestones=MILESTONES,
+            ),
+        ),
+    ),
+)
+#: The row by natural keys, each timestamp with whether it is NULL (the local Snowflake endpoint reads a NULL one back as 1970).
+PROGRESS_TIMES = ["UPDATED_AT", "PLACED_AT", "STATUS_AT", *(m.column for m in MILESTONES)]
+PROGRESS = (
+    "SELECT f.ORDER_ID, f.AMOUNT, c.CUSTOMER_ID, f.DATE_KEY, f.STATUS, "
+    + ", ".join(f"f.{t}, f.{t} IS NULL" for t in PROGRESS_TIMES)
+    + " FROM FACT_ORDER_PROGRESS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) ORDER BY 1"
+)
+
+
+def progress_rows(rows: list) -> list[tuple]:
+    """Rows of :data:`PROGRESS` as (order, amount, customer, date key, status, then each of PROGRESS_TIMES in UTC or None)."""
+    found = []
+    for row in rows:
+        times = [None if null else t.astimezone(UTC) for t, null in zip(row[5::2], row[6::2])]
+        found.append((*row[:5], *times))
+    return found
+
+
+progress_event = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "topic": st.just("orders"),
+            "partition": st.integers(0, 1),
+            "order_id": st.sampled_from(sorted(PLACED)),
+            "updated_at": st.sampled_from(INSTANTS),
+            "customer_id": st.sampled_from(["C1", "C2"]),
+            "tier": st.sampled_from(["gold", None]),
+            "amount": st.sampled_from(["10.00", "12.5", None]),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "topic": st.just("order_status"),
+            "partition": st.integers(0, 1),
+            "id": st.sampled_from(sorted(PLACED)),
+            "status": st.sampled_from(STATUSES),
+            "at": st.sampled_from(INSTANTS),
+        }
+    ),
+)
+
+
+def on_topics(events: list[dict]) -> list[tuple[str, int, int, dict]]:
+    """Each event at its (topic, partition, offset); an order's placed_at is fixed."""
+    counts: dict[tuple[str, int], int] = {}
+    found = []
+    for e in events:
+        where = (e["topic"], e["partition"])
+        value = {k: v for k, v in e.items() if k not in ("topic", "partition")}
+        if e["topic"] == "orders":
+            value["placed_at"] = PLACED[e["order_id"]]
+        found.append((*where, counts.get(where, 0), value))
+        counts[where] = counts.get(where, 0) + 1
+    return found
+
+
+def progress_oracle(messages: list[tuple[str, int, int, dict]]) -> list[tuple]:
+    """Per order id seen on either topic: the orders topic's latest event's values (unknown while it has none), the status topic's, the milestones."""
+    unique = {(t, p, o): v for t, p, o, v in messages}
+    rows = []
+    for order in sorted({v.get("order_id", v.get("id")) for v in unique.values()}):
+        orders = sorted((as_instant(v["updated_at"]), p, o, v) for (t, p, o), v in unique.items() if t == "orders" and v["order_id"] == order)
+        statuses = sorted((as_instant(v["at"]), p, o, v) for (t, p, o), v in unique.items() if t == "order_status" and v["id"] == order)
+        amount = customer = date_key = updated = placed_at = status = status_at = None
+        if orders:
+            updated, _, _, last = orders[-1]
+            amount = D(last["amount"]).quantize(D("0.01")) if last["amount"] is not None else None
+            customer, placed_at = last["customer_id"], as_instant(last["placed_at"])
+            date_key = int(placed_at.strftime("%Y%m%d"))
+        if statuses:
+            status_at, _, _, last = statuses[-1]
+            status = last["status"]
+        reached = [min((t for t, _, _, v in statuses if v["status"] == s), default=None) for s in STATUSES[1:]]
+        rows.append((order, amount, customer, date_key, status, updated, placed_at, status_at, *reached))
+    return rows
+
+
+def load_topics(messages: list[tuple[str, int, int, dict]], batch_size: int, sink: Sink) -> list:
+    """``messages`` (topic, partition, offset, value) in batches of ``batch_size`` over both topics; the write results."""
+    sink.prepare(PROGRESS_SCHEMA)
+    mapper = Mapper(PROGRESS_SCHEMA)
+    results = []
+    try:
+        for start in range(0, len(messages), batch_size):
+            chunk = messages[start : start + batch_size]
+            raws = {
+                topic: raw_batch([json.dumps(v).encode() for t, _, _, v in chunk if t == topic], partitions=[p for t, p, _, _ in chunk if t == topic], offsets=[o for t, _, o, _ in chunk if t == topic])
+                for topic in dict.fromkeys(t for t, _, _, _ in chunk)
+            }
+            batch = mapper.stage_topics(raws, group="g")
+            results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
+    finally:
+        mapper.close()
+    return results
+
+
+def test_a_status_before_its_order_makes_the_row_and_the_order_completes_it():
+    sink = DuckDBSink(":memory:")
+    messages = on_topics([
+        {"topic": "order_status", "partition": 0, "id": "O1", "status": "paid", "at": "2024-01-02T00:00:00Z"},
+        {"topic": "orders", "partition": 0, "order_id": "O1", "updated_at": "2024-01-01T00:00:00Z", "customer_id": "C1", "tier": "gold", "amount": "10"},
+        {"topic": "order_status", "partition": 0, "id": "O1", "status": "placed", "at": "2024-01-01T00:00:00Z"},
+    ])  # fmt: skip
+    results = load_topics(messages[:1], 1, sink)
+    [waiting] = progress_rows(sink.connection.execute(PROGRESS).fetchall())
+    assert waiting == ("O1", None, None, None, "paid", None, None, datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC), None, None, None)
+    assert sink.connection.execute("SELECT CUSTOMER_KEY FROM FACT_ORDER_PROGRESS").fetchall() == [(-1,)]  # the unknown member
+    results += load_topics(messages[1:], 1, sink)
+    assert [(r.facts_inserted, r.facts_updated, r.duplicates) for r in results] == [(1, 0, 0), (0, 1, 0), (0, 0, 0)]
+    assert progress_rows(sink.connection.execute(PROGRESS).fetchall()) == progress_oracle(messages)
+    assert sink.violations(PROGRESS_SCHEMA) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(progress_event, min_size=1, max_size=40),
+    picks=st.lists(st.integers(0, 3)),
+    batch_size=st.integers(1, 12),
+    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+)
+def test_the_snapshot_is_a_function_of_both_topics_events(events, picks, batch_size, again):
+    """Orders and status events on two topics of two partitions each, interleaved at random, in any batches, redelivered: the oracle's rows."""
+    messages = on_topics(events)
+    keyed = [((t, p), o, (t, p, o, v)) for t, p, o, v in messages]
+    arrived = [m for _, _, m in deliveries(interleave(keyed, picks), again)]
+    sink = DuckDBSink(":memory:")
+    results = load_topics(arrived, batch_size, sink)
+    assert progress_rows(sink.connection.execute(PROGRESS).fetchall()) == progress_oracle(messages)
+    assert sink.violations(PROGRESS_SCHEMA) == []
+    assert sum(r.duplicates + r.rejects for r in results) == 0
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(events=st.lists(progress_event, min_size=1, max_size=24), picks=st.lists(st.integers(0, 3)), batch_size=st.integers(4, 12))
+def test_the_snapshot_through_the_local_snowflake_endpoint_is_the_oracles(local_snowflake, events, picks, batch_size):
+    from starload.sinks.snowflake import SnowflakeSink
+
+    messages = on_topics(events)
+    keyed = [((t, p), o, (t, p, o, v)) for t, p, o, v in messages]
+    settings_ = local_snowflake.fresh_schema("snapshot")
+    with SnowflakeSink(**settings_) as sink:
+        load_topics([m for _, _, m in interleave(keyed, picks)], batch_size, sink)
+        assert sink.violations(PROGRESS_SCHEMA) == []
+    with local_snowflake.connect(settings_) as con:
+        rows = con.cursor().execute(PROGRESS).fetchall()
+    assert progress_rows(rows) == progress_oracle(messages)
+
+
+# ---- change data capture on a fact table ---------------------------------------------------------
+
+CDC_SCHEMA = StarSchema(
+    name="orders_cdc",
+    dimensions=(
+        Dimension(name="customer", table="DIM_CUSTOMER", key="CUSTOMER_KEY", natural_key=(Field("CUSTOMER_ID", "customer_id", String(16), required=True),)),
+    ),
+    date_dimension=DateDimension(),
+    fact=Fact(
+        table="FACT_ORDERS",
+        topic="pg.public.orders",
+        grain=(Field("ORDER_ID", "id", Integer(), required=True),),
+        event_time=Field("CHANGED_AT", "ts_ms", Timestamp(), required=True),
+        dimensions=("customer",),
+        columns=(
+            Field("STATUS", "status", String(16), required=True),
+            Field("AMOUNT", "amount", Dec(12, 2), required=True),
+            Field("PLACED_AT", "placed_at", Timestamp(), required=True),
+        ),
+        changes="latest",
+        dated_by="PLACED_AT",
+        envelope=Envelope.DEBEZIUM,
+    ),
+)
+CDC = """SELECT f.ORDER_ID, f.STATUS, f.AMOUNT, c.CUSTOMER_ID, f.DATE_KEY, f.IS_DELETED, f.CHANGED_AT, f.CHANGED_AT IS NULL,
+    f.DELETED_AT, f.DELETED_AT IS NULL FROM FACT_ORDERS f JOIN DIM_CUSTOMER c USING (CUSTOMER_KEY) ORDER BY 1"""
+change = st.fixed_dictionaries(
+    {
+        "partition": st.integers(0, 1),
+        "op": st.sampled_from(["c", "u", "u", "r", "d", "tombstone"]),
+        "id": st.integers(1, 4),
+        "ts": st.sampled_from(INSTANTS),
+        "status": st.sampled_from(STATUSES),
+        "amount": st.sampled_from(["10.00", "99.95"]),
+        "customer_id": st.sampled_from(["C1", "C2"]),
+        "full_before": st.booleans(),  # REPLICA IDENTITY FULL, or DEFAULT (a delete's before holds the key only)
+    }
+)
+
+
+def cdc_messages(changes: list[dict]) -> list[tuple[int, int, bytes | None]]:
+    """Debezium change events (JSON converter, schemas on) of table ``public.orders`` at (partition, offset); a tombstone is a null value."""
+    counts: dict[int, int] = {}
+    found = []
+    for c in changes:
+        row = {"id": c["id"], "status": c["status"], "amount": c["amount"], "customer_id": c["customer_id"], "placed_at": PLACED[f"O{c['id']}"]}
+        if c["op"] == "tombstone":
+            value = None
+        elif c["op"] == "d":
+            value = debezium_change("d", None, epoch_ms(c["ts"]), before=row if c["full_before"] else {"id": c["id"]})
+        else:
+            value = debezium_change(c["op"], row, epoch_ms(c["ts"]))
+        found.append((c["partition"], counts.get(c["partition"], 0), value))
+        counts[c["partition"]] = counts.get(c["partition"], 0) + 1
+    return found
+
+
+def cdc_oracle(changes: list[dict]) -> list[tuple]:
+    """Per order: the values of its latest create, update or read by (ts_ms, partition, offset) (a delete's before image when it has none); deleted if its latest change is a delete."""
+    placed_ = cdc_messages(changes)
+    unique = {(p, o): c for (p, o, _), c in zip(placed_, changes) if c["op"] != "tombstone"}
+    rows = []
+    for order in sorted({c["id"] for c in unique.values()}):
+        mine = sorted((as_instant(c["ts"]), p, o, c) for (p, o), c in unique.items() if c["id"] == order)
+        kept = [m for m in mine if m[3]["op"] != "d"]
+        at, _, _, values = kept[-1] if kept else mine[-1]
+        known = values["op"] != "d" or values["full_before"]
+        placed_at = as_instant(PLACED[f"O{order}"]) if known else None
+        deleted = mine[-1][3]["op"] == "d"
+        row = (values["status"], D(values["amount"]), values["customer_id"], int(placed_at.strftime("%Y%m%d"))) if known else (None,) * 4
+        rows.append((order, *row, deleted, at, mine[-1][0] if deleted else None))
+    return rows
+
+
+def cdc_rows(rows: list) -> list[tuple]:
+    return [(*row[:6], None if row[7] else row[6].astimezone(UTC), None if row[9] else row[8].astimezone(UTC)) for row in rows]
+
+
+def load_cdc(messages: list[tuple[int, int, bytes | None]], batch_size: int, sink: Sink) -> list:
+    sink.prepare(CDC_SCHEMA)
+    mapper = Mapper(CDC_SCHEMA)
+    results = []
+    try:
+        for start in range(0, len(messages), batch_size):
+            chunk = messages[start : start + batch_size]
+            batch = mapper.stage(raw_batch([v for _, _, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk]), topic="pg.public.orders", group="g")
+            results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
+    finally:
+        mapper.close()
+    return results
+
+
+def test_a_captured_orders_table_loads_as_latest_state_facts():
+    """Snapshot, creates, updates of status and amount, a delete (key-only before), its tombstone, a re-create; sums follow in the same batch."""
+    ts = {n: f"2024-01-0{n}T00:00:00Z" for n in range(1, 7)}
+    changes = [
+        {"op": "r", "id": 1, "ts": ts[1], "status": "placed", "amount": "10.00", "customer_id": "C1"},
+        {"op": "c", "id": 2, "ts": ts[2], "status": "placed", "amount": "20.00", "customer_id": "C2"},
+        {"op": "u", "id": 1, "ts": ts[3], "status": "paid", "amount": "12.50", "customer_id": "C1"},
+        {"op": "d", "id": 2, "ts": ts[4], "status": "placed", "amount": "20.00", "customer_id": "C2", "full_before": False},
+        {"op": "tombstone", "id": 2, "ts": ts[4], "status": "", "amount": "0", "customer_id": ""},
+        {"op": "u", "id": 1, "ts": ts[2], "status": "placed", "amount": "11.00", "customer_id": "C1"},  # late: changes nothing
+    ]
+    changes = [{"partition": 0, "full_before": True} | c for c in changes]
+    sink = DuckDBSink(":memory:")
+    results = load_cdc(cdc_messages(changes), 3, sink)
+    assert sum(r.tombstones for r in results) == 1 and sum(r.rejects + r.duplicates for r in results) == 0
+    assert cdc_rows(sink.connection.execute(CDC).fetchall()) == cdc_oracle(changes)
+    assert cdc_rows(sink.connection.execute(CDC).fetchall()) == [
+        (1, "paid", D("12.50"), "C1", 20231231, False, as_instant(ts[3]), None),
+        (2, "placed", D("20.00"), "C2", 20231230, True, as_instant(ts[2]), as_instant(ts[4])),
+    ]
+    open_amount = "SELECT sum(AMOUNT) FROM FACT_ORDERS WHERE NOT IS_DELETED"
+    assert sink.connection.execute(open_amount).fetchall() == [(D("12.50"),)]
+    # the order comes back: created again, later
+    load_cdc([(0, 6, debezium_change("c", {"id": 2, "status": "placed", "amount": "5.00", "customer_id": "C2", "placed_at": PLACED["O2"]}, epoch_ms(ts[5])))], 1, sink)
+    assert sink.connection.execute(open_amount).fetchall() == [(D("17.50"),)]
+    assert sink.violations(CDC_SCHEMA) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    changes=st.lists(change, min_size=1, max_size=40),
+    picks=st.lists(st.integers(0, 1)),
+    batch_size=st.integers(1, 12),
+    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+)
+def test_change_events_make_the_latest_state_whatever_the_batches(changes, picks, batch_size, again):
+    sink = DuckDBSink(":memory:")
+    results = load_cdc(deliveries(interleave(cdc_messages(changes), picks), again), batch_size, sink)
+    assert cdc_rows(sink.connection.execute(CDC).fetchall()) == cdc_oracle(changes)
+    assert sink.violations(CDC_SCHEMA) == []
+    assert sum(r.rejects for r in results) == 0
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(change, min_size=1, max_size=24), picks=st.lists(st.integers(0, 1)), batch_size=st.integers(4, 12))
+def test_change_events_through_the_local_snowflake_endpoint_are_the_oracles(local_snowflake, changes, picks, batch_size):
+    from starload.sinks.snowflake import SnowflakeSink
+
+    settings_ = local_snowflake.fresh_schema("cdc")
+    with SnowflakeSink(**settings_) as sink:
+        load_cdc(interleave(cdc_messages(changes), picks), batch_size, sink)
+        assert sink.violations(CDC_SCHEMA) == []
+    with local_snowflake.connect(settings_) as con:
+        rows = con.cursor().execute(CDC).fetchall()
+    assert cdc_rows(rows) == cdc_oracle(changes)

@@ -26,6 +26,7 @@ from starload.testing import sample_orders
 METRICS = {
     "starload_messages_consumed": "counter",
     "starload_facts_loaded": "counter",
+    "starload_facts_updated": "counter",
     "starload_duplicates": "counter",
     "starload_records": "counter",
     "starload_tombstones": "counter",

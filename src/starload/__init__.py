@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
         StarSchema,
         String,
         Timestamp,
+        Updates,
     )
 
 #: Where each public name lives; ``import starload`` itself imports nothing heavy, so the
@@ -106,6 +107,7 @@ _HOMES = {
     "StarSchema": "starload.spec",
     "String": "starload.spec",
     "Timestamp": "starload.spec",
+    "Updates": "starload.spec",
 }
 
 
@@ -166,6 +168,7 @@ __all__ = [
     "TerminalSinkError",
     "Timestamp",
     "TransientSinkError",
+    "Updates",
     "WriteResult",
     "hookimpl",
     "produce",

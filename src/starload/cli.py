@@ -483,23 +483,35 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         rows += [field(f, not_null=False) for f in dim.attributes]
         rows += [(c, "timestamp", "NULL", "starload") for c in DIMENSION_METADATA]
         rows += [(c, "boolean", "NULL", "starload: known from facts only so far") for c in (TOPIC_DIMENSION_METADATA if dim.topic else ())]
-        deletes = {"IS_DELETED": ("boolean", "starload: deleted in the source (op d)"), "DELETED_AT": ("timestamp", "starload: its latest delete")}
-        rows += [(c, deletes[c][0], "NULL", deletes[c][1]) for c in (DELETE_COLUMNS if dim.envelope else ())]
+        rows += [(c, _DELETE_MEANINGS[c][0], "NULL", _DELETE_MEANINGS[c][1]) for c in (DELETE_COLUMNS if dim.envelope else ())]
         tables.append((f"{dim.table} (dimension {dim.name!r}{', topic ' + dim.topic if dim.topic else ''})", rows))
     if schema.date_dimension:
         dd = schema.date_dimension
         tables.append((f"{dd.table} (date dimension)", [(dd.key, "integer", "NOT NULL", "YYYYMMDD of the event time, UTC"), *((c, _DATE_TYPES.get(c, "integer"), "NULL", "starload") for c in DATE_ATTRIBUTES)]))
     for fact in schema.all_facts:
-        rows = [field(f, not_null=f.required or f in fact.grain) for f in fact.fields]
+        waits = fact.rows_may_wait
+        rows = [field(f, not_null=f in fact.grain or (f.required and not waits)) for f in fact.fields]
+        for part in fact.parts:
+            rows += [(*field(f, not_null=False)[:3], f"{field(f, not_null=False)[3]}, topic {part.topic}") for f in part.fields[len(part.grain) :]]
         rows += [(schema.dimension(n).key, "integer", "NOT NULL", f"key of dimension {n!r}") for n in fact.dimensions]
         if schema.date_dimension:
-            rows.append((schema.date_dimension.key, "integer", "NOT NULL", "the event time's date"))
+            rows.append((schema.date_dimension.key, "integer", "NULL" if waits else "NOT NULL", f"the date of {fact.dating.column}"))
         rows += [(m.column, type_spelling(m.type), "NULL", " × ".join(m.factors)) for m in fact.measures]
+        for m in fact.all_milestones:
+            rows.append((m.column, "timestamp", "NULL", f"starload: first time {source_name(m.source)} = {m.equals!r}"))
+            rows += [(m.date_key_column, "integer", "NULL", f"the date of {m.column}")] if schema.date_dimension else []
+        rows += [(c, _DELETE_MEANINGS[c][0], "NULL", _DELETE_MEANINGS[c][2]) for c in fact.deletes]
         rows += [(c, "", "", "starload: load metadata") for c in FACT_METADATA]
+        rows += [(c, "string", "NULL" if waits else "NOT NULL", "starload: event position of the values it holds") for c in fact.position_columns]
         tables.append((f"{fact.table} (fact{', topic ' + fact.topic if fact.topic else ''})", rows))
     return tables
 
 
+#: Per delete marker: its type, what it means on a dimension, what it means on a fact.
+_DELETE_MEANINGS = {
+    "IS_DELETED": ("boolean", "starload: deleted in the source (op d)", "starload: its latest change is a delete (op d)"),
+    "DELETED_AT": ("timestamp", "starload: its latest delete", "starload: the time of that delete"),
+}
 _DATE_TYPES = {"FULL_DATE": "date", "MONTH_NAME": "string", "DAY_NAME": "string", "IS_WEEKEND": "boolean"}
 
 

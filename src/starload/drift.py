@@ -313,8 +313,10 @@ def _meanings(schema: StarSchema) -> dict[str, dict[str, Any]]:
         for field in dim.columns:
             add(dim.table, field)
     for fact in schema.all_facts:
-        for field in fact.fields:
+        for field in fact.table_fields:
             add(fact.table, field)
+        for m in fact.all_milestones:
+            found[f"{fact.table}.{m.column}"] = {"source": source_name(m.source), "equals": m.equals}
         for measure in fact.measures:
             found[f"{fact.table}.{measure.column}"] = {"factors": list(measure.factors), "type": measure.type}
     return found

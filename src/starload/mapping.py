@@ -31,6 +31,7 @@ import pyarrow as pa
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
+    DELETE_COLUMNS,
     Boolean,
     Feed,
     Check,
@@ -346,7 +347,10 @@ def _field_steps(
     feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]
 ) -> tuple[list[str], list[str], list[str], list[str]]:
     """The (texts, candidates, values, problems) columns that read and type ``items`` from ``_sl_j{i}`` (see :func:`_typed_value`)."""
-    natural_sources = {f.source for dim, fields in feed.carried for f in fields if f.column in {k.column for k in dim.natural_key}}
+    # What a delete must still carry: its row's key (the dimension's natural key, or the fact's grain).
+    own = feed.dimension
+    natural_sources = {f.source for f in feed.fields_of(own) if f.column in {k.column for k in own.natural_key}} if own else set()
+    natural_sources |= {g.source for fact in feed.facts for g in fact.grain}
     texts, candidates, values, problems = [], [], [], []
     for name, column_type in items.items():
         i, shown = index[name], source_name(name)
@@ -515,7 +519,8 @@ SELECT * FROM checked
             statements.append(cls._elements(feed, a, k, inner[a], index, array_index[a], [f"_sl_v{index[x]}" for x in outer], messages, elements[a]))
         if arrays:
             statements.append(cls._combine(feed, arrays, elements, index, messages, parsed))
-        valid = f"{parsed} WHERE {_REASON} IS NULL"
+        # A tombstone has no reason and no row: it is neither valid nor a reject.
+        valid = f"{parsed} WHERE {_REASON} IS NULL" + (" AND _sl_op IS NOT NULL" if feed.envelope is not None else "")
 
         def rows_of(array: tuple[str, ...] | None) -> str:
             """The relation of ``valid`` messages, or of their elements of ``array`` joined to them."""
@@ -567,7 +572,7 @@ SELECT * FROM checked
         if feed.facts and schema.date_dimension:
             # The events' days (a milestone's is its event's), and the days of the columns that date latest facts.
             dated = {_utc_date(f"_sl_v{index[x.dating.source]}") for x in feed.facts if x.dating is not x.event_time}
-            dates = " UNION ".join([f"SELECT DISTINCT {_DATE} FROM {valid}", *(f"SELECT DISTINCT {d} FROM {valid}" for d in sorted(dated))])
+            dates = " UNION ".join([f"SELECT DISTINCT {_DATE} FROM {valid}", *(f"SELECT DISTINCT {d} FROM {valid} AND {d} IS NOT NULL" for d in sorted(dated))])
         topic = "CAST(? AS VARCHAR) AS KAFKA_TOPIC"
         rejects = f"""
 SELECT {topic}, r.KAFKA_PARTITION, r.KAFKA_OFFSET, r.MESSAGE_KEY, r.MESSAGE_VALUE, p.{_REASON} AS REASON
@@ -580,7 +585,7 @@ WHERE p.{_REASON} IS NOT NULL ORDER BY r.KAFKA_PARTITION, r.KAFKA_OFFSET
         topics = sorted(str(x.topic) for x in schema.feeds()) if schema.several_topics else []
         for f, fact in enumerate(feed.facts):
             array = array_of_fact[fact.table]
-            fact_cols = [f"_sl_v{index[x.source]} AS {quote(x.column)}" for x in fact.fields]
+            fact_cols = [f"{_EVENT if x is fact.event_time else f'_sl_v{index[x.source]}'} AS {quote(x.column)}" for x in fact.fields]
             fact_cols += [
                 f"_sl_v{index[feed.fields_of(d)[k].source]} AS {quote(natural_key_column(d.table, x.column))}"
                 for d in schema.referenced_dimensions(fact)
@@ -628,7 +633,22 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         earliest event time of the grain value's rows that meet its condition.
         """
         position = f"{_position_text(_position(rank), topics)} AS {quote(fact.position_column)}"
+        latest = f"{_position(rank)} DESC"
         met = [f"CASE WHEN CAST(_sl_v{index[m.source]} AS VARCHAR) = {_literal(m.equals)} THEN {_EVENT} END" for m in fact.milestones]
+        deleted, deleted_at = (f"_sl_op = 'd'", f"CASE WHEN _sl_op = 'd' THEN {_EVENT} END") if fact.deletes else ("", "")
+        markers, ranked_markers = "", ""
+        if fact.deletes:
+            # The values follow the latest create, update or read (a delete's row may hold its key only); the markers every change.
+            position = f"CASE WHEN NOT {deleted} THEN {_position_text(_position(rank), topics)} END AS {quote(fact.position_column)}"
+            latest = f"{deleted}, {latest}"
+            at = quote(position_column(DELETE_COLUMNS[0]))
+            names = [quote(c) for c in DELETE_COLUMNS]
+            markers = f", {deleted} AS {names[0]}, {deleted_at} AS {names[1]}, {_position_text(_position(rank), topics)} AS {at}"
+            last = f"OVER (same ORDER BY {_position(rank)} DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
+            ranked_markers = (
+                f", first_value({deleted}) {last} AS {names[0]}, first_value({deleted_at}) {last} AS {names[1]}, "
+                f"{_position_text(f'max({_position(rank)}) OVER same', topics)} AS {at}"
+            )
 
         def milestones(times: list[str]) -> str:
             found = []
@@ -639,10 +659,10 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
             return "".join(", " + x for x in found)
 
         first = "MESSAGE_HASH AS FIRST_HASH, KAFKA_PARTITION AS FIRST_PARTITION, KAFKA_OFFSET AS FIRST_OFFSET"
-        unique = f"SELECT {common}{milestones(met)}, {position}, 1 AS {_RANK}, {first} FROM {rows}"
+        unique = f"SELECT {common}{milestones(met)}{markers}, {position}, 1 AS {_RANK}, {first} FROM {rows}"
         ranked = f"""
-SELECT {common}{milestones([f"min({x}) OVER same" for x in met])}, {position},
-    row_number() OVER (same ORDER BY {_position(rank)} DESC) AS {_RANK}, {first}
+SELECT {common}{milestones([f"min({x}) OVER same" for x in met])}{ranked_markers}, {position},
+    row_number() OVER (same ORDER BY {latest}) AS {_RANK}, {first}
 FROM {rows}
 WINDOW same AS (PARTITION BY {grain})
 """
@@ -836,7 +856,8 @@ class Mapper:
                 raise ValueError(msg)
             by_feed[n] = (topic, raw)
         empty = pa.Table.from_batches([], RAW_SCHEMA)
-        facts, rejects, next_offsets, consumed, records, tombstones = {}, [], {}, {}, {}, {}
+        parts: dict[str, list[pa.Table]] = {}
+        rejects, next_offsets, consumed, records, tombstones = [], {}, {}, {}, {}
         try:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
@@ -845,7 +866,7 @@ class Mapper:
                     con.execute(statement)
                 for table, (unique_grain, facts_unique, facts_ranked) in sql.facts.items():
                     ((unique,),) = con.execute(unique_grain).fetchall()
-                    facts[table] = con.sql(facts_unique if unique else facts_ranked, params=[topic]).to_arrow_table()
+                    parts.setdefault(table, []).append(con.sql(facts_unique if unique else facts_ranked, params=[topic]).to_arrow_table())
                 rejects.append(con.sql(sql.rejects, params=[topic]).to_arrow_table())
                 if n in by_feed:
                     next_offsets[topic] = dict(con.execute(sql.offsets).fetchall())
@@ -854,6 +875,7 @@ class Mapper:
                         ((tombstones[topic],),) = con.execute(sql.tombstones).fetchall()
                     if not sql.feed.facts:
                         records[topic] = raw.num_rows - rejects[-1].num_rows - tombstones.get(topic, 0)
+            facts = {table: tables[0] if len(tables) == 1 else self._merged(schema, table, tables) for table, tables in parts.items()}
             dims = {name: con.sql(q).to_arrow_table() for name, q in self.sql.dimensions.items()}
             histories = {name: con.sql(q).to_arrow_table() for name, q in self.sql.histories.items()}
             dates = con.sql(self.sql.dates).to_arrow_table() if self.sql.dates else None
@@ -875,6 +897,39 @@ class Mapper:
             tombstones_by_topic=tombstones,
             raw={topic: raw for topic, raw in by_feed.values()},
         )
+
+    def _merged(self, schema: StarSchema, table: str, tables: list[pa.Table]) -> pa.Table:
+        """The rows of a ``latest`` fact fed by several topics (its own, then each of its updates): one row per grain value.
+
+        Each topic's latest event of the grain value (``_SL_RANK`` 1) gives the columns that
+        topic fills and its position; the row's metadata (hashes, Kafka coordinates) is its
+        own topic's event's when the batch has one, else the first of the other topics'.
+        """
+        fact = next(f for f in schema.all_facts if f.table == table)
+        grain = [quote(g.column) for g in fact.grain]
+        shared = {g.column for g in fact.grain} | {"GRAIN_HASH", "MESSAGE_HASH", "KAFKA_TOPIC", "KAFKA_PARTITION", "KAFKA_OFFSET", _RANK}
+        shared |= {"FIRST_HASH", "FIRST_PARTITION", "FIRST_OFFSET"}
+        aliases = [f"p{k}" for k in range(len(tables))]
+        columns = [f"coalesce({', '.join(f'{a}.{c}' for a in aliases)}) AS {c}" for c in [*grain, *map(quote, sorted(shared - {g.column for g in fact.grain}))]]
+        seen = set(shared)
+        if schema.date_dimension:
+            seen.add(schema.date_dimension.key)  # the fact's own topic dates the row
+            columns.append(f"p0.{quote(schema.date_dimension.key)}")
+        for a, part in zip(aliases, tables):
+            columns += [f"{a}.{quote(c)}" for c in part.column_names if c not in seen]
+            seen |= set(part.column_names)
+        joined = f"(SELECT * FROM _sl_part0 WHERE {_RANK} = 1) AS p0"
+        for k in range(1, len(tables)):
+            on = " AND ".join(f"p{k}.{g} = coalesce({', '.join(f'p{j}.{g}' for j in range(k))})" for g in grain)
+            joined += f" FULL OUTER JOIN (SELECT * FROM _sl_part{k} WHERE {_RANK} = 1) AS p{k} ON {on}"
+        con = self._con
+        for k, part in enumerate(tables):
+            con.register(f"_sl_part{k}", part)
+        try:
+            return con.sql(f"SELECT {', '.join(columns)} FROM {joined}").to_arrow_table()
+        finally:
+            for k in range(len(tables)):
+                con.unregister(f"_sl_part{k}")
 
     def close(self) -> None:
         """Close the private connection."""

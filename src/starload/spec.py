@@ -66,6 +66,8 @@ TOPIC_DIMENSION_METADATA = ("IS_INFERRED",)
 DELETE_COLUMNS = ("IS_DELETED", "DELETED_AT")
 #: The source of the delete markers: not a message field, starload derives them from each change event's ``op``.
 CHANGE_SOURCE = "(change event)"
+#: The ``event_time`` source of a fact with an envelope that means the change event's own time (Debezium's ``ts_ms``), not a row field.
+CHANGE_TIME_SOURCE = "ts_ms"
 #: The most topics one star reads (each has 4 bits of an event position inside a batch).
 MAX_TOPICS = 16
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -701,6 +703,50 @@ class Milestone:
 
 
 @attrs.frozen
+class Updates:
+    """Another topic whose events update a ``latest`` fact's rows (an order's status events, filling its milestones).
+
+    Its messages carry the fact's grain at the sources ``grain`` (one per grain column,
+    in order) and their event time at ``event_time`` (a column of the fact's, holding
+    the time of the latest of these events), and fill ``columns`` and ``milestones``
+    of the fact, each by the rules of :class:`Changes` and :class:`Milestone`: the
+    columns follow this topic's latest event, whatever the fact's own topic says.
+
+    An event of this topic whose grain value has no row yet makes the row, with what the
+    fact's own topic fills unknown (NULL; dimension keys at the unknown member, no date
+    key) until that topic's event comes and completes it in place.
+    """
+
+    topic: str
+    grain: tuple[Source, ...] = attrs.field(converter=lambda v: tuple(_as_source(x) for x in v))
+    event_time: Field
+    columns: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
+    milestones: tuple[Milestone, ...] = attrs.field(converter=_as_tuple, default=())
+
+    def __attrs_post_init__(self) -> None:
+        what = f"updates from {self.topic!r}"
+        found = topic_problems(self.topic, f"{what}: topic", ("topic",))
+        for i, source in enumerate(self.grain):
+            found += source_problems(source, f"{what}: grain", ("grain", i))
+        found += _not_fields(self.columns, what, "columns") + _not_fields((self.event_time,), what, "event_time")
+        found += _history_problems(self.columns, what, "columns")
+        found += [Problem(f"{what}: {m!r} is not a Milestone", ("milestones", i)) for i, m in enumerate(self.milestones) if not isinstance(m, Milestone)]
+        if isinstance(self.event_time, Field) and (not isinstance(self.event_time.type, Timestamp) or not self.event_time.required):
+            found.append(Problem(f"{what}: event_time {self.event_time.column!r} must be a required timestamp", ("event_time",)))
+        if not self.columns and not self.milestones:
+            found.append(Problem(f"{what}: fills nothing (give it columns or milestones)"))
+        _report(self, found)
+
+    def part(self, fact: Fact) -> Fact:
+        """What this topic's messages make of ``fact``: a ``latest`` fact of the same table with only these columns and milestones."""
+        grain = tuple(Field(g.column, source, g.type, required=True) for g, source in zip(fact.grain, self.grain))
+        return Fact(
+            table=fact.table, grain=grain, event_time=self.event_time, dimensions=(), columns=self.columns,
+            topic=self.topic, changes=Changes.LATEST, milestones=self.milestones,
+        )  # fmt: skip
+
+
+@attrs.frozen
 class Fact:
     """The fact table: one row per grain value, pointing at every dimension.
 
@@ -732,6 +778,10 @@ class Fact:
     dated_by: str | None = None
     #: Of a ``latest`` fact: the accumulating snapshot's milestones (:class:`Milestone`).
     milestones: tuple[Milestone, ...] = attrs.field(converter=_as_tuple, default=())
+    #: Of a ``latest`` fact: other topics whose events update its rows (:class:`Updates`).
+    updates: tuple[Updates, ...] = attrs.field(converter=_as_tuple, default=())
+    #: Of a ``latest`` fact: how its topic's messages wrap the row (``debezium``: change events of a table; see :meth:`deletes`).
+    envelope: Envelope | None = None
 
     def __attrs_post_init__(self) -> None:
         found = identifier_problems(self.table, "fact table", ("table",))
@@ -757,7 +807,21 @@ class Fact:
         if not isinstance(self.changes, Changes):
             found.append(Problem(f"fact {self.table!r}: changes must be one of {', '.join(c.value for c in Changes)} (got {self.changes!r})", ("changes",)))
         if self.changes is Changes.INSERT:
-            found += [Problem(f"fact {self.table!r}: {k} needs changes: latest", (k,)) for k in ("dated_by", "milestones") if getattr(self, k)]
+            found += [Problem(f"fact {self.table!r}: {k} needs changes: latest", (k,)) for k in ("dated_by", "milestones", "updates") if getattr(self, k)]
+        for i, u in enumerate(self.updates):
+            if not isinstance(u, Updates):
+                found.append(Problem(f"fact {self.table!r}: {u!r} is not an Updates", ("updates", i)))
+            elif len(u.grain) != len(self.grain):
+                found.append(Problem(f"fact {self.table!r}: updates from {u.topic!r} read {len(u.grain)} grain sources for {len(self.grain)} grain columns", ("updates", i, "grain")))
+            elif u.topic == self.topic:
+                found.append(Problem(f"fact {self.table!r}: updates from {u.topic!r}, its own topic (declare those columns on the fact)", ("updates", i, "topic")))
+        if self.envelope is not None:
+            if self.changes is not Changes.LATEST:
+                found.append(Problem(f"fact {self.table!r}: a topic of change events (envelope) needs changes: latest", ("changes",)))
+            if self.topic is None:
+                found.append(Problem(f"fact {self.table!r}: a topic of change events (envelope) needs a topic", ("topic",)))
+        topics = [u.topic for u in self.updates if isinstance(u, Updates)]
+        found += _duplicate_problems(topics, f"fact {self.table!r}: updates from topic", ("updates",))
         found += [Problem(f"fact {self.table!r}: {m!r} is not a Milestone", ("milestones", i)) for i, m in enumerate(self.milestones) if not isinstance(m, Milestone)]
         if self.dated_by is not None:
             dated = next((f for f in self.columns if isinstance(f, Field) and f.column == self.dated_by), None)
@@ -786,14 +850,70 @@ class Fact:
         return position_column(self.event_time.column)
 
     @property
+    def deletes(self) -> tuple[str, ...]:
+        """Of a fact whose topic holds change events: :data:`DELETE_COLUMNS` (none otherwise).
+
+        Its row keeps the values of the latest create, update or snapshot read (``c``,
+        ``u``, ``r``) of its grain value by event time, and a delete (``d``) keeps them too:
+        ``IS_DELETED`` and ``DELETED_AT`` follow the latest change of any kind (true and its
+        time after a delete, false and NULL after a later create), so a deleted row stays
+        for the history of what was loaded, and a query leaves it out with ``NOT IS_DELETED``.
+        """
+        return DELETE_COLUMNS if self.envelope is not None else ()
+
+    @property
+    def reads_change_time(self) -> bool:
+        """Whether its event time is the change event's ``ts_ms`` (a fact with an envelope whose ``event_time`` source is ``ts_ms``)."""
+        return self.envelope is not None and self.event_time.source == CHANGE_TIME_SOURCE
+
+    @property
+    def rows_may_wait(self) -> bool:
+        """Whether a row may lack its own values: made by :attr:`updates` first, or by a delete alone (then NULL where unknown)."""
+        return bool(self.updates) or self.envelope is not None
+
+    @property
+    def parts(self) -> tuple[Fact, ...]:
+        """What each topic of :attr:`updates` makes of this fact (:meth:`Updates.part`)."""
+        return tuple(u.part(self) for u in self.updates if isinstance(u, Updates))
+
+    @property
+    def table_fields(self) -> tuple[Field, ...]:
+        """The fields of its table, in order: :attr:`fields`, then each of :attr:`updates`' event time and columns."""
+        return (*self.fields, *(f for p in self.parts for f in p.fields[len(p.grain) :]))
+
+    @property
+    def all_milestones(self) -> tuple[Milestone, ...]:
+        """Its milestones, then those of :attr:`updates`."""
+        return (*self.milestones, *(m for p in self.parts for m in p.milestones))
+
+    def owners(self) -> dict[str, str]:
+        """Of a ``latest`` fact: per column another topic fills (:attr:`updates`), the position column of that topic's events (the others follow :attr:`position_column`)."""
+        found = {}
+        for p in self.parts:
+            found |= {f.column: p.position_column for f in p.fields[len(p.grain) :]} | {p.position_column: p.position_column}
+        deleted = position_column(DELETE_COLUMNS[0])
+        return found | {c: deleted for c in (*self.deletes, deleted)} if self.deletes else found
+
+    @property
+    def position_columns(self) -> tuple[str, ...]:
+        """Of a ``latest`` fact: its :attr:`position_column`, then each of :attr:`updates`', then of its change events' delete markers (none for an insert-only fact)."""
+        deleted = (position_column(DELETE_COLUMNS[0]),) if self.deletes else ()
+        return (self.position_column, *(p.position_column for p in self.parts), *deleted) if self.changing else ()
+
+    @property
     def read_fields(self) -> tuple[Field, ...]:
         """Every field its messages are read for: :attr:`fields`, then each milestone's source (not required; of the type a column reads it with, else a string)."""
         types = {f.source: f.type for f in self.fields}
-        return (*self.fields, *(Field(m.column, m.source, types.get(m.source, String())) for m in self.milestones))
+        fields = tuple(f for f in self.fields if not (self.reads_change_time and f is self.event_time))
+        return (*fields, *(Field(m.column, m.source, types.get(m.source, String())) for m in self.milestones))
 
     def is_optional(self, dimension: Dimension) -> bool:
         """Whether its messages may lack ``dimension``'s natural key (the fact then points at its unknown member)."""
         return dimension.name in self.optional_dimensions
+
+    def may_point_at_unknown(self, dimension: Dimension) -> bool:
+        """Whether a row may point at ``dimension``'s unknown member: its messages may lack the key, or the row may lack its own values (:attr:`rows_may_wait`)."""
+        return self.is_optional(dimension) or (self.rows_may_wait and dimension.name in self.dimensions)
 
 
 def _not_fields(items: tuple, what: str, attribute: str) -> list[Problem]:
@@ -834,8 +954,10 @@ class Feed:
 
     @property
     def envelope(self) -> Envelope | None:
-        """How the messages wrap their row (a dimension topic's envelope)."""
-        return self.dimension.envelope if self.dimension is not None else None
+        """How the messages wrap their row (a dimension topic's envelope, or its facts')."""
+        if self.dimension is not None:
+            return self.dimension.envelope
+        return next((f.envelope for f in self.facts if f.envelope is not None), None)
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the messages are read for: the facts', then the carried dimension columns."""
@@ -896,8 +1018,9 @@ class Feed:
         return next((a for f in self.fields_of(dimension) if f.column in natural and (a := array_of(f.source)) is not None), None)
 
     def counting_fact(self) -> Fact | None:
-        """The fact whose rows count the messages (loaded or duplicates): the first with a row per message, else the first."""
-        return next((f for f in self.facts if self.array_of(f) is None), self.facts[0] if self.facts else None)
+        """The fact whose rows count the messages (loaded or duplicates): the first insert-only one with a row per message, else the first with a row per message, else the first."""
+        whole = [f for f in self.facts if self.array_of(f) is None]
+        return next((f for f in whole if not f.changing), whole[0] if whole else self.facts[0] if self.facts else None)
 
 
 @attrs.frozen
@@ -957,8 +1080,8 @@ class StarSchema:
         return tuple(self.dimension(n) for n in fact.dimensions)
 
     def is_optional(self, dimension: Dimension) -> bool:
-        """Whether some fact may lack ``dimension``'s natural key (the dimension then has an unknown member)."""
-        return any(f.is_optional(dimension) for f in self.all_facts)
+        """Whether some fact's rows may point at ``dimension``'s unknown member (:meth:`Fact.may_point_at_unknown`; the dimension then has one)."""
+        return any(f.may_point_at_unknown(dimension) for f in self.all_facts)
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -968,16 +1091,16 @@ class StarSchema:
         return (*(d.table for d in self.dimensions), *logs, *date, *(f.table for f in self.all_facts))
 
     def fact_columns(self, fact: Fact) -> list[str]:
-        """``fact``'s table columns in order: fields, dimension keys, date key, measures, metadata."""
-        cols = [f.column for f in fact.fields]
+        """``fact``'s table columns in order: fields (its own, then those of its updates), dimension keys, date key, measures, milestones (each with its date key), metadata, event positions (of a ``latest`` fact)."""
+        cols = [f.column for f in fact.table_fields]
         cols += [self.dimension(n).key for n in fact.dimensions if n in self._dim_names()]
         if self.date_dimension:
             cols.append(self.date_dimension.key)
         cols += [m.column for m in fact.measures]
-        for m in fact.milestones:
+        for m in fact.all_milestones:
             cols += [m.column, m.date_key_column] if self.date_dimension else [m.column]
-        cols += list(FACT_METADATA)
-        return cols + [fact.position_column] if fact.changing else cols
+        cols += fact.deletes
+        return cols + list(FACT_METADATA) + list(fact.position_columns)
 
     @property
     def named_topics(self) -> tuple[str, ...] | None:
@@ -991,9 +1114,10 @@ class StarSchema:
         return len(self.feeds()) > 1
 
     def parts(self) -> tuple[tuple[str | None, Fact | None, Dimension | None], ...]:
-        """Each part of the star that reads a topic, in spec order: (topic, fact, None) per fact, (topic, None, dimension) per dimension with a topic."""
+        """Each part of the star that reads a topic, in spec order: (topic, fact, None) per fact, then per topic that updates one (:meth:`Fact.parts`), (topic, None, dimension) per dimension with a topic."""
         facts = tuple((f.topic, f, None) for f in self.all_facts)
-        return (*facts, *((d.topic, None, d) for d in self.dimensions if isinstance(d, Dimension) and d.topic is not None))
+        updates = tuple((p.topic, p, None) for f in self.all_facts for p in f.parts)
+        return (*facts, *updates, *((d.topic, None, d) for d in self.dimensions if isinstance(d, Dimension) and d.topic is not None))
 
     def feeds(self) -> tuple[Feed, ...]:
         """What each topic of the star feeds, in the order the topics first appear in the spec (facts first, then dimensions)."""
@@ -1011,7 +1135,7 @@ class StarSchema:
             for fact in facts:
                 overrides = {(c.dimension, c.column): c.source for c in fact.carries if isinstance(c, Carried)}
                 for dim in self.dimensions:
-                    if dim.name not in fact.dimensions and not (only and dim.topic is None):
+                    if dim.name not in fact.dimensions and not (only and dim.topic is None and fact in self.all_facts):
                         continue
                     natural = {f.column for f in dim.natural_key}
                     for f in dim.columns:
@@ -1035,7 +1159,7 @@ class StarSchema:
             )
             if facts:
                 at = facts[0].event_time
-                event_time: EventTime | None = EventTime(at.source, at.type)
+                event_time: EventTime | None = None if facts[0].reads_change_time else EventTime(at.source, at.type)
             else:
                 event_time = own.event_time if own is not None else None
             found.append(Feed(topic, facts, own, carried, event_time))
@@ -1051,8 +1175,8 @@ class StarSchema:
         return named[0]
 
     def feed_of(self, fact: Fact) -> Feed:
-        """The feed whose messages ``fact``'s rows come from."""
-        return next(f for f in self.feeds() if any(x is fact for x in f.facts))
+        """The feed whose messages ``fact``'s rows come from (``fact`` may be a part, :meth:`Fact.parts`)."""
+        return next(f for f in self.feeds() if any(x is fact or x == fact for x in f.facts))
 
     def topic_rank(self, feed: Feed) -> int:
         """``feed``'s topic's place among the star's topics sorted by name (a tie of event positions goes to the later); 0 in a star of one topic."""
@@ -1089,9 +1213,9 @@ class StarSchema:
             yield from self._source_problems(feed)
 
     def _topic_problems(self, facts: tuple[Fact, ...], places: list[Where], dims: list[Dimension]) -> Iterator[Problem]:
-        topics = [(f.topic, place) for f, place in zip(facts, places)] + [
-            (d.topic, ("dimensions", i)) for i, d in enumerate(dims) if d.topic is not None
-        ]
+        readers = [(f.topic, f.table, place) for f, place in zip(facts, places)]
+        readers += [(u.topic, f.table, (*place, "updates", i)) for f, place in zip(facts, places) for i, u in enumerate(f.updates) if isinstance(u, Updates)]
+        topics = [(topic, place) for topic, _, place in readers] + [(d.topic, ("dimensions", i)) for i, d in enumerate(dims) if d.topic is not None]
         if len(topics) > 1:
             for topic, place in topics:
                 if topic is None:
@@ -1100,16 +1224,28 @@ class StarSchema:
         for i, dim in enumerate(dims):
             if dim.topic is not None and owners.setdefault(dim.topic, dim) is not dim:
                 yield Problem(f"topic {dim.topic!r} is the topic of two dimensions ({owners[dim.topic].name}, {dim.name}): a topic feeds one dimension of its own", ("dimensions", i, "topic"))
-        for fact, place in zip(facts, places):
-            own = owners.get(str(fact.topic))
+        for topic, table, place in readers:
+            own = owners.get(str(topic))
             if own is not None and own.envelope is not None:
                 yield Problem(
-                    f"topic {fact.topic!r} holds change events ({own.envelope.value}) of dimension {own.name!r}: it cannot feed fact {fact.table!r} too",
+                    f"topic {topic!r} holds change events ({own.envelope.value}) of dimension {own.name!r}: it cannot feed fact {table!r} too",
                     (*place, "topic"),
                 )
+        wrapped: dict[str | None, set[Envelope | None]] = {}
+        for f, place in zip(facts, places):
+            wrapped.setdefault(f.topic, set()).add(f.envelope)
+            for u in f.updates:
+                wrapped.setdefault(getattr(u, "topic", None), set()).add(None)
+        for d in dims:
+            if d.topic is not None:
+                wrapped.setdefault(d.topic, set()).add(d.envelope)
+        for topic, envelopes in wrapped.items():
+            if len(envelopes) > 1:
+                yield Problem(f"topic {topic!r}: its parts disagree on its envelope (a topic holds change events for all its parts, or for none)")
         # Where each part of a topic reads its event time: the first part's place is the topic's.
         times: dict[str | None, tuple[str, Source]] = {}
         reading = [(f.topic, f"fact {f.table!r}", f.event_time.source, p) for f, p in zip(facts, places) if isinstance(f.event_time, Field)]
+        reading += [(u.topic, f"updates of {f.table!r}", u.event_time.source, (*p, "updates", i)) for f, p in zip(facts, places) for i, u in enumerate(f.updates) if isinstance(u, Updates)]
         reading += [(d.topic, f"dimension {d.name!r}", d.event_time.source, ("dimensions", i)) for i, d in enumerate(dims) if d.topic and d.event_time]
         for topic, part, source, place in reading:
             first, at = times.setdefault(topic, (part, source))

@@ -213,14 +213,17 @@ class StarSQL:
             cols += [ColumnDef(c, types[c], not_null=c == "FULL_DATE") for c in DATE_ATTRIBUTES]
             tables.append(TableDef(dd.table, tuple(cols), (dd.key,)))
         for fact in s.all_facts:
-            cols = [ColumnDef(f.column, d.type_name(f.type), not_null=f.required or f in fact.grain) for f in fact.fields]
+            waits = fact.rows_may_wait
+            cols = [ColumnDef(f.column, d.type_name(f.type), not_null=f in fact.grain or (f.required and not waits)) for f in fact.fields]
+            cols += [ColumnDef(f.column, d.type_name(f.type)) for f in fact.table_fields[len(fact.fields) :]]
             cols += [ColumnDef(dim.key, d.integer, not_null=True) for dim in s.referenced_dimensions(fact)]
             if s.date_dimension:
-                cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=True))
+                cols.append(ColumnDef(s.date_dimension.key, d.small_integer, not_null=not waits))
             cols += [ColumnDef(m.column, d.type_name(m.type)) for m in fact.measures]
-            for m in fact.milestones:
+            for m in fact.all_milestones:
                 cols.append(ColumnDef(m.column, d.timestamp))
                 cols += [ColumnDef(m.date_key_column, d.small_integer)] if s.date_dimension else []
+            cols += [ColumnDef(c, d.boolean if c == "IS_DELETED" else d.timestamp) for c in fact.deletes]
             cols += [
                 ColumnDef("GRAIN_HASH", d.integer, not_null=True),
                 ColumnDef("MESSAGE_HASH", d.integer),
@@ -229,7 +232,7 @@ class StarSQL:
                 ColumnDef("KAFKA_OFFSET", d.integer, not_null=True),
                 ColumnDef("LOADED_AT", d.timestamp, not_null=True),
             ]
-            cols += [ColumnDef(fact.position_column, d.string, not_null=True)] if fact.changing else []
+            cols += [ColumnDef(c, d.string, not_null=not waits) for c in fact.position_columns]
             # No key on the fact: idempotency comes from the outer join in insert_facts,
             # never from a constraint (Snowflake does not enforce them), and a unique
             # index would cost DuckDB about as much as the insert itself.
@@ -639,7 +642,7 @@ class StarSQL:
         (of a dimension that keeps history, the version in force at its dating time).
         """
         s = self.schema
-        selects = [f"s.{quote(f.column)}" for f in fact.fields]
+        selects = [f"s.{quote(f.column)}" for f in fact.table_fields]
         joins = []
         for i, dim in enumerate(s.referenced_dimensions(fact)):
             alias = f"d{i}"
@@ -649,7 +652,7 @@ class StarSQL:
             if dim.keeps_history:  # the version in force at the fact's dating time
                 at = f"s.{quote(fact.dating.column)}"
                 on += f" AND {alias}.VALID_FROM <= {at} AND ({alias}.VALID_TO IS NULL OR {at} < {alias}.VALID_TO)"
-            if fact.is_optional(dim):
+            if fact.may_point_at_unknown(dim):
                 selects.append(f"coalesce({alias}.{quote(dim.key)}, {UNKNOWN_KEY})")
                 joins.append(f"LEFT JOIN {quote(dim.table)} AS {alias} ON {on}")
             else:
@@ -665,7 +668,7 @@ class StarSQL:
             # One row per staged fact even if a dimension holds a natural key twice (nothing
             # enforces UNIQUE on Snowflake): the member with the smallest key wins.
             keys = ", ".join(f"d{i}.{quote(dim.key)}" for i, dim in enumerate(s.referenced_dimensions(fact)))
-            row = f"s.KAFKA_PARTITION, s.KAFKA_OFFSET{f', s.{ELEMENT_COLUMN}' if s.feed_of(fact).array_of(fact) else ''}"
+            row = f"s.KAFKA_TOPIC, s.KAFKA_PARTITION, s.KAFKA_OFFSET{f', s.{ELEMENT_COLUMN}' if s.feed_of(fact).array_of(fact) else ''}"
             qualify = f"QUALIFY row_number() OVER (PARTITION BY {row} ORDER BY {keys}) = 1"
         return selects, joins, where, qualify
 
@@ -692,31 +695,39 @@ class StarSQL:
     def update_facts(self, fact: Fact, staged: str) -> str:
         """Of a ``latest`` fact, update the rows of staged grain values that are loaded already, by event position.
 
-        Every column takes the staged value when the staged event is later than the one
-        the row holds (its position column); a milestone takes the staged time when it
-        is earlier than the row's (or the row has none). Rows that would not change are
-        not touched. Run before :meth:`insert_facts`, so it sees only rows loaded before the batch.
+        A column takes the staged value when the staged event of the topic that fills it
+        (the fact's own, or one of its updates: :meth:`~starload.spec.Fact.owners`) is
+        later than the one the row holds (that topic's position column); a milestone takes
+        the staged time when it is earlier than the row's (or the row has none); LOADED_AT
+        says when the row last changed. Rows that would not change are not touched. Run
+        before :meth:`insert_facts`, so it sees only rows loaded before the batch.
         """
         table, columns = quote(fact.table), self.schema.fact_columns(fact)
         selects, joins, where, qualify = self._fact_rows(fact, staged)
         rows = f"(SELECT {', '.join(f'{x} AS {quote(c)}' for x, c in zip(selects, columns))} FROM {staged} AS s {' '.join(joins)} WHERE {where} {qualify})"
-        at = quote(fact.position_column)
-        newer = f"s.{at} > coalesce({table}.{at}, '')"
-        milestones = {quote(m.column): m for m in fact.milestones}
-        dates = {quote(m.date_key_column): quote(m.column) for m in fact.milestones} if self.schema.date_dimension else {}
-        grain = {quote(g.column) for g in fact.grain}
+
+        def newer(at: str) -> str:
+            return f"s.{quote(at)} > coalesce({table}.{quote(at)}, '')"
+
+        owners = fact.owners()
+        milestone_of = {m.column: m.column for m in fact.all_milestones}
+        if self.schema.date_dimension:
+            milestone_of |= {m.date_key_column: m.column for m in fact.all_milestones}
         updates = {}
-        for c in map(quote, columns):
-            if c in grain:
+        for c in columns:
+            if c in {g.column for g in fact.grain}:
                 continue
-            if c in milestones or c in dates:
-                m = c if c in milestones else dates[c]
-                updates[c] = f"CASE WHEN s.{m} < {table}.{m} OR {table}.{m} IS NULL THEN s.{c} ELSE {table}.{c} END"
+            if c == "LOADED_AT":
+                updates[c] = "CURRENT_TIMESTAMP"
+            elif c in milestone_of:
+                m = quote(milestone_of[c])
+                updates[c] = f"CASE WHEN s.{m} < {table}.{m} OR {table}.{m} IS NULL THEN s.{quote(c)} ELSE {table}.{quote(c)} END"
             else:
-                updates[c] = f"CASE WHEN {newer} THEN s.{c} ELSE {table}.{c} END"
-        changed = " OR ".join([newer, *(f"s.{m} < {table}.{m} OR ({table}.{m} IS NULL AND s.{m} IS NOT NULL)" for m in milestones)])
-        on = " AND ".join(f"{table}.{g} = s.{g}" for g in grain)
-        sets = ", ".join(f"{c} = {x}" for c, x in updates.items())
+                updates[c] = f"CASE WHEN {newer(owners.get(c, fact.position_column))} THEN s.{quote(c)} ELSE {table}.{quote(c)} END"
+        earlier = [f"s.{quote(m.column)} < {table}.{quote(m.column)} OR ({table}.{quote(m.column)} IS NULL AND s.{quote(m.column)} IS NOT NULL)" for m in fact.all_milestones]
+        changed = " OR ".join([*(newer(at) for at in fact.position_columns), *earlier])
+        on = " AND ".join(f"{table}.{quote(g.column)} = s.{quote(g.column)}" for g in fact.grain)
+        sets = ", ".join(f"{quote(c)} = {x}" for c, x in updates.items())
         return f"UPDATE {table} SET {sets} FROM {rows} AS s WHERE {on} AND ({changed}) AND {self.holding()}"
 
     def find_conflicts(self, fact: Fact, staged: str, *, loaded: bool = True) -> str:
@@ -1093,8 +1104,8 @@ class SQLSink(Sink):
         staged = self._guarded(self._stage_batch, batch)
         try:
             # "messages": rows that each stand for a message (see StagedBatch.counted_rows), also fact rows.
-            # "folded": messages of latest facts, all loaded; "changed": fact rows updated.
-            counts = dict.fromkeys(("updated", "inserted", "facts", "messages", "folded", "changed"), 0)
+            # "changed": rows of latest facts updated.
+            counts = dict.fromkeys(("updated", "inserted", "facts", "messages", "changed"), 0)
 
             def run(counter: str, statement: str) -> None:
                 rows = self._guarded(self._execute, statement, [self._token])
@@ -1126,13 +1137,10 @@ class SQLSink(Sink):
                     run("inserted", sql.insert_dates(staged["DATES"]))
                 for fact in facts:
                     part, feed = staged[f"FACT_{fact.table}"], batch.schema.feed_of(fact)
-                    if fact.changing:
-                        # Every message of a latest fact is loaded: its event is folded into its row.
+                    if fact.changing:  # every message is loaded (StagedBatch.counted_rows): its event is folded into its row
                         if loaded[fact.table]:
                             run("changed", sql.update_facts(fact, part))
                         run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
-                        if feed.counting_fact() is fact:
-                            counts["folded"] += batch.facts[fact.table].num_rows
                     elif feed.counting_fact() is not fact:
                         run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
                     elif feed.array_of(fact) is None:
@@ -1153,7 +1161,7 @@ class SQLSink(Sink):
         return WriteResult(
             facts_inserted=counts["facts"] + counts["messages"],
             facts_updated=counts["changed"],
-            duplicates=batch.counted_rows() - counts["messages"] - counts["folded"],
+            duplicates=batch.counted_rows() - counts["messages"],
             records=batch.records,
             tombstones=batch.tombstones,
             rejects=batch.rejects.num_rows,
