@@ -111,7 +111,9 @@ def read_only(path: str | Path, timeout: float = 30.0) -> Iterator[duckdb.DuckDB
             connection = duckdb.connect(str(path), read_only=True)
             break
         except duckdb.IOException as exc:
-            waits = _HELD.search(str(exc)) is not None or not os.path.exists(path)
+            # The file may appear between the failed open and this check: its absence is judged by the error too.
+            missing = "database does not exist" in str(exc) or not os.path.exists(path)
+            waits = _HELD.search(str(exc)) is not None or missing
             if not waits or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
