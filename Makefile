@@ -35,6 +35,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/several_topics.py
 	$(BIN)/python benchmarks/order_lines.py
+	$(BIN)/python benchmarks/changing_facts.py
 
 clean:
 	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb

@@ -687,3 +687,11 @@ def test_change_events_through_the_local_snowflake_endpoint_are_the_oracles(loca
     with local_snowflake.connect(settings_) as con:
         rows = con.cursor().execute(CDC).fetchall()
     assert cdc_rows(rows) == cdc_oracle(changes)
+
+
+def test_the_example_spec_is_the_generators_twin():
+    from pathlib import Path
+
+    from starload.generators.bookshop import BOOKSHOP_PROGRESS_SCHEMA
+
+    assert StarSchema.from_file(Path(__file__).parents[1] / "examples" / "bookshop_progress.yaml") == BOOKSHOP_PROGRESS_SCHEMA

@@ -110,7 +110,7 @@ BUILTIN_SINKS = set(plugins.sinks(plugins.create_plugin_manager(entry_point_plug
 
 def test_builtins_register_through_the_same_hooks(pm):
     assert {"duckdb", "snowflake"} <= BUILTIN_SINKS
-    assert set(plugins.generators(pm)) == {"orders", "shop", "bookshop"}
+    assert set(plugins.generators(pm)) == {"orders", "shop", "bookshop", "bookshop-progress"}
     rows = plugins.registrations(pm)
     assert {r.plugin for r in rows} == set(plugins.BUILTIN_PLUGINS)
     assert {r.distribution for r in rows} == {"starload"} and all(r.version for r in rows)
@@ -181,7 +181,7 @@ def test_registering_the_wrong_type_is_reported(pm):
     plugin = WrongTypePlugin()
     pm.register(plugin, name="wrong")
     try:
-        assert set(plugins.generators(pm)) == {"orders", "shop", "bookshop"}
+        assert set(plugins.generators(pm)) == {"orders", "shop", "bookshop", "bookshop-progress"}
         [problem] = plugins.problems(pm)
         assert "register() takes a Generator, got str" in problem.message
     finally:

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,9 @@ from test_recovery import HISTORY, ORDERS, assert_exact, duckdb_query, loader_co
 from test_several_topics import shop_on, view
 
 from starload import ORDERS_SCHEMA, StarLoader
+from starload.generators.bookshop import BOOKSHOP_PROGRESS_GENERATOR, BOOKSHOP_PROGRESS_SCHEMA
 from starload.sinks.snowflake import SnowflakeSink
+from starload.testing import SinkBehaviour, bookshop_progress_oracle
 
 
 def snowflake_query(settings: dict):
@@ -253,3 +256,46 @@ def test_a_second_loader_on_one_duckdb_file_stops_at_once(local_broker, topic, t
     [line] = second.stderr.strip().splitlines()
     assert line.startswith("starload: error: DuckDB file") and "is loaded by another process" in line
     assert f"PID {first.pid}" in line
+
+
+def test_loaders_sharing_an_accumulating_snapshot_killed_and_replaced_build_the_oracles_rows(
+    local_broker, snowflake_environment, snowflake_settings, spawn, tmp_path
+):
+    """The bookshop's orders and status events (two topics of three partitions) into one ``changes: latest`` fact, by two
+    loaders in one group, one SIGKILLed and replaced: every row the oracle's, whichever loader wrote which of its events."""
+    prefix = f"g{uuid.uuid4().hex[:8]}-"
+    data = BOOKSHOP_PROGRESS_SCHEMA.to_dict()
+    data["fact"]["topic"] = prefix + data["fact"]["topic"]
+    data["fact"]["updates"][0]["topic"] = prefix + data["fact"]["updates"][0]["topic"]
+    spec = tmp_path / "progress.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    star, count = ("--spec", str(spec)), 6_000
+    produced = subprocess.run(
+        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--generator", "bookshop-progress",
+         "--count", str(count), "--seed", "23", "--partitions", "3", "--option", f"prefix={prefix}"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    loaders = [spawn(None, f"progress-{i}", star=star, group="progress") for i in range(2)]
+    for loader in loaders:
+        loader.wait_for("assigned")
+    time.sleep(random.Random(9).uniform(0.5, 2.0))
+    loaders.pop(0).kill()
+    loaders.append(spawn(None, "progress-2", star=star, group="progress"))
+    loaders[-1].wait_for("assigned")
+    query = snowflake_query(snowflake_settings)
+    finish_at(query, loaders, count)
+    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, "--sink", "snowflake"],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    counts: dict[str, int] = {}
+    messages = []
+    for event in islice(BOOKSHOP_PROGRESS_GENERATOR.stream(23, prefix=prefix), count):
+        messages.append((event.topic, 0, counts.get(event.topic, 0), event.value))  # no two events of an order tie: one partition stands in
+        counts[event.topic] = counts.get(event.topic, 0) + 1
+
+    class Reader(SinkBehaviour):
+        def query(self, sink, sql):
+            return query(sql)
+
+    assert Reader().progress(None) == bookshop_progress_oracle(messages)

@@ -42,6 +42,7 @@ class TestSQLiteBehaviour(SinkBehaviour):
     keeps_history = False  # it refuses a history star at prepare
     reads_several_topics = False  # it refuses a star of several topics at prepare
     loads_arrays = False  # it refuses a star that reads arrays at prepare
+    loads_changing_facts = False  # it refuses a fact with changes: latest at prepare
 
     @pytest.fixture
     def make_sink(self, tmp_path, example_plugins):  # noqa: F811

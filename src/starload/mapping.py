@@ -634,8 +634,9 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
         """
         position = f"{_position_text(_position(rank), topics)} AS {quote(fact.position_column)}"
         latest = f"{_position(rank)} DESC"
-        met = [f"CASE WHEN CAST(_sl_v{index[m.source]} AS VARCHAR) = {_literal(m.equals)} THEN {_EVENT} END" for m in fact.milestones]
-        deleted, deleted_at = (f"_sl_op = 'd'", f"CASE WHEN _sl_op = 'd' THEN {_EVENT} END") if fact.deletes else ("", "")
+        deleted, deleted_at = ("_sl_op = 'd'", f"CASE WHEN _sl_op = 'd' THEN {_EVENT} END") if fact.deletes else ("", "")
+        meets = f"NOT {deleted} AND " if fact.deletes else ""  # a delete's before reached nothing new
+        met = [f"CASE WHEN {meets}CAST(_sl_v{index[m.source]} AS VARCHAR) = {_literal(m.equals)} THEN {_EVENT} END" for m in fact.milestones]
         markers, ranked_markers = "", ""
         if fact.deletes:
             # The values follow the latest create, update or read (a delete's row may hold its key only); the markers every change.

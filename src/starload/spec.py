@@ -449,13 +449,14 @@ def _as_enum(kind: type[enum.Enum], value: object) -> Any:
 
 
 class Envelope(enum.Enum):
-    """How a dimension topic's messages wrap the row; a spec file writes it by its lower-case name (``debezium``).
+    """How a topic's messages wrap the row (a dimension's own topic, or a ``latest`` fact's); a spec file writes it by its lower-case name (``debezium``).
 
     ``DEBEZIUM``: the change event of Debezium's JSON converter, with or without its
     ``schema``/``payload`` wrapper: ``before``, ``after``, ``op`` (``c`` create, ``u``
     update, ``d`` delete, ``r`` snapshot read), ``ts_ms`` and ``source``. Field paths
-    are read from ``after`` (from ``before`` for a delete), and the event time is
-    ``ts_ms`` unless the dimension names a row field (``event_time``).
+    are read from ``after`` (from ``before`` for a delete; of a delete only the row's
+    key is required), and the event time is ``ts_ms`` unless the dimension names a row
+    field (``event_time``; a fact's ``event_time`` source ``ts_ms`` means the event's).
     """
 
     DEBEZIUM = "debezium"
@@ -757,7 +758,8 @@ class Fact:
 
     ``changes`` says what a later event of a grain value does (:class:`Changes`):
     nothing but a duplicate or a conflict (``insert``), or update the row to the
-    latest event (``latest``, with ``dated_by`` and ``milestones``).
+    latest event (``latest``, with ``dated_by``, ``milestones``, ``updates`` from other
+    topics and an ``envelope`` of change events: see :meth:`deletes`).
     """
 
     table: str
@@ -1232,7 +1234,7 @@ class StarSchema:
                     (*place, "topic"),
                 )
         wrapped: dict[str | None, set[Envelope | None]] = {}
-        for f, place in zip(facts, places):
+        for f in facts:
             wrapped.setdefault(f.topic, set()).add(f.envelope)
             for u in f.updates:
                 wrapped.setdefault(getattr(u, "topic", None), set()).add(None)

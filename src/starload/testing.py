@@ -355,6 +355,34 @@ def bookshop_oracle(messages: Sequence[tuple[int, int, Any]]) -> dict[str, Any]:
     }
 
 
+def bookshop_progress_oracle(messages: Sequence[tuple[str, int, int, Any]]) -> list[tuple[Any, ...]]:
+    """The rows of ``FACT_ORDER_PROGRESS`` (:data:`~starload.generators.bookshop.BOOKSHOP_PROGRESS_SCHEMA`) after ``messages``, in pure Python.
+
+    ``messages``: (topic, partition, offset, value) in any order, redeliveries included,
+    of the bookshop-progress generator's shapes. Per order id seen on either topic, by the
+    rules of ``changes: latest``: the values of its latest order event by (placed_at,
+    partition, offset), unknown (None) while it has none; the status of its latest status
+    event by (at, partition, offset); each milestone the earliest ``at`` of its status.
+    Returns (ORDER_ID, PLACED_AT, SHIP_COUNTRY, ORDER_TOTAL, CUSTOMER_ID, STATUS,
+    STATUS_AT, PAID_AT, SHIPPED_AT, DELIVERED_AT, CANCELLED_AT) by order id.
+    """
+    from starload.generators.bookshop import ORDERS_TOPIC, STATUSES
+
+    unique = {(t, p, o): v for t, p, o, v in messages}
+    rows = []
+    for order in sorted({v["order_id"] for v in unique.values()}):
+        orders = sorted((as_instant(v["placed_at"]), p, o, v) for (t, p, o), v in unique.items() if t.endswith(ORDERS_TOPIC) and v["order_id"] == order)
+        statuses = sorted((as_instant(v["at"]), p, o, v) for (t, p, o), v in unique.items() if not t.endswith(ORDERS_TOPIC) and v["order_id"] == order)
+        placed = (None,) * 4
+        if orders:
+            at, _, _, v = orders[-1]
+            placed = (at, (v.get("shipping") or {}).get("country"), D(v["total"]), v["customer"]["id"])
+        status = (statuses[-1][3]["status"], statuses[-1][0]) if statuses else (None, None)
+        reached = [min((t for t, _, _, v in statuses if v["status"] == s), default=None) for s in STATUSES[1:]]
+        rows.append((order, *placed, *status, *reached))
+    return rows
+
+
 def read_history(query: Callable[[str], Sequence[Sequence[Any]]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """An :data:`~starload.generators.orders.ORDERS_HISTORY_SCHEMA` star as :func:`history_oracle` spells it, read with ``query``.
 
@@ -552,6 +580,8 @@ class SinkBehaviour:
     reads_several_topics = True
     #: Whether the sink loads facts with a row per element of an array; one that does not must refuse such a star at prepare.
     loads_arrays = True
+    #: Whether the sink loads facts that change (``changes: latest``); one that does not must refuse them at prepare.
+    loads_changing_facts = True
 
     # ---- what the sink author provides ----
     @pytest.fixture
@@ -1044,6 +1074,74 @@ class SinkBehaviour:
             "customers": sorted((int(k), c) for k, c in self.rows(sink, 'SELECT "CUSTOMER_ID", "CUSTOMER_CITY" FROM "DIM_CUSTOMER" WHERE "CUSTOMER_KEY" <> -1')),
             "rejects": sorted((int(p), int(o)) for p, o in rejects),
         }
+
+    def progress(self, sink: Sink) -> list[tuple[Any, ...]]:
+        """What ``sink`` holds of ``FACT_ORDER_PROGRESS``, in :func:`bookshop_progress_oracle`'s form."""
+        times = ["PLACED_AT", "STATUS_AT", "PAID_AT", "SHIPPED_AT", "DELIVERED_AT", "CANCELLED_AT"]
+        # Each timestamp with whether it is NULL: the local Snowflake endpoint reads a NULL timestamp back as 1970.
+        read = ", ".join(f'f."{t}", f."{t}" IS NULL' for t in times)
+        rows = self.rows(
+            sink,
+            f'SELECT f."ORDER_ID", f."SHIP_COUNTRY", f."ORDER_TOTAL", c."CUSTOMER_ID", f."STATUS", {read} '
+            'FROM "FACT_ORDER_PROGRESS" f JOIN "DIM_CUSTOMER" c ON c."CUSTOMER_KEY" = f."CUSTOMER_KEY"',
+        )
+        found = []
+        for order, country, total, customer, status, *flagged in rows:
+            at = dict(zip(times, (None if null else as_instant(t) for t, null in zip(flagged[::2], flagged[1::2]))))
+            customer = int(customer) if customer is not None else None
+            found.append((order, at["PLACED_AT"], country, as_decimal(total), customer, status, *(at[t] for t in times[1:])))
+        return sorted(found)
+
+    @pytest.mark.parametrize("size", [13, 1_000])
+    def test_an_accumulating_snapshot_follows_both_topics_by_event_time(self, make_sink: Callable[[], Sink], size: int) -> None:
+        """The bookshop's orders make a row per order, its status events fill the status and the milestones; ``changes: latest``.
+
+        The status events come late, out of order, repeated, a few before their order, on
+        two partitions; loaded in batches of ``size`` (each batch a mix of both topics) and
+        then replayed, ``FACT_ORDER_PROGRESS`` equals :func:`bookshop_progress_oracle`. No
+        event is a duplicate or a conflict. A sink that loads no changing facts
+        (``loads_changing_facts = False``) must refuse the star at prepare.
+        """
+        from starload.generators.bookshop import BOOKSHOP_PROGRESS_GENERATOR, STATUS_TOPIC, BOOKSHOP_PROGRESS_SCHEMA as SCHEMA
+
+        sink = make_sink()
+        if not self.loads_changing_facts:
+            self.assert_refused(sink, SCHEMA, "changes: latest")
+            return
+        counts: dict[tuple[str, int], int] = {}
+        messages = []
+        for event in islice(BOOKSHOP_PROGRESS_GENERATOR.stream(5), 400):
+            where = (event.topic, event.key[-1] % 2)
+            messages.append((*where, counts.get(where, 0), event.value))
+            counts[where] = counts.get(where, 0) + 1
+        expected = bookshop_progress_oracle(messages)
+        first = {}
+        for topic, _, _, value in messages:
+            first.setdefault(value["order_id"], topic)
+        assert STATUS_TOPIC in first.values() and any(r[9] for r in expected)  # a status before its order, a delivery
+        mapper = Mapper(SCHEMA)
+        try:
+            sink.prepare(SCHEMA)
+
+            def load(chunk: Sequence[tuple[str, int, int, Any]]) -> WriteResult:
+                raws = {
+                    t: raw_batch([orjson.dumps(v) for x, _, _, v in chunk if x == t], partitions=[p for x, p, _, _ in chunk if x == t], offsets=[o for x, _, o, _ in chunk if x == t])
+                    for t in dict.fromkeys(x for x, _, _, _ in chunk)
+                }
+                batch = mapper.stage_topics(raws, group="g")
+                return sink.write(batch.with_conflicts(sink.find_conflicts(batch)))
+
+            results = [load(messages[start : start + size]) for start in range(0, len(messages), size)]
+            assert self.progress(sink) == expected
+            assert sum(r.facts_inserted for r in results) == len(expected)
+            assert sum(r.duplicates + r.rejects + r.conflicts for r in results) == 0
+            assert sink.violations(SCHEMA) == []
+            again = load(messages)  # replayed whole: nothing changes
+            assert (again.facts_inserted, again.facts_updated, again.duplicates) == (0, 0, 0)
+            assert self.progress(sink) == expected
+        finally:
+            mapper.close()
+            sink.close()
 
     @pytest.mark.parametrize("size", [7, 1_000])
     def test_order_lines_load_whole_or_are_rejected_whole(self, make_sink: Callable[[], Sink], size: int) -> None:

@@ -1,9 +1,14 @@
-"""A bookshop's order events: one message per order, its lines in an array.
+"""A bookshop's events: one message per order, its lines in an array; and the orders' status events.
 
 :data:`BOOKSHOP_SCHEMA` is the twin of ``examples/bookshop.yaml``: one topic,
 ``bookshop.orders``, feeds two facts: ``FACT_ORDERS`` (a row per order) and
 ``FACT_ORDER_LINES`` (a row per element of ``lines``, its position ``LINE_NO``), and
 ``DIM_BOOK`` takes its members from the elements (one per ISBN across every line).
+
+:data:`BOOKSHOP_PROGRESS_SCHEMA` is the twin of ``examples/bookshop_progress.yaml``: an
+accumulating snapshot, ``FACT_ORDER_PROGRESS``, a row per order made by
+``bookshop.orders`` and filled by ``bookshop.order_status`` (the current status and the
+time each milestone was first reached).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from starload.generators.base import Event, Generator
 from starload.hookspecs import hookimpl
 from starload.spec import (
+    Changes,
     Check,
     DateDimension,
     Decimal,
@@ -23,12 +29,17 @@ from starload.spec import (
     Field,
     Integer,
     Measure,
+    Milestone,
     StarSchema,
     String,
     Timestamp,
+    Updates,
 )
 
 ORDERS_TOPIC = "bookshop.orders"
+STATUS_TOPIC = "bookshop.order_status"
+#: An order's statuses in the order they are reached (an order is cancelled instead of shipped, or not at all).
+STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled")
 
 BOOKSHOP_SCHEMA = StarSchema(
     name="bookshop",
@@ -71,6 +82,30 @@ BOOKSHOP_SCHEMA = StarSchema(
             measures=[Measure("LINE_AMOUNT", ["UNIT_PRICE", "QTY"], Decimal(12, 2))],
         ),
     ],
+)
+
+BOOKSHOP_PROGRESS_SCHEMA = StarSchema(
+    name="bookshop_progress",
+    dimensions=[BOOKSHOP_SCHEMA.dimensions[0]],
+    date_dimension=DateDimension("DIM_DATE", "DATE_KEY"),
+    fact=Fact(
+        table="FACT_ORDER_PROGRESS",
+        topic=ORDERS_TOPIC,
+        grain=[Field("ORDER_ID", "order_id", String(32), required=True)],
+        event_time=Field("PLACED_AT", "placed_at", Timestamp(), required=True),
+        dimensions=["customer"],
+        columns=[Field("SHIP_COUNTRY", "shipping.country", String(2)), Field("ORDER_TOTAL", "total", Decimal(12, 2))],
+        changes=Changes.LATEST,
+        updates=[
+            Updates(
+                topic=STATUS_TOPIC,
+                grain=["order_id"],
+                event_time=Field("STATUS_AT", "at", Timestamp(), required=True),
+                columns=[Field("STATUS", "status", String(16))],
+                milestones=[Milestone(f"{s.upper()}_AT", "status", s) for s in STATUSES[1:]],
+            )
+        ],
+    ),
 )
 
 BOOKS = (
@@ -120,6 +155,7 @@ def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime 
         for _ in range(rng.choice((0, 1, 1, 2, 2, 3, 4, 5))):
             isbn, title = rng.choice(BOOKS)
             lines.append({"isbn": isbn, "title": title, "qty": rng.randint(1, 3), "unit_price": f"{rng.randrange(499, 4_999) / 100:.2f}"})
+        total = sum(int(line["qty"]) * float(line["unit_price"]) for line in lines if isinstance(line, dict))  # type: ignore[arg-type]
         bad = bool(lines) and rng.random() < 0.02
         if bad:
             where, broken = rng.randrange(len(lines)), rng.choice(BAD_LINES)
@@ -131,10 +167,55 @@ def generate_bookshop(rng: random.Random, *, customers: int = 50, now: datetime 
             "shipping": {"country": country, "method": rng.choice(("courier", "post"))},
             "coupon": rng.choice((None, None, None, "WELCOME10")),
             "lines": lines,
+            "total": f"{total:.2f}",
         }
         if not bad:
             placed.append(order)
         yield Event(str(order["order_id"]).encode(), order, topic)
+
+
+def generate_bookshop_progress(
+    rng: random.Random, *, customers: int = 50, now: datetime | str | None = None, prefix: str = ""
+) -> Iterator[Event]:
+    """Endless events for :data:`BOOKSHOP_PROGRESS_SCHEMA`: the bookshop's orders (:func:`generate_bookshop`) and their status events, as a real stream has them.
+
+    Each new order reaches ``placed``, then (most) ``paid``, ``shipped`` and ``delivered``
+    minutes to days apart, or is ``cancelled`` (about 1 in 12). A status event is sent
+    when its time comes, up to a few orders late, so events of one order arrive out of
+    order; about 4 % are sent twice, and about 5 % of orders are sent after their first
+    status event. Keyed by order id, on ``prefix`` + ``bookshop.order_status``.
+    """
+    topic = prefix + STATUS_TOPIC
+    pending: list[tuple[int, Event]] = []  # (orders still to go before it is sent, event)
+    held: Event | None = None
+    seen: set[object] = set()
+    for event in generate_bookshop(rng, customers=customers, now=now, prefix=prefix):
+        order = event.value
+        if held is not None:
+            yield held
+            held = None
+        due = [e for n, e in pending if n <= 0]
+        pending = [(n - 1, e) for n, e in pending if n > 0]
+        rng.shuffle(due)
+        yield from due
+        if order["order_id"] in seen:  # a redelivered order
+            yield event
+            continue
+        seen.add(order["order_id"])
+        at = datetime.fromisoformat(str(order["placed_at"]))
+        reached = ["placed", *(("cancelled",) if rng.random() < 0.08 else ("paid", "shipped", "delivered")[: rng.randint(0, 3)])]
+        for n, status in enumerate(reached):
+            at += timedelta(minutes=rng.randrange(1, 60)) if n else timedelta(0)
+            at += timedelta(hours=rng.randrange(1, 72)) if status in ("shipped", "delivered") else timedelta(0)
+            status_event = Event(event.key, {"order_id": order["order_id"], "status": status, "at": at.isoformat(timespec="milliseconds")}, topic)
+            pending += [(n + rng.randrange(0, 4), status_event)] * (2 if rng.random() < 0.04 else 1)
+        if rng.random() < 0.05:  # its first status event goes first
+            first = next(e for n, e in pending if e.key == event.key)
+            pending.remove(next(p for p in pending if p[1] is first))
+            yield first
+            held = event
+        else:
+            yield event
 
 
 BOOKSHOP_GENERATOR = Generator(
@@ -145,7 +226,16 @@ BOOKSHOP_GENERATOR = Generator(
 )
 
 
+BOOKSHOP_PROGRESS_GENERATOR = Generator(
+    name="bookshop-progress",
+    description="the bookshop's orders and their status events (placed, paid, shipped, delivered, cancelled; late, repeated, a few before their order), on two topics feeding one accumulating snapshot",
+    schema=BOOKSHOP_PROGRESS_SCHEMA,
+    events=generate_bookshop_progress,
+)
+
+
 @hookimpl
 def register_generators(register: Callable[[Generator], None]) -> None:
-    """Built-in plugin: the bookshop generator."""
+    """Built-in plugin: the bookshop generators."""
     register(BOOKSHOP_GENERATOR)
+    register(BOOKSHOP_PROGRESS_GENERATOR)

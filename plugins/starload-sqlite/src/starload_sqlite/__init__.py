@@ -104,6 +104,10 @@ def column_type(spec_type: ColumnType) -> str:
 
 def refuse_unsupported(schema: StarSchema) -> None:
     """Raise :class:`TerminalSinkError` when ``schema`` keeps history, reads several topics or arrays, has several facts or one that changes: this sink does none of these."""
+    changing = [f.table for f in schema.all_facts if f.changing]
+    if changing:
+        msg = f"the sqlite sink loads insert-only facts; {', '.join(changing)} has changes: latest: load it with --sink duckdb or --sink snowflake"
+        raise TerminalSinkError(msg)
     arrays = sorted({".".join(a) for feed in schema.feeds() for a in feed.arrays})
     if arrays:
         msg = f"the sqlite sink loads a row per message; star {schema.name!r} reads the elements of {', '.join(arrays)}: load it with --sink duckdb or --sink snowflake"
@@ -113,10 +117,6 @@ def refuse_unsupported(schema: StarSchema) -> None:
             f"the sqlite sink loads a star of one topic into one fact; star {schema.name!r} reads "
             f"{len(schema.feeds())} topics into {len(schema.all_facts)} facts: load it with --sink duckdb or --sink snowflake"
         )
-        raise TerminalSinkError(msg)
-    changing = [f.table for f in schema.all_facts if f.changing]
-    if changing:
-        msg = f"the sqlite sink loads insert-only facts; {', '.join(changing)} has changes: latest: load it with --sink duckdb or --sink snowflake"
         raise TerminalSinkError(msg)
     kept = [f"{d.table}.{f.column}" for d in schema.dimensions for f in d.history_attributes]
     if kept:
