@@ -695,3 +695,10 @@ def test_the_example_spec_is_the_generators_twin():
     from starload.generators.bookshop import BOOKSHOP_PROGRESS_SCHEMA
 
     assert StarSchema.from_file(Path(__file__).parents[1] / "examples" / "bookshop_progress.yaml") == BOOKSHOP_PROGRESS_SCHEMA
+
+
+def test_a_topic_feeds_facts_that_all_change_or_none():
+    """A conflict in an insert-only fact would reject its message whole, which a latest fact of the same topic cannot take back."""
+    orders = attrs.evolve(STATUS_SCHEMA.fact, table="FACT_ORDERS", changes="insert", dated_by=None, milestones=(), topic="status")
+    with pytest.raises(SpecError, match=re.escape("topic 'status' feeds FACT_ORDER_STATUS (changes: latest) and FACT_ORDERS (insert-only)")):
+        StarSchema(name="x", dimensions=STATUS_SCHEMA.dimensions, facts=(attrs.evolve(STATUS_SCHEMA.fact, topic="status"), orders))

@@ -1213,6 +1213,14 @@ class StarSchema:
             yield from self._fact_problems(fact, place)
         for feed in self.feeds():
             yield from self._source_problems(feed)
+            changing = sorted({f.table for f in feed.facts if f.changing})
+            fixed = sorted({f.table for f in feed.facts if not f.changing})
+            if changing and fixed:
+                # A conflict in an insert-only fact rejects its message whole, and a latest fact cannot take an event back.
+                yield Problem(
+                    f"topic {feed.topic!r} feeds {', '.join(changing)} (changes: latest) and {', '.join(fixed)} (insert-only): "
+                    "a topic's facts all change or none does (declare changes: latest on both, or read the topic in two stars)"
+                )
 
     def _topic_problems(self, facts: tuple[Fact, ...], places: list[Where], dims: list[Dimension]) -> Iterator[Problem]:
         readers = [(f.topic, f.table, place) for f, place in zip(facts, places)]
