@@ -26,7 +26,7 @@ import statistics
 
 import attrs
 import orjson
-from several_topics import Batch, Loader, load, orders_batches
+from several_topics import Batch, Loader, load, orders_batches, snowflake_batch_statements
 
 from starload import ORDERS_SCHEMA, Changes, DuckDBSink, StarSchema
 
@@ -77,8 +77,9 @@ def batch_on(facts: int, batch: Batch, fill: list[Batch]) -> float:
 def table_size(args: argparse.Namespace) -> None:
     """(b)."""
     n, small, large = args.batch_rows, args.scale // 10, args.scale
-    stream = orders_batches(args.scale + n, 100_000, customers=2_000)
-    fill, later = stream[:-1], [v for b in stream for v in b["orders"]][args.scale :]
+    step = min(100_000, small)
+    values = [v for b in orders_batches(args.scale + n, step, customers=2_000) for v in b["orders"]]
+    fill, later = [{"orders": values[i : i + step]} for i in range(0, args.scale, step)], values[args.scale :]
     old = [orjson.loads(v)["order_id"] for v in fill[0]["orders"][: n // 10]]  # type: ignore[arg-type]
     batch: Batch = {"orders": [orjson.dumps(orjson.loads(v) | {"order_id": o}) for v, o in zip(later, old)] + later[len(old) :]}  # type: ignore[arg-type]
     times = {size: min(batch_on(size, batch, fill) for _ in range(max(1, args.rounds // 2))) for size in (small, large)}
@@ -90,18 +91,12 @@ def table_size(args: argparse.Namespace) -> None:
 
 def snowflake_statements(n: int) -> None:
     """(c)."""
-    from starload.sinks.snowflake import SnowflakeSink
     from starload.testing import LocalSnowflake
 
     inserts = orders_batches(3 * n, n, customers=50)
     with LocalSnowflake() as endpoint:
         for name, schema, batches in (("insert-only", ORDERS_SCHEMA, inserts), ("latest, 3 in 4 updates", LATEST_SCHEMA, updates_of(inserts, (3 * n) // 4))):
-            loader = Loader(schema, SnowflakeSink(**endpoint.fresh_schema("bench")))
-            try:
-                loader.write(batches[0])
-                counts = [loader.write(batch)[1] for batch in batches[1:]]
-            finally:
-                loader.close()
+            counts = snowflake_batch_statements(schema, batches, endpoint)
             print(f"(c) {name}: {', '.join(map(str, counts))} statements a batch of {n:,} messages on the local Snowflake endpoint")
 
 

@@ -25,7 +25,7 @@ from itertools import islice
 import orjson
 from rich.console import Console
 from rich.table import Table
-from several_topics import Batch, Loader, load, orders_batches
+from several_topics import Batch, load, orders_batches, snowflake_batch_statements
 
 from starload import BOOKSHOP_SCHEMA, ORDERS_SCHEMA
 from starload.generators.bookshop import BOOKSHOP_GENERATOR, ORDERS_TOPIC
@@ -70,17 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def snowflake_statements(n: int) -> None:
     """Statements per batch of ``n`` messages of each star on the local Snowflake endpoint."""
-    from starload.sinks.snowflake import SnowflakeSink
     from starload.testing import LocalSnowflake
 
     with LocalSnowflake() as endpoint:
         for name, schema, batches in (("orders", ORDERS_SCHEMA, orders_batches(3 * n, n, customers=50)), ("bookshop", BOOKSHOP_SCHEMA, bookshop_batches(3 * n, n)[0])):
-            loader = Loader(schema, SnowflakeSink(**endpoint.fresh_schema("bench")))
-            try:
-                loader.write(batches[0])
-                counts = [loader.write(batch)[1] for batch in batches[1:]]
-            finally:
-                loader.close()
+            counts = snowflake_batch_statements(schema, batches, endpoint)
             print(f"{name}: {', '.join(map(str, counts))} statements a batch of {n:,} messages on the local Snowflake endpoint")
 
 

@@ -39,6 +39,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 from itertools import islice
 
 import orjson
@@ -110,6 +111,18 @@ def written(batch: StagedBatch) -> list[str]:
     tables += ["DIM_DATE"] if batch.dates is not None and batch.dates.num_rows else []
     tables += [f.table for f in schema.all_facts if batch.facts[f.table].num_rows]
     return tables + (["STARLOAD_REJECTS"] if batch.rejects.num_rows else []) + ["STARLOAD_OFFSETS"]
+
+
+def snowflake_batch_statements(schema: StarSchema, batches: list[Batch], endpoint: Any) -> list[int]:
+    """Statements each of ``batches`` but the first costs ``schema`` on a fresh schema of the local Snowflake ``endpoint`` (the first stores new partitions' offsets)."""
+    from starload.sinks.snowflake import SnowflakeSink
+
+    loader = Loader(schema, SnowflakeSink(**endpoint.fresh_schema("bench")))
+    try:
+        loader.write(batches[0])
+        return [loader.write(batch)[1] for batch in batches[1:]]
+    finally:
+        loader.close()
 
 
 def load(schema: StarSchema, batches: list[Batch]) -> float:

@@ -12,6 +12,7 @@ import uuid
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import yaml
@@ -125,28 +126,33 @@ def test_sigkills_on_the_bookshop_star_lose_double_and_split_no_order(local_brok
     assert {k: v for k, v in found.items() if k != "rejects"} == {k: v for k, v in expected.items() if k not in ("rejects", "duplicates")}
 
 
-def test_sigkills_on_the_accumulating_snapshot_lose_double_and_misplace_nothing(local_broker, tmp_path):
-    """``produce --generator bookshop-progress`` (orders, and status events late, repeated, before their order) on two topics of
-    two partitions; a loader SIGKILLed at random instants, then drained, holds the oracle's FACT_ORDER_PROGRESS, and verify passes."""
+def produce_progress(bootstrap: str, spec: Path, *, count: int, seed: int, partitions: int) -> list[tuple[Any, ...]]:
+    """``produce --generator bookshop-progress`` on topics of a fresh prefix, its spec written to ``spec``; the oracle's rows."""
     prefix = f"p{uuid.uuid4().hex[:8]}-"
     data = BOOKSHOP_PROGRESS_SCHEMA.to_dict()
     data["fact"]["topic"] = prefix + data["fact"]["topic"]
     data["fact"]["updates"][0]["topic"] = prefix + data["fact"]["updates"][0]["topic"]
-    spec = tmp_path / "progress.yaml"
     spec.write_text(yaml.safe_dump(data))
     produced = subprocess.run(
-        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--generator", "bookshop-progress",
-         "--count", "12000", "--seed", "22", "--partitions", "2", "--option", f"prefix={prefix}"],
+        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", bootstrap, "--generator", "bookshop-progress",
+         "--count", str(count), "--seed", str(seed), "--partitions", str(partitions), "--option", f"prefix={prefix}"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
-    db = tmp_path / "progress.duckdb"
-    crash_repeatedly(local_broker.bootstrap_servers, None, db, kills=3, seed=12, star=("--spec", str(spec)))  # and starload verify
     counts: dict[str, int] = {}
     messages = []
-    for event in islice(BOOKSHOP_PROGRESS_GENERATOR.stream(22, prefix=prefix), 12_000):
+    for event in islice(BOOKSHOP_PROGRESS_GENERATOR.stream(seed, prefix=prefix), count):
         messages.append((event.topic, 0, counts.get(event.topic, 0), event.value))  # one partition's offsets stand in: no two events tie
         counts[event.topic] = counts.get(event.topic, 0) + 1
-    expected = bookshop_progress_oracle(messages)
+    return bookshop_progress_oracle(messages)
+
+
+def test_sigkills_on_the_accumulating_snapshot_lose_double_and_misplace_nothing(local_broker, tmp_path):
+    """``produce --generator bookshop-progress`` (orders, and status events late, repeated, before their order) on two topics of
+    two partitions; a loader SIGKILLed at random instants, then drained, holds the oracle's FACT_ORDER_PROGRESS, and verify passes."""
+    spec = tmp_path / "progress.yaml"
+    expected = produce_progress(local_broker.bootstrap_servers, spec, count=12_000, seed=22, partitions=2)
+    db = tmp_path / "progress.duckdb"
+    crash_repeatedly(local_broker.bootstrap_servers, None, db, kills=3, seed=12, star=("--spec", str(spec)))  # and starload verify
     assert len(expected) > 3_000 and all(row[1] is not None for row in expected)
     assert _FileReader().progress(db) == expected

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal as D
+from typing import Any
 
 import attrs
 import duckdb
@@ -17,11 +18,11 @@ from hypothesis import strategies as st
 
 from starload import Changes, DuckDBSink, Envelope, Milestone, StarSchema, Updates
 from starload.exceptions import SpecError
-from starload.mapping import Mapper, raw_batch
-from starload.sinks.base import Sink
+from starload.mapping import Mapper
+from starload.sinks.base import Sink, WriteResult
 from starload.spec import DateDimension, Dimension, Fact, Field, Integer, String, Timestamp
 from starload.spec import Decimal as Dec
-from starload.testing import as_instant, debezium_change, deliveries, epoch_ms, interleave
+from starload.testing import as_instant, debezium_change, deliveries, epoch_ms, interleave, write_batches
 
 STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled")
 MILESTONES = tuple(Milestone(f"{s.upper()}_AT", "status", s) for s in STATUSES[1:])
@@ -117,20 +118,20 @@ def normal(rows: list) -> list[tuple]:
     return found
 
 
-def load(messages: list[tuple[int, int, dict]], batch_size: int, sink: Sink, schema: StarSchema = STATUS_SCHEMA) -> list:
-    """``messages`` in batches into ``sink``, as the engine writes them; the write results."""
+def load(messages: list[tuple[int, int, Any]], batch_size: int, sink: Sink, schema: StarSchema = STATUS_SCHEMA) -> list[WriteResult]:
+    """``messages`` (partition, offset, value) of the star's one topic in batches into ``sink``, as the engine writes them."""
+    topic = schema.feeds()[0].topic or "status"
+    return load_topics([(topic, p, o, v) for p, o, v in messages], batch_size, sink, schema)
+
+
+def load_topics(messages: list[tuple[str, int, int, Any]], batch_size: int, sink: Sink, schema: StarSchema) -> list[WriteResult]:
+    """``messages`` (topic, partition, offset, value) in batches into ``sink`` (:func:`~starload.testing.write_batches`)."""
     sink.prepare(schema)
     mapper = Mapper(schema)
-    results = []
     try:
-        for start in range(0, len(messages), batch_size):
-            chunk = messages[start : start + batch_size]
-            table = raw_batch([json.dumps(v).encode() for _, _, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk])
-            batch = mapper.stage(table, topic="status", group="g")
-            results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
+        return write_batches(sink, mapper, messages, batch_size)
     finally:
         mapper.close()
-    return results
 
 
 # ---- the spec ---------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def test_a_topic_of_mostly_conflicts_warns_once_naming_the_option(local_broker, 
         producer.produce(topic, orjson.dumps(value))
     producer.flush()
 
-    def load(schema: StarSchema, name: str) -> subprocess.CompletedProcess[str]:
+    def run(schema: StarSchema, name: str) -> subprocess.CompletedProcess[str]:
         spec = tmp_path / f"{name}.yaml"
         spec.write_text(json.dumps(schema.to_dict()))
         command = [
@@ -340,7 +341,7 @@ def test_a_topic_of_mostly_conflicts_warns_once_naming_the_option(local_broker, 
         ]  # fmt: skip
         return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
-    done = load(status_schema(changes="insert", dated_by=None, milestones=()), "insert")
+    done = run(status_schema(changes="insert", dated_by=None, milestones=()), "insert")
     assert done.returncode == 0, done.stderr
     advice = (
         f"120 of the 150 messages from '{topic}' so far were conflicts (a grain value loaded before, with other content: "
@@ -350,7 +351,7 @@ def test_a_topic_of_mostly_conflicts_warns_once_naming_the_option(local_broker, 
     assert done.stderr.count(advice) == 1
     assert "conflicts (among rejected): 120" in done.stdout
 
-    done = load(STATUS_SCHEMA, "latest")
+    done = run(STATUS_SCHEMA, "latest")
     assert done.returncode == 0, done.stderr
     assert "warning:" not in done.stdout and "conflicts" not in done.stderr
     assert "messages loaded: 150" in done.stdout and "facts loaded: 30" in done.stdout
@@ -469,25 +470,6 @@ def progress_oracle(messages: list[tuple[str, int, int, dict]]) -> list[tuple]:
     return rows
 
 
-def load_topics(messages: list[tuple[str, int, int, dict]], batch_size: int, sink: Sink) -> list:
-    """``messages`` (topic, partition, offset, value) in batches of ``batch_size`` over both topics; the write results."""
-    sink.prepare(PROGRESS_SCHEMA)
-    mapper = Mapper(PROGRESS_SCHEMA)
-    results = []
-    try:
-        for start in range(0, len(messages), batch_size):
-            chunk = messages[start : start + batch_size]
-            raws = {
-                topic: raw_batch([json.dumps(v).encode() for t, _, _, v in chunk if t == topic], partitions=[p for t, p, _, _ in chunk if t == topic], offsets=[o for t, _, o, _ in chunk if t == topic])
-                for topic in dict.fromkeys(t for t, _, _, _ in chunk)
-            }
-            batch = mapper.stage_topics(raws, group="g")
-            results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
-    finally:
-        mapper.close()
-    return results
-
-
 def test_a_status_before_its_order_makes_the_row_and_the_order_completes_it():
     sink = DuckDBSink(":memory:")
     messages = on_topics([
@@ -495,11 +477,11 @@ def test_a_status_before_its_order_makes_the_row_and_the_order_completes_it():
         {"topic": "orders", "partition": 0, "order_id": "O1", "updated_at": "2024-01-01T00:00:00Z", "customer_id": "C1", "tier": "gold", "amount": "10"},
         {"topic": "order_status", "partition": 0, "id": "O1", "status": "placed", "at": "2024-01-01T00:00:00Z"},
     ])  # fmt: skip
-    results = load_topics(messages[:1], 1, sink)
+    results = load_topics(messages[:1], 1, sink, PROGRESS_SCHEMA)
     [waiting] = progress_rows(sink.connection.execute(PROGRESS).fetchall())
     assert waiting == ("O1", None, None, None, "paid", None, None, datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC), None, None, None)
     assert sink.connection.execute("SELECT CUSTOMER_KEY FROM FACT_ORDER_PROGRESS").fetchall() == [(-1,)]  # the unknown member
-    results += load_topics(messages[1:], 1, sink)
+    results += load_topics(messages[1:], 1, sink, PROGRESS_SCHEMA)
     assert [(r.facts_inserted, r.facts_updated, r.duplicates) for r in results] == [(1, 0, 0), (0, 1, 0), (0, 0, 0)]
     assert progress_rows(sink.connection.execute(PROGRESS).fetchall()) == progress_oracle(messages)
     assert sink.violations(PROGRESS_SCHEMA) == []
@@ -518,7 +500,7 @@ def test_the_snapshot_is_a_function_of_both_topics_events(events, picks, batch_s
     keyed = [((t, p), o, (t, p, o, v)) for t, p, o, v in messages]
     arrived = [m for _, _, m in deliveries(interleave(keyed, picks), again)]
     sink = DuckDBSink(":memory:")
-    results = load_topics(arrived, batch_size, sink)
+    results = load_topics(arrived, batch_size, sink, PROGRESS_SCHEMA)
     assert progress_rows(sink.connection.execute(PROGRESS).fetchall()) == progress_oracle(messages)
     assert sink.violations(PROGRESS_SCHEMA) == []
     assert sum(r.duplicates + r.rejects for r in results) == 0
@@ -533,7 +515,7 @@ def test_the_snapshot_through_the_local_snowflake_endpoint_is_the_oracles(local_
     keyed = [((t, p), o, (t, p, o, v)) for t, p, o, v in messages]
     settings_ = local_snowflake.fresh_schema("snapshot")
     with SnowflakeSink(**settings_) as sink:
-        load_topics([m for _, _, m in interleave(keyed, picks)], batch_size, sink)
+        load_topics([m for _, _, m in interleave(keyed, picks)], batch_size, sink, PROGRESS_SCHEMA)
         assert sink.violations(PROGRESS_SCHEMA) == []
     with local_snowflake.connect(settings_) as con:
         rows = con.cursor().execute(PROGRESS).fetchall()
@@ -618,20 +600,6 @@ def cdc_rows(rows: list) -> list[tuple]:
     return [(*row[:6], None if row[7] else row[6].astimezone(UTC), None if row[9] else row[8].astimezone(UTC)) for row in rows]
 
 
-def load_cdc(messages: list[tuple[int, int, bytes | None]], batch_size: int, sink: Sink) -> list:
-    sink.prepare(CDC_SCHEMA)
-    mapper = Mapper(CDC_SCHEMA)
-    results = []
-    try:
-        for start in range(0, len(messages), batch_size):
-            chunk = messages[start : start + batch_size]
-            batch = mapper.stage(raw_batch([v for _, _, v in chunk], partitions=[p for p, _, _ in chunk], offsets=[o for _, o, _ in chunk]), topic="pg.public.orders", group="g")
-            results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
-    finally:
-        mapper.close()
-    return results
-
-
 def test_a_captured_orders_table_loads_as_latest_state_facts():
     """Snapshot, creates, updates of status and amount, a delete (key-only before), its tombstone, a re-create; sums follow in the same batch."""
     ts = {n: f"2024-01-0{n}T00:00:00Z" for n in range(1, 7)}
@@ -645,7 +613,7 @@ def test_a_captured_orders_table_loads_as_latest_state_facts():
     ]
     changes = [{"partition": 0, "full_before": True} | c for c in changes]
     sink = DuckDBSink(":memory:")
-    results = load_cdc(cdc_messages(changes), 3, sink)
+    results = load(cdc_messages(changes), 3, sink, CDC_SCHEMA)
     assert sum(r.tombstones for r in results) == 1 and sum(r.rejects + r.duplicates for r in results) == 0
     assert cdc_rows(sink.connection.execute(CDC).fetchall()) == cdc_oracle(changes)
     assert cdc_rows(sink.connection.execute(CDC).fetchall()) == [
@@ -655,7 +623,7 @@ def test_a_captured_orders_table_loads_as_latest_state_facts():
     open_amount = "SELECT sum(AMOUNT) FROM FACT_ORDERS WHERE NOT IS_DELETED"
     assert sink.connection.execute(open_amount).fetchall() == [(D("12.50"),)]
     # the order comes back: created again, later
-    load_cdc([(0, 6, debezium_change("c", {"id": 2, "status": "placed", "amount": "5.00", "customer_id": "C2", "placed_at": PLACED["O2"]}, epoch_ms(ts[5])))], 1, sink)
+    load([(0, 6, debezium_change("c", {"id": 2, "status": "placed", "amount": "5.00", "customer_id": "C2", "placed_at": PLACED["O2"]}, epoch_ms(ts[5])))], 1, sink, CDC_SCHEMA)
     assert sink.connection.execute(open_amount).fetchall() == [(D("17.50"),)]
     assert sink.violations(CDC_SCHEMA) == []
 
@@ -669,7 +637,7 @@ def test_a_captured_orders_table_loads_as_latest_state_facts():
 )
 def test_change_events_make_the_latest_state_whatever_the_batches(changes, picks, batch_size, again):
     sink = DuckDBSink(":memory:")
-    results = load_cdc(deliveries(interleave(cdc_messages(changes), picks), again), batch_size, sink)
+    results = load(deliveries(interleave(cdc_messages(changes), picks), again), batch_size, sink, CDC_SCHEMA)
     assert cdc_rows(sink.connection.execute(CDC).fetchall()) == cdc_oracle(changes)
     assert sink.violations(CDC_SCHEMA) == []
     assert sum(r.rejects for r in results) == 0
@@ -682,7 +650,7 @@ def test_change_events_through_the_local_snowflake_endpoint_are_the_oracles(loca
 
     settings_ = local_snowflake.fresh_schema("cdc")
     with SnowflakeSink(**settings_) as sink:
-        load_cdc(interleave(cdc_messages(changes), picks), batch_size, sink)
+        load(interleave(cdc_messages(changes), picks), batch_size, sink, CDC_SCHEMA)
         assert sink.violations(CDC_SCHEMA) == []
     with local_snowflake.connect(settings_) as con:
         rows = con.cursor().execute(CDC).fetchall()

@@ -16,19 +16,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from itertools import islice
 from pathlib import Path
 
 import pytest
 import snowflake.connector
 import yaml
+from test_bookshop_example import produce_progress
 from test_recovery import HISTORY, ORDERS, assert_exact, duckdb_query, loader_command, produce_stream
 from test_several_topics import shop_on, view
 
 from starload import ORDERS_SCHEMA, StarLoader
-from starload.generators.bookshop import BOOKSHOP_PROGRESS_GENERATOR, BOOKSHOP_PROGRESS_SCHEMA
 from starload.sinks.snowflake import SnowflakeSink
-from starload.testing import SinkBehaviour, bookshop_progress_oracle
+from starload.testing import SinkBehaviour
 
 
 def snowflake_query(settings: dict):
@@ -95,6 +94,13 @@ def finish_at(query: Callable[[str], list[tuple]], loaders: list[Loader], end: i
         loader.process.send_signal(signal.SIGTERM)
     for loader in loaders:
         loader.finish()
+
+
+def verify_on_snowflake(star: tuple[str, ...]) -> None:
+    """``starload verify`` of ``star`` on the Snowflake sink passes."""
+    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, "--sink", "snowflake"],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @pytest.fixture
@@ -178,9 +184,7 @@ def test_loaders_sharing_the_shop_topics_killed_and_replaced_build_the_star_of_o
         loaders[-1].wait_for("assigned")
     query = snowflake_query(snowflake_settings)
     finish_at(query, loaders, count)
-    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, "--sink", "snowflake"],
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    verify_on_snowflake(star)
     expected = view(duckdb_query(calm))
     assert view(query) == expected
     versions, orders, payments = expected
@@ -263,19 +267,9 @@ def test_loaders_sharing_an_accumulating_snapshot_killed_and_replaced_build_the_
 ):
     """The bookshop's orders and status events (two topics of three partitions) into one ``changes: latest`` fact, by two
     loaders in one group, one SIGKILLed and replaced: every row the oracle's, whichever loader wrote which of its events."""
-    prefix = f"g{uuid.uuid4().hex[:8]}-"
-    data = BOOKSHOP_PROGRESS_SCHEMA.to_dict()
-    data["fact"]["topic"] = prefix + data["fact"]["topic"]
-    data["fact"]["updates"][0]["topic"] = prefix + data["fact"]["updates"][0]["topic"]
-    spec = tmp_path / "progress.yaml"
-    spec.write_text(yaml.safe_dump(data))
-    star, count = ("--spec", str(spec)), 6_000
-    produced = subprocess.run(
-        [sys.executable, "-m", "starload.cli", "produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--generator", "bookshop-progress",
-         "--count", str(count), "--seed", "23", "--partitions", "3", "--option", f"prefix={prefix}"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert produced.returncode == 0, produced.stderr
+    spec, count = tmp_path / "progress.yaml", 6_000
+    expected = produce_progress(local_broker.bootstrap_servers, spec, count=count, seed=23, partitions=3)
+    star = ("--spec", str(spec))
     loaders = [spawn(None, f"progress-{i}", star=star, group="progress") for i in range(2)]
     for loader in loaders:
         loader.wait_for("assigned")
@@ -285,17 +279,10 @@ def test_loaders_sharing_an_accumulating_snapshot_killed_and_replaced_build_the_
     loaders[-1].wait_for("assigned")
     query = snowflake_query(snowflake_settings)
     finish_at(query, loaders, count)
-    verified = subprocess.run([sys.executable, "-m", "starload.cli", "verify", *star, "--sink", "snowflake"],
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    counts: dict[str, int] = {}
-    messages = []
-    for event in islice(BOOKSHOP_PROGRESS_GENERATOR.stream(23, prefix=prefix), count):
-        messages.append((event.topic, 0, counts.get(event.topic, 0), event.value))  # no two events of an order tie: one partition stands in
-        counts[event.topic] = counts.get(event.topic, 0) + 1
+    verify_on_snowflake(star)
 
     class Reader(SinkBehaviour):
         def query(self, sink, sql):
             return query(sql)
 
-    assert Reader().progress(None) == bookshop_progress_oracle(messages)
+    assert Reader().progress(None) == expected

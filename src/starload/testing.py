@@ -8,6 +8,7 @@ Fixtures:
 
 Helpers: :func:`load_until_idle` runs a :class:`~starload.engine.StarLoader` until
 the topic is drained, with settings that are fast on the local broker;
+:func:`write_batches` writes messages of any topics in batches, as the engine does;
 :class:`Stager` turns raw message values into the staged batches a sink receives;
 :class:`ReaderProbe` reads a DuckDB file the way a person does while a loader runs.
 
@@ -144,6 +145,25 @@ def stage_topics(mapper: Mapper, topics: dict[str, list[bytes | None]], *, start
     raws = {t: raw_batch(v, offsets=range(start.get(t, 0), start.get(t, 0) + len(v))) for t, v in topics.items()}
     return mapper.stage_topics(raws, group=group)
 
+
+
+def write_batches(sink: Sink, mapper: Mapper, messages: Sequence[tuple[str, int, int, Any]], batch_size: int) -> list[WriteResult]:
+    """Write ``messages`` into ``sink`` in batches of ``batch_size``, as the engine does (conflicts found, then written); the results.
+
+    ``messages``: (topic, partition, offset, value) in arrival order, a value a dict (sent
+    as JSON), bytes (sent as they are) or None (a tombstone); a batch holds each topic's.
+    """
+    results = []
+    for start in range(0, len(messages), batch_size):
+        chunk = messages[start : start + batch_size]
+        raws = {}
+        for topic in dict.fromkeys(t for t, _, _, _ in chunk):
+            mine = [(p, o, v) for t, p, o, v in chunk if t == topic]
+            values = [orjson.dumps(v) if isinstance(v, dict) else v for _, _, v in mine]
+            raws[topic] = raw_batch(values, partitions=[p for p, _, _ in mine], offsets=[o for _, o, _ in mine])
+        batch = mapper.stage_topics(raws, group="g")
+        results.append(sink.write(batch.with_conflicts(sink.find_conflicts(batch))))
+    return results
 
 
 class ReaderProbe:
@@ -1123,20 +1143,12 @@ class SinkBehaviour:
         try:
             sink.prepare(SCHEMA)
 
-            def load(chunk: Sequence[tuple[str, int, int, Any]]) -> WriteResult:
-                raws = {
-                    t: raw_batch([orjson.dumps(v) for x, _, _, v in chunk if x == t], partitions=[p for x, p, _, _ in chunk if x == t], offsets=[o for x, _, o, _ in chunk if x == t])
-                    for t in dict.fromkeys(x for x, _, _, _ in chunk)
-                }
-                batch = mapper.stage_topics(raws, group="g")
-                return sink.write(batch.with_conflicts(sink.find_conflicts(batch)))
-
-            results = [load(messages[start : start + size]) for start in range(0, len(messages), size)]
+            results = write_batches(sink, mapper, messages, size)
             assert self.progress(sink) == expected
             assert sum(r.facts_inserted for r in results) == len(expected)
             assert sum(r.duplicates + r.rejects + r.conflicts for r in results) == 0
             assert sink.violations(SCHEMA) == []
-            again = load(messages)  # replayed whole: nothing changes
+            [again] = write_batches(sink, mapper, messages, len(messages))  # replayed whole: nothing changes
             assert (again.facts_inserted, again.facts_updated, again.duplicates) == (0, 0, 0)
             assert self.progress(sink) == expected
         finally:
