@@ -25,6 +25,9 @@ from starload.spec import Decimal as Dec
 from starload.testing import as_instant, debezium_change, deliveries, epoch_ms, interleave, write_batches
 
 STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled")
+#: What the property tests on DuckDB vary besides the events: the batch size, and redeliveries (see :func:`~starload.testing.deliveries`).
+BATCH_SIZES = st.integers(1, 12)
+REDELIVERIES = st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2)
 MILESTONES = tuple(Milestone(f"{s.upper()}_AT", "status", s) for s in STATUSES[1:])
 
 
@@ -250,8 +253,8 @@ def test_a_row_holds_its_latest_event_and_each_milestone_its_first_time():
 @given(
     events=st.lists(event, min_size=1, max_size=40),
     picks=st.lists(st.integers(0, 2)),
-    batch_size=st.integers(1, 12),
-    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+    batch_size=BATCH_SIZES,
+    again=REDELIVERIES,
 )
 def test_the_rows_follow_event_time_whatever_the_interleaving_batches_and_redeliveries(events, picks, batch_size, again):
     messages = placed(events)
@@ -491,8 +494,8 @@ def test_a_status_before_its_order_makes_the_row_and_the_order_completes_it():
 @given(
     events=st.lists(progress_event, min_size=1, max_size=40),
     picks=st.lists(st.integers(0, 3)),
-    batch_size=st.integers(1, 12),
-    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+    batch_size=BATCH_SIZES,
+    again=REDELIVERIES,
 )
 def test_the_snapshot_is_a_function_of_both_topics_events(events, picks, batch_size, again):
     """Orders and status events on two topics of two partitions each, interleaved at random, in any batches, redelivered: the oracle's rows."""
@@ -632,8 +635,8 @@ def test_a_captured_orders_table_loads_as_latest_state_facts():
 @given(
     changes=st.lists(change, min_size=1, max_size=40),
     picks=st.lists(st.integers(0, 1)),
-    batch_size=st.integers(1, 12),
-    again=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=2),
+    batch_size=BATCH_SIZES,
+    again=REDELIVERIES,
 )
 def test_change_events_make_the_latest_state_whatever_the_batches(changes, picks, batch_size, again):
     sink = DuckDBSink(":memory:")
