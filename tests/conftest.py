@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from starload.generators.orders import ORDERS_GENERATOR
-from starload.testing import LocalSnowflake
+from starload.testing import LocalSchemaRegistry, LocalSnowflake
 from starload.testing import snowflake_environment as snowflake_environment_for
 
 
@@ -31,6 +31,13 @@ def local_snowflake() -> Iterator[LocalSnowflake]:
     """A local Snowflake endpoint (fakesnow over DuckDB) for the whole session."""
     with LocalSnowflake() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def local_schema_registry() -> Iterator[LocalSchemaRegistry]:
+    """A local Schema Registry (Confluent's API, in memory) for the whole session: give each test its own subjects."""
+    with LocalSchemaRegistry() as registry:
+        yield registry
 
 
 @pytest.fixture

@@ -1394,38 +1394,25 @@ class SinkBehaviour:
             sink.close()
 
 
-class LocalSnowflake:
-    """The local Snowflake endpoint (:mod:`starload.snowflake_endpoint`: fakesnow held to Snowflake's rules).
+class LocalEndpoint:
+    """A local stand-in service of the tests, run as ``python -m <module> --port P …`` for the life of a ``with`` block."""
 
-    Runs for the life of a ``with`` block. Every measurement gets a fresh schema of one
-    database (the endpoint keeps all of them in one in-memory database);
-    :meth:`fresh_schema` returns connector settings. ``latency_ms`` holds each request
-    that long, as a remote warehouse would; :meth:`inject` and :meth:`stats` reach the
-    endpoint's fault injection and request counts.
-    """
+    #: The module that serves it, and what it is called in errors.
+    module = ""
+    what = ""
 
-    DATABASE = "E_COMMERCE"
-
-    def __init__(self, *, latency_ms: float = 0) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.latency_ms = latency_ms
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
-    @property
-    def endpoint(self) -> dict[str, Any]:
-        """Connector arguments for the endpoint itself (no database or schema)."""
-        return {
-            "host": "localhost", "port": self.port, "protocol": "http",
-            "account": "fakesnow", "user": "starload", "password": "not-a-real-secret-42",
-        }  # fmt: skip
+    def arguments(self) -> list[str]:
+        """Its command-line arguments besides ``--port``."""
+        return []
 
     def __enter__(self) -> Self:
         self._log = tempfile.TemporaryFile()
-        command = [
-            sys.executable, "-m", "starload.snowflake_endpoint", "--port", str(self.port),
-            "--latency-ms", str(self.latency_ms),
-        ]  # fmt: skip
+        command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.arguments()]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + 60
         while True:
@@ -1437,9 +1424,17 @@ class LocalSnowflake:
                     self._log.seek(0)
                     tail = self._log.read().decode(errors="replace")[-2000:]
                     self.__exit__()
-                    msg = f"the local Snowflake endpoint did not start: {tail}"
+                    msg = f"the {self.what} did not start: {tail}"
                     raise RuntimeError(msg) from None
                 time.sleep(0.1)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            stop_process(self.process, grace=10)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _control(self, path: str, payload: Any = None) -> dict[str, Any]:
         import urllib.request
@@ -1448,6 +1443,60 @@ class LocalSnowflake:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/starload/{path}", data=data, method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             return dict(orjson.loads(response.read()))
+
+
+class LocalSchemaRegistry(LocalEndpoint):
+    """The local Schema Registry (:mod:`starload.schema_registry_endpoint`: Confluent's API and its Avro compatibility rule, in memory)."""
+
+    module = "starload.schema_registry_endpoint"
+    what = "local Schema Registry"
+
+    @property
+    def url(self) -> str:
+        """Its URL, for ``SchemaRegistryClient({"url": …})`` and ``--schema-registry``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, times: int = 1, status: int = 500) -> None:
+        """Make the next ``times`` API calls answer ``status`` (error code 50001)."""
+        self._control("faults", {"status": status, "times": times})
+
+    def requests(self) -> int:
+        """API calls served since start or :meth:`reset`."""
+        return int(self._control("stats")["requests"])
+
+    def reset(self) -> None:
+        """Forget faults not yet used, and the count of calls."""
+        self._control("reset")
+
+
+class LocalSnowflake(LocalEndpoint):
+    """The local Snowflake endpoint (:mod:`starload.snowflake_endpoint`: fakesnow held to Snowflake's rules).
+
+    Runs for the life of a ``with`` block. Every measurement gets a fresh schema of one
+    database (the endpoint keeps all of them in one in-memory database);
+    :meth:`fresh_schema` returns connector settings. ``latency_ms`` holds each request
+    that long, as a remote warehouse would; :meth:`inject` and :meth:`stats` reach the
+    endpoint's fault injection and request counts.
+    """
+
+    DATABASE = "E_COMMERCE"
+    module = "starload.snowflake_endpoint"
+    what = "local Snowflake endpoint"
+
+    def __init__(self, *, latency_ms: float = 0) -> None:
+        super().__init__()
+        self.latency_ms = latency_ms
+
+    def arguments(self) -> list[str]:
+        return ["--latency-ms", str(self.latency_ms)]
+
+    @property
+    def endpoint(self) -> dict[str, Any]:
+        """Connector arguments for the endpoint itself (no database or schema)."""
+        return {
+            "host": "localhost", "port": self.port, "protocol": "http",
+            "account": "fakesnow", "user": "starload", "password": "not-a-real-secret-42",
+        }  # fmt: skip
 
     def inject(
         self,
@@ -1470,14 +1519,6 @@ class LocalSnowflake:
     def reset(self) -> None:
         """Clear the request counts and the faults not yet used."""
         self._control("reset")
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None:
-            stop_process(self.process, grace=10)
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def connect(self, settings: dict[str, Any]) -> Any:
         """A connector connection with ``settings``."""
