@@ -96,3 +96,19 @@ def test_produce_creates_its_topic_with_the_x_settings_too(local_broker):
     assert last_line(done).startswith(f"starload: error: no Kafka broker answered at {local_broker.bootstrap_servers}")
     topics = AdminClient({"bootstrap.servers": local_broker.bootstrap_servers}).list_topics(timeout=10).topics
     assert topic not in topics
+
+
+def test_a_misspelt_topic_stops_at_once_with_the_nearest_names(local_broker, tmp_path):
+    """The broker answered and lists no such topic: no waiting out --startup-timeout, and the names it meant."""
+    prefix = f"book{uuid.uuid4().hex[:6]}"
+    ensure_topic(local_broker.bootstrap_servers, f"{prefix}.order_lines", partitions=1)
+    done, seconds = starload(
+        "load", "--bootstrap-servers", local_broker.bootstrap_servers, "--topic", f"{prefix}.orderlines", "--schema", "orders",
+        "--duckdb-path", str(tmp_path / "s.duckdb"), "--startup-timeout", "60",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert last_line(done).startswith(
+        f"starload: error: topic '{prefix}.orderlines' does not exist on {local_broker.bootstrap_servers}; did you mean '{prefix}.order_lines'?"
+    )
+    assert seconds < 20  # the broker's answer was enough (it waited the whole 60 s before)
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,7 @@ out of the range the broker holds are never resumed from silently: see
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import itertools
 import logging
@@ -302,6 +303,20 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
     return (topic, *(f.topic for f in schema.feeds() if f.topic is not None))
 
 
+def _missing_topics(absent: list[str], listed: set[str], servers: str) -> str:
+    """The one line that says which topics the broker at ``servers`` does not have, and the nearest it has."""
+    shown = sorted(t for t in listed if not t.startswith("__"))  # not the broker's own topics
+    guesses = []
+    for topic in absent:
+        near = difflib.get_close_matches(topic, shown, n=1, cutoff=0.6)
+        guesses += [f"did you mean {near[0]!r} for {topic!r}?" if len(absent) > 1 else f"did you mean {near[0]!r}?"] if near else []
+    names = ", ".join(map(repr, absent))
+    verb = "does" if len(absent) == 1 else "do"
+    listing = ", ".join(shown[:10]) + (", …" if len(shown) > 10 else "")
+    hint = " ".join(guesses) or f"its topics: {listing or 'none'}"
+    return f"topic {names} {verb} not exist on {servers}; {hint} (check --topic or the spec's topics, or create it first: starload produce creates it)"
+
+
 class StarLoader:
     """Loads the topics of a star schema (see :func:`loader_topics`) through a sink, exactly once, in one consumer group.
 
@@ -560,7 +575,12 @@ class StarLoader:
             self._paused = False
 
     def _await_topic(self) -> None:
-        """Wait up to ``startup_timeout`` for the broker to answer and every topic to exist; else StartupError naming the missing ones."""
+        """Wait up to ``startup_timeout`` for the broker to answer and every topic to be ready; else StartupError naming the missing ones.
+
+        A topic the broker's answer does not list at all stops the loader at once, with the
+        nearest names it does list (a misspelt topic waits for nothing); one it lists
+        without partitions yet (just created) is waited for.
+        """
         servers = self.config["bootstrap.servers"]
         probe = Consumer(self.config)  # only reads metadata: it never joins the group
         deadline = time.monotonic() + self.startup_timeout
@@ -568,6 +588,10 @@ class StarLoader:
             while True:
                 remaining = deadline - time.monotonic()
                 try:
+                    listed = set(probe.list_topics(timeout=max(0.5, min(remaining, 5.0))).topics)
+                    absent = [t for t in self.topics if t not in listed]
+                    if absent:
+                        raise StartupError(_missing_topics(absent, listed, servers))
                     missing = [t for t in self.topics if topic_partitions(probe, t, max(0.5, min(remaining, 5.0))) is None]
                     if not missing:
                         return
