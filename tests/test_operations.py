@@ -128,7 +128,7 @@ def test_json_log_lines_and_the_summary(local_broker, tmp_path):
     assert any(line["message"].startswith("assigned 0@") and line["logger"] == "starload.engine" for line in lines)
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert summary["consumed"] == "203" and summary["rejected"] == "3"
-    assert summary["rejects went to"] == f"table STARLOAD_REJECTS and topic '{topic}.dlq'"
+    assert summary["rejects went to"] == f"table STARLOAD_REJECTS of DuckDB file {str(tmp_path / 's.duckdb')!r} and topic '{topic}.dlq'"
     assert float(summary["elapsed"].removesuffix(" s")) > 0
     assert summary["throughput"].endswith("messages/s (from the first assignment to the last commit)")
     assert int(summary["throughput"].split()[0].replace(",", "")) > 0

@@ -510,6 +510,7 @@ def test_the_cli_produces_clickstream_and_loads_it_into_sqlite(example_plugins, 
     )
     assert loaded.returncode == 0, loaded.stderr
     assert "facts loaded: 600" in loaded.stdout
+    assert f"rejects went to: table STARLOAD_REJECTS of SQLite file {str(db)!r} and topic 'plugins-views.dlq'" in loaded.stdout  # asked of the sink
     with sqlite3.connect(db) as con:
         assert con.execute('SELECT count(*), count(DISTINCT "USER_KEY") <= 20 FROM "FACT_PAGE_VIEWS"').fetchall() == [
             (600, 1)

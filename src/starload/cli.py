@@ -44,7 +44,6 @@ from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
-from starload.sinks.base import REJECTS_TABLE
 from starload.spec import DATE_ATTRIBUTES, DELETE_COLUMNS, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, source_name, type_spelling
 from starload.specfile import json_schema
 
@@ -339,7 +338,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         with _serving(loader, args.metrics_host, args.metrics_port):
             stats = loader.run(until_idle=args.until_idle)
     dead_letters = "".join(f" and topic {t!r}" for t in loader.dlq_topics)
-    print(load_summary(stats, f"table {REJECTS_TABLE}{dead_letters}"))
+    print(load_summary(stats, f"{loader.sink.rejects_location()}{dead_letters}"))
     return 0
 
 
@@ -627,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-rows", type=_bounded(int, 1), default=DEFAULT_BATCH_ROWS, help="messages per batch at most")
     p.add_argument("--batch-seconds", type=_bounded(float, 0, above=True), default=1.0, help="seconds a batch gathers at most")
     p.add_argument("--dlq-topic", default=None, metavar="TOPIC", help="dead-letter topic for rejects (default: <topic>.dlq)")
-    p.add_argument("--no-dlq", action="store_true", help="record rejects only in STARLOAD_REJECTS")
+    p.add_argument("--no-dlq", action="store_true", help="record rejects only in the sink (STARLOAD_REJECTS of the built-in sinks)")
     p.add_argument(
         "--max-reject-ratio", type=_bounded(float, 0, high=1), default=DEFAULT_MAX_REJECT_RATIO, metavar="R",
         help="stop, writing nothing, at a batch of 100 messages or more with a larger share of rejects (1 turns the guard off)",

@@ -402,6 +402,13 @@ class Sink(abc.ABC):
         """Where the sink loads, for messages (``DuckDB file 'orders.duckdb'``); never a secret."""
         return f"the {type(self).__name__} warehouse"
 
+    def rejects_location(self) -> str:
+        """Where :meth:`write` records the rejects, for the load's summary (``table STARLOAD_REJECTS of DuckDB file 'orders.duckdb'``).
+
+        The default says only that the sink keeps them; a sink that knows the place names it.
+        """
+        return f"the {type(self).__name__} sink (it names no place: Sink.rejects_location)"
+
     @abc.abstractmethod
     def ddl(self, schema: StarSchema) -> list[str]:
         """The statements :meth:`prepare` runs, for ``starload ddl``."""

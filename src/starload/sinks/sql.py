@@ -966,6 +966,9 @@ class SQLSink(Sink):
     def expected_columns(self, schema: StarSchema) -> dict[str, dict[str, Column]]:
         return StarSQL(schema, self.dialect).expected_columns()
 
+    def rejects_location(self) -> str:
+        return f"table {REJECTS_TABLE} of {self.location()}"
+
     def inspect(self, schema: StarSchema) -> WarehouseStar:
         self._bind(schema)
         sql = self._prepared()  # connected

@@ -341,6 +341,9 @@ class SQLiteSink(Sink):
     def location(self) -> str:
         return f"SQLite file {self.path!r}"
 
+    def rejects_location(self) -> str:
+        return f"table {REJECTS_TABLE} of {self.location()}"
+
     def ddl(self, schema: StarSchema) -> list[str]:
         return ddl(schema)
 
