@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from rich.console import Console
 
-from starload import ORDERS_SCHEMA, DuckDBSink, LoadStats, StarLoader
+from starload import ORDERS_SCHEMA, DuckDBSink, LoadStats, SinkError, StarLoader
 from starload.broker import free_port
 from starload.cli import build_parser
 from starload.deadletter import VERSION
@@ -260,3 +260,29 @@ def test_import_starload_is_light_and_every_public_name_is_there():
         assert getattr(package, name) is getattr(importlib.import_module(package._HOMES[name]), name)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         package.Nope  # noqa: B018
+
+
+def test_a_sinks_own_error_is_one_line_naming_the_sink_and_the_batch(local_broker, tmp_path):
+    """A plugin's sink raising what it raises (an OSError): one line with the sink, the batch's coordinates and the error; nothing written."""
+
+    class Cramped(DuckDBSink):
+        def write(self, batch):
+            raise OSError(36, "File name too long")
+
+    topic = f"cramped-{uuid.uuid4().hex[:8]}"
+    ensure_topic(local_broker.bootstrap_servers, topic, partitions=1)
+    producer = Producer(producer_config(local_broker.bootstrap_servers))
+    for order in sample_orders(20, seed=4):
+        producer.produce(topic, json.dumps(order).encode())
+    producer.flush()
+    sink = Cramped(str(tmp_path / "s.duckdb"))
+    loader = StarLoader(ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group=topic, dlq_topic=None)
+    with pytest.raises(SinkError) as failed:
+        loader.run(until_idle=2)
+    message = str(failed.value)
+    assert "\n" not in message and isinstance(failed.value.__cause__, OSError)
+    assert message == (
+        f"DuckDB file {str(tmp_path / 's.duckdb')!r}: the Cramped sink failed on a batch of 20 messages ({topic}[0] 0-19): "
+        "OSError: [Errno 36] File name too long"
+    )
+    assert sink.stored_offsets(topic, topic) == {}

@@ -41,7 +41,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import pyarrow as pa
@@ -76,6 +76,7 @@ from starload.spec import StarSchema
 from starload.waiting import Wait
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Messages per batch unless told otherwise. Each batch pays fixed work (query planning,
 #: a dozen statements, the grain-hash look-ups, a DuckDB commit): loading 1M orders into DuckDB
@@ -301,6 +302,18 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
         msg = f"star {schema.name!r} has a fact that names no topic: give the topic it reads (--topic)"
         raise StarloadError(msg)
     return (topic, *(f.topic for f in schema.feeds() if f.topic is not None))
+
+
+def _coordinates(batch: StagedBatch) -> str:
+    """Where ``batch``'s messages are: ``orders[0] 120-499, orders[1] 98-311`` (topic, partition, first and last offset)."""
+    import pyarrow.compute as pc  # here: only an error needs it
+
+    found = []
+    for topic, raw in sorted(batch.raw.items()):
+        for partition in sorted(set(raw.column("KAFKA_PARTITION").to_pylist())):
+            offsets = raw.filter(pc.equal(raw.column("KAFKA_PARTITION"), partition)).column("KAFKA_OFFSET")
+            found.append(f"{topic}[{partition}] {pc.min(offsets).as_py()}-{pc.max(offsets).as_py()}")
+    return ", ".join(found) or "no messages"
 
 
 def _missing_topics(absent: list[str], listed: set[str], servers: str) -> str:
@@ -664,13 +677,13 @@ class StarLoader:
         wait = None
         for attempt in itertools.count():
             try:
-                self._prepare_sink()
+                self._sink_call(mapped, self._prepare_sink)
                 # Grain values loaded earlier with other content become rejects too.
-                batch = mapped.with_conflicts(self.sink.find_conflicts(mapped))
+                batch = mapped.with_conflicts(self._sink_call(mapped, self.sink.find_conflicts, mapped))
                 if self._dead_letters is not None and batch.rejects.num_rows:
                     self._dead_letters.send(batch.rejects, headers)
                 started = time.monotonic()
-                result = self.sink.write(batch)
+                result = self._sink_call(batch, self.sink.write, batch)
                 self.stats.last_commit = time.monotonic()
                 for topic, offsets in batch.next_offsets.items():
                     self._expected.setdefault(topic, {}).update(offsets)
@@ -693,6 +706,21 @@ class StarLoader:
                 if self._stop.wait(delay):
                     raise
         return result, batch
+
+    def _sink_call(self, batch: StagedBatch, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` of the sink for ``batch``; an error that is no :class:`StarloadError` (a plugin's ``OSError``)
+        becomes a :class:`SinkError` of one line naming the sink, the batch and the error (its traceback logged at debug level)."""
+        try:
+            return call(*args)
+        except StarloadError:
+            raise
+        except Exception as exc:
+            log.debug("the sink's error, whole:", exc_info=True)
+            msg = (
+                f"{self.sink.location()}: the {type(self.sink).__name__} sink failed on a batch of {batch.messages:,} messages "
+                f"({_coordinates(batch)}): {type(exc).__name__}: {exc}"
+            )
+            raise SinkError(" ".join(msg.split())) from exc
 
     def _guard_rejects(self, batch: StagedBatch, *, alone: bool) -> None:
         """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages of a topic are nearly all rejects.
