@@ -491,7 +491,9 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         waits = fact.rows_may_wait
         rows = [field(f, not_null=f in fact.grain or (f.required and not waits)) for f in fact.fields]
         for part in fact.parts:
-            rows += [(*field(f, not_null=False)[:3], f"{field(f, not_null=False)[3]}, topic {part.topic}") for f in part.fields[len(part.grain) :]]
+            for f in part.fields[len(part.grain) :]:
+                column, kind, null, source = field(f, not_null=False)
+                rows.append((column, kind, null, f"{source}, topic {part.topic}"))
         rows += [(schema.dimension(n).key, "integer", "NOT NULL", f"key of dimension {n!r}") for n in fact.dimensions]
         if schema.date_dimension:
             rows.append((schema.date_dimension.key, "integer", "NULL" if waits else "NOT NULL", f"the date of {fact.dating.column}"))
