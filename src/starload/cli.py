@@ -44,7 +44,7 @@ from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
-from starload.spec import DATE_ATTRIBUTES, DELETE_COLUMNS, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, source_name, type_spelling
+from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, delete_fields, source_name, type_spelling
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -482,7 +482,7 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         rows += [field(f, not_null=False) for f in dim.attributes]
         rows += [(c, "timestamp", "NULL", "starload") for c in DIMENSION_METADATA]
         rows += [(c, "boolean", "NULL", "starload: known from facts only so far") for c in (TOPIC_DIMENSION_METADATA if dim.topic else ())]
-        rows += [(c, _DELETE_MEANINGS[c][0], "NULL", _DELETE_MEANINGS[c][1]) for c in (DELETE_COLUMNS if dim.envelope else ())]
+        rows += [(f.column, type_spelling(f.type), "NULL", _DELETE_MEANINGS[f.column][0]) for f in (delete_fields() if dim.envelope else ())]
         tables.append((f"{dim.table} (dimension {dim.name!r}{', topic ' + dim.topic if dim.topic else ''})", rows))
     if schema.date_dimension:
         dd = schema.date_dimension
@@ -501,17 +501,17 @@ def spec_tables(schema: StarSchema) -> list[tuple[str, list[tuple[str, str, str,
         for m in fact.all_milestones:
             rows.append((m.column, "timestamp", "NULL", f"starload: first time {source_name(m.source)} = {m.equals!r}"))
             rows += [(m.date_key_column, "integer", "NULL", f"the date of {m.column}")] if schema.date_dimension else []
-        rows += [(c, _DELETE_MEANINGS[c][0], "NULL", _DELETE_MEANINGS[c][2]) for c in fact.deletes]
+        rows += [(f.column, type_spelling(f.type), "NULL", _DELETE_MEANINGS[f.column][1]) for f in fact.deletes]
         rows += [(c, "", "", "starload: load metadata") for c in FACT_METADATA]
         rows += [(c, "string", "NULL" if waits else "NOT NULL", "starload: event position of the values it holds") for c in fact.position_columns]
         tables.append((f"{fact.table} (fact{', topic ' + fact.topic if fact.topic else ''})", rows))
     return tables
 
 
-#: Per delete marker: its type, what it means on a dimension, what it means on a fact.
+#: Per delete marker: what it means on a dimension, what it means on a fact.
 _DELETE_MEANINGS = {
-    "IS_DELETED": ("boolean", "starload: deleted in the source (op d)", "starload: its latest change is a delete (op d)"),
-    "DELETED_AT": ("timestamp", "starload: its latest delete", "starload: the time of that delete"),
+    "IS_DELETED": ("starload: deleted in the source (op d)", "starload: its latest change is a delete (op d)"),
+    "DELETED_AT": ("starload: its latest delete", "starload: the time of that delete"),
 }
 _DATE_TYPES = {"FULL_DATE": "date", "MONTH_NAME": "string", "DAY_NAME": "string", "IS_WEEKEND": "boolean"}
 

@@ -62,9 +62,9 @@ from starload.exceptions import (
 from starload.kafka import (
     connection_settings,
     consumer_config,
+    partitions_of,
     seek_positions,
     topic_id,
-    topic_partitions,
     unreachable,
     watermarks,
 )
@@ -601,11 +601,11 @@ class StarLoader:
             while True:
                 remaining = deadline - time.monotonic()
                 try:
-                    listed = set(probe.list_topics(timeout=max(0.5, min(remaining, 5.0))).topics)
+                    listed = probe.list_topics(timeout=max(0.5, min(remaining, 5.0))).topics
                     absent = [t for t in self.topics if t not in listed]
                     if absent:
-                        raise StartupError(_missing_topics(absent, listed, servers))
-                    missing = [t for t in self.topics if topic_partitions(probe, t, max(0.5, min(remaining, 5.0))) is None]
+                        raise StartupError(_missing_topics(absent, set(listed), servers))
+                    missing = [t for t in self.topics if partitions_of(listed[t]) is None]
                     if not missing:
                         return
                 except KafkaException as exc:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from starload.exceptions import StartupError
 from starload.logs import KAFKA_LOG
@@ -116,7 +116,11 @@ def ensure_topic(
 
 def topic_partitions(client: Consumer, topic: str, timeout: float) -> list[int] | None:
     """The partitions of ``topic``, None when it does not exist (KafkaException when no broker answers)."""
-    found = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    return partitions_of(client.list_topics(topic, timeout=timeout).topics.get(topic))
+
+
+def partitions_of(found: TopicMetadata | None) -> list[int] | None:
+    """The partitions of a topic of a metadata answer, None when the answer has it not, or not ready (an error, no partitions)."""
     if found is None or found.error is not None or not found.partitions:
         return None
     return sorted(found.partitions)

@@ -31,7 +31,7 @@ import pyarrow as pa
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
-    DELETE_COLUMNS,
+    DELETES_POSITION,
     Boolean,
     Feed,
     Check,
@@ -642,8 +642,8 @@ WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSE
             # The values follow the latest create, update or read (a delete's row may hold its key only); the markers every change.
             position = f"CASE WHEN NOT {deleted} THEN {_position_text(_position(rank), topics)} END AS {quote(fact.position_column)}"
             latest = f"{deleted}, {latest}"
-            at = quote(position_column(DELETE_COLUMNS[0]))
-            names = [quote(c) for c in DELETE_COLUMNS]
+            at = quote(DELETES_POSITION)
+            names = [quote(f.column) for f in fact.deletes]
             markers = f", {deleted} AS {names[0]}, {deleted_at} AS {names[1]}, {_position_text(_position(rank), topics)} AS {at}"
             last = f"OVER (same ORDER BY {_position(rank)} DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
             ranked_markers = (

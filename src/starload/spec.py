@@ -102,6 +102,10 @@ def position_column(column: str) -> str:
     return POSITION_PREFIX + column
 
 
+#: Of a fact whose topic holds change events: the column of the position of its latest change, which its delete markers follow.
+DELETES_POSITION = position_column(DELETE_COLUMNS[0])
+
+
 #: Columns starload adds to every fact table. GRAIN_HASH (63 bits of the MD5 of the
 #: grain's typed values) lets a batch ask "is any of my grain values loaded?" by
 #: scanning one integer column instead of the grain's strings.
@@ -427,6 +431,12 @@ class Field:
         return found
 
 
+def delete_fields(*, history: bool = False) -> tuple[Field, Field]:
+    """The delete markers starload derives from each change event's ``op`` (:data:`DELETE_COLUMNS`), as fields: ``IS_DELETED`` (a boolean; ``history``: kept as history) and ``DELETED_AT``."""
+    deleted, at = DELETE_COLUMNS
+    return Field(deleted, CHANGE_SOURCE, Boolean(), history=history), Field(at, CHANGE_SOURCE, Timestamp())
+
+
 def _history_problems(fields: tuple, what: str, attribute: str) -> list[Problem]:
     """Problems of ``history: true`` where it means nothing (a natural key, a fact column)."""
     return [
@@ -558,9 +568,7 @@ class Dimension:
         """
         if self.envelope is None:
             return self.attributes
-        history = any(isinstance(f, Field) and f.history is True for f in self.attributes)
-        deleted, at = DELETE_COLUMNS
-        return (*self.attributes, Field(deleted, CHANGE_SOURCE, Boolean(), history=history), Field(at, CHANGE_SOURCE, Timestamp()))
+        return (*self.attributes, *delete_fields(history=any(isinstance(f, Field) and f.history is True for f in self.attributes)))
 
     @property
     def history_attributes(self) -> tuple[Field, ...]:
@@ -852,8 +860,8 @@ class Fact:
         return position_column(self.event_time.column)
 
     @property
-    def deletes(self) -> tuple[str, ...]:
-        """Of a fact whose topic holds change events: :data:`DELETE_COLUMNS` (none otherwise).
+    def deletes(self) -> tuple[Field, ...]:
+        """Of a fact whose topic holds change events: the delete markers (:func:`delete_fields`; none otherwise).
 
         Its row keeps the values of the latest create, update or snapshot read (``c``,
         ``u``, ``r``) of its grain value by event time, and a delete (``d``) keeps them too:
@@ -861,7 +869,7 @@ class Fact:
         time after a delete, false and NULL after a later create), so a deleted row stays
         for the history of what was loaded, and a query leaves it out with ``NOT IS_DELETED``.
         """
-        return DELETE_COLUMNS if self.envelope is not None else ()
+        return delete_fields() if self.envelope is not None else ()
 
     @property
     def reads_change_time(self) -> bool:
@@ -893,13 +901,12 @@ class Fact:
         found = {}
         for p in self.parts:
             found |= {f.column: p.position_column for f in p.fields[len(p.grain) :]} | {p.position_column: p.position_column}
-        deleted = position_column(DELETE_COLUMNS[0])
-        return found | {c: deleted for c in (*self.deletes, deleted)} if self.deletes else found
+        return found | {c: DELETES_POSITION for c in (*(f.column for f in self.deletes), DELETES_POSITION)} if self.deletes else found
 
     @property
     def position_columns(self) -> tuple[str, ...]:
         """Of a ``latest`` fact: its :attr:`position_column`, then each of :attr:`updates`', then of its change events' delete markers (none for an insert-only fact)."""
-        deleted = (position_column(DELETE_COLUMNS[0]),) if self.deletes else ()
+        deleted = (DELETES_POSITION,) if self.deletes else ()
         return (self.position_column, *(p.position_column for p in self.parts), *deleted) if self.changing else ()
 
     @property
@@ -1101,7 +1108,7 @@ class StarSchema:
         cols += [m.column for m in fact.measures]
         for m in fact.all_milestones:
             cols += [m.column, m.date_key_column] if self.date_dimension else [m.column]
-        cols += fact.deletes
+        cols += [f.column for f in fact.deletes]
         return cols + list(FACT_METADATA) + list(fact.position_columns)
 
     @property
@@ -1247,8 +1254,8 @@ class StarSchema:
             for u in f.updates:
                 wrapped.setdefault(getattr(u, "topic", None), set()).add(None)
         for d in dims:
-            if d.topic is not None:
-                wrapped.setdefault(d.topic, set()).add(d.envelope)
+            if d.topic is not None and d.envelope is None:  # a topic of a dimension's change events feeds no fact (above)
+                wrapped.setdefault(d.topic, set()).add(None)
         for topic, envelopes in wrapped.items():
             if len(envelopes) > 1:
                 yield Problem(f"topic {topic!r}: its parts disagree on its envelope (a topic holds change events for all its parts, or for none)")

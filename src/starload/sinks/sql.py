@@ -223,7 +223,7 @@ class StarSQL:
             for m in fact.all_milestones:
                 cols.append(ColumnDef(m.column, d.timestamp))
                 cols += [ColumnDef(m.date_key_column, d.small_integer)] if s.date_dimension else []
-            cols += [ColumnDef(c, d.boolean if c == "IS_DELETED" else d.timestamp) for c in fact.deletes]
+            cols += [ColumnDef(f.column, d.type_name(f.type)) for f in fact.deletes]
             cols += [
                 ColumnDef("GRAIN_HASH", d.integer, not_null=True),
                 ColumnDef("MESSAGE_HASH", d.integer),
