@@ -59,6 +59,7 @@ from starload.sinks.base import (
 )
 from starload.spec import (
     DATE_ATTRIBUTES,
+    DELETES_POSITION,
     TOPIC_DIMENSION_METADATA,
     UNKNOWN_KEY,
     Boolean,
@@ -707,7 +708,12 @@ class StarSQL:
         rows = f"(SELECT {', '.join(f'{x} AS {quote(c)}' for x, c in zip(selects, columns))} FROM {staged} AS s {' '.join(joins)} WHERE {where} {qualify})"
 
         def newer(at: str) -> str:
-            return f"s.{quote(at)} > coalesce({table}.{quote(at)}, '')"
+            later = f"s.{quote(at)} > coalesce({table}.{quote(at)}, '')"
+            if at == fact.position_column and fact.deletes:
+                # A delete holds no position of its values: a row only ever deleted holds its latest delete's.
+                d, own = quote(DELETES_POSITION), quote(at)
+                later += f" OR ({table}.{own} IS NULL AND s.{own} IS NULL AND s.{d} > {table}.{d})"
+            return f"({later})"
 
         owners = fact.owners()
         milestone_of = {m.column: m.column for m in fact.all_milestones}
