@@ -158,7 +158,7 @@ def test_toml_problems_point_at_their_lines(tmp_path):
     rate = next(i for i, line in enumerate(lines, 1) if '"float"' in line)
     assert err.value.problems == [
         f"{path}:{tabel}: dimensions[0].tabel: unknown key 'tabel'; did you mean 'table'? "
-        "(the keys of a dimension: name, table, key, natural_key, attributes, topic, envelope, event_time)",
+        "(the keys of a dimension: name, table, key, natural_key, attributes, topic, envelope, event_time, format)",
         f"{path}:{rate}: fact.columns[3].type: unknown type 'float' (the types: string or string(N); integer; "
         "decimal or decimal(P,S) with whole numbers P and S; double; boolean; date; timestamp, timestamp(epoch_s) or timestamp(epoch_ms))",
     ]

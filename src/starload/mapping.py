@@ -23,11 +23,14 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 import duckdb
 import pyarrow as pa
 
+if TYPE_CHECKING:
+    from starload.formats import Decoding
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
@@ -304,7 +307,10 @@ def _message_text(feed: Feed, raw: str) -> str:
     for a delete) of the change event, itself the message or its ``payload`` (the JSON
     converter with schemas enabled wraps it in ``schema`` and ``payload``).
     """
-    decoded = f"SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_message FROM {raw}"
+    if feed.format.framed:  # decoded by starload.formats beforehand
+        decoded = f"SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, MESSAGE_TEXT AS _sl_message, DECODE_PROBLEM AS _sl_decode_problem FROM {raw}"
+    else:
+        decoded = f"SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE, TRY(decode(MESSAGE_VALUE)) AS _sl_message, NULL AS _sl_decode_problem FROM {raw}"
     if feed.envelope is None:
         return f"text AS (SELECT *, _sl_message AS _sl_text FROM ({decoded}))"
     event = "CASE WHEN json_exists(_sl_message, '/payload') AND NOT json_exists(_sl_message, '/op') THEN json_extract(_sl_message, '/payload') ELSE CAST(_sl_message AS JSON) END"
@@ -505,6 +511,7 @@ WITH {_message_text(feed, raw)}, objects AS (
         {event} AS {_EVENT},{" _sl_op," if feed.envelope is not None else ""}
         CASE
             {tombstone}WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
+            WHEN _sl_decode_problem IS NOT NULL THEN _sl_decode_problem
             WHEN _sl_message IS NULL THEN 'not UTF-8 text'
             {message_problem}
             ELSE {fields_problem}
@@ -831,8 +838,13 @@ class Mapper:
     fastest here, the mapper already runs beside the consumer and the writer.
     """
 
-    def __init__(self, schema: StarSchema, *, threads: int | None = 1) -> None:
+    def __init__(self, schema: StarSchema, *, decoding: Decoding | None = None, threads: int | None = 1) -> None:
+        framed = [f.topic or "the loader's --topic" for f in schema.feeds() if f.format.framed]
+        if framed and decoding is None:
+            msg = f"topic {framed[0]!r} is in a Schema Registry's wire format: the mapper needs a Decoding (a registry)"
+            raise ValueError(msg)
         self.sql = MappingSQL.build(schema)
+        self.decoding = decoding
         self._con = duckdb.connect(":memory:", config={"memory_limit": "256MB"})
         self._con.execute("SET TimeZone = 'UTC'")
         if threads:
@@ -862,6 +874,8 @@ class Mapper:
         try:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
+                if sql.feed.format.framed and self.decoding is not None:
+                    raw = self.decoding.decode(sql.feed, raw)
                 con.register(sql.raw, raw)
                 for statement in sql.parse:
                     con.execute(statement)

@@ -472,6 +472,26 @@ class Envelope(enum.Enum):
     DEBEZIUM = "debezium"
 
 
+class Format(enum.Enum):
+    """How a topic's message values are encoded; a spec file writes it by its lower-case name (``avro``).
+
+    ``JSON`` (the default): JSON text. ``AVRO`` and ``JSON_SCHEMA``: Confluent's wire
+    format (a zero byte, the writer schema's 4-byte big-endian id in the Schema Registry,
+    then the Avro binary record or the JSON text). A decoded record is read as JSON is:
+    records are objects, a union with null a nullable value, maps objects, arrays ``[]``
+    paths; see :mod:`starload.formats` for the writer types each declared type takes.
+    """
+
+    JSON = "json"
+    AVRO = "avro"
+    JSON_SCHEMA = "json_schema"
+
+    @property
+    def framed(self) -> bool:
+        """Whether its values carry a schema id of the Schema Registry (the loader then needs one)."""
+        return self is not Format.JSON
+
+
 @attrs.frozen
 class EventTime:
     """Where a dimension topic's messages carry their event time (a ``timestamp`` type)."""
@@ -548,6 +568,8 @@ class Dimension:
     envelope: Envelope | None = None
     #: Where the topic's messages carry their event time (needed without an envelope).
     event_time: EventTime | None = None
+    #: How the topic's message values are encoded (:class:`Format`).
+    format: Format = attrs.field(converter=lambda v: _as_enum(Format, v), default=Format.JSON)
 
     def __attrs_post_init__(self) -> None:
         _report(self, self.problems())
@@ -609,6 +631,7 @@ class Dimension:
                 found.append(Problem(f"{what}: a dimension with a topic needs an event_time (or an envelope that has one)", ("event_time",)))
         else:
             found += [Problem(f"{what}: {k} needs a topic", (k,)) for k in ("envelope", "event_time") if getattr(self, k) is not None]
+            found += [Problem(f"{what}: format needs a topic", ("format",))] if self.format is not Format.JSON else []
         versions = VERSION_COLUMNS if self.keeps_history else ()
         names = [self.key, *(f.column for f in self.columns if isinstance(f, Field)), *DIMENSION_METADATA, *versions]
         names += list(TOPIC_DIMENSION_METADATA) if self.topic is not None else []
@@ -731,6 +754,8 @@ class Updates:
     event_time: Field
     columns: tuple[Field, ...] = attrs.field(converter=_as_tuple, default=())
     milestones: tuple[Milestone, ...] = attrs.field(converter=_as_tuple, default=())
+    #: How the topic's message values are encoded (:class:`Format`).
+    format: Format = attrs.field(converter=lambda v: _as_enum(Format, v), default=Format.JSON)
 
     def __attrs_post_init__(self) -> None:
         what = f"updates from {self.topic!r}"
@@ -751,7 +776,7 @@ class Updates:
         grain = tuple(Field(g.column, source, g.type, required=True) for g, source in zip(fact.grain, self.grain))
         return Fact(
             table=fact.table, grain=grain, event_time=self.event_time, dimensions=(), columns=self.columns,
-            topic=self.topic, changes=Changes.LATEST, milestones=self.milestones,
+            topic=self.topic, changes=Changes.LATEST, milestones=self.milestones, format=self.format,
         )  # fmt: skip
 
 
@@ -792,6 +817,8 @@ class Fact:
     updates: tuple[Updates, ...] = attrs.field(converter=_as_tuple, default=())
     #: Of a ``latest`` fact: how its topic's messages wrap the row (``debezium``: change events of a table; see :meth:`deletes`).
     envelope: Envelope | None = None
+    #: How its topic's message values are encoded (:class:`Format`).
+    format: Format = attrs.field(converter=lambda v: _as_enum(Format, v), default=Format.JSON)
 
     def __attrs_post_init__(self) -> None:
         found = identifier_problems(self.table, "fact table", ("table",))
@@ -967,6 +994,11 @@ class Feed:
         if self.dimension is not None:
             return self.dimension.envelope
         return next((f.envelope for f in self.facts if f.envelope is not None), None)
+
+    @property
+    def format(self) -> Format:
+        """How the messages' values are encoded (its parts agree: :meth:`StarSchema.problems`)."""
+        return self.dimension.format if self.dimension is not None else self.facts[0].format
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the messages are read for: the facts', then the carried dimension columns."""
@@ -1259,6 +1291,19 @@ class StarSchema:
         for topic, envelopes in wrapped.items():
             if len(envelopes) > 1:
                 yield Problem(f"topic {topic!r}: its parts disagree on its envelope (a topic holds change events for all its parts, or for none)")
+        encoded: dict[str | None, set[Format]] = {}
+        for f in facts:
+            encoded.setdefault(f.topic, set()).add(f.format)
+            for u in f.updates:
+                if isinstance(u, Updates):
+                    encoded.setdefault(u.topic, set()).add(u.format)
+        for d in dims:
+            if d.topic is not None:
+                encoded.setdefault(d.topic, set()).add(d.format)
+        for topic, formats in encoded.items():
+            if len(formats) > 1:
+                names = ", ".join(sorted(f.value for f in formats))
+                yield Problem(f"topic {topic!r}: its parts disagree on its format ({names}); a topic's values have one encoding")
         # Where each part of a topic reads its event time: the first part's place is the topic's.
         times: dict[str | None, tuple[str, Source]] = {}
         reading = [(f.topic, f"fact {f.table!r}", f.event_time.source, p) for f, p in zip(facts, places) if isinstance(f.event_time, Field)]

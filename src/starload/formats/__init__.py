@@ -1,0 +1,133 @@
+"""Wire formats: a topic's raw message values, decoded into the JSON text the mapping reads.
+
+The mapping reads every format the same way: the record as JSON text
+(:mod:`starload.mapping`). A ``json`` topic's values are that text already, and the
+mapping reads their bytes itself. A framed topic's (``avro``, ``json_schema``: Confluent's
+wire format, :mod:`starload.formats.framing`) are decoded here, per batch: the schema of
+each id met is fetched once (:class:`~starload.formats.registry.SchemaRegistry`), the
+spec's paths are checked against it once, and the values become two columns beside the
+raw ones, ``MESSAGE_TEXT`` (the record as JSON text) and ``DECODE_PROBLEM`` (why a value
+is not a record of its topic's format: a reject's reason). The raw bytes stay as they
+came, for the rejects and the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import pyarrow as pa
+
+from starload.formats.avro import AvroReader
+from starload.formats.framing import unframed
+from starload.formats.registry import SchemaRegistry
+from starload.spec import Feed, Format
+
+#: The columns a decoded table has beyond :data:`~starload.mapping.RAW_SCHEMA`'s.
+DECODED_FIELDS = (pa.field("MESSAGE_TEXT", pa.string()), pa.field("DECODE_PROBLEM", pa.string()))
+#: The registry's name of each framed format's schemas (its ``schemaType``; absent means Avro).
+SCHEMA_TYPES = {Format.AVRO: "AVRO", Format.JSON_SCHEMA: "JSON"}
+
+
+class Reader(Protocol):
+    """The records of one writer schema."""
+
+    def text(self, payload: bytes) -> str:
+        """The record in ``payload`` (the framed value without its frame) as JSON text; ValueError when it is none."""
+        ...
+
+    def problems(self, fields: dict, *, within: tuple[str, ...] = ()) -> list[str]:
+        """Why the spec's paths and declared types cannot be read from these records (empty when they can)."""
+        ...
+
+
+class JsonSchemaReader:
+    """JSON Schema records: the payload is the JSON text, read as a ``json`` topic's is (the values' types are checked there)."""
+
+    def __init__(self, schema_str: str) -> None:
+        self.schema_str = schema_str
+
+    def text(self, payload: bytes) -> str:
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+
+    def problems(self, fields: dict, *, within: tuple[str, ...] = ()) -> list[str]:
+        return []
+
+
+READERS = {Format.AVRO: AvroReader, Format.JSON_SCHEMA: JsonSchemaReader}
+
+
+class Decoding:
+    """Decodes the framed topics of one star, with the writer schemas of ``registry``; shared by the loader's mappers."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._readers: dict[tuple[Format, int], Reader | str] = {}
+        self._problems: dict[tuple[str | None, int], str | None] = {}
+        self._guard = threading.Lock()
+
+    def decode(self, feed: Feed, raw: pa.Table) -> pa.Table:
+        """``raw`` (:data:`~starload.mapping.RAW_SCHEMA`) with :data:`DECODED_FIELDS` added, its values read as ``feed.format``."""
+        texts: list[str | None] = []
+        problems: list[str | None] = []
+        for value in raw.column("MESSAGE_VALUE").to_pylist():
+            text, problem = self._one(feed, value)
+            texts.append(text)
+            problems.append(problem)
+        for field, values in zip(DECODED_FIELDS, (texts, problems)):
+            raw = raw.append_column(field, pa.array(values, field.type))
+        return raw
+
+    def _one(self, feed: Feed, value: bytes | None) -> tuple[str | None, str | None]:
+        if not value:
+            return None, None  # a tombstone or an empty value: the mapping says which
+        try:
+            schema_id, payload = unframed(value)
+        except ValueError as exc:
+            return None, str(exc)
+        reader = self._reader(feed.format, schema_id)
+        if isinstance(reader, str):
+            return None, reader
+        problem = self._problem(feed, schema_id, reader)
+        if problem is not None:
+            return None, problem
+        try:
+            return reader.text(payload), None
+        except ValueError as exc:
+            return None, f"schema id {schema_id}: {exc}"
+
+    def _reader(self, kind: Format, schema_id: int) -> Reader | str:
+        """The reader of ``schema_id``'s records, or why there is none (the registry holds no such id, or a schema of another format)."""
+        key = (kind, schema_id)
+        with self._guard:
+            found = self._readers.get(key)
+        if found is not None:
+            return found
+        schema = self.registry.schema(schema_id)
+        if schema is None:
+            found = f"schema id {schema_id} is not in the Schema Registry at {self.registry.url}"
+        elif (schema.schema_type or "AVRO") != SCHEMA_TYPES[kind]:
+            found = f"schema id {schema_id} is a {schema.schema_type} schema; the spec reads the topic as {kind.value}"
+        else:
+            try:
+                found = READERS[kind](schema.schema_str)
+            except ValueError as exc:  # a schema that cannot be read: neither can its messages
+                found = f"schema id {schema_id} cannot be read: {exc}"
+        with self._guard:
+            self._readers[key] = found
+        return found
+
+    def _problem(self, feed: Feed, schema_id: int, reader: Reader) -> str | None:
+        key = (feed.topic, schema_id)
+        with self._guard:
+            if key in self._problems:
+                return self._problems[key]
+        within = ("after",) if feed.envelope is not None else ()
+        found = reader.problems(feed.source_fields(), within=within)
+        problem = f"schema id {schema_id}: " + "; ".join(found) if found else None
+        with self._guard:
+            self._problems[key] = problem
+        return problem

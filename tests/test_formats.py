@@ -1,0 +1,378 @@
+"""Wire formats: Avro and JSON Schema in Confluent's wire format, decoded with writer schemas from a Schema Registry.
+
+The registry is the test layer's (``local_schema_registry``: Confluent's REST API and
+compatibility rule); the client is confluent-kafka's own. Each test registers its own subjects.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal as D
+
+import attrs
+import fastavro
+import orjson
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from starload.formats import Decoding
+from starload.formats.avro import AvroWriter, schema_for
+from starload.formats.framing import framed, unframed
+from starload.formats.registry import SchemaRegistry
+from starload.formats.writing import FramedWriter
+from starload.generators.orders import ORDERS_SCHEMA
+from starload.generators.shop import CUSTOMERS_TOPIC, SHOP_SCHEMA
+from starload.mapping import Mapper, raw_batch
+from starload.sinks.duckdb import DuckDBSink
+from starload.spec import Date, Decimal, DateDimension, Fact, Field, Format, Integer, StarSchema, String, Timestamp
+from starload.testing import debezium_change, epoch_ms, sample_orders, write_batches
+
+AVRO_ORDERS = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="avro"))
+STAR_TABLES = ("FACT_ORDERS", "DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE")
+
+
+def subject() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def register(registry, schema: dict | str, schema_type: str = "AVRO", name: str | None = None) -> int:
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    return SchemaRegistryClient({"url": registry.url}).register_schema(
+        f"{name or subject()}-value", Schema(text, schema_type)
+    )
+
+
+def avro(schema: dict, record: dict) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    return out.getvalue()
+
+
+def mapper(registry, star: StarSchema) -> Mapper:
+    return Mapper(star, decoding=Decoding(SchemaRegistry({"url": registry.url})))
+
+
+def star_rows(sink: DuckDBSink, tables=STAR_TABLES) -> dict[str, list]:
+    found = {}
+    for table in tables:
+        columns = [
+            c
+            for (c,) in sink.connection.execute(
+                f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}'"
+            ).fetchall()
+        ]
+        kept = ", ".join(
+            c for c in columns if c not in ("LOADED_AT", "UPDATED_AT", "VALID_TO_LOADED_AT")
+        )  # wall-clock times
+        found[table] = sink.connection.execute(f"SELECT {kept} FROM {table} ORDER BY ALL").fetchall()
+    return found
+
+
+def load(star: StarSchema, messages: list, batch_size: int, m: Mapper | None = None) -> tuple[DuckDBSink, list]:
+    sink = DuckDBSink(":memory:")
+    sink.prepare(star)
+    results = write_batches(sink, m or Mapper(star), messages, batch_size)
+    return sink, results
+
+
+def test_the_wire_format_is_a_zero_byte_and_a_big_endian_id():
+    assert framed(258, b"rec") == b"\x00\x00\x00\x01\x02rec"
+    assert unframed(b"\x00\x00\x00\x01\x02rec") == (258, b"rec")
+    with pytest.raises(ValueError, match="first byte is 123"):
+        unframed(b'{"a": 1}')
+    with pytest.raises(ValueError, match="too short"):
+        unframed(b"\x00\x00\x01")
+
+
+@pytest.mark.parametrize("batch_size", [7, 100])
+def test_an_avro_orders_topic_loads_the_star_its_json_twin_loads(local_schema_registry, batch_size):
+    orders = sample_orders(60)
+    feed = AVRO_ORDERS.feeds()[0]
+    writer = FramedWriter(feed, Format.AVRO, SchemaRegistryClient({"url": local_schema_registry.url}), subject())
+    as_avro = [("orders", 0, n, writer.value(o)) for n, o in enumerate(orders)]
+    as_json = [("orders", 0, n, o) for n, o in enumerate(orders)]
+    avro_sink, results = load(AVRO_ORDERS, as_avro, batch_size, mapper(local_schema_registry, AVRO_ORDERS))
+    json_sink, _ = load(ORDERS_SCHEMA, as_json, batch_size)
+    assert sum(r.facts_inserted for r in results) == 60 and sum(r.rejects for r in results) == 0
+    assert star_rows(avro_sink) == star_rows(json_sink)  # MESSAGE_HASH too: the record's JSON text is the JSON twin's
+
+
+def test_values_that_are_no_records_of_their_schema_are_rejects_saying_why(local_schema_registry):
+    schema = {"type": "record", "name": "O", "fields": [{"name": "order_id", "type": "string"}]}
+    good = register(local_schema_registry, schema)
+    protobuf = register(local_schema_registry, 'syntax = "proto3";\nmessage O { string order_id = 1; }\n', "PROTOBUF")
+    record = avro(schema, {"order_id": "O1"})
+    values = [
+        b'{"order_id": "O1"}',  # JSON on an Avro topic
+        framed(good, record[:-1]),  # truncated
+        framed(good, record + b"\x00\x00"),  # bytes after the record
+        framed(9_999_999, record),  # an id the registry does not hold
+        framed(protobuf, record),  # a schema of another format
+        b"",
+    ]
+    batch = mapper(local_schema_registry, AVRO_ORDERS).stage(raw_batch(values), topic="orders", group="g")
+    reasons = batch.rejects.column("REASON").to_pylist()
+    assert reasons[0].startswith("not in the Schema Registry's wire format: the first byte is 123")
+    assert reasons[1].startswith(f"schema id {good}: not an Avro record of its schema")
+    assert reasons[2] == f"schema id {good}: not an Avro record of its schema: 2 bytes after the record"
+    assert reasons[3] == f"schema id 9999999 is not in the Schema Registry at {local_schema_registry.url}"
+    assert reasons[4] == f"schema id {protobuf} is a PROTOBUF schema; the spec reads the topic as avro"
+    assert reasons[5] == "empty message"
+    assert batch.rejects.column("MESSAGE_VALUE").to_pylist() == values  # the bytes as they came, for the dead letters
+
+
+def test_a_writer_type_that_cannot_become_the_declared_type_is_a_reject_naming_both(local_schema_registry):
+    fields = {s: (t, True) for s, t in AVRO_ORDERS.feeds()[0].source_fields().items()}
+    schema = schema_for(fields, "order")
+    for f in schema["fields"]:
+        f["type"] = {
+            "price": "double",
+            "order_timestamp": "long",
+            "customer_id": {"type": "record", "name": "C", "fields": [{"name": "id", "type": "string"}]},
+        }.get(f["name"], f["type"])
+    sid = register(local_schema_registry, schema)
+    order = {**sample_orders(1)[0], "price": 12.5, "order_timestamp": 1_700_000_000_000, "customer_id": {"id": "C1"}}
+    batch = mapper(local_schema_registry, AVRO_ORDERS).stage(
+        raw_batch([framed(sid, avro(schema, order))]), topic="orders", group="g"
+    )
+    (reason,) = batch.rejects.column("REASON").to_pylist()
+    assert reason == (
+        f"schema id {sid}: order_timestamp: the writer type long cannot become timestamp; "
+        "price: the writer type double cannot become decimal(18,2); customer_id: the writer type record cannot become string(64)"
+    )
+
+
+EXACT = StarSchema(
+    name="exact",
+    dimensions=(),
+    date_dimension=DateDimension(),
+    fact=Fact(
+        table="FACT_READINGS",
+        topic="readings",
+        format="avro",
+        dimensions=(),
+        grain=(Field("ID", "id", String(36), required=True),),
+        event_time=Field("AT", "at", Timestamp(), required=True),
+        columns=(
+            Field("AMOUNT", "amount", Decimal(12, 2)),
+            Field("FIXED_AMOUNT", "fixed_amount", Decimal(20, 4)),
+            Field("CONNECT_AMOUNT", "connect_amount", Decimal(10, 3)),
+            Field("ANY_SCALE", "any_scale", Decimal(18, 6)),
+            Field("COUNT", "count", Integer()),
+            Field("DAY", "day", Date()),
+            Field("DBZ_DAY", "dbz_day", Date()),
+            Field("LOCAL_AT", "local_at", Timestamp()),
+            Field("DBZ_AT", "dbz_at", Timestamp()),
+            Field("DBZ_MICRO_AT", "dbz_micro_at", Timestamp()),
+            Field("DBZ_NANO_AT", "dbz_nano_at", Timestamp()),
+            Field("ZONED_AT", "zoned_at", Timestamp()),
+            Field("KIND", "kind", String()),
+            Field("EMAIL", "contact.email", String()),
+        ),
+    ),
+)
+EXACT_SCHEMA = {
+    "type": "record",
+    "name": "Reading",
+    "fields": [
+        {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "amount", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}], "default": None},
+        {"name": "fixed_amount", "type": {"type": "fixed", "name": "F", "size": 9, "logicalType": "decimal", "precision": 20, "scale": 4}},
+        # Kafka Connect's Decimal as its Avro converter writes it, and as older ones did (no logicalType)
+        {"name": "connect_amount", "type": {"type": "bytes", "connect.name": "org.apache.kafka.connect.data.Decimal", "connect.parameters": {"scale": "3"}}},
+        {"name": "any_scale", "type": {"type": "record", "name": "VariableScaleDecimal", "namespace": "io.debezium.data",
+                                       "fields": [{"name": "scale", "type": "int"}, {"name": "value", "type": "bytes"}],
+                                       "connect.name": "io.debezium.data.VariableScaleDecimal"}},
+        {"name": "count", "type": "int"},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "dbz_day", "type": {"type": "int", "connect.name": "io.debezium.time.Date"}},
+        {"name": "local_at", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+        {"name": "dbz_at", "type": {"type": "long", "connect.name": "io.debezium.time.Timestamp"}},
+        {"name": "dbz_micro_at", "type": {"type": "long", "connect.name": "io.debezium.time.MicroTimestamp"}},
+        {"name": "dbz_nano_at", "type": {"type": "long", "connect.name": "io.debezium.time.NanoTimestamp"}},
+        {"name": "zoned_at", "type": {"type": "string", "connect.name": "io.debezium.time.ZonedTimestamp"}},
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["METER", "SENSOR"]}},
+        {"name": "contact", "type": ["null", {"type": "record", "name": "Contact", "fields": [{"name": "email", "type": ["null", "string"], "default": None}]}], "default": None},
+    ],
+}  # fmt: skip
+
+
+def test_logical_and_semantic_types_arrive_exact(local_schema_registry):
+    """Avro's logical types and Kafka Connect's and Debezium's semantic types, each as the value it means."""
+    writer_view = json.loads(json.dumps(EXACT_SCHEMA))
+    for f in writer_view["fields"]:  # what the writer's encoder sees: the bare types under the semantic names
+        if f["name"] == "connect_amount":
+            f["type"] = {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 3}
+        if f["name"] == "any_scale":
+            f["type"] = {
+                "type": "record",
+                "name": "V",
+                "fields": [{"name": "scale", "type": "int"}, {"name": "value", "type": "bytes"}],
+            }
+    sid = register(local_schema_registry, EXACT_SCHEMA)
+    at = datetime(2024, 3, 1, 12, 30, 15, 123000, tzinfo=UTC)
+    record = {
+        "id": "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "at": at, "amount": D("-12.50"), "fixed_amount": D("1234567.8901"),
+        "connect_amount": D("-0.125"), "any_scale": {"scale": 5, "value": (123456789).to_bytes(4, "big", signed=True)},
+        "count": 7, "day": date(2024, 2, 29), "dbz_day": 19782, "local_at": datetime(2024, 3, 1, 8, 0, 0, 1),
+        "dbz_at": 1_709_280_000_123, "dbz_micro_at": 1_709_280_000_123_456, "dbz_nano_at": 1_709_280_000_123_456_789,
+        "zoned_at": "2024-03-01T10:00:00+02:00", "kind": "SENSOR", "contact": {"email": "a@example.com"},
+    }  # fmt: skip
+    sink, results = load(
+        EXACT, [("readings", 0, 0, framed(sid, avro(writer_view, record)))], 1, mapper(local_schema_registry, EXACT)
+    )
+    assert results[0].rejects == 0
+    row = sink.connection.execute(
+        'SELECT ID, "AT", AMOUNT, FIXED_AMOUNT, CONNECT_AMOUNT, ANY_SCALE, COUNT, DAY, DBZ_DAY, LOCAL_AT, DBZ_AT, DBZ_MICRO_AT, DBZ_NANO_AT, ZONED_AT, KIND, EMAIL FROM FACT_READINGS'
+    ).fetchone()
+    utc = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
+    assert row == (
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8", at, D("-12.50"), D("1234567.8901"), D("-0.125"), D("1234.56789"), 7,
+        date(2024, 2, 29), date(2024, 2, 29), utc(2024, 3, 1, 8, 0, 0, 1), utc(2024, 3, 1, 8, 0, 0, 123000),
+        utc(2024, 3, 1, 8, 0, 0, 123456), utc(2024, 3, 1, 8, 0, 0, 123456), utc(2024, 3, 1, 8, 0, 0), "SENSOR", "a@example.com",
+    )  # fmt: skip
+
+
+def test_a_new_schema_version_mid_stream_loads_without_a_restart_and_each_id_is_fetched_once(local_schema_registry):
+    name = subject()
+    v1 = {"type": "record", "name": "O", "fields": [{"name": "order_id", "type": "string"}, {"name": "order_timestamp", "type": "string"},
+          {"name": "customer_id", "type": "string"}, {"name": "product_id", "type": "string"}, {"name": "price", "type": "string"}, {"name": "quantity", "type": "int"}]}  # fmt: skip
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "shipping_region", "type": ["null", "string"], "default": None}]}
+    id1, id2 = register(local_schema_registry, v1, name=name), register(local_schema_registry, v2, name=name)
+    assert id1 != id2
+    orders = [{**o, "price": str(o["price"])} for o in sample_orders(20)]
+    messages = [
+        ("orders", 0, n, framed(id1, avro(v1, o)) if n < 10 else framed(id2, avro(v2, o))) for n, o in enumerate(orders)
+    ]
+    m = mapper(local_schema_registry, AVRO_ORDERS)
+    local_schema_registry.reset()
+    sink, results = load(AVRO_ORDERS, messages, 4, m)
+    assert sum(r.facts_inserted for r in results) == 20 and sum(r.rejects for r in results) == 0
+    assert local_schema_registry.requests() == 2  # one per id, however many batches
+    regions = sink.connection.execute(
+        "SELECT SHIPPING_REGION IS NULL, count(*) FROM FACT_ORDERS GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert regions == [(False, 10), (True, 10)]
+
+
+def test_a_registry_that_fails_is_waited_for_and_nothing_is_rejected(local_schema_registry):
+    orders = sample_orders(5)
+    sid = FramedWriter(
+        AVRO_ORDERS.feeds()[0], Format.AVRO, SchemaRegistryClient({"url": local_schema_registry.url}), subject()
+    )
+    values = [sid.value(o) for o in orders]
+    registry = SchemaRegistry({"url": local_schema_registry.url})
+    local_schema_registry.reset()
+    local_schema_registry.fail_next(3, status=503)
+    seen, done = set(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if (wait := registry.waits.current(at_least=0)) is not None:
+                seen.add(wait.what.split(" (")[0])
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    batch = Mapper(AVRO_ORDERS, decoding=Decoding(registry)).stage(raw_batch(values), topic="orders", group="g")
+    done.set()
+    watcher.join()
+    assert batch.rejects.num_rows == 0 and batch.facts["FACT_ORDERS"].num_rows == 5
+    assert local_schema_registry.requests() == 4
+    assert seen == {
+        f"the Schema Registry at {local_schema_registry.url} for schema id {sid.schema_id}"
+    }  # on the live line and /healthz
+    assert registry.waits.current() is None
+
+
+def test_a_loader_stopping_gives_up_waiting_for_the_registry(local_schema_registry):
+    registry = SchemaRegistry({"url": local_schema_registry.url})
+    local_schema_registry.fail_next(1000, status=500)
+    try:
+        registry.waits.stopping.set()
+        with pytest.raises(
+            Exception, match="stopped while waiting for the Schema Registry at .* for schema id 5 .*answered 500"
+        ):
+            registry.schema(5)
+    finally:
+        local_schema_registry.reset()
+
+
+def test_secrets_in_the_registry_url_never_show(local_schema_registry):
+    port = local_schema_registry.url.rsplit(":", 1)[1]
+    registry = SchemaRegistry({"url": f"http://ann:s3cret@127.0.0.1:{port}"})
+    assert registry.url == f"http://127.0.0.1:{port}"
+    batch = Mapper(AVRO_ORDERS, decoding=Decoding(registry)).stage(
+        raw_batch([framed(8_888_888, b"")]), topic="orders", group="g"
+    )
+    assert "s3cret" not in batch.rejects.column("REASON")[0].as_py()
+
+
+def test_a_json_schema_topic_loads_as_its_json_twin(local_schema_registry):
+    star = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="json_schema"))
+    writer = FramedWriter(
+        star.feeds()[0], Format.JSON_SCHEMA, SchemaRegistryClient({"url": local_schema_registry.url}), subject()
+    )
+    orders = sample_orders(30)
+    framed_sink, _ = load(
+        star, [("orders", 0, n, writer.value(o)) for n, o in enumerate(orders)], 8, mapper(local_schema_registry, star)
+    )
+    json_sink, _ = load(ORDERS_SCHEMA, [("orders", 0, n, o) for n, o in enumerate(orders)], 8)
+    assert star_rows(framed_sink) == star_rows(json_sink)
+
+
+def test_debeziums_avro_converter_builds_the_star_its_json_converter_builds(local_schema_registry):
+    """The shop's customers as change events of the Avro converter: the same dimension, history, deletes, tombstones and inferred members."""
+    avro_shop = attrs.evolve(
+        SHOP_SCHEMA, dimensions=[attrs.evolve(SHOP_SCHEMA.dimensions[0], format="avro"), *SHOP_SCHEMA.dimensions[1:]]
+    )
+    feed = next(f for f in avro_shop.feeds() if f.topic == CUSTOMERS_TOPIC)
+    writer = FramedWriter(feed, Format.AVRO, SchemaRegistryClient({"url": local_schema_registry.url}), subject())
+    row = lambda i, region: {
+        "id": i,
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "email": f"c{i}@example.com",
+        "region": region,
+    }  # noqa: E731
+    changes = [
+        ("r", row(1, "EU"), None, "2024-01-01T00:00:00Z"),
+        ("c", row(2, "US"), None, "2024-01-02T00:00:00Z"),
+        ("u", row(1, "APAC"), row(1, "EU"), "2024-01-03T00:00:00Z"),
+        ("d", None, {"id": 2}, "2024-01-04T00:00:00Z"),
+        ("tombstone", None, None, None),
+        ("c", row(2, "LATAM"), None, "2024-01-05T00:00:00Z"),
+    ]
+    order = {
+        "order_id": "O1",
+        "order_timestamp": "2024-01-02T12:00:00Z",
+        "customer_id": 3,
+        "product_id": "P1",
+        "product_name": "Mouse",
+        "category": "A",
+        "quantity": 1,
+        "unit_price": "9.99",
+    }
+    as_json, as_avro = [], []
+    for n, (op, after, before, at) in enumerate(changes):
+        if op == "tombstone":
+            as_json.append((CUSTOMERS_TOPIC, 0, n, None))
+            as_avro.append((CUSTOMERS_TOPIC, 0, n, None))
+            continue
+        as_json.append((CUSTOMERS_TOPIC, 0, n, debezium_change(op, after, epoch_ms(at), before=before)))
+        event = orjson.loads(debezium_change(op, after, epoch_ms(at), before=before, wrapped=False))
+        as_avro.append((CUSTOMERS_TOPIC, 0, n, writer.value(event)))
+    as_json.append(("shop.orders", 0, 0, order))
+    as_avro.append(("shop.orders", 0, 0, order))
+    tables = ("DIM_CUSTOMER", "STARLOAD_HISTORY_DIM_CUSTOMER", "FACT_ORDERS")
+    json_sink, _ = load(SHOP_SCHEMA, as_json, 3)
+    avro_sink, results = load(avro_shop, as_avro, 3, mapper(local_schema_registry, avro_shop))
+    assert sum(r.rejects for r in results) == 0
+    assert star_rows(avro_sink, tables) == star_rows(json_sink, tables)
+    assert avro_sink.connection.execute("SELECT count(*) FROM DIM_CUSTOMER WHERE IS_INFERRED").fetchone() == (1,)
