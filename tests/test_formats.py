@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from starload.formats import Decoding
-from starload.formats.avro import AvroWriter, schema_for
+from starload.formats.avro import schema_for
 from starload.formats.framing import framed, unframed
 from starload.formats.registry import SchemaRegistry
 from starload.formats.writing import FramedWriter
@@ -29,7 +29,7 @@ from starload.generators.orders import ORDERS_SCHEMA
 from starload.generators.shop import CUSTOMERS_TOPIC, SHOP_SCHEMA
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.duckdb import DuckDBSink
-from starload.spec import Date, Decimal, DateDimension, Fact, Field, Format, Integer, StarSchema, String, Timestamp
+from starload.spec import Date, DateDimension, Decimal, Fact, Field, Format, Integer, StarSchema, String, Timestamp
 from starload.testing import debezium_change, epoch_ms, sample_orders, write_batches
 
 AVRO_ORDERS = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="avro"))
@@ -231,7 +231,7 @@ def test_logical_and_semantic_types_arrive_exact(local_schema_registry):
     row = sink.connection.execute(
         'SELECT ID, "AT", AMOUNT, FIXED_AMOUNT, CONNECT_AMOUNT, ANY_SCALE, COUNT, DAY, DBZ_DAY, LOCAL_AT, DBZ_AT, DBZ_MICRO_AT, DBZ_NANO_AT, ZONED_AT, KIND, EMAIL FROM FACT_READINGS'
     ).fetchone()
-    utc = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
+    utc = lambda *a: datetime(*a, tzinfo=UTC)
     assert row == (
         "6ba7b810-9dad-11d1-80b4-00c04fd430c8", at, D("-12.50"), D("1234567.8901"), D("-0.125"), D("1234.56789"), 7,
         date(2024, 2, 29), date(2024, 2, 29), utc(2024, 3, 1, 8, 0, 0, 1), utc(2024, 3, 1, 8, 0, 0, 123000),
@@ -340,7 +340,7 @@ def test_debeziums_avro_converter_builds_the_star_its_json_converter_builds(loca
         "last_name": "Lee",
         "email": f"c{i}@example.com",
         "region": region,
-    }  # noqa: E731
+    }
     changes = [
         ("r", row(1, "EU"), None, "2024-01-01T00:00:00Z"),
         ("c", row(2, "US"), None, "2024-01-02T00:00:00Z"),
