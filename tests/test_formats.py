@@ -8,29 +8,36 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
+from itertools import islice
+from pathlib import Path
 
 import attrs
+import duckdb
 import fastavro
 import orjson
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from starload.broker import free_port
 from starload.formats import Decoding
 from starload.formats.avro import schema_for
 from starload.formats.framing import framed, unframed
-from starload.formats.registry import SchemaRegistry
+from starload.formats.registry import URL_ENV, SchemaRegistry
 from starload.formats.writing import FramedWriter
-from starload.generators.orders import ORDERS_SCHEMA
+from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.generators.shop import CUSTOMERS_TOPIC, SHOP_SCHEMA
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.duckdb import DuckDBSink
 from starload.spec import Date, DateDimension, Decimal, Fact, Field, Format, Integer, StarSchema, String, Timestamp
 from starload.testing import debezium_change, epoch_ms, sample_orders, write_batches
+from test_integration import run_cli
 
 AVRO_ORDERS = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="avro"))
 STAR_TABLES = ("FACT_ORDERS", "DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE")
@@ -57,19 +64,20 @@ def mapper(registry, star: StarSchema) -> Mapper:
     return Mapper(star, decoding=Decoding(SchemaRegistry({"url": registry.url})))
 
 
-def star_rows(sink: DuckDBSink, tables=STAR_TABLES) -> dict[str, list]:
+def star_rows(con: duckdb.DuckDBPyConnection, tables=STAR_TABLES) -> dict[str, list]:
+    """Every row of each table, but the wall-clock times."""
     found = {}
     for table in tables:
         columns = [
             c
-            for (c,) in sink.connection.execute(
+            for (c,) in con.execute(
                 f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}'"
             ).fetchall()
         ]
         kept = ", ".join(
             c for c in columns if c not in ("LOADED_AT", "UPDATED_AT", "VALID_TO_LOADED_AT")
         )  # wall-clock times
-        found[table] = sink.connection.execute(f"SELECT {kept} FROM {table} ORDER BY ALL").fetchall()
+        found[table] = con.execute(f"SELECT {kept} FROM {table} ORDER BY ALL").fetchall()
     return found
 
 
@@ -99,7 +107,7 @@ def test_an_avro_orders_topic_loads_the_star_its_json_twin_loads(local_schema_re
     avro_sink, results = load(AVRO_ORDERS, as_avro, batch_size, mapper(local_schema_registry, AVRO_ORDERS))
     json_sink, _ = load(ORDERS_SCHEMA, as_json, batch_size)
     assert sum(r.facts_inserted for r in results) == 60 and sum(r.rejects for r in results) == 0
-    assert star_rows(avro_sink) == star_rows(json_sink)  # MESSAGE_HASH too: the record's JSON text is the JSON twin's
+    assert star_rows(avro_sink.connection) == star_rows(json_sink.connection)  # MESSAGE_HASH too: the record's JSON text is the JSON twin's
 
 
 def test_values_that_are_no_records_of_their_schema_are_rejects_saying_why(local_schema_registry):
@@ -304,14 +312,15 @@ def test_a_loader_stopping_gives_up_waiting_for_the_registry(local_schema_regist
         local_schema_registry.reset()
 
 
-def test_secrets_in_the_registry_url_never_show(local_schema_registry):
+def test_secrets_in_the_registry_url_never_show(local_schema_registry, caplog):
+    caplog.set_level(logging.DEBUG)
     port = local_schema_registry.url.rsplit(":", 1)[1]
     registry = SchemaRegistry({"url": f"http://ann:s3cret@127.0.0.1:{port}"})
     assert registry.url == f"http://127.0.0.1:{port}"
-    batch = Mapper(AVRO_ORDERS, decoding=Decoding(registry)).stage(
-        raw_batch([framed(8_888_888, b"")]), topic="orders", group="g"
-    )
-    assert "s3cret" not in batch.rejects.column("REASON")[0].as_py()
+    registry.check()
+    batch = Mapper(AVRO_ORDERS, decoding=Decoding(registry)).stage(raw_batch([framed(8_888_888, b"")]), topic="orders", group="g")
+    assert batch.rejects.column("REASON")[0].as_py() == f"schema id 8888888 is not in the Schema Registry at http://127.0.0.1:{port}"
+    assert "GET http://127.0.0.1" in caplog.text and "s3cret" not in caplog.text  # the HTTP library's log lines too
 
 
 def test_a_json_schema_topic_loads_as_its_json_twin(local_schema_registry):
@@ -324,7 +333,7 @@ def test_a_json_schema_topic_loads_as_its_json_twin(local_schema_registry):
         star, [("orders", 0, n, writer.value(o)) for n, o in enumerate(orders)], 8, mapper(local_schema_registry, star)
     )
     json_sink, _ = load(ORDERS_SCHEMA, [("orders", 0, n, o) for n, o in enumerate(orders)], 8)
-    assert star_rows(framed_sink) == star_rows(json_sink)
+    assert star_rows(framed_sink.connection) == star_rows(json_sink.connection)
 
 
 def test_debeziums_avro_converter_builds_the_star_its_json_converter_builds(local_schema_registry):
@@ -374,5 +383,66 @@ def test_debeziums_avro_converter_builds_the_star_its_json_converter_builds(loca
     json_sink, _ = load(SHOP_SCHEMA, as_json, 3)
     avro_sink, results = load(avro_shop, as_avro, 3, mapper(local_schema_registry, avro_shop))
     assert sum(r.rejects for r in results) == 0
-    assert star_rows(avro_sink, tables) == star_rows(json_sink, tables)
+    assert star_rows(avro_sink.connection, tables) == star_rows(json_sink.connection, tables)
     assert avro_sink.connection.execute("SELECT count(*) FROM DIM_CUSTOMER WHERE IS_INFERRED").fetchone() == (1,)
+
+
+# ---- end to end: the CLI over the local broker ------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = "2024-06-01T12:00:00+00:00"
+
+
+def produce_cli(broker, topic: str, *more: str) -> None:
+    done = run_cli("produce", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic, "--count", "400", "--seed", "4",
+                   "--option", f"now={NOW}", "--partitions", "2", *more)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def load_cli(broker, topic: str, *more: str, env: dict | None = None):
+    return run_cli("load", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic, "--group", "formats",
+                   "--until-idle", "2", "--batch-rows", "150", *more, env=env)  # fmt: skip
+
+
+def test_avro_produced_and_loaded_by_the_cli_is_the_star_of_its_json_twin(local_broker, local_schema_registry, tmp_path):
+    topic = f"avro-{uuid.uuid4().hex[:8]}"
+    produce_cli(local_broker, topic, "--format", "avro", "--schema-registry", local_schema_registry.url)
+    produce_cli(local_broker, f"{topic}-json")
+    env = {**os.environ, URL_ENV: local_schema_registry.url}  # the registry from the environment
+    loaded = load_cli(local_broker, topic, "--spec", str(ROOT / "examples" / "orders_avro.yaml"), "--duckdb-path", str(tmp_path / "a.duckdb"), env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    twin = load_cli(local_broker, f"{topic}-json", "--schema", "orders", "--duckdb-path", str(tmp_path / "j.duckdb"))
+    assert twin.returncode == 0, twin.stderr
+    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as a, duckdb.connect(str(tmp_path / "j.duckdb"), read_only=True) as j:
+        assert star_rows(a, STAR_TABLES[1:]) == star_rows(j, STAR_TABLES[1:])
+        facts = "SELECT * EXCLUDE (LOADED_AT, KAFKA_TOPIC) FROM FACT_ORDERS ORDER BY ALL"
+        assert a.execute(facts).fetchall() == j.execute(facts).fetchall()
+        assert a.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() == (400,)
+
+
+def test_a_framed_topic_without_a_registry_answering_stops_at_start_with_one_line(local_broker, tmp_path):
+    spec = str(ROOT / "examples" / "orders_avro.yaml")
+    env = {k: v for k, v in os.environ.items() if k != URL_ENV}
+    missing = load_cli(local_broker, "orders-nowhere", "--spec", spec, "--duckdb-path", str(tmp_path / "x.duckdb"), env=env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"starload: error: topic orders-nowhere (avro) is in a Schema Registry's wire format: give the registry's URL (--schema-registry URL, or {URL_ENV})"
+    ]
+    silent = f"http://ann:s3cret@127.0.0.1:{free_port()}"
+    down = load_cli(local_broker, "orders-nowhere", "--spec", spec, "--duckdb-path", str(tmp_path / "x.duckdb"), "--schema-registry", silent, env=env)
+    assert down.returncode == 2
+    [line] = down.stderr.strip().splitlines()
+    assert line.startswith(f"starload: error: the Schema Registry at http://127.0.0.1:{silent.rsplit(':', 1)[1]} did not answer")
+    assert "s3cret" not in down.stderr + down.stdout
+
+
+def test_avro_loads_into_the_local_snowflake_endpoint(local_broker, local_schema_registry, snowflake_environment, snowflake_settings, local_snowflake):
+    topic = f"avro-sf-{uuid.uuid4().hex[:8]}"
+    produce_cli(local_broker, topic, "--format", "avro", "--schema-registry", local_schema_registry.url)
+    loaded = load_cli(local_broker, topic, "--spec", str(ROOT / "examples" / "orders_avro.yaml"), "--sink", "snowflake",
+                      "--schema-registry", local_schema_registry.url, env={**os.environ, **snowflake_environment})  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    orders = [e.value for e in islice(ORDERS_GENERATOR.stream(4, now=NOW), 400)]
+    with local_snowflake.connect(snowflake_settings) as con:
+        rows = con.cursor().execute('SELECT "ORDER_ID", "QUANTITY", "TOTAL_AMOUNT" FROM "FACT_ORDERS" ORDER BY 1').fetchall()
+    assert rows == sorted((o["order_id"], o["quantity"], D(o["price"]) * o["quantity"]) for o in orders)

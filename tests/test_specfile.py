@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import jsonschema
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from starload import (
     Double,
     Fact,
     Field,
+    Format,
     SpecError,
     StarSchema,
     String,
@@ -71,6 +73,8 @@ def test_the_payments_example_loads_as_written_in_yaml_and_toml():
 
 def test_the_orders_star_has_its_file_twin():
     assert StarSchema.from_file(EXAMPLES / "orders.yaml") == ORDERS_SCHEMA
+    avro = StarSchema.from_file(EXAMPLES / "orders_avro.yaml")
+    assert avro.fact.format is Format.AVRO and avro == attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format=Format.AVRO))
     assert StarSchema.from_file(EXAMPLES / "orders_history.yaml") == ORDERS_HISTORY_SCHEMA
 
 

@@ -36,15 +36,34 @@ from rich.text import Text
 from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
 from starload.deadletter import VERSION
-from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_REJECT_RATIO, LoadStats, StarLoader, loader_topics
 from starload.drift import fingerprint
+from starload.engine import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_MAX_REJECT_RATIO,
+    LoadStats,
+    StarLoader,
+    loader_topics,
+)
 from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
+from starload.formats.registry import URL_ENV, USER_INFO_ENV, registry_settings
 from starload.kafka import consumer_config
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
-from starload.spec import DATE_ATTRIBUTES, DIMENSION_METADATA, FACT_METADATA, TOPIC_DIMENSION_METADATA, Field, StarSchema, delete_fields, source_name, type_spelling
+from starload.spec import (
+    DATE_ATTRIBUTES,
+    DIMENSION_METADATA,
+    FACT_METADATA,
+    TOPIC_DIMENSION_METADATA,
+    Field,
+    Format,
+    StarSchema,
+    delete_fields,
+    source_name,
+    type_spelling,
+)
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -263,6 +282,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
             overrides=_key_values(args.X, "-X"),
             progress=progress,
             startup_timeout=args.startup_timeout,
+            value_format=Format(args.format) if args.format else None,
+            schema_registry=registry_settings(args.schema_registry, _key_values(args.registry_option, "--registry-option")),
         )
     print(f"produced {stats.produced} {generator.name} events to {', '.join(map(repr, stats.topics))} in {stats.seconds:.1f} s")
     return 0
@@ -332,6 +353,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             startup_timeout=args.startup_timeout,
             on_offset_mismatch=args.on_offset_mismatch,
             health_timeout=args.health_timeout,
+            schema_registry=registry_settings(args.schema_registry, _key_values(args.registry_option, "--registry-option")),
         )
         if stopping.stop_with(loader.stop):
             return 0  # a signal came before the load began: nothing was loaded
@@ -585,6 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="give up, exit code 2, when no broker answers or the topic does not exist by then",
         )
 
+    def registry_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--schema-registry", default=None, metavar="URL",
+            help=f"the Schema Registry of topics in its wire format (avro, json_schema) (env {URL_ENV}; its user:password in {USER_INFO_ENV})",
+        )  # fmt: skip
+        p.add_argument(
+            "--registry-option", action="append", default=[], metavar="KEY=VALUE",
+            help="a setting of confluent-kafka's SchemaRegistryClient (bearer.auth.*, ssl.ca.location, …), as the string given (repeatable)",
+        )  # fmt: skip
+
     def sink_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--sink", default="duckdb", help="registered sink name (see `starload plugins`)")
         p.add_argument("--duckdb-path", default="starload.duckdb", help="DuckDB database file")
@@ -613,11 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", default="orders", help="registered generator name (see `starload plugins`)")
     p.add_argument("--partitions", type=_bounded(int, 1), default=4, help="partitions when the topic is created")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50 (repeatable)")
+    p.add_argument(
+        "--format", choices=[f.value for f in Format], default=None,
+        help="write the generator's events in this format (default: each topic's in its star's spec; avro and json_schema register their schema)",
+    )  # fmt: skip
+    registry_args(p)
     p.set_defaults(func=cmd_produce)
 
     p = command("load", "load a topic into the star schema")
     kafka_args(p)
     sink_args(p)
+    registry_args(p)
     p.add_argument("--group", default="starload", help="consumer group (offsets are stored per group in the sink)")
     p.add_argument(
         "--instance-id", default=None, metavar="ID",

@@ -59,6 +59,8 @@ from starload.exceptions import (
     StoredOffsetsError,
     TransientSinkError,
 )
+from starload.formats import Decoding
+from starload.formats.registry import URL_ENV, RegistryUnreachable, SchemaRegistry
 from starload.kafka import (
     connection_settings,
     consumer_config,
@@ -73,7 +75,7 @@ from starload.metrics import LoaderMetrics
 from starload.offsets import POLICIES, foreign, reset_targets, resolution
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
-from starload.waiting import Wait
+from starload.waiting import Wait, Waits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,6 +199,22 @@ class LoadStats:
         self.statements += result.statements
         self.dimension_rows_inserted += result.dimension_rows_inserted
         self.dimension_rows_updated += result.dimension_rows_updated
+
+
+def _decoding(schema: StarSchema, registry: Mapping[str, str] | None, waits: Waits, topic: str | None) -> Decoding | None:
+    """What decodes the star's framed topics, with the registry ``registry`` (its client settings); None when every topic is JSON.
+
+    ``topic``: the loader's, for the fact that names none.
+
+    A framed topic without a registry is a :class:`StartupError` naming it and the option.
+    """
+    framed = [f"{f.topic or topic} ({f.format.value})" for f in schema.feeds() if f.format.framed]
+    if not framed:
+        return None
+    if not registry or not registry.get("url"):
+        msg = f"topic {framed[0]} is in a Schema Registry's wire format: give the registry's URL (--schema-registry URL, or {URL_ENV})"
+        raise StartupError(msg)
+    return Decoding(SchemaRegistry(registry, waits=waits))
 
 
 @attrs.define
@@ -377,6 +395,7 @@ class StarLoader:
         startup_timeout: float = 30.0,
         on_offset_mismatch: str = "stop",
         health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        schema_registry: Mapping[str, str] | None = None,
     ) -> None:
         if batch_rows < 1 or batch_seconds <= 0 or not 0 <= max_reject_ratio <= 1 or on_offset_mismatch not in POLICIES:
             msg = (
@@ -387,6 +406,8 @@ class StarLoader:
         self.schema = schema
         self.sink = sink
         self.topics = loader_topics(schema, topic)
+        #: Decodes the framed topics (None: every topic is JSON); its registry is asked at start-up.
+        self.decoding = _decoding(schema, schema_registry, sink.waits, topic)
         self.group = group
         self.batch_rows = batch_rows
         self.batch_seconds = batch_seconds
@@ -467,12 +488,17 @@ class StarLoader:
         """
         self.sink.waits.stopping.clear()
         self.sink.verify(self.schema)  # first: a sink's mistakes and a drifted star need no broker to show
+        if self.decoding is not None:
+            try:
+                self.decoding.registry.check()
+            except RegistryUnreachable as exc:
+                raise StartupError(f"{exc}; check --schema-registry ({URL_ENV}) and that the registry runs") from None
         self._await_topic()
         self._admin = AdminClient(connection_settings(self.config))
         if self._dead_letters is not None:
             self._dead_letters.ensure_topic()
         for _ in range(self.MAPPERS):
-            self._mappers.put(Mapper(self.schema))
+            self._mappers.put(Mapper(self.schema, decoding=self.decoding))
         consumer = self._consumer = Consumer(self.config)
         self._map_threads = ThreadPoolExecutor(self.MAPPERS, thread_name_prefix="starload-mapper")
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")

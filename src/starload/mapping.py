@@ -23,14 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import attrs
 import duckdb
 import pyarrow as pa
 
-if TYPE_CHECKING:
-    from starload.formats import Decoding
+from starload.formats import Decoding
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
@@ -839,12 +837,9 @@ class Mapper:
     """
 
     def __init__(self, schema: StarSchema, *, decoding: Decoding | None = None, threads: int | None = 1) -> None:
-        framed = [f.topic or "the loader's --topic" for f in schema.feeds() if f.format.framed]
-        if framed and decoding is None:
-            msg = f"topic {framed[0]!r} is in a Schema Registry's wire format: the mapper needs a Decoding (a registry)"
-            raise ValueError(msg)
         self.sql = MappingSQL.build(schema)
-        self.decoding = decoding
+        #: Decodes the values of framed topics (without a registry it fails on the first one it meets).
+        self.decoding = decoding or Decoding(None)
         self._con = duckdb.connect(":memory:", config={"memory_limit": "256MB"})
         self._con.execute("SET TimeZone = 'UTC'")
         if threads:
@@ -874,7 +869,7 @@ class Mapper:
         try:
             for n, sql in enumerate(self.sql.feeds):
                 topic, raw = by_feed.get(n, (sql.feed.topic or "", empty))
-                if sql.feed.format.framed and self.decoding is not None:
+                if sql.feed.format.framed:
                     raw = self.decoding.decode(sql.feed, raw)
                 con.register(sql.raw, raw)
                 for statement in sql.parse:

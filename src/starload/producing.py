@@ -11,11 +11,14 @@ from typing import Any
 import attrs
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 
-from starload.exceptions import StarloadError
+from starload.exceptions import StarloadError, StartupError
+from starload.formats.registry import NO_ANSWER, URL_ENV, shown_url, without_url_secrets
+from starload.formats.writing import FramedWriter
 from starload.generators.base import Event, Generator
 from starload.kafka import connection_settings, ensure_topic, producer_config
-from starload.spec import source_path
+from starload.spec import Format, source_path
 
 
 @attrs.define
@@ -46,16 +49,68 @@ def produce(
     overrides: Mapping[str, Any] | None = None,
     progress: Callable[[ProduceStats], None] | None = None,
     startup_timeout: float = 30.0,
+    value_format: Format | None = None,
+    schema_registry: Mapping[str, str] | None = None,
 ) -> ProduceStats:
     """Produce ``count`` events of ``generator`` to ``topic``, or to the event's own (each created if missing), keyed by the event key.
 
     ``rate`` is messages per second (``None`` or 0: as fast as possible). If no broker
     answers within ``startup_timeout`` seconds, :class:`StartupError` names the address. Returns once
     every message is acknowledged; raises :class:`StarloadError` if any delivery failed.
+
+    ``value_format``: how the values are written (None: each topic's format in the
+    generator's star). A framed format registers the topic's schema (made from what the
+    star reads of it: :func:`~starload.formats.writing.topic_schema`) in ``schema_registry``
+    (the client's settings) and frames each value with its id.
     """
     events = islice(generator.stream(seed, **(options or {})), count)
-    messages = ((_topic_of(event, topic, generator), event.key, None if event.value is None else orjson.dumps(event.value)) for event in events)
+    values = _Values(generator, value_format, schema_registry)
+    messages = (
+        (name, event.key, values.encode(name, event.value))
+        for event in events
+        for name in (_topic_of(event, topic, generator),)
+    )
     return _send(bootstrap_servers, messages, rate, partitions, overrides, progress, startup_timeout)
+
+
+class _Values:
+    """Encodes each topic's values: JSON, or framed with a schema registered on the topic's first value."""
+
+    def __init__(self, generator: Generator, value_format: Format | None, registry: Mapping[str, str] | None) -> None:
+        self.generator = generator
+        self.value_format = value_format
+        self.registry = registry
+        self._writers: dict[str, FramedWriter | None] = {}
+
+    def encode(self, topic: str, value: Any) -> bytes | None:
+        if topic not in self._writers:
+            self._writers[topic] = self._writer(topic)
+        writer = self._writers[topic]
+        if writer is None:
+            return None if value is None else orjson.dumps(value)
+        try:
+            return writer.value(value)
+        except ValueError as exc:
+            msg = f"an event of generator {self.generator.name!r} for topic {topic!r} cannot be written in its format: {exc}"
+            raise StarloadError(msg) from None
+
+    def _writer(self, topic: str) -> FramedWriter | None:
+        feed = self.generator.schema.feed(topic)
+        kind = self.value_format or feed.format
+        if not kind.framed:
+            return None
+        if not self.registry:
+            msg = f"topic {topic!r} is written as {kind.value}: give the Schema Registry's URL (--schema-registry URL, or {URL_ENV})"
+            raise StarloadError(msg)
+        client = SchemaRegistryClient({**without_url_secrets(self.registry), "max.retries": 1})
+        try:
+            return FramedWriter(feed, kind, client, topic)
+        except SchemaRegistryError as exc:
+            msg = f"the Schema Registry at {shown_url(self.registry['url'])} refused the schema of topic {topic!r}: {exc.error_message} ({exc.http_status_code})"
+            raise StarloadError(msg) from None
+        except NO_ANSWER as exc:
+            msg = f"the Schema Registry at {shown_url(self.registry['url'])} did not answer: {exc}"
+            raise StartupError(msg) from None
 
 
 def _topic_of(event: Event, topic: str | None, generator: Generator) -> str:
@@ -121,7 +176,11 @@ def _record(topic: str, line: bytes, number: int, path: Path) -> tuple[str, byte
         msg = f'{path} line {number}: with --keyed each line is {{"key": …, "value": …}} (a null value is a tombstone)'
         raise StarloadError(msg)
     key, value = record.get("key"), record["value"]
-    return topic, None if key is None else key.encode() if isinstance(key, str) else orjson.dumps(key), None if value is None else orjson.dumps(value)
+    return (
+        topic,
+        None if key is None else key.encode() if isinstance(key, str) else orjson.dumps(key),
+        None if value is None else orjson.dumps(value),
+    )
 
 
 def _key_of(line: bytes, keys: tuple[str, ...] | None) -> bytes | None:
@@ -165,7 +224,9 @@ def _send(
     for i, (to, key, value) in enumerate(messages):
         count = i + 1
         if to not in stats.topics:
-            ensure_topic(bootstrap_servers, to, partitions, timeout=startup_timeout, overrides=connection_settings(config))
+            ensure_topic(
+                bootstrap_servers, to, partitions, timeout=startup_timeout, overrides=connection_settings(config)
+            )
             stats.topics.append(to)
         while True:
             try:

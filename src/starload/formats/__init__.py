@@ -18,6 +18,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from starload.exceptions import StarloadError
 from starload.formats.avro import AvroReader
 from starload.formats.framing import unframed
 from starload.formats.registry import SchemaRegistry
@@ -61,9 +62,12 @@ READERS = {Format.AVRO: AvroReader, Format.JSON_SCHEMA: JsonSchemaReader}
 
 
 class Decoding:
-    """Decodes the framed topics of one star, with the writer schemas of ``registry``; shared by the loader's mappers."""
+    """Decodes the framed topics of one star, with the writer schemas of ``registry``; shared by the loader's mappers.
 
-    def __init__(self, registry: SchemaRegistry) -> None:
+    Without a registry (None) it decodes nothing: the first framed value raises :class:`StarloadError`.
+    """
+
+    def __init__(self, registry: SchemaRegistry | None) -> None:
         self.registry = registry
         self._readers: dict[tuple[Format, int], Reader | str] = {}
         self._problems: dict[tuple[str | None, int], str | None] = {}
@@ -106,6 +110,9 @@ class Decoding:
             found = self._readers.get(key)
         if found is not None:
             return found
+        if self.registry is None:
+            msg = f"a value of a {kind.value} topic came, and no Schema Registry was given to read its schema id {schema_id} from"
+            raise StarloadError(msg)
         schema = self.registry.schema(schema_id)
         if schema is None:
             found = f"schema id {schema_id} is not in the Schema Registry at {self.registry.url}"

@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import itertools
 import logging
+import os
 import random
 import threading
 import urllib.parse
@@ -57,6 +58,28 @@ class RegistryUnreachable(Exception):
     """The registry did not answer, or answered with a server error (a passing state: the caller waits)."""
 
 
+def registry_settings(url: str | None, options: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The client settings of the registry at ``url`` (else :data:`URL_ENV`), with ``options`` (confluent-kafka's names) and the
+    user and password of :data:`USER_INFO_ENV` when set; None when no URL is given either way."""
+    environ = os.environ if environ is None else environ
+    url = url or environ.get(URL_ENV)
+    if not url:
+        return None
+    settings = {"url": url}
+    if environ.get(USER_INFO_ENV):
+        settings["basic.auth.user.info"] = environ[USER_INFO_ENV]
+    return settings | dict(options or {})
+
+
+def without_url_secrets(config: Mapping[str, str]) -> dict[str, str]:
+    """``config`` with a user and password in its URL moved to ``basic.auth.user.info`` (where the HTTP library's log lines never show them)."""
+    parts = urllib.parse.urlsplit(str(config["url"]))
+    if parts.password is None:
+        return dict(config)
+    user_info = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password)}"
+    return {"basic.auth.user.info": user_info, **config, "url": shown_url(str(config["url"]))}
+
+
 def shown_url(url: str) -> str:
     """``url`` without the user and password it may carry (``http://user:pw@host`` shows as ``http://host``)."""
     parts = urllib.parse.urlsplit(url)
@@ -79,7 +102,7 @@ class SchemaRegistry:
             msg = "a Schema Registry needs a url"
             raise ValueError(msg)
         # The client's own retries are silent; this class waits visibly instead.
-        self._client = SchemaRegistryClient({**config, "max.retries": 0})
+        self._client = SchemaRegistryClient({**without_url_secrets(config), "max.retries": 0})
         self.url = shown_url(str(config["url"]).split(",")[0])
         self.waits = waits or Waits()
         self._schemas: dict[int, Schema | None] = {}
