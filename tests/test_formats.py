@@ -24,6 +24,7 @@ import fastavro
 import orjson
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from test_integration import run_cli
 
 from starload.broker import free_port
 from starload.formats import Decoding
@@ -37,7 +38,6 @@ from starload.mapping import Mapper, raw_batch
 from starload.sinks.duckdb import DuckDBSink
 from starload.spec import Date, DateDimension, Decimal, Fact, Field, Format, Integer, StarSchema, String, Timestamp
 from starload.testing import debezium_change, epoch_ms, sample_orders, write_batches
-from test_integration import run_cli
 
 AVRO_ORDERS = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="avro"))
 STAR_TABLES = ("FACT_ORDERS", "DIM_CUSTOMER", "DIM_PRODUCT", "DIM_DATE")
