@@ -36,6 +36,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/several_topics.py
 	$(BIN)/python benchmarks/order_lines.py
 	$(BIN)/python benchmarks/changing_facts.py
+	$(BIN)/python benchmarks/wire_formats.py
 
 clean:
 	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb

@@ -48,6 +48,7 @@ from rich.table import Table
 
 from starload import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA, SHOP_SCHEMA, DuckDBSink, StarSchema
 from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, SHOP_GENERATOR, SHOP_TYPE1_SCHEMA
+from starload.formats import Decoding
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import Sink, StagedBatch
 
@@ -81,8 +82,8 @@ def shop_batches(count: int, batch_rows: int, *, customers: int, topics: Sequenc
 class Loader:
     """Maps and writes batches into one sink, counting the time it takes; each topic's offsets run on from batch to batch."""
 
-    def __init__(self, schema: StarSchema, sink: Sink) -> None:
-        self.sink, self.mapper = sink, Mapper(schema)
+    def __init__(self, schema: StarSchema, sink: Sink, decoding: Decoding | None = None) -> None:
+        self.sink, self.mapper = sink, Mapper(schema, decoding=decoding)
         sink.prepare(schema)
         self.offsets: dict[str, int] = {}
 
@@ -125,9 +126,9 @@ def snowflake_batch_statements(schema: StarSchema, batches: list[Batch], endpoin
         loader.close()
 
 
-def load(schema: StarSchema, batches: list[Batch]) -> float:
-    """Seconds to map and write ``batches`` into a fresh in-memory DuckDB star of ``schema``."""
-    loader = Loader(schema, DuckDBSink(":memory:"))
+def load(schema: StarSchema, batches: list[Batch], decoding: Decoding | None = None) -> float:
+    """Seconds to map and write ``batches`` into a fresh in-memory DuckDB star of ``schema`` (its framed topics read with ``decoding``)."""
+    loader = Loader(schema, DuckDBSink(":memory:"), decoding)
     try:
         return sum(loader.write(batch)[0] for batch in batches)
     finally:
