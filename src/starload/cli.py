@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
+import orjson
 from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
@@ -46,8 +47,11 @@ from starload.engine import (
     loader_topics,
 )
 from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
-from starload.formats.registry import URL_ENV, USER_INFO_ENV, registry_settings
-from starload.kafka import consumer_config
+from starload.drafting import debezium_rows, draft
+from starload.formats import Decoding
+from starload.formats.framing import unframed
+from starload.formats.registry import URL_ENV, USER_INFO_ENV, SchemaRegistry, registry_settings
+from starload.kafka import consumer_config, sample_values
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
@@ -538,6 +542,53 @@ _DELETE_MEANINGS = {
 _DATE_TYPES = {"FULL_DATE": "date", "MONTH_NAME": "string", "DAY_NAME": "string", "IS_WEEKEND": "boolean"}
 
 
+def cmd_spec_draft(args: argparse.Namespace) -> int:
+    """``spec draft --topic T``: a first spec from the topic's messages, as YAML on stdout (framed ones read with their writer schema)."""
+    if not args.topic:
+        msg = "spec draft needs --topic (the topic to draft a spec from)"
+        raise StarloadError(msg)
+    values = [v for v in sample_values(args.bootstrap_servers, args.topic, args.samples, timeout=args.startup_timeout, overrides=_key_values(args.X, "-X")) if v]
+    if not values:
+        msg = f"topic {args.topic!r} holds no message to draft a spec from"
+        raise StarloadError(msg)
+    records, value_format, writer = _decoded_samples(args, values)
+    if not records:
+        msg = f"none of the {len(values)} messages sampled from topic {args.topic!r} is a {value_format.value} record"
+        raise StarloadError(msg)
+    rows = debezium_rows(records)
+    print(draft(args.topic, rows if rows is not None else records, value_format=value_format, writer_schema=writer, envelope=rows is not None), end="")
+    return 0
+
+
+def _decoded_samples(args: argparse.Namespace, values: list[bytes]) -> tuple[list[Any], Format, Any]:
+    """The sampled values as records, their format (framed when every one starts with the zero byte), and the latest writer schema (Avro)."""
+    if any(v[:1] != b"\x00" for v in values):
+        return [r for r in map(_json_or_none, values) if isinstance(r, dict)], Format.JSON, None
+    settings = registry_settings(args.schema_registry, _key_values(args.registry_option, "--registry-option"))
+    if settings is None:
+        msg = f"topic {args.topic!r} is in a Schema Registry's wire format: give the registry's URL (--schema-registry URL, or {URL_ENV})"
+        raise StarloadError(msg)
+    decoding, records, writer, value_format = Decoding(SchemaRegistry(settings)), [], None, Format.AVRO
+    for value in values:
+        schema_id, payload = unframed(value)
+        schema = decoding.registry.schema(schema_id)
+        value_format = Format.JSON_SCHEMA if schema is not None and schema.schema_type == "JSON" else Format.AVRO
+        reader = decoding.reader(value_format, schema_id)
+        if isinstance(reader, str):
+            continue
+        with contextlib.suppress(ValueError):
+            records.append(orjson.loads(reader.text(payload)))
+            writer = getattr(reader, "writer", None)
+    return records, value_format, writer
+
+
+def _json_or_none(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def cmd_spec_schema(_args: argparse.Namespace) -> int:
     """``spec schema``: the JSON Schema of the spec file format."""
     print(json.dumps(json_schema(), indent=2))
@@ -713,8 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
     sink_args(p)
     p.set_defaults(func=cmd_verify)
 
-    p = command("spec", "check a spec file, or print the JSON Schema of the format")
+    p = command("spec", "check a spec file, draft one from a topic, or print the JSON Schema of the format")
     actions = p.add_subparsers(dest="action", required=True)
+    a = command("draft", "print a first spec for a topic, drafted from a sample of its messages (any format)", actions)
+    kafka_args(a)
+    registry_args(a)
+    a.add_argument("--samples", type=_bounded(int, 1), default=1000, help="messages read from the beginning of the topic at most")
+    a.set_defaults(func=cmd_spec_draft)
     a = command("check", "validate a spec file and print the tables and columns it declares", actions)
     a.add_argument("file", metavar="FILE", help="a .yaml, .yml or .toml spec file")
     a.set_defaults(func=cmd_spec_check)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -151,3 +152,35 @@ def seek_positions(partitions: list[TopicPartition], stored: Mapping[int, int]) 
     """``partitions`` positioned at the sink's stored offsets (the beginning when none)."""
     return [TopicPartition(tp.topic, tp.partition, stored.get(tp.partition, OFFSET_BEGINNING)) for tp in partitions]
 
+
+
+def sample_values(bootstrap_servers: str, topic: str, count: int, *, timeout: float, overrides: Mapping[str, Any] | None = None) -> list[bytes | None]:
+    """Up to ``count`` message values of ``topic`` from the beginning of each partition (no group joined, no offset committed).
+
+    Reading stops at ``count``, once no message came for a second after the last one (the
+    end: a broker's end offsets cannot be trusted for this) or for 5 s from the start (an
+    empty topic), or after ``timeout`` seconds. :class:`StartupError` when no broker
+    answers or the topic does not exist.
+    """
+    config = consumer_config(bootstrap_servers, "starload-draft", {"enable.auto.commit": False, **(overrides or {})})
+    client = Consumer(config)
+    try:
+        try:
+            partitions = topic_partitions(client, topic, timeout)
+        except KafkaException as exc:
+            raise StartupError(unreachable(bootstrap_servers, timeout, exc)) from None
+        if partitions is None:
+            raise StartupError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+        client.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        found: list[bytes | None] = []
+        deadline = time.monotonic() + timeout
+        quiet = time.monotonic() + 5.0
+        while len(found) < count and time.monotonic() < min(deadline, quiet):
+            messages = client.consume(min(500, count - len(found)), timeout=0.5)
+            kept = [m.value() for m in messages if m.error() is None]
+            if kept:
+                found += kept
+                quiet = time.monotonic() + 1.0
+        return found
+    finally:
+        client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
@@ -18,7 +19,7 @@ from starload.formats.registry import NO_ANSWER, URL_ENV, shown_url, without_url
 from starload.formats.writing import FramedWriter
 from starload.generators.base import Event, Generator
 from starload.kafka import connection_settings, ensure_topic, producer_config
-from starload.spec import Format, source_path
+from starload.spec import Feed, Format, source_path
 
 
 @attrs.define
@@ -82,6 +83,14 @@ class _Values:
         self.registry = registry
         self._writers: dict[str, FramedWriter | None] = {}
 
+    def _feed(self, topic: str) -> Feed | None:
+        """What the generator's star reads of ``topic`` (its ``prefix`` option's topics end in the star's names); None: nothing."""
+        schema = self.generator.schema
+        with contextlib.suppress(KeyError):
+            return schema.feed(topic)
+        named = [f for f in schema.feeds() if f.topic and topic.endswith(f.topic)]
+        return named[0] if len(named) == 1 else None
+
     def encode(self, topic: str, value: Any) -> bytes | None:
         if topic not in self._writers:
             self._writers[topic] = self._writer(topic)
@@ -95,10 +104,13 @@ class _Values:
             raise StarloadError(msg) from None
 
     def _writer(self, topic: str) -> FramedWriter | None:
-        feed = self.generator.schema.feed(topic)
-        kind = self.value_format or feed.format
+        feed = self._feed(topic)
+        kind = self.value_format or (feed.format if feed is not None else Format.JSON)
         if not kind.framed:
             return None
+        if feed is None:
+            msg = f"generator {self.generator.name!r} produces to topic {topic!r}, which its star does not read: no schema for it to write {kind.value} with"
+            raise StarloadError(msg)
         if not self.registry:
             msg = f"topic {topic!r} is written as {kind.value}: give the Schema Registry's URL (--schema-registry URL, or {URL_ENV})"
             raise StarloadError(msg)

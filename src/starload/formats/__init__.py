@@ -92,7 +92,7 @@ class Decoding:
             schema_id, payload = unframed(value)
         except ValueError as exc:
             return None, str(exc)
-        reader = self._reader(feed.format, schema_id)
+        reader = self.reader(feed.format, schema_id)
         if isinstance(reader, str):
             return None, reader
         problem = self._problem(feed, schema_id, reader)
@@ -103,7 +103,7 @@ class Decoding:
         except ValueError as exc:
             return None, f"schema id {schema_id}: {exc}"
 
-    def _reader(self, kind: Format, schema_id: int) -> Reader | str:
+    def reader(self, kind: Format, schema_id: int) -> Reader | str:
         """The reader of ``schema_id``'s records, or why there is none (the registry holds no such id, or a schema of another format)."""
         key = (kind, schema_id)
         with self._guard:
