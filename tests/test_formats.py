@@ -24,9 +24,9 @@ import fastavro
 import orjson
 import pytest
 import yaml
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from test_integration import run_cli
 
 from starload.broker import free_port
@@ -39,7 +39,20 @@ from starload.generators.orders import ORDERS_GENERATOR, ORDERS_SCHEMA
 from starload.generators.shop import CUSTOMERS_TOPIC, SHOP_SCHEMA
 from starload.mapping import Mapper, raw_batch
 from starload.sinks.duckdb import DuckDBSink
-from starload.spec import Date, DateDimension, Decimal, Dimension, Fact, Field, Format, Integer, StarSchema, String, Timestamp, type_spelling
+from starload.spec import (
+    Date,
+    DateDimension,
+    Decimal,
+    Dimension,
+    Fact,
+    Field,
+    Format,
+    Integer,
+    StarSchema,
+    String,
+    Timestamp,
+    type_spelling,
+)
 from starload.testing import debezium_change, epoch_ms, sample_orders, write_batches
 
 AVRO_ORDERS = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="avro"))
@@ -457,9 +470,14 @@ def test_avro_loads_into_the_local_snowflake_endpoint(local_broker, local_schema
 PROPERTY_STAR = StarSchema(
     name="readings_avro",
     dimensions=(
-        Dimension(name="customer", table="DIM_CUSTOMER", key="CUSTOMER_KEY", natural_key=(Field("CUSTOMER_ID", "customer.id", String(16)),),
-                  attributes=(Field("REGION", "customer.region", String(8)),)),
-    ),  # fmt: skip
+        Dimension(
+            name="customer",
+            table="DIM_CUSTOMER",
+            key="CUSTOMER_KEY",
+            natural_key=(Field("CUSTOMER_ID", "customer.id", String(16)),),
+            attributes=(Field("REGION", "customer.region", String(8)),),
+        ),
+    ),
     date_dimension=DateDimension(),
     fact=Fact(
         table="FACT_READINGS",
@@ -482,9 +500,13 @@ writer_choices = st.fixed_dictionaries(
     {
         "id": st.sampled_from(["int", "long"]),
         "at": st.sampled_from([{"type": "long", "logicalType": "timestamp-millis"}, {"type": "long", "logicalType": "timestamp-micros"}, "string"]),
-        "amount": st.sampled_from([{"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
-                                   {"type": "fixed", "name": "Money", "size": 8, "logicalType": "decimal", "precision": 16, "scale": 2},
-                                   "string"]),  # fmt: skip
+        "amount": st.sampled_from(
+            [
+                {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+                {"type": "fixed", "name": "Money", "size": 8, "logicalType": "decimal", "precision": 16, "scale": 2},
+                "string",
+            ]
+        ),
         "optional_amount": st.booleans(),
         "region_enum": st.booleans(),
         "note_in_v1": st.booleans(),  # else the note comes with a second version of the schema, with a default
