@@ -619,3 +619,84 @@ def test_a_spec_drafted_from_an_avro_topic_takes_the_writer_schemas_types_and_lo
     assert loaded.returncode == 0, loaded.stderr
     with duckdb.connect(str(tmp_path / "d.duckdb"), read_only=True) as con:
         assert con.execute(f"SELECT count(*), sum(PRICE * QUANTITY) > 0 FROM {spec.fact.table}").fetchone() == (400, True)
+
+
+# ---- Protobuf, written by confluent-kafka's own serializer -----------------------------------
+
+
+def orders_proto(quantity: int | None = None, name: str = "shop/orders.proto") -> type:
+    """A message class for the orders topic, made at run time as a producer's generated code would declare it (``quantity``: its field type)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+    from confluent_kafka.schema_registry.confluent.type import decimal_pb2
+
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name=name, package="shop", syntax="proto3",
+                                              dependency=["google/protobuf/timestamp.proto", "confluent/type/decimal.proto"])  # fmt: skip
+    order = file.message_type.add(name="Order")
+    fields = [("order_id", F.TYPE_STRING, None), ("order_timestamp", F.TYPE_MESSAGE, ".google.protobuf.Timestamp"), ("quantity", quantity or F.TYPE_INT64, None),
+              ("price", F.TYPE_MESSAGE, ".confluent.type.Decimal"), ("customer_id", F.TYPE_STRING, None), ("customer_name", F.TYPE_STRING, None),
+              ("customer_region", F.TYPE_STRING, None), ("product_id", F.TYPE_STRING, None), ("product_name", F.TYPE_STRING, None),
+              ("category", F.TYPE_STRING, None)]  # fmt: skip
+    for number, (name, kind, type_name) in enumerate(fields, 1):
+        order.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL, **({"type_name": type_name} if type_name else {}))
+    # shipping_region: proto3 `optional` (presence), in its synthetic oneof
+    order.oneof_decl.add(name="_shipping_region")
+    order.field.add(name="shipping_region", number=20, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL, proto3_optional=True, oneof_index=0)
+    pool = descriptor_pool.DescriptorPool()
+    for known in (timestamp_pb2, decimal_pb2):
+        pool.AddSerializedFile(known.DESCRIPTOR.serialized_pb)
+    return message_factory.GetMessageClass(pool.Add(file).message_types_by_name["Order"])
+
+
+def test_a_protobuf_topic_loads_the_star_its_json_twin_loads(local_schema_registry):
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+    order_class = orders_proto()
+    client = SchemaRegistryClient({"url": local_schema_registry.url})
+    serializer = ProtobufSerializer(order_class, client, {"use.deprecated.format": False})
+    orders = sample_orders(40)
+    values = []
+    for n, o in enumerate(orders):
+        message = order_class(**{k: o[k] for k in ("order_id", "quantity", "customer_id", "customer_name", "customer_region", "product_id", "product_name", "category")})
+        message.order_timestamp.FromJsonString(o["order_timestamp"])
+        unscaled = int(D(o["price"]) * 100)
+        message.price.value, message.price.precision, message.price.scale = unscaled.to_bytes(8, "big", signed=True).lstrip(b"\x00") or b"\x00", 18, 2
+        if n % 3:
+            message.shipping_region = o["shipping_region"]
+        values.append(serializer(message, SerializationContext(f"{subject()}", MessageField.VALUE)))
+    star = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="protobuf"))
+    as_json = [("orders", 0, n, {k: v for k, v in o.items() if k != "shipping_region" or n % 3}) for n, o in enumerate(orders)]
+    proto_sink, results = load(star, [("orders", 0, n, v) for n, v in enumerate(values)], 9, mapper(local_schema_registry, star))
+    json_sink, _ = load(ORDERS_SCHEMA, as_json, 9)
+    assert sum(r.rejects for r in results) == 0 and sum(r.facts_inserted for r in results) == 40
+    assert star_rows(proto_sink.connection) == star_rows(json_sink.connection)
+
+
+def test_protobuf_values_that_do_not_fit_are_rejects_saying_why(local_schema_registry):
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from google.protobuf.descriptor_pb2 import FieldDescriptorProto
+
+    client = SchemaRegistryClient({"url": local_schema_registry.url})
+    star = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="protobuf"))
+    good_class, double_class = orders_proto(), orders_proto(FieldDescriptorProto.TYPE_DOUBLE, "shop/orders2.proto")
+    good = ProtobufSerializer(good_class, client, {"use.deprecated.format": False})(good_class(order_id="O1", quantity=1), SerializationContext(subject(), MessageField.VALUE))
+    double = ProtobufSerializer(double_class, client, {"use.deprecated.format": False})(double_class(order_id="O2", quantity=1.5), SerializationContext(subject(), MessageField.VALUE))
+    sid, other = int.from_bytes(good[1:5], "big"), int.from_bytes(double[1:5], "big")
+    values = [double, good[:5] + b"\x04\x02\x02" + good[6:], good[:-2] + b"\xff\xff", good[:5] + b"\x00\x0a\xff"]
+    reasons = mapper(local_schema_registry, star).stage(raw_batch(values), topic="orders", group="g").rejects.column("REASON").to_pylist()
+    assert reasons[0] == f"schema id {other}: quantity: the writer type double cannot become integer"
+    assert reasons[1] == f"schema id {sid}: no message at indexes [1, 1] of its schema"
+    assert reasons[2].startswith(f"schema id {sid}: not a Protobuf message of its schema")
+    assert reasons[3].startswith(f"schema id {sid}: not a Protobuf message of its schema")
+
+
+def test_orders_written_by_produce_in_protobuf_load_the_star_of_their_json_twin(local_schema_registry):
+    star = attrs.evolve(ORDERS_SCHEMA, fact=attrs.evolve(ORDERS_SCHEMA.fact, format="protobuf"))
+    writer = FramedWriter(star.feeds()[0], Format.PROTOBUF, SchemaRegistryClient({"url": local_schema_registry.url}), subject())
+    orders = sample_orders(50)
+    proto_sink, results = load(star, [("orders", 0, n, writer.value(o)) for n, o in enumerate(orders)], 11, mapper(local_schema_registry, star))
+    json_sink, _ = load(ORDERS_SCHEMA, [("orders", 0, n, o) for n, o in enumerate(orders)], 11)
+    assert sum(r.facts_inserted for r in results) == 50 and sum(r.rejects for r in results) == 0
+    assert star_rows(proto_sink.connection) == star_rows(json_sink.connection)

@@ -561,7 +561,7 @@ def cmd_spec_draft(args: argparse.Namespace) -> int:
 
 
 def _decoded_samples(args: argparse.Namespace, values: list[bytes]) -> tuple[list[Any], Format, Any]:
-    """The sampled values as records, their format (framed when every one starts with the zero byte), and the latest writer schema (Avro)."""
+    """The sampled values as records, their format (framed when every one starts with the zero byte; the registry says which), and the latest writer schema (Avro's)."""
     if any(v[:1] != b"\x00" for v in values):
         return [r for r in map(_json_or_none, values) if isinstance(r, dict)], Format.JSON, None
     settings = registry_settings(args.schema_registry, _key_values(args.registry_option, "--registry-option"))
@@ -572,7 +572,7 @@ def _decoded_samples(args: argparse.Namespace, values: list[bytes]) -> tuple[lis
     for value in values:
         schema_id, payload = unframed(value)
         schema = decoding.registry.schema(schema_id)
-        value_format = Format.JSON_SCHEMA if schema is not None and schema.schema_type == "JSON" else Format.AVRO
+        value_format = {"JSON": Format.JSON_SCHEMA, "PROTOBUF": Format.PROTOBUF}.get(schema.schema_type if schema else "", Format.AVRO)
         reader = decoding.reader(value_format, schema_id)
         if isinstance(reader, str):
             continue

@@ -475,15 +475,17 @@ class Envelope(enum.Enum):
 class Format(enum.Enum):
     """How a topic's message values are encoded; a spec file writes it by its lower-case name (``avro``).
 
-    ``JSON`` (the default): JSON text. ``AVRO`` and ``JSON_SCHEMA``: Confluent's wire
-    format (a zero byte, the writer schema's 4-byte big-endian id in the Schema Registry,
-    then the Avro binary record or the JSON text). A decoded record is read as JSON is:
+    ``JSON`` (the default): JSON text. ``AVRO``, ``PROTOBUF`` and ``JSON_SCHEMA``:
+    Confluent's wire format (a zero byte, the writer schema's 4-byte big-endian id in the
+    Schema Registry, then the Avro binary record, the Protobuf message indexes and message,
+    or the JSON text). A decoded record is read as JSON is:
     records are objects, a union with null a nullable value, maps objects, arrays ``[]``
     paths; see :mod:`starload.formats` for the writer types each declared type takes.
     """
 
     JSON = "json"
     AVRO = "avro"
+    PROTOBUF = "protobuf"
     JSON_SCHEMA = "json_schema"
 
     @property

@@ -2,7 +2,7 @@
 
 The mapping reads every format the same way: the record as JSON text
 (:mod:`starload.mapping`). A ``json`` topic's values are that text already, and the
-mapping reads their bytes itself. A framed topic's (``avro``, ``json_schema``: Confluent's
+mapping reads their bytes itself. A framed topic's (``avro``, ``protobuf``, ``json_schema``: Confluent's
 wire format, :mod:`starload.formats.framing`) are decoded here, per batch: the schema of
 each id met is fetched once (:class:`~starload.formats.registry.SchemaRegistry`), the
 spec's paths are checked against it once, and the values become two columns beside the
@@ -21,13 +21,14 @@ import pyarrow as pa
 from starload.exceptions import StarloadError
 from starload.formats.avro import AvroReader
 from starload.formats.framing import unframed
+from starload.formats.protobuf import ProtobufReader
 from starload.formats.registry import SchemaRegistry
 from starload.spec import Feed, Format
 
 #: The columns a decoded table has beyond :data:`~starload.mapping.RAW_SCHEMA`'s.
 DECODED_FIELDS = (pa.field("MESSAGE_TEXT", pa.string()), pa.field("DECODE_PROBLEM", pa.string()))
 #: The registry's name of each framed format's schemas (its ``schemaType``; absent means Avro).
-SCHEMA_TYPES = {Format.AVRO: "AVRO", Format.JSON_SCHEMA: "JSON"}
+SCHEMA_TYPES = {Format.AVRO: "AVRO", Format.PROTOBUF: "PROTOBUF", Format.JSON_SCHEMA: "JSON"}
 
 
 class Reader(Protocol):
@@ -58,7 +59,7 @@ class JsonSchemaReader:
         return []
 
 
-READERS = {Format.AVRO: AvroReader, Format.JSON_SCHEMA: JsonSchemaReader}
+READERS: dict[Format, type[Reader]] = {Format.AVRO: AvroReader, Format.PROTOBUF: ProtobufReader, Format.JSON_SCHEMA: JsonSchemaReader}
 
 
 class Decoding:
@@ -113,7 +114,7 @@ class Decoding:
         if self.registry is None:
             msg = f"a value of a {kind.value} topic came, and no Schema Registry was given to read its schema id {schema_id} from"
             raise StarloadError(msg)
-        schema = self.registry.schema(schema_id)
+        schema = self.registry.schema(schema_id, serialized=kind is Format.PROTOBUF)
         if schema is None:
             found = f"schema id {schema_id} is not in the Schema Registry at {self.registry.url}"
         elif (schema.schema_type or "AVRO") != SCHEMA_TYPES[kind]:

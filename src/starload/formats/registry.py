@@ -105,7 +105,7 @@ class SchemaRegistry:
         self._client = SchemaRegistryClient({**without_url_secrets(config), "max.retries": 0})
         self.url = shown_url(str(config["url"]).split(",")[0])
         self.waits = waits or Waits()
-        self._schemas: dict[int, Schema | None] = {}
+        self._schemas: dict[tuple[int, bool], Schema | None] = {}
         self._guard = threading.Lock()
 
     def check(self) -> None:
@@ -119,21 +119,25 @@ class SchemaRegistry:
                 f"the Schema Registry at {self.url} answered {exc.http_status_code}: {exc.error_message}"
             ) from None
 
-    def schema(self, schema_id: int) -> Schema | None:
-        """The writer schema of ``schema_id`` (None: the registry holds no such id); waits while the registry does not answer."""
+    def schema(self, schema_id: int, *, serialized: bool = False) -> Schema | None:
+        """The writer schema of ``schema_id`` (None: the registry holds no such id); waits while the registry does not answer.
+
+        ``serialized``: a Protobuf schema as its base64 ``FileDescriptorProto`` (the registry's ``format=serialized``).
+        """
+        key = (schema_id, serialized)
         with self._guard:
-            if schema_id in self._schemas:
-                return self._schemas[schema_id]
-        found = self._fetch(schema_id)
+            if key in self._schemas:
+                return self._schemas[key]
+        found = self._fetch(schema_id, "serialized" if serialized else None)
         with self._guard:
-            self._schemas[schema_id] = found
+            self._schemas[key] = found
         return found
 
-    def _fetch(self, schema_id: int) -> Schema | None:
+    def _fetch(self, schema_id: int, fmt: str | None) -> Schema | None:
         with self.waits.on("") as wait:
             for attempt in itertools.count(1):
                 try:
-                    return self._client.get_schema(schema_id)
+                    return self._client.get_schema(schema_id, fmt=fmt)
                 except SchemaRegistryError as exc:
                     if exc.http_status_code == 404:
                         return None
