@@ -626,8 +626,8 @@ def test_a_spec_drafted_from_an_avro_topic_takes_the_writer_schemas_types_and_lo
 
 def orders_proto(quantity: int | None = None, name: str = "shop/orders.proto") -> type:
     """A message class for the orders topic, made at run time as a producer's generated code would declare it (``quantity``: its field type)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
     from confluent_kafka.schema_registry.confluent.type import decimal_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
     F = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(name=name, package="shop", syntax="proto3",
@@ -637,8 +637,8 @@ def orders_proto(quantity: int | None = None, name: str = "shop/orders.proto") -
               ("price", F.TYPE_MESSAGE, ".confluent.type.Decimal"), ("customer_id", F.TYPE_STRING, None), ("customer_name", F.TYPE_STRING, None),
               ("customer_region", F.TYPE_STRING, None), ("product_id", F.TYPE_STRING, None), ("product_name", F.TYPE_STRING, None),
               ("category", F.TYPE_STRING, None)]  # fmt: skip
-    for number, (name, kind, type_name) in enumerate(fields, 1):
-        order.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL, **({"type_name": type_name} if type_name else {}))
+    for number, (field, kind, type_name) in enumerate(fields, 1):
+        order.field.add(name=field, number=number, type=kind, label=F.LABEL_OPTIONAL, **({"type_name": type_name} if type_name else {}))
     # shipping_region: proto3 `optional` (presence), in its synthetic oneof
     order.oneof_decl.add(name="_shipping_region")
     order.field.add(name="shipping_region", number=20, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL, proto3_optional=True, oneof_index=0)
@@ -649,8 +649,8 @@ def orders_proto(quantity: int | None = None, name: str = "shop/orders.proto") -
 
 
 def test_a_protobuf_topic_loads_the_star_its_json_twin_loads(local_schema_registry):
-    from confluent_kafka.serialization import MessageField, SerializationContext
     from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
 
     order_class = orders_proto()
     client = SchemaRegistryClient({"url": local_schema_registry.url})
