@@ -700,3 +700,43 @@ def test_orders_written_by_produce_in_protobuf_load_the_star_of_their_json_twin(
     json_sink, _ = load(ORDERS_SCHEMA, [("orders", 0, n, o) for n, o in enumerate(orders)], 11)
     assert sum(r.facts_inserted for r in results) == 50 and sum(r.rejects for r in results) == 0
     assert star_rows(proto_sink.connection) == star_rows(json_sink.connection)
+
+
+def test_the_shop_star_from_avro_topics_is_the_star_of_its_json_topics_on_duckdb_and_snowflake(
+    local_broker, local_schema_registry, snowflake_environment, snowflake_settings, tmp_path
+):
+    """Customers through Debezium's Avro envelope, orders and payments in Avro: the members, versions, deletes and facts of the JSON topics."""
+    from test_recovery import duckdb_query
+    from test_several_loaders import snowflake_query
+    from test_several_topics import shop_on, view
+
+    run = uuid.uuid4().hex[:8]
+    avro, plain = f"a{run}-", f"j{run}-"
+    for prefix, more in ((avro, ("--format", "avro", "--schema-registry", local_schema_registry.url)), (plain, ())):
+        done = run_cli("produce", "--bootstrap-servers", local_broker.bootstrap_servers, "--generator", "shop", "--count", "3000",
+                       "--seed", "21", "--partitions", "2", "--option", f"prefix={prefix}", "--option", "customers=30", *more)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    data = shop_on(avro).to_dict()
+    for part in [*data["dimensions"], *data["facts"]]:
+        if "topic" in part:
+            part["format"] = "avro"
+    avro_spec, json_spec = tmp_path / "avro.yaml", tmp_path / "json.yaml"
+    avro_spec.write_text(yaml.safe_dump(data))
+    json_spec.write_text(yaml.safe_dump(shop_on(plain).to_dict()))
+    registry = ("--schema-registry", local_schema_registry.url)
+
+    def loaded(spec, *more, env=None):
+        done = run_cli("load", "--bootstrap-servers", local_broker.bootstrap_servers, "--spec", str(spec), "--until-idle", "2", *more, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+
+    avro_summary = loaded(avro_spec, "--duckdb-path", str(tmp_path / "a.duckdb"), *registry)
+    json_summary = loaded(json_spec, "--duckdb-path", str(tmp_path / "j.duckdb"))
+    loaded(avro_spec, "--sink", "snowflake", *registry, env={**os.environ, **snowflake_environment})
+    assert (avro_summary["consumed"], avro_summary["rejected"]) == (json_summary["consumed"], json_summary["rejected"]) == ("3000", json_summary["rejected"])
+    assert int(avro_summary["tombstones (acknowledged)"]) > 0
+    expected = view(duckdb_query(tmp_path / "j.duckdb"))
+    versions, orders, payments = expected
+    assert any(deleted for *_, deleted, _, _, _ in versions) and len(orders) > 1000 and payments
+    assert view(duckdb_query(tmp_path / "a.duckdb")) == expected
+    assert view(snowflake_query(snowflake_settings)) == expected
