@@ -271,8 +271,13 @@ def schema_for(fields: Mapping[Source, tuple[ColumnType, bool]], name: str) -> d
     Objects on the way are records, ``lines[]`` an array of records; a field not
     required is a union with null (default null).
     """
+    return _record(path_tree(fields), name, name)
+
+
+def path_tree(fields: Mapping[Source, Any]) -> dict[str, Any]:
+    """``fields`` (per path, a leaf) as nested dicts by key (``lines[]`` keeps its mark; a position ``lines[#]`` makes the array's dict)."""
     tree: dict[str, Any] = {}
-    for source, (declared, required) in fields.items():
+    for source, leaf in fields.items():
         keys = source_path(source)
         if keys[-1].endswith(POSITION_MARK):
             keys = (*keys[:-1], keys[-1].removesuffix(POSITION_MARK) + ARRAY_MARK)
@@ -283,8 +288,8 @@ def schema_for(fields: Mapping[Source, tuple[ColumnType, bool]], name: str) -> d
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
-        node[keys[-1]] = (declared, required)
-    return _record(tree, name, name)
+        node[keys[-1]] = leaf
+    return tree
 
 
 def _record(tree: dict[str, Any], name: str, path: str) -> dict[str, Any]:

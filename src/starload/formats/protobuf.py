@@ -29,7 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from starload.formats.avro import accepted
+from starload.formats.avro import accepted, path_tree
 from starload.spec import (
     ARRAY_MARK,
     POSITION_MARK,
@@ -257,23 +257,10 @@ def file_for(fields: Mapping[Source, tuple[ColumnType, bool]], name: str) -> des
     ``confluent.type.Decimal``, a timestamp a ``google.protobuf.Timestamp``, a date its ISO
     text; a field not required has presence (proto3 ``optional``).
     """
-    tree: dict[str, Any] = {}
-    for source, (declared, required) in fields.items():
-        keys = source_path(source)
-        if keys[-1].endswith(POSITION_MARK):
-            keys = (*keys[:-1], keys[-1].removesuffix(POSITION_MARK) + ARRAY_MARK)
-            node = tree
-            for key in keys:
-                node = node.setdefault(key, {})
-            continue
-        node = tree
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = (declared, required)
     file = descriptor_pb2.FileDescriptorProto(
         name=f"{name}.proto", package="starload", syntax="proto3", dependency=sorted(KNOWN_IMPORTS)
     )
-    _message(file.message_type.add(name=_proto_name(name)), tree)
+    _message(file.message_type.add(name=_proto_name(name)), path_tree(fields))
     return file
 
 
