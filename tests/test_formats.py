@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from test_integration import run_cli
 
 from starload.broker import free_port
+from starload.exceptions import SpecError, StarloadError
 from starload.formats import Decoding
 from starload.formats.avro import schema_for
 from starload.formats.framing import framed, unframed
@@ -740,3 +741,26 @@ def test_the_shop_star_from_avro_topics_is_the_star_of_its_json_topics_on_duckdb
     assert any(deleted for *_, deleted, _, _, _ in versions) and len(orders) > 1000 and payments
     assert view(duckdb_query(tmp_path / "a.duckdb")) == expected
     assert view(snowflake_query(snowflake_settings)) == expected
+
+
+def test_a_topics_parts_agree_on_its_format_and_a_dimension_without_a_topic_has_none():
+    shop = SHOP_SCHEMA.to_dict()
+    shop["facts"][0]["format"] = "avro"  # the orders fact; its topic feeds nothing else, so the star is fine
+    assert StarSchema.from_dict(shop).facts[0].format is Format.AVRO
+    shop["dimensions"][0]["format"] = "protobuf"
+    shop["dimensions"][1]["format"] = "avro"  # the product dimension has no topic of its own
+    with pytest.raises(SpecError) as raised:
+        StarSchema.from_dict(shop)
+    assert "dimension 'product': format needs a topic" in str(raised.value)
+    both = ORDERS_SCHEMA.to_dict()
+    fact = both.pop("fact")
+    both["facts"] = [{**fact, "topic": "o", "format": "avro"}, {**fact, "table": "FACT_OTHER", "topic": "o"}]
+    with pytest.raises(SpecError, match=r"topic 'o': its parts disagree on its format \(avro, json\)"):
+        StarSchema.from_dict(both)
+
+
+def test_a_registry_that_refuses_stops_the_load_with_one_line(local_schema_registry):
+    registry = SchemaRegistry({"url": local_schema_registry.url})
+    local_schema_registry.fail_next(1, status=401)
+    with pytest.raises(StarloadError, match=r"refused schema id 3: 401 .*check its credentials"):
+        registry.schema(3)

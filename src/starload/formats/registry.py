@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 
+from starload.exceptions import StarloadError
 from starload.waiting import Waits
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,9 @@ class SchemaRegistry:
                 except SchemaRegistryError as exc:
                     if exc.http_status_code == 404:
                         return None
-                    if exc.http_status_code < 500:
-                        raise
+                    if exc.http_status_code < 500:  # refused (401, 403…): waiting would not help
+                        msg = f"the Schema Registry at {self.url} refused schema id {schema_id}: {exc.http_status_code} {exc.error_message}; check its credentials (--registry-option, {USER_INFO_ENV})"
+                        raise StarloadError(msg) from None
                     reason = f"answered {exc.http_status_code}: {exc.error_message}"
                 except NO_ANSWER as exc:
                     reason = f"did not answer: {_reason(exc)}"
