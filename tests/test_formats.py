@@ -764,3 +764,46 @@ def test_a_registry_that_refuses_stops_the_load_with_one_line(local_schema_regis
     local_schema_registry.fail_next(1, status=401)
     with pytest.raises(StarloadError, match=r"refused schema id 3: 401 .*check its credentials"):
         registry.schema(3)
+
+
+def test_a_registry_failing_mid_load_is_waited_for_on_healthz_and_nothing_is_lost(local_broker, local_schema_registry):
+    from confluent_kafka import Producer
+
+    from starload.engine import StarLoader
+    from starload.kafka import ensure_topic, producer_config
+
+    topic = f"avro-outage-{uuid.uuid4().hex[:8]}"
+    ensure_topic(local_broker.bootstrap_servers, topic, partitions=1)
+    writer = FramedWriter(AVRO_ORDERS.feeds()[0], Format.AVRO, SchemaRegistryClient({"url": local_schema_registry.url}), topic)
+    producer = Producer(producer_config(local_broker.bootstrap_servers))
+    orders = sample_orders(300)
+    for o in orders:
+        producer.produce(topic, writer.value(o), o["order_id"].encode())
+    producer.flush(30)
+    sink = DuckDBSink(":memory:")
+    loader = StarLoader(AVRO_ORDERS, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group="outage",
+                        schema_registry={"url": local_schema_registry.url})  # fmt: skip
+    local_schema_registry.reset()
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        faulted = False
+        while not done.wait(0.1):
+            if not faulted and local_schema_registry.requests() >= 1:  # the start-up check answered: fail the schema fetches
+                local_schema_registry.fail_next(5, status=503)
+                faulted = True
+            _, state = loader.health()
+            if state.get("waiting_for"):
+                seen.append(state)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        stats = loader.run(until_idle=2)
+    finally:
+        done.set()
+        watcher.join()
+    assert seen and "the Schema Registry at" in seen[0]["waiting_for"] and "answered 503" in seen[0]["waiting_for"]
+    assert stats.rejected == 0 and stats.consumed == 300
+    assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() == (300,)
