@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from starload.generators.orders import ORDERS_GENERATOR
-from starload.testing import LocalSchemaRegistry, LocalSnowflake
+from starload.testing import LocalSchemaRegistry, LocalSnowflake, RemoteSchemaRegistry
 from starload.testing import snowflake_environment as snowflake_environment_for
 
 
@@ -33,9 +33,20 @@ def local_snowflake() -> Iterator[LocalSnowflake]:
         yield endpoint
 
 
+#: A real Confluent-compatible Schema Registry to run the registry and format tests against too (opt-in).
+REGISTRY_URL = os.environ.get("STARLOAD_SCHEMA_REGISTRY_TEST_URL", "").strip()
+
+
 @pytest.fixture(scope="session")
-def local_schema_registry() -> Iterator[LocalSchemaRegistry]:
-    """A local Schema Registry (Confluent's API, in memory) for the whole session: give each test its own subjects."""
+def local_schema_registry() -> Iterator[LocalSchemaRegistry | RemoteSchemaRegistry]:
+    """A local Schema Registry (Confluent's API, in memory) for the whole session: give each test its own subjects.
+
+    With ``STARLOAD_SCHEMA_REGISTRY_TEST_URL`` set, the real registry there instead (tests
+    that inject faults or count requests are skipped on it).
+    """
+    if REGISTRY_URL:
+        yield RemoteSchemaRegistry(REGISTRY_URL)
+        return
     with LocalSchemaRegistry() as registry:
         yield registry
 

@@ -1469,6 +1469,26 @@ class LocalSchemaRegistry(LocalEndpoint):
         self._control("reset")
 
 
+class RemoteSchemaRegistry:
+    """A real Schema Registry at ``url`` standing in for :class:`LocalSchemaRegistry` (the opt-in suite: ``STARLOAD_SCHEMA_REGISTRY_TEST_URL``).
+
+    It has no fault injection nor request counts: a test that needs them is skipped on it.
+    The subjects the tests register are left there (each test names its own).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def fail_next(self, times: int = 1, status: int = 500) -> None:
+        pytest.skip("injects registry faults: the local Schema Registry only")
+
+    def requests(self) -> int:
+        pytest.skip("counts registry requests: the local Schema Registry only")
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+
 class LocalSnowflake(LocalEndpoint):
     """The local Snowflake endpoint (:mod:`starload.snowflake_endpoint`: fakesnow held to Snowflake's rules).
 
