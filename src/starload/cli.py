@@ -467,6 +467,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """``rebuild``: drop the star's tables and forget its topics' stored offsets, so the next load builds it anew; a dry run without ``--execute``."""
+    schema = spec_of(args)
+    topics = loader_topics(schema, topic_of(args, schema))
+    with create_sink(args) as sink:
+        steps = sink.rebuilding(schema, topics, args.group)
+        if not steps:
+            print(f"nothing to rebuild: {sink.location()} holds nothing of star {schema.name!r}")
+            return 0
+        for step in steps:
+            print(f"  {step.what}")
+        if not args.execute:
+            print(f"dry run: nothing changed; add --execute to take these {len(steps)} steps (a loader must not be running on the star)")
+            return 0
+        done = sink.rebuild(schema, topics, args.group)
+    print(f"rebuilt: took {len(done)} steps; the next load builds star {schema.name!r} from the start of {', '.join(map(repr, topics))}")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``verify``: check the star's invariants in the warehouse; exit 1 listing each violation, 0 when it is sound."""
     schema = spec_of(args)
@@ -759,6 +778,13 @@ def build_parser() -> argparse.ArgumentParser:
     sink_args(p)
     p.add_argument("--execute", action="store_true", help="run the DDL and record the spec (without it, only show them)")
     p.set_defaults(func=cmd_migrate)
+
+    p = command("rebuild", "drop the star's tables and forget its topics' stored offsets, so that the next load builds it anew")
+    sink_args(p)
+    p.add_argument("--topic", default=None, help="the topic, for a star whose spec names none")
+    p.add_argument("--group", default=None, help="forget only this consumer group's stored offsets (default: every group's on the star's topics)")
+    p.add_argument("--execute", action="store_true", help="take the steps (without it, only show them)")
+    p.set_defaults(func=cmd_rebuild)
 
     p = command("verify", "check the star's invariants in the warehouse (exit 1 listing each violation)")
     sink_args(p)

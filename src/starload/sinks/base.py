@@ -57,7 +57,7 @@ import functools
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 import attrs
@@ -374,6 +374,18 @@ class Sink(abc.ABC):
     def migration(self, schema: StarSchema) -> tuple[list[Difference], list[str]]:
         """The differences from ``schema`` (:mod:`starload.drift`) and the statements :meth:`migrate` would run."""
         msg = f"the {type(self).__name__} sink cannot migrate a star (it does not implement Sink.migration)"
+        raise SinkError(msg)
+
+    def rebuilding(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Any]:
+        """The steps :meth:`rebuild` would take, each with a ``what`` for a person (``starload rebuild`` without ``--execute``)."""
+        msg = f"the {type(self).__name__} sink cannot rebuild a star: drop its tables and its stored offsets by hand"
+        raise SinkError(msg)
+
+    def rebuild(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Any]:
+        """Drop every table of the star (its history logs and recorded spec too) and forget the stored offsets and rejects
+        of ``topics`` (of ``group`` only, if given), so that the next load builds it from the topics' start; the steps
+        taken. Refused (:class:`TerminalSinkError`) while a loader loads the star."""
+        msg = f"the {type(self).__name__} sink cannot rebuild a star: drop its tables and its stored offsets by hand"
         raise SinkError(msg)
 
     def migrate(self, schema: StarSchema) -> None:

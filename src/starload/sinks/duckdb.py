@@ -72,7 +72,7 @@ from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.drift import Column, WarehouseStar
 from starload.sinks.base import SinkType, StagedBatch, WriteResult, seconds_option
-from starload.sinks.sql import DUCKDB, SQLSink, batch_parts
+from starload.sinks.sql import DUCKDB, SQLSink, Step, batch_parts
 from starload.spec import StarSchema
 
 try:
@@ -310,6 +310,15 @@ class DuckDBSink(SQLSink):
     def migrate(self, schema: StarSchema) -> None:
         self._claim()
         self._shared(super().migrate, schema)
+
+    def rebuilding(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Step]:
+        """The SQL sink's, refused while another process loads the file (its ``.loader`` lock); nothing when there is no file."""
+        self._claim()
+        return self._shared(super().rebuilding, schema, topics, group) if self._exists() else []
+
+    def rebuild(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Step]:
+        self._claim()
+        return self._shared(super().rebuild, schema, topics, group) if self._exists() else []
 
     def _claim(self) -> None:
         """Hold ``<path>.loader`` from the sink's first call until it is closed (one loader per file)."""

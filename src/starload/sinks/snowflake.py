@@ -98,7 +98,7 @@ from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
 from starload.mapping import Mapper, quote
 from starload.sinks.base import LOCK_TABLE, SinkType, StagedBatch, WriteResult, seconds_option
-from starload.sinks.sql import Dialect, SQLSink, batch_parts
+from starload.sinks.sql import Dialect, SQLSink, Step, batch_parts
 from starload.spec import StarSchema
 from starload.waiting import Wait
 
@@ -696,6 +696,22 @@ class SnowflakeSink(SQLSink):
         """Run a statement outside any transaction (in a new session if the last was dropped); rows by column."""
         self._connect()
         return [dict(zip(self._last_columns, row)) for row in self._run(statement)]
+
+    def rebuild(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Step]:
+        """The SQL sink's, refused while a loader beats on the star (its last beat younger than ``dead_after``)."""
+        self._guarded(self._connect)
+        if LOADERS_TABLE in self._guarded(self._columns, [LOADERS_TABLE]):
+            alive = self._guarded(
+                self._run,
+                f"SELECT HOLDER, DATEDIFF(millisecond, BEAT_AT, CURRENT_TIMESTAMP) FROM {quote(LOADERS_TABLE)} "
+                "WHERE DATEDIFF(millisecond, BEAT_AT, CURRENT_TIMESTAMP) <= ?",
+                [int(self.dead_after * 1000)],
+            )
+            if alive:
+                holders = ", ".join(f"{holder} ({age / 1000:.0f} s ago)" for holder, age in alive)
+                msg = f"{self.location()}: a loader is running on the star (last beats: {holders}); stop it, then rebuild"
+                raise TerminalSinkError(msg)
+        return super().rebuild(schema, topics, group)
 
     def _last_beat(self, loader: str) -> tuple[str, float] | None:
         """The HOLDER of ``loader`` and the age of its last beat in seconds by the warehouse's clock; None: no beat."""

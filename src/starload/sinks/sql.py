@@ -28,6 +28,7 @@ a dimension held two.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
 import os
@@ -174,6 +175,15 @@ class TableDef:
         parts += [f"UNIQUE ({', '.join(map(quote, self.unique))})"] if self.unique else []
         body = ",\n    ".join(parts)
         return f"CREATE TABLE IF NOT EXISTS {quote(self.name)} (\n    {body}\n)"
+
+
+@attrs.frozen
+class Step:
+    """One step of a rebuild (:meth:`SQLSink.rebuilding`): what it does, said for a person, and its SQL and parameters."""
+
+    what: str
+    sql: str
+    params: tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -1026,6 +1036,57 @@ class SQLSink(Sink):
         sql = self._bind(schema)
         diffs = drift.differences(schema, self.inspect(schema), sql.expected_columns())
         return diffs, [statement for d in diffs if d.change for statement in sql.migration(d.change)]
+
+    def rebuilding(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Step]:
+        """What :meth:`rebuild` would do to the star as it is in the warehouse: each step says what it drops or forgets."""
+        sql = self._bind(schema)
+        self._guarded(self._connect)
+        p = self.dialect.placeholder
+        own = self._guarded(self._columns, [*schema.tables, OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE])
+        steps = []
+        listed = ", ".join([p] * len(topics))
+        if OFFSETS_TABLE in own and topics:
+            where, params = f"TOPIC IN ({listed})", list(topics)
+            if group is not None:
+                where, params = f"GROUP_ID = {p} AND {where}", [group, *params]
+            stored = self._guarded(self._run, f"SELECT GROUP_ID, TOPIC, count(*) FROM {quote(OFFSETS_TABLE)} WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2", params)
+            for g, topic, partitions in stored:
+                steps.append(Step(f"forget the stored offsets of group {g!r} on topic {topic!r} ({partitions} partitions): it reads the topic from its start again",
+                                  f"DELETE FROM {quote(OFFSETS_TABLE)} WHERE GROUP_ID = {p} AND TOPIC = {p}", (g, topic)))  # fmt: skip
+        if REJECTS_TABLE in own and topics:
+            [(rejects,)] = self._guarded(self._run, f"SELECT count(*) FROM {quote(REJECTS_TABLE)} WHERE KAFKA_TOPIC IN ({listed})", list(topics))
+            if rejects:
+                steps.append(Step(f"forget the {rejects} rejects of {', '.join(map(repr, topics))} in {REJECTS_TABLE}",
+                                  f"DELETE FROM {quote(REJECTS_TABLE)} WHERE KAFKA_TOPIC IN ({listed})", tuple(topics)))  # fmt: skip
+        if STARS_TABLE in own and self._guarded(self._run, sql.select_recorded(), [schema.name]):
+            steps.append(Step(f"forget the spec recorded for star {schema.name!r}", f"DELETE FROM {quote(STARS_TABLE)} WHERE STAR = {p}", (schema.name,)))
+        for table in schema.tables:
+            if table in own:
+                steps.append(Step(f"drop table {table}", f"DROP TABLE IF EXISTS {quote(table)}"))
+        if self.dialect.uses_sequence:
+            steps += [Step(f"drop sequence {d.sequence}", f"DROP SEQUENCE IF EXISTS {quote(d.sequence)}") for d in sql.schema.dimensions if d.table in own]
+        return steps
+
+    def rebuild(self, schema: StarSchema, topics: Sequence[str], group: str | None = None) -> list[Step]:
+        """Run :meth:`rebuilding`'s steps: in one transaction where the warehouse's DDL is transactional, else one by one
+        (each is idempotent: run it again after an interruption). The steps run; none when there was no star."""
+        steps = self.rebuilding(schema, topics, group)
+        transactional = self.dialect.transactional_ddl
+        if transactional:
+            self._guarded(self._transaction, "begin")
+        try:
+            for step in steps:
+                self._guarded(self._execute, step.sql, list(step.params))
+            if transactional:
+                self._guarded(self._transaction, "commit")
+        except BaseException:
+            if transactional:
+                with contextlib.suppress(Exception):
+                    self._transaction("rollback")
+            raise
+        self._created = False
+        self._statements = 0
+        return steps
 
     def migrate(self, schema: StarSchema) -> None:
         """Run :meth:`migration`'s statements, then record ``schema``: in one transaction where the warehouse's DDL is transactional.
