@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "starload needs Python 3.11+")'
@@ -38,5 +38,9 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/changing_facts.py
 	$(BIN)/python benchmarks/wire_formats.py
 
+# The documentation site at http://127.0.0.1:8000, rebuilt as the pages change.
+docs: $(VENV)/.test
+	$(BIN)/python -m mkdocs serve
+
 clean:
-	rm -rf $(VENV) orders.duckdb orders_history.duckdb starload.duckdb
+	rm -rf $(VENV) site orders.duckdb orders_history.duckdb starload.duckdb

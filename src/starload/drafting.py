@@ -7,13 +7,14 @@ with a fraction or the digits of one a ``decimal`` wide enough for every value s
 ``double``: money is exact). The grain and the event time are the best candidates found: a
 field present in every message whose values are all distinct (an ``id`` by name first), and
 a timestamp present in every message. Other candidates, the dimensions to consider and the
-arrays (each a fact of its own: see the README's order lines) are comments for the person
+arrays (each a fact of its own: see docs/order-lines.md) are comments for the person
 who edits it. The draft is a valid spec as printed: it loads a star of one fact.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -36,11 +37,11 @@ _AVRO_TYPES = {
 
 
 class _Leaf:
-    """What the sample says of one leaf path: how often it held a value, its declared type, its values' distinctness."""
+    """What the sample says of one leaf path: how often it held a value, of which kinds, and whether a value repeated."""
 
     def __init__(self) -> None:
         self.present = 0
-        self.kinds: set[str] = set()
+        self.kinds: Counter[str] = Counter()
         self.values: set[str] = set()
         self.repeated = False
         self.whole, self.scale = 0, 0
@@ -51,8 +52,9 @@ class _Leaf:
         if text in self.values:
             self.repeated = True
         self.values.add(text)
-        self.kinds.add(_json_kind(value))
-        if self.kinds <= {"integer", "decimal"} and not isinstance(value, bool):
+        kind = _json_kind(value)
+        self.kinds[kind] += 1
+        if kind in ("integer", "decimal"):
             self._digits(value)
 
     def _digits(self, value: Any) -> None:
@@ -66,16 +68,22 @@ class _Leaf:
         self.whole = max(self.whole, len(digits) - scale)
 
     def declared(self) -> str:
-        kinds = self.kinds
-        if kinds == {"integer"}:
+        """The type most of the values fit (numbers: a decimal when any has a fraction); the others are left to be rejects."""
+        numbers = self.kinds["integer"] + self.kinds["decimal"]
+        kind, count = max([("number", numbers), *((k, n) for k, n in self.kinds.items() if k not in ("integer", "decimal"))], key=lambda kn: kn[1])
+        if kind != "number" or count == 0:
+            return kind
+        if not self.kinds["decimal"]:
             return "integer"
-        if kinds <= {"integer", "decimal"}:
-            scale = max(self.scale, 2)
-            return f"decimal({min(38, max(18, self.whole + scale))},{scale})"
-        for single in ("boolean", "timestamp", "date"):
-            if kinds == {single}:
-                return single
-        return "string"
+        scale = max(self.scale, 2)
+        return f"decimal({min(38, max(18, self.whole + scale))},{scale})"
+
+    def misfits(self) -> int:
+        """How many values seen do not fit :meth:`declared`."""
+        fitting = {"integer": ("integer",), "string": ("string", "date", "timestamp")}.get(self.declared(), (self.declared(),))
+        if self.declared().startswith("decimal"):
+            fitting = ("integer", "decimal")
+        return self.present - sum(self.kinds[k] for k in fitting)
 
 
 def _json_kind(value: Any) -> str:
@@ -155,6 +163,9 @@ def draft(
     arrays: set[str] = set()
     for record in records:
         _leaves(record, (), leaves, arrays)
+    objects = {p[:n] for p in leaves for n in range(1, len(p))}
+    mixed = sorted(p for p in leaves if p in objects)  # an object in some messages, a value in others: read as the object
+    leaves = {p: leaf for p, leaf in leaves.items() if p not in objects}
     types = {path: leaf.declared() for path, leaf in leaves.items()}
     if writer_schema is not None:
         typed: dict[tuple[str, ...], str] = {}
@@ -166,7 +177,7 @@ def draft(
         types = typed
     always = {p for p in types if p in leaves and leaves[p].present == len(records)}
     # A table's change events repeat a row's key: its grain is the key, not a value seen once.
-    unique = [p for p in types if p in always and (envelope or not leaves[p].repeated) and types[p] not in ("timestamp", "double")]
+    unique = [p for p in types if p in always and (envelope or not leaves[p].repeated) and types[p] in ("string", "integer")]
     grain = sorted(unique, key=lambda p: (not p[-1].lower().endswith("id"), len(p), p))
     times = [p for p in types if types[p] == "timestamp" and p in always]
     event_time = sorted(times, key=lambda p: (not re.search(r"(time|_at|date|ts)$", p[-1].lower()), p))
@@ -178,7 +189,7 @@ def draft(
     if envelope:
         fact["changes"], fact["envelope"] = "latest", "debezium"
         comments.append("# Debezium change events of a table: drafted as a fact holding each row's latest state; for master data (customers),")
-        comments.append("# declare a dimension with this topic and envelope: debezium instead (see the README's Debezium section).")
+        comments.append("# declare a dimension with this topic and envelope: debezium instead (see docs/several-topics.md).")
     if not grain:
         comments.append("# No field was present and distinct in every message sampled: name the grain (the fields that identify a fact).")
         grain = sorted(always or types, key=lambda p: (len(p), p))[:1]
@@ -201,8 +212,13 @@ def draft(
     nested = sorted({p[0] for p in types if len(p) > 1 and p[0] not in {g[0] for g in grain[:1]}})
     if nested:
         comments.append("# Objects that may be dimensions (move their id to natural_key, the rest to attributes): " + ", ".join(nested))
+    odd = [f"{'.'.join(p)} ({leaves[p].misfits()} of {leaves[p].present})" for p in types if writer_schema is None and p in leaves and leaves[p].misfits()]
+    if odd:
+        comments.append("# Values that do not fit the type drafted, which will be rejects: " + ", ".join(odd))
+    if mixed:
+        comments.append("# A value in some messages, an object in others (those will be rejects): " + ", ".join(".".join(p) for p in mixed))
     if arrays:
-        comments.append("# Arrays (a fact per element each, see the README's order lines): " + ", ".join(sorted(arrays)))
+        comments.append("# Arrays (a fact per element each, see docs/order-lines.md): " + ", ".join(sorted(arrays)))
     body = yaml.safe_dump({"name": name, "dimensions": [], "fact": fact}, sort_keys=False, allow_unicode=True, width=200, default_flow_style=None)
     return "\n".join(comments) + "\n" + body
 

@@ -847,7 +847,7 @@ class StarLoader:
         msg = (
             f"{conflicts:,} of the {consumed:,} messages from {topic!r} so far were conflicts (a grain value loaded before, "
             f"with other content: rejected, the first version kept); if its events change their rows, declare "
-            f"changes: latest on {facts} (README: Facts that change)"
+            f"changes: latest on {facts} (docs/changing-facts.md)"
         )
         log.warning(msg)
         self.stats.warnings.append(msg)

@@ -3,7 +3,7 @@
 Every :class:`~starload.engine.StarLoader` keeps a :class:`LoaderMetrics` (its own
 registry, so several loaders in one process do not mix). :class:`MetricsServer` serves
 it at ``/metrics`` (Prometheus text format) and the loader's health at ``/healthz``
-(``starload load --metrics-port P``). The README lists every metric.
+(``starload load --metrics-port P``). docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations

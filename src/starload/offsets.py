@@ -96,7 +96,7 @@ class StoredOffset:
     marks: tuple[int, int] | None
 
     def status(self, current_id: str | None) -> str:
-        """``ok``, or in a few words what is wrong (the README explains each).
+        """``ok``, or in a few words what is wrong (docs/command-line.md explains each).
 
         An offset past the end is not judged here: the end a broker reports can be
         stale (the local broker's is wrong), so the loader relies on the broker's

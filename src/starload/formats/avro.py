@@ -1,7 +1,7 @@
 """Avro records of a writer schema, as the JSON text the mapping reads, with their logical types exact.
 
 Decoded with fastavro from a parsed writer schema kept per schema id (why not pyruhvro,
-which decodes into Arrow: see the README's "Wire formats"). A value becomes JSON as the
+which decodes into Arrow: see docs/wire-formats.md). A value becomes JSON as the
 mapping reads it: a ``decimal`` the string of its exact digits, a ``date``
 ``YYYY-MM-DD``, a ``timestamp-*`` ISO-8601 in UTC, a ``local-timestamp-*`` ISO-8601
 without an offset (read as UTC, the rule for any timestamp without one), ``uuid`` and
