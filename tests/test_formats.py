@@ -807,3 +807,17 @@ def test_a_registry_failing_mid_load_is_waited_for_on_healthz_and_nothing_is_los
     assert seen and "the Schema Registry at" in seen[0]["waiting_for"] and "answered 503" in seen[0]["waiting_for"]
     assert stats.rejected == 0 and stats.consumed == 300
     assert sink.connection.execute("SELECT count(*) FROM FACT_ORDERS").fetchone() == (300,)
+
+
+def test_a_draft_types_a_field_by_most_of_its_values_and_reads_a_sometimes_object_as_the_object():
+    """examples/payments.jsonl: some lines are broken on purpose (a merchant that is a string, a refund flag that is text)."""
+    from starload.drafting import draft
+
+    records = [orjson.loads(line) for line in (ROOT / "examples" / "payments.jsonl").read_text().splitlines() if line.strip()]
+    text = draft("payments", [r for r in records if isinstance(r, dict)])
+    spec = StarSchema.from_dict(yaml.safe_load(text))  # valid as printed
+    types = {f.source: type_spelling(f.type) for f in spec.fact.columns}
+    assert (types["is_refund"], types["settled_on"], types["amount"], types["merchant.id"]) == ("boolean", "date", "decimal(18,2)", "string")
+    assert "merchant" not in types
+    assert "# Values that do not fit the type drafted, which will be rejects: is_refund (1 of 10), settled_on (1 of 9)" in text
+    assert "# A value in some messages, an object in others (those will be rejects): merchant" in text
