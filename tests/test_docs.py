@@ -26,6 +26,8 @@ def test_the_documentation_site_builds_strict_with_its_generated_references(tmp_
     assert "starload rebuild" in cli and "--schema-registry URL" in cli  # written from the parser at build time
     api = text(tmp_path / "site" / "api" / "index.html")
     assert "to finish the batches in hand and return" in api and "SinkBehaviour" in api  # from the docstrings
+    guide = text(tmp_path / "site" / "plugins" / "index.html")
+    assert "class SQLiteSink(Sink)" in guide and "class TestSQLiteSink(SinkBehaviour)" in guide  # the guide's sink is the real one
     home = text(tmp_path / "site" / "index.html")
     assert "make demo" in home and "starload spec draft --topic payments" in home  # the README's, included
 
@@ -41,6 +43,7 @@ def test_a_broken_link_or_anchor_fails_the_build(tmp_path):
     for name in ("mkdocs.yml", "docs_hooks.py", "README.md"):
         shutil.copy(ROOT / name, copy / name)
     os.symlink(ROOT / "src", copy / "src")
+    os.symlink(ROOT / "plugins", copy / "plugins")
     page = copy / "docs" / "rules.md"
     page.write_text(page.read_text() + "\nSee [the spec's keys](spec.md#no-such-heading).\n")
     broken = build(copy, tmp_path / "site")

@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -68,6 +69,7 @@ from starload.spec import (
     source_name,
     type_spelling,
 )
+from starload.scaffold import new_plugin
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -486,6 +488,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    """``plugin new NAME``: a sink plugin package to start from (:mod:`starload.scaffold`)."""
+    made = new_plugin(args.name, Path(args.dir))
+    print(f"made {made}: a sink plugin that works as made (the example SQLite sink, renamed {args.name!r})")
+    print(f"next: pip install -e {made}; starload plugins; cd {made} && python -m pytest (starload's sink behaviour suite)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``verify``: check the star's invariants in the warehouse; exit 1 listing each violation, 0 when it is sound."""
     schema = spec_of(args)
@@ -812,6 +822,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("plugins", "list registered sinks and generators")
     p.set_defaults(func=cmd_plugins)
+
+    p = command("plugin", "make a plugin package")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = command("new", "make the package starload-NAME of a sink plugin that works as made (the example SQLite sink, renamed)", actions)
+    a.add_argument("name", metavar="NAME", help="the sink's name (--sink NAME): lower-case letters, digits and _")
+    a.add_argument("--dir", default=".", metavar="FOLDER", help="where to make the package's folder")
+    a.set_defaults(func=cmd_plugin_new)
     return parser
 
 

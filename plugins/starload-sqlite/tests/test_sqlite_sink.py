@@ -9,7 +9,11 @@ from starload.testing import SinkBehaviour
 
 
 class TestSQLiteSink(SinkBehaviour):
-    keeps_history = False  # it refuses a history star at prepare
+    # What it does not do, and refuses at prepare (the suite checks the refusal instead):
+    keeps_history = False  # a history star (SCD type 2)
+    reads_several_topics = False  # a star of several topics
+    loads_arrays = False  # a fact per element of an array
+    loads_changing_facts = False  # a fact with changes: latest
 
     @pytest.fixture
     def make_sink(self, tmp_path):
