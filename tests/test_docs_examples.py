@@ -25,7 +25,7 @@ from starload.broker import LocalBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"^```(python|bash|console|sh)\n(.*?)^```", re.M | re.S)
+BLOCK = re.compile(r"^```(python|bash|console|sh)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 NOT_RUN = re.compile(r"<!-- example not run: (.*?) -->\n\Z")
 
 
