@@ -20,7 +20,7 @@ from rich.console import Console
 from starload import ORDERS_SCHEMA, DuckDBSink, LoadStats, SinkError, StarLoader
 from starload.broker import free_port
 from starload.cli import build_parser
-from starload.deadletter import VERSION
+from starload.identity import VERSION
 from starload.kafka import consumer_config, ensure_topic, producer_config
 from starload.logs import KAFKA_LOG, FoldRepeats, configure
 from starload.progress import Progress, describe_load

@@ -209,7 +209,7 @@ def test_other_changes_are_refused_with_what_to_do(local_broker, tmp_path, chang
     done = migrate(variant(tmp_path, "changed", change), duck, "--execute")
     assert done.returncode == 2, done.stdout
     assert f"\n  {line}" in done.stderr and "(cannot be migrated)" in done.stderr
-    assert "give the star a new name" in done.stderr and "offsets reset --to earliest" in done.stderr
+    assert "give the star a new name" in done.stderr and "`starload rebuild` with the same --spec" in done.stderr
     [(digest,)] = duck.rows('SELECT "FINGERPRINT" FROM "STARLOAD_STARS"')
     assert digest == fingerprint(StarSchema.from_file(EXAMPLES / "payments.yaml"))
 

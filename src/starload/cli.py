@@ -37,7 +37,7 @@ from rich.text import Text
 
 from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
-from starload.deadletter import VERSION
+from starload.identity import VERSION
 from starload.drift import fingerprint
 from starload.engine import (
     DEFAULT_BATCH_ROWS,

@@ -12,28 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from starload.exceptions import TransientSinkError
+from starload.identity import VERSION
 from starload.kafka import ensure_topic, producer_config
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
-
-
-def _starload_version() -> str:
-    try:
-        return version("starload")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-VERSION = _starload_version().encode()
 
 
 class DeadLetters:

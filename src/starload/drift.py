@@ -31,7 +31,7 @@ a wider string or decimal                 ALTER COLUMN … SET DATA TYPE (a long
 ========================================  ==============================================
 
 Anything else changes what rows loaded before mean, and is refused: see
-:data:`REFUSED_ADVICE`.
+:data:`~starload.exceptions.REFUSED_ADVICE`.
 """
 
 from __future__ import annotations
@@ -45,17 +45,16 @@ from typing import Any
 import attrs
 
 from starload.exceptions import SpecDriftError
-from starload.spec import POSITION_PREFIX, UNKNOWN_KEY, ColumnType, Decimal, Field, StarSchema, String, source_name, type_spelling
-
-#: What to do about a difference that cannot be migrated.
-REFUSED_ADVICE = (
-    "change the spec back; or give the star a new name and new table names; or rebuild it: drop all its tables, "
-    "reset the stored offsets (`starload offsets reset --to earliest --execute`) and load the topic again"
-)
-#: What to do when every difference is additive.
-MIGRATE_ADVICE = (
-    "every difference is additive: `starload migrate` with the same --spec (or --schema) and sink options "
-    "shows the DDL that applies them, and runs it with --execute"
+from starload.spec import (
+    POSITION_PREFIX,
+    UNKNOWN_KEY,
+    ColumnType,
+    Decimal,
+    Field,
+    StarSchema,
+    String,
+    source_name,
+    type_spelling,
 )
 
 
@@ -158,18 +157,6 @@ def check(schema: StarSchema, found: WarehouseStar, expected: Tables, *, sink: s
     diffs = differences(schema, found, expected)
     if diffs:
         raise SpecDriftError(schema.name, sink, diffs)
-
-
-def drift_message(star: str, sink: str, diffs: list[Difference]) -> str:
-    """The error of a loader stopped by drift: a headline, one line per difference, then what to do."""
-    refused = [d for d in diffs if d.change is None]
-    lines = [
-        f"{sink} holds star {star!r} otherwise than the spec says ({len(diffs)} difference{'s' * (len(diffs) != 1)}); "
-        "nothing was consumed or written:",
-        *(f"  {d}{'' if d.change else ' (cannot be migrated)'}" for d in diffs),
-    ]
-    lines.append(f"{len(refused)} cannot be migrated: {REFUSED_ADVICE}" if refused else MIGRATE_ADVICE)
-    return "\n".join(lines)
 
 
 # ---- the tables -----------------------------------------------------------------------

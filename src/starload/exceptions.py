@@ -64,6 +64,18 @@ class OffsetsMovedError(SinkError):
     """
 
 
+#: What to do when some difference cannot be migrated.
+REFUSED_ADVICE = (
+    "change the spec back; or give the star a new name and new table names; or rebuild it from its topics: "
+    "`starload rebuild` with the same --spec (or --schema) and sink options shows what it drops, and does it with --execute"
+)
+#: What to do when every difference is additive.
+MIGRATE_ADVICE = (
+    "every difference is additive: `starload migrate` with the same --spec (or --schema) and sink options "
+    "shows the DDL that applies them, and runs it with --execute"
+)
+
+
 class SpecDriftError(TerminalSinkError):
     """The warehouse holds the star otherwise than the spec says; nothing was consumed or written.
 
@@ -71,10 +83,15 @@ class SpecDriftError(TerminalSinkError):
     """
 
     def __init__(self, star: str, sink: str, differences: list[Any]) -> None:
-        from starload.drift import drift_message
-
         self.star, self.differences = star, list(differences)
-        super().__init__(drift_message(star, sink, self.differences))
+        refused = [d for d in self.differences if d.change is None]
+        count = len(self.differences)
+        lines = [
+            f"{sink} holds star {star!r} otherwise than the spec says ({count} difference{'s' * (count != 1)}); nothing was consumed or written:",
+            *(f"  {d}{'' if d.change else ' (cannot be migrated)'}" for d in self.differences),
+            f"{len(refused)} cannot be migrated: {REFUSED_ADVICE}" if refused else MIGRATE_ADVICE,
+        ]
+        super().__init__("\n".join(lines))
 
 
 class RejectGuardError(StarloadError):

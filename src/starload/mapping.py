@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from starload.formats import Decoding
+from starload.identity import quote
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
     CHANGE_SOURCE,
@@ -76,11 +77,6 @@ RAW_SCHEMA = pa.schema(
         ("MESSAGE_VALUE", pa.binary()),
     ]
 )
-
-
-def quote(identifier: str) -> str:
-    """A double-quoted SQL identifier (identifiers are validated by the spec)."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def raw_batch(

@@ -96,7 +96,8 @@ import pyarrow.parquet as pq
 from starload.drift import Column
 from starload.exceptions import SinkError, TerminalSinkError, TransientSinkError
 from starload.hookspecs import hookimpl
-from starload.mapping import Mapper, quote
+from starload.identity import quote
+from starload.mapping import Mapper
 from starload.sinks.base import LOCK_TABLE, SinkType, StagedBatch, WriteResult, seconds_option
 from starload.sinks.sql import Dialect, SQLSink, Step, batch_parts
 from starload.spec import StarSchema

@@ -42,10 +42,9 @@ import attrs
 import pyarrow as pa
 
 from starload import drift
-from starload.deadletter import VERSION
+from starload.identity import VERSION, quote
 from starload.drift import Change, Column, Difference, WarehouseStar
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError, TerminalSinkError, TransientSinkError
-from starload.mapping import quote
 from starload.sinks.base import (
     ELEMENT_COLUMN,
     LOCK_TABLE,
