@@ -415,7 +415,7 @@ def produce_cli(broker, topic: str, *more: str) -> None:
 
 
 def load_cli(broker, topic: str, *more: str, env: dict | None = None):
-    return run_cli("load", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic, "--group", "formats",
+    return run_cli("load", "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic, "--group", f"g-{topic}",
                    "--until-idle", "2", "--batch-rows", "150", *more, env=env)  # fmt: skip
 
 
@@ -727,7 +727,8 @@ def test_the_shop_star_from_avro_topics_is_the_star_of_its_json_topics_on_duckdb
     registry = ("--schema-registry", local_schema_registry.url)
 
     def loaded(spec, *more, env=None):
-        done = run_cli("load", "--bootstrap-servers", local_broker.bootstrap_servers, "--spec", str(spec), "--until-idle", "2", *more, env=env, timeout=300)
+        done = run_cli("load", "--bootstrap-servers", local_broker.bootstrap_servers, "--spec", str(spec), "--group", f"g-{run}", "--until-idle", "2",
+                       *more, env=env, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr
         return dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
 

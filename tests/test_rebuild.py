@@ -45,9 +45,10 @@ def test_rebuild_drops_the_star_and_forgets_its_offsets_and_the_next_load_builds
     assert produced.returncode == 0, produced.stderr
     db = tmp_path / "star.duckdb"
     where = ("--spec", SPEC, "--topic", topic, "--duckdb-path", str(db))
+    group = f"g-{topic}"  # a group of its own: the broker is shared with other tests
 
     def load() -> None:
-        done = run_cli("load", "--bootstrap-servers", bootstrap, *where, "--until-idle", "2")
+        done = run_cli("load", "--bootstrap-servers", bootstrap, *where, "--group", group, "--until-idle", "2")
         assert done.returncode == 0, done.stderr
 
     load()
@@ -59,7 +60,7 @@ def test_rebuild_drops_the_star_and_forgets_its_offsets_and_the_next_load_builds
     dry = run_cli("rebuild", *where)
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
-    assert f"  forget the stored offsets of group 'starload' on topic {topic!r} (4 partitions): it reads the topic from its start again" in lines
+    assert f"  forget the stored offsets of group {group!r} on topic {topic!r} (4 partitions): it reads the topic from its start again" in lines
     assert {f"  drop table {t}" for t in star_tables} <= set(lines) and "  drop sequence DIM_CUSTOMER_SEQ" in lines
     assert "  forget the spec recorded for star 'orders_history'" in lines
     assert lines[-1].startswith("dry run: nothing changed; add --execute")
@@ -82,10 +83,11 @@ def test_rebuild_is_refused_while_a_loader_loads_the_file(local_broker, tmp_path
     bootstrap = local_broker.bootstrap_servers
     assert run_cli("produce", "--bootstrap-servers", bootstrap, "--topic", topic, "--count", "50", "--seed", "6").returncode == 0
     db = tmp_path / "busy.duckdb"
-    first = run_cli("load", "--bootstrap-servers", bootstrap, "--spec", SPEC, "--topic", topic, "--duckdb-path", str(db), "--until-idle", "2")
+    group = ("--group", f"g-{topic}")  # a group of its own: the broker is shared with other tests
+    first = run_cli("load", "--bootstrap-servers", bootstrap, "--spec", SPEC, "--topic", topic, "--duckdb-path", str(db), *group, "--until-idle", "2")
     assert first.returncode == 0, first.stderr
     loader = subprocess.Popen(
-        [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--spec", SPEC, "--topic", topic, "--duckdb-path", str(db)],
+        [sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--spec", SPEC, "--topic", topic, "--duckdb-path", str(db), *group],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:

@@ -207,7 +207,7 @@ def _repository_specs() -> list[Path]:
 def _is_spec(path: Path) -> bool:
     """Star specs, not the other YAML and TOML files of the repository (compose, pyproject, CI)."""
     parts = set(path.relative_to(ROOT).parts)
-    return not parts & {".venv", ".git", "node_modules"} and path.name not in ("pyproject.toml", "docker-compose.yml")
+    return not parts & {".venv", ".git", "node_modules"} and path.name not in ("pyproject.toml", "docker-compose.yml", "mkdocs.yml")
 
 
 def _data(path: Path) -> object:
