@@ -37,7 +37,7 @@ from rich.text import Text
 
 from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
-from starload.identity import VERSION
+from starload.drafting import debezium_rows, draft
 from starload.drift import fingerprint
 from starload.engine import (
     DEFAULT_BATCH_ROWS,
@@ -48,15 +48,16 @@ from starload.engine import (
     loader_topics,
 )
 from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
-from starload.drafting import debezium_rows, draft
 from starload.formats import Decoding
 from starload.formats.framing import unframed
 from starload.formats.registry import URL_ENV, USER_INFO_ENV, SchemaRegistry, registry_settings
+from starload.identity import VERSION
 from starload.kafka import consumer_config, sample_values
 from starload.metrics import MetricsServer
 from starload.offsets import POLICIES, StoredOffset, TopicNow, reset_targets
 from starload.producing import produce, produce_file
 from starload.progress import CONSOLE, Progress, describe_load, describe_produce
+from starload.scaffold import new_plugin
 from starload.spec import (
     DATE_ATTRIBUTES,
     DIMENSION_METADATA,
@@ -69,7 +70,6 @@ from starload.spec import (
     source_name,
     type_spelling,
 )
-from starload.scaffold import new_plugin
 from starload.specfile import json_schema
 
 #: Where ``starload broker`` listens by default, and so where the other commands look.
@@ -599,7 +599,10 @@ def _decoded_samples(args: argparse.Namespace, values: list[bytes]) -> tuple[lis
         raise StarloadError(msg)
     decoding, records, writer, value_format = Decoding(SchemaRegistry(settings)), [], None, Format.AVRO
     for value in values:
-        schema_id, payload = unframed(value)
+        try:
+            schema_id, payload = unframed(value)
+        except ValueError:
+            continue  # not framed: a reject to the loader, nothing to draft from
         schema = decoding.registry.schema(schema_id)
         value_format = {"JSON": Format.JSON_SCHEMA, "PROTOBUF": Format.PROTOBUF}.get(schema.schema_type if schema else "", Format.AVRO)
         reader = decoding.reader(value_format, schema_id)
@@ -690,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     def registry_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--schema-registry", default=None, metavar="URL",
-            help=f"the Schema Registry of topics in its wire format (avro, json_schema) (env {URL_ENV}; its user:password in {USER_INFO_ENV})",
+            help=f"the Schema Registry of topics in its wire format (avro, protobuf, json_schema) (env {URL_ENV}; its user:password in {USER_INFO_ENV})",
         )  # fmt: skip
         p.add_argument(
             "--registry-option", action="append", default=[], metavar="KEY=VALUE",
@@ -727,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator option, e.g. customers=50 (repeatable)")
     p.add_argument(
         "--format", choices=[f.value for f in Format], default=None,
-        help="write the generator's events in this format (default: each topic's in its star's spec; avro and json_schema register their schema)",
+        help="write the generator's events in this format (default: each topic's in its star's spec; the framed ones register their schema)",
     )  # fmt: skip
     registry_args(p)
     p.set_defaults(func=cmd_produce)
