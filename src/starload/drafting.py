@@ -80,8 +80,9 @@ class _Leaf:
 
     def misfits(self) -> int:
         """How many values seen do not fit :meth:`declared`."""
-        fitting = {"integer": ("integer",), "string": ("string", "date", "timestamp")}.get(self.declared(), (self.declared(),))
-        if self.declared().startswith("decimal"):
+        declared = self.declared()
+        fitting = {"integer": ("integer",), "string": ("string", "date", "timestamp")}.get(declared, (declared,))
+        if declared.startswith("decimal"):
             fitting = ("integer", "decimal")
         return self.present - sum(self.kinds[k] for k in fitting)
 

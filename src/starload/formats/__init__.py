@@ -78,31 +78,39 @@ class Decoding:
         """``raw`` (:data:`~starload.mapping.RAW_SCHEMA`) with :data:`DECODED_FIELDS` added, its values read as ``feed.format``."""
         texts: list[str | None] = []
         problems: list[str | None] = []
+        usable: dict[int, Reader | str] = {}  # per schema id of the batch, looked up once: its reader, or why none reads it
         for value in raw.column("MESSAGE_VALUE").to_pylist():
-            text, problem = self._one(feed, value)
+            text, problem = self._one(feed, value, usable)
             texts.append(text)
             problems.append(problem)
         for field, values in zip(DECODED_FIELDS, (texts, problems)):
             raw = raw.append_column(field, pa.array(values, field.type))
         return raw
 
-    def _one(self, feed: Feed, value: bytes | None) -> tuple[str | None, str | None]:
+    def _one(self, feed: Feed, value: bytes | None, usable: dict[int, Reader | str]) -> tuple[str | None, str | None]:
         if not value:
             return None, None  # a tombstone or an empty value: the mapping says which
         try:
             schema_id, payload = unframed(value)
         except ValueError as exc:
             return None, str(exc)
-        reader = self.reader(feed.format, schema_id)
+        reader = usable.get(schema_id)
+        if reader is None:
+            reader = usable[schema_id] = self._usable(feed, schema_id)
         if isinstance(reader, str):
             return None, reader
-        problem = self._problem(feed, schema_id, reader)
-        if problem is not None:
-            return None, problem
         try:
             return reader.text(payload), None
         except ValueError as exc:
             return None, f"schema id {schema_id}: {exc}"
+
+    def _usable(self, feed: Feed, schema_id: int) -> Reader | str:
+        """The reader of ``schema_id``'s records for ``feed``, or why they cannot be read (no schema, or not what the spec reads)."""
+        reader = self.reader(feed.format, schema_id)
+        if isinstance(reader, str):
+            return reader
+        problem = self._problem(feed, schema_id, reader)
+        return reader if problem is None else problem
 
     def reader(self, kind: Format, schema_id: int) -> Reader | str:
         """The reader of ``schema_id``'s records, or why there is none (the registry holds no such id, or a schema of another format)."""

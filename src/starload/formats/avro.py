@@ -15,7 +15,7 @@ the microseconds the star keeps), ``ZonedTimestamp`` its ISO text,
 ``io.debezium.data.VariableScaleDecimal`` (``{scale, value}``) an exact decimal.
 
 Before a schema's records are read, every path the spec reads is looked up in the
-schema (:func:`writer_problems`): a writer type that cannot become the declared type
+schema (:meth:`AvroReader.problems`): a writer type that cannot become the declared type
 (a ``double`` for a ``decimal``, a ``long`` for a ``timestamp``) makes every message of
 that schema a reject naming the path and both types; never a guess.
 """
@@ -83,8 +83,13 @@ def _nanos(value: int, *_: Any) -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=value // 1000)
 
 
+def exact_decimal(unscaled: bytes, scale: int) -> decimal.Decimal:
+    """The decimal of an unscaled value's big-endian two's-complement bytes and its scale (Debezium's and Confluent's encoding)."""
+    return decimal.Decimal(int.from_bytes(unscaled, "big", signed=True)).scaleb(-scale)
+
+
 def _variable_scale(value: dict[str, Any], *_: Any) -> decimal.Decimal:
-    return decimal.Decimal(int.from_bytes(value["value"], "big", signed=True)).scaleb(-value["scale"])
+    return exact_decimal(value["value"], value["scale"])
 
 
 LOGICAL_READERS[f"long-{_NANOS}"] = _nanos
@@ -342,8 +347,8 @@ def _native(schema: Any, value: Any) -> Any:
     if value is None:
         return None
     if isinstance(schema, list):
-        others = [b for b in schema if b != "null"]
-        return _native(others[0], value) if len(others) == 1 else value
+        branch = _branch(schema)
+        return value if branch is schema else _native(branch, value)
     if not isinstance(schema, dict):
         return value
     kind, logical = schema.get("type"), schema.get("logicalType")

@@ -29,7 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from starload.formats.avro import accepted, path_tree
+from starload.formats.avro import accepted, exact_decimal, path_tree
 from starload.spec import (
     ARRAY_MARK,
     POSITION_MARK,
@@ -99,6 +99,14 @@ def message_indexes(payload: bytes) -> tuple[list[int], bytes]:
     return indexes, payload[at:]
 
 
+def _pool() -> descriptor_pool.DescriptorPool:
+    """A descriptor pool holding the files a schema may import (:data:`KNOWN_IMPORTS`)."""
+    pool = descriptor_pool.DescriptorPool()
+    for known in KNOWN_IMPORTS.values():
+        pool.AddSerializedFile(known.DESCRIPTOR.serialized_pb)
+    return pool
+
+
 class ProtobufReader:
     """The messages of one writer schema (its registry text ``schema_str``: a base64 ``FileDescriptorProto``); ValueError when it is none."""
 
@@ -114,12 +122,9 @@ class ProtobufReader:
         unknown = [d for d in self.file.dependency if d not in KNOWN_IMPORTS]
         if unknown:
             raise ValueError(f"it imports {', '.join(unknown)}: only {', '.join(sorted(KNOWN_IMPORTS))} are read")
-        pool = descriptor_pool.DescriptorPool()
-        for known in KNOWN_IMPORTS.values():
-            pool.AddSerializedFile(known.DESCRIPTOR.serialized_pb)
         self.file.name = self.file.name or "writer.proto"
         try:
-            self._descriptor = pool.Add(self.file)
+            self._descriptor = _pool().Add(self.file)
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(f"not a Protobuf file the descriptor pool takes: {exc}") from None
         self._classes: dict[tuple[int, ...], type[Message]] = {}
@@ -228,8 +233,7 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
         if name == "google.protobuf.Timestamp":
             return value.ToJsonString()
         if name == "confluent.type.Decimal":
-            unscaled = int.from_bytes(value.value, "big", signed=True)
-            return format(decimal.Decimal(unscaled).scaleb(-value.scale), "f")
+            return format(exact_decimal(value.value, value.scale), "f")
         if name in _WRAPPERS:
             return _value(field.message_type.fields_by_name["value"], value.value)
         return _record(value)
@@ -300,10 +304,7 @@ class ProtobufWriter:
 
     def __init__(self, file: descriptor_pb2.FileDescriptorProto) -> None:
         self.file = file
-        pool = descriptor_pool.DescriptorPool()
-        for known in KNOWN_IMPORTS.values():
-            pool.AddSerializedFile(known.DESCRIPTOR.serialized_pb)
-        self._class = message_factory.GetMessageClass(pool.Add(file).message_types_by_name[file.message_type[0].name])
+        self._class = message_factory.GetMessageClass(_pool().Add(file).message_types_by_name[file.message_type[0].name])
 
     def record(self, value: Any) -> bytes:
         """``value`` as the message indexes and the message (unframed); ValueError naming what does not fit."""
