@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-import shutil
 from pathlib import Path
 
 from starload.exceptions import StarloadError
@@ -68,5 +67,4 @@ def new_plugin(name: str, where: Path) -> Path:
         "sink behaviour suite on it, unmodified, at each step.\n\n"
         f"    pip install -e .\n    starload plugins            # lists the sink {name!r}\n    python -m pytest\n"
     )
-    shutil.copymode(source / "pyproject.toml", target / "pyproject.toml")
     return target
