@@ -10,9 +10,11 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from starload import ORDERS_SCHEMA, DuckDBSink, StarLoader
-from starload.exceptions import StartupError
+from starload import ORDERS_GENERATOR, ORDERS_SCHEMA, DuckDBSink, StarLoader
+from starload.exceptions import ConsumerGroupError, StartupError
 from starload.kafka import ensure_topic
+from starload.producing import produce
+from starload.progress import describe_load
 
 
 def starload(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -83,6 +85,44 @@ def test_until_idle_ends_a_loader_the_group_never_assigns(local_broker, topic):
     # A first join takes about 3 s on the local broker: longer than 0.2 + 0.3 s.
     with pytest.raises(StartupError, match="gave this loader no assignment"):
         loader.run(until_idle=0.3)
+
+
+def test_until_idle_ends_a_loader_whose_partitions_are_revoked_and_never_given_back(local_broker, topic):
+    """A revoke no assignment follows (not even an empty one) is bounded like a join that never ends, and shown meanwhile.
+
+    Once everything is loaded, the loader's own consumer (a real one, on the real broker)
+    leaves the group from the consume loop's thread (the progress callback runs there):
+    the group revokes its partitions through the rebalance callback and, as the loader
+    is no member any more, never assigns it anything, which is what a group stuck in a
+    rebalance does to it.
+    """
+    produce(local_broker.bootstrap_servers, topic, ORDERS_GENERATOR, 300, seed=3)
+    seen: list[tuple[dict, str]] = []
+    left: list[float] = []
+    loader: StarLoader
+
+    def watch(stats) -> None:
+        if stats.loaded == 300 and not left:
+            left.append(time.monotonic())
+            loader._consumer.unsubscribe()
+        seen.append((loader.health()[1], describe_load(stats)))
+
+    loader = StarLoader(
+        ORDERS_SCHEMA, DuckDBSink(":memory:"), bootstrap_servers=local_broker.bootstrap_servers, topic=topic,
+        group=f"revoked-{uuid.uuid4().hex[:6]}", dlq_topic=None, startup_timeout=3, health_timeout=0.5,
+        progress=watch, progress_interval=0.1,
+    )  # fmt: skip
+    with pytest.raises(ConsumerGroupError, match="revoked this loader's partitions .* --until-idle 3") as raised:
+        loader.run(until_idle=3)
+    assert isinstance(raised.value, StartupError)  # exit code 2, as a join that never ends
+    assert time.monotonic() - left[0] >= 6  # the start-up timeout plus until_idle, from the revoke
+    assert loader.stats.loaded == 300
+    revoked = [(health, line) for health, line in seen if line.startswith("no assignment for")]
+    assert revoked, [line for _, line in seen]
+    assert any(
+        health["status"] == "unhealthy" and health["problem"].startswith("no partition assignment from group")
+        for health, _ in revoked
+    ), revoked
 
 
 def test_produce_creates_its_topic_with_the_x_settings_too(local_broker):

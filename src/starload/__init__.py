@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
     from starload.broker import LocalBroker
     from starload.engine import LoadStats, StarLoader
     from starload.exceptions import (
+        ConsumerGroupError,
         OffsetsMovedError,
         RejectGuardError,
         SinkError,
@@ -70,6 +71,7 @@ _HOMES = {
     "SinkError": "starload.exceptions",
     "SpecError": "starload.exceptions",
     "StarloadError": "starload.exceptions",
+    "ConsumerGroupError": "starload.exceptions",
     "StartupError": "starload.exceptions",
     "StoredOffsetsError": "starload.exceptions",
     "TerminalSinkError": "starload.exceptions",
@@ -137,6 +139,7 @@ __all__ = [
     "Carried",
     "Changes",
     "Check",
+    "ConsumerGroupError",
     "Date",
     "DateDimension",
     "Decimal",

@@ -51,6 +51,7 @@ from confluent_kafka.admin import AdminClient
 
 from starload.deadletter import DeadLetters, Headers
 from starload.exceptions import (
+    ConsumerGroupError,
     OffsetsMovedError,
     RejectGuardError,
     SinkError,
@@ -139,6 +140,8 @@ class LoadStats:
     waiting: Wait | None = None
     started: float = attrs.field(factory=time.monotonic)
     first_assignment: float | None = None
+    #: Since when the loader has had no assignment, not even an empty one (from start-up, or a revoke); None: it has one.
+    unassigned_since: float | None = None
     #: When the sink last committed a batch (``time.monotonic()``).
     last_commit: float | None = None
     #: (time, consumed) readings of the last RATE_WINDOW seconds, for :attr:`recent_rate`.
@@ -420,11 +423,9 @@ class StarLoader:
         self.on_offset_mismatch = on_offset_mismatch
         self.health_timeout = health_timeout
         self.metrics = LoaderMetrics(self.topics)
-        #: For health(): when the consume loop last turned (None: not running), since when the
-        #: loader has had no assignment (None: it has one), and since when work has waited
+        #: For health(): when the consume loop last turned (None: not running), and since when work has waited
         #: for the sink without a commit (None: none waits).
         self._loop_at: float | None = None
-        self._unassigned_since: float | None = None
         self._work_since: float | None = None
         #: ``""`` means ``<topic>.dlq`` for each topic; ``None`` disables the dead-letter topics.
         route = {t: f"{t}.dlq" if dlq_topic == "" else dlq_topic for t in self.topics} if dlq_topic is not None else {}
@@ -479,8 +480,10 @@ class StarLoader:
         not while consumption is paused because the writer is behind or the loader has
         no partitions (a rebalance, or a broker outage past the session timeout). A
         loader given an empty assignment (the group's other loaders hold every
-        partition) is idle. One that gets no assignment at all ``until_idle`` seconds
-        after the start-up timeout raises :class:`StartupError`.
+        partition) is idle. One that has no assignment at all for the start-up timeout
+        plus ``until_idle`` seconds, from start-up or from a revoke the group never
+        followed with an assignment, raises :class:`ConsumerGroupError` (meanwhile
+        :attr:`LoadStats.unassigned_since` and ``/healthz`` show it).
 
         Raises :class:`StartupError` when no broker answers, or one of the topics does not
         exist, within ``startup_timeout`` seconds (before preparing the sink); no topic
@@ -502,7 +505,7 @@ class StarLoader:
         consumer = self._consumer = Consumer(self.config)
         self._map_threads = ThreadPoolExecutor(self.MAPPERS, thread_name_prefix="starload-mapper")
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="starload-writer")
-        last_progress = self._unassigned_since = time.monotonic()
+        last_progress = self.stats.unassigned_since = time.monotonic()
         try:
             consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
             while not self._stop.is_set():
@@ -513,13 +516,8 @@ class StarLoader:
                 while self._pending and self._pending[0].done():
                     self._finish_oldest()
                 idle = until_idle is not None and self._idle_for(now) >= until_idle
-                if until_idle is not None and self._never_assigned(now, until_idle):
-                    msg = (
-                        f"the consumer group {self.group!r} gave this loader no assignment (not even an empty one) "
-                        f"in {now - self.stats.started:.0f} s (--startup-timeout {self.startup_timeout:g} + --until-idle "
-                        f"{until_idle:g}): the group cannot complete a join; check the broker's group coordinator"
-                    )
-                    raise StartupError(msg)
+                if until_idle is not None and (overdue := self._assignment_overdue(now, until_idle)):
+                    raise ConsumerGroupError(overdue)
                 if idle and not self._pending and not self._batch.count:
                     break
                 full = self._batch.count >= self._batch_limit()
@@ -650,9 +648,26 @@ class StarLoader:
         finally:
             probe.close()
 
-    def _never_assigned(self, now: float, until_idle: float) -> bool:
-        """Whether the loader has waited the start-up timeout plus ``until_idle`` without ever getting a partition."""
-        return self.stats.first_assignment is None and now - self.stats.started >= self.startup_timeout + until_idle
+    def _assignment_overdue(self, now: float, until_idle: float) -> str | None:
+        """Why the loader stops, when it has had no assignment for the start-up timeout plus ``until_idle``; else None.
+
+        Counted from start-up until the first assignment, then from each revoke that no
+        assignment (not even an empty one) has followed.
+        """
+        since = self.stats.unassigned_since
+        if since is None or now - since < self.startup_timeout + until_idle:
+            return None
+        bound = f"--startup-timeout {self.startup_timeout:g} + --until-idle {until_idle:g}"
+        if self.stats.first_assignment is None:
+            return (
+                f"the consumer group {self.group!r} gave this loader no assignment (not even an empty one) "
+                f"in {now - since:.0f} s ({bound}): the group cannot complete a join; check the broker's group coordinator"
+            )
+        return (
+            f"the consumer group {self.group!r} revoked this loader's partitions {now - since:.0f} s ago and has given it "
+            f"no assignment since, not even an empty one ({bound}): the group cannot complete a rebalance; what was "
+            f"loaded before the revoke is committed; check the broker's group coordinator, then start the loader again"
+        )
 
     def _idle_for(self, now: float) -> float:
         if self.stats.first_assignment is None:
@@ -857,7 +872,7 @@ class StarLoader:
         several = len(self.topics) > 1
         log.info("assigned %s", ", ".join(f"{tp.topic + ' ' if several else ''}{tp.partition}@{tp.offset}" for tp in positions))
         self._assigned = True
-        self._unassigned_since = None
+        self.stats.unassigned_since = None
         self.stats.partitions = len(positions)
         self.metrics.assigned.set(len(positions))
         if self.stats.first_assignment is None:
@@ -936,7 +951,7 @@ class StarLoader:
         self._batch = _Batch()
         consumer.unassign()
         self._assigned = False
-        self._unassigned_since = time.monotonic()
+        self.stats.unassigned_since = time.monotonic()
         self.stats.partitions = 0
         self.metrics.assigned.set(0)
         self.metrics.set_lag({})
@@ -979,8 +994,8 @@ class StarLoader:
             problem = "not running"
         elif now - self._loop_at > bound:
             problem = f"the consume loop has not turned for {now - self._loop_at:.0f} s"
-        elif self._unassigned_since is not None and now - self._unassigned_since > bound:
-            problem = f"no partition assignment from group {self.group!r} for {now - self._unassigned_since:.0f} s"
+        elif (since := self.stats.unassigned_since) is not None and now - since > bound:
+            problem = f"no partition assignment from group {self.group!r} for {now - since:.0f} s"
         elif self._work_since is not None and now - self._work_since > bound:
             problem = f"{len(self._pending)} batches have waited {now - self._work_since:.0f} s for the sink without a commit"
         waiting = self.sink.waits.current()

@@ -102,6 +102,10 @@ class StartupError(StarloadError):
     """The broker or the topic was not there within the start-up timeout."""
 
 
+class ConsumerGroupError(StartupError):
+    """The consumer group gave the loader no assignment, not even an empty one, for too long (see ``StarLoader.run``)."""
+
+
 class StoredOffsetsError(StarloadError):
     """The offsets stored in the warehouse do not belong to the topic as it is now: resuming would skip messages.
 

@@ -74,8 +74,10 @@ def _describe_state(stats: Any) -> str:
     if stats.partitions is None:
         return "waiting for partitions from the consumer group…"
     lag = "unknown" if stats.lag is None else f"{stats.lag:,}"
+    if stats.partitions == 0 and stats.unassigned_since is not None:
+        return _fit(f"no assignment for {time.monotonic() - stats.unassigned_since:.0f} s (revoked, not yet given again) · {counts}")
     if stats.partitions == 0:
-        return f"no partitions (a rebalance, or a standby) · {counts}"
+        return f"no partitions (a standby: other loaders hold them) · {counts}"
     if stats.waiting is not None:
         return _fit(f"waiting {stats.waiting.seconds:.0f} s for {stats.waiting.what}")
     return f"{stats.recent_rate:,.0f} msg/s · {counts} · lag {lag}"
