@@ -34,6 +34,8 @@ METRICS = {
     "starload_conflicts": "counter",
     "starload_consumer_lag": "gauge",
     "starload_batch_write_seconds": "histogram",
+    "starload_lock_wait_seconds": "histogram",
+    "starload_lock_held_seconds": "histogram",
     "starload_batch_map_seconds": "histogram",
     "starload_batch_rows": "histogram",
     "starload_sink_retries": "counter",
@@ -133,6 +135,9 @@ def test_every_metric_is_served_and_moves_during_a_load(local_broker):
     assert final["starload_sink_retries_total"][()] == 0
     batches = final["starload_batch_write_seconds_count"][()]
     assert batches >= 20 and final["starload_batch_map_seconds_count"][()] == batches
+    # DuckDB's star lock: every batch took it at once (one loader) and held it for its writes.
+    assert final["starload_lock_wait_seconds_count"][()] == final["starload_lock_held_seconds_count"][()] == batches
+    assert 0 < final["starload_lock_held_seconds_sum"][()] < final["starload_batch_write_seconds_sum"][()]
     assert final["starload_batch_rows_sum"][()] == 20_035
     assert abs(final["starload_last_commit_timestamp_seconds"][()] - time.time()) < 30
     assert final["starload_assigned_partitions"][()] == 0  # the loader left the group

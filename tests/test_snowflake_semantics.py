@@ -259,7 +259,9 @@ def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_set
         transaction = holder(None)
         batch = stager.batch([{**order, "order_id": "second"}], start=1)
         outcome: list[BaseException | None] = []
-        writer = threading.Thread(target=lambda: outcome.append(_raised(sink.write, batch)))
+        results = []
+        writer = threading.Thread(target=lambda: outcome.append(_raised(lambda: results.append(sink.write(batch)))))
+        asked = time.monotonic()
         writer.start()
         deadline = time.monotonic() + 10
         while (wait := sink.waits.current(at_least=0)) is None or str(transaction) not in wait.what:
@@ -274,8 +276,53 @@ def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_set
         assert outcome == [None]
         assert time.monotonic() - freed < 3  # tried again at once, not after a backoff
         assert sink.waits.current(at_least=0) is None
+        # The write reports its wait for the star's lock (over its tries), and how long it then held it.
+        [result] = results
+        assert freed - asked - 1 <= result.lock_waited <= time.monotonic() - asked
+        assert 0 < result.lock_held < result.lock_waited
     assert "aborted transaction" not in caplog.text
     assert f"SELECT SYSTEM$ABORT_TRANSACTION({transaction}) frees it" in caplog.text
+    assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
+
+
+def test_a_full_lock_queue_fails_a_statement_at_once_and_the_writer_tries_again(snowflake_settings, stager, holder, reader):
+    """Snowflake lets 20 statements wait for one table's lock; the 21st fails at once (000625). A writer tries again."""
+    [order] = sample_orders(1)
+    with SnowflakeSink(**snowflake_settings, lock_timeout=30) as sink:
+        sink.prepare(ORDERS_SCHEMA)
+        sink.write(stager.batch([order]))
+        transaction = holder(None)
+        waiting = [
+            snowflake.connector.connect(**snowflake_settings, session_parameters={"LOCK_TIMEOUT": 60}, network_timeout=90)
+            for _ in range(20)
+        ]
+        waits = [
+            threading.Thread(target=con.cursor().execute, args=("UPDATE \"STARLOAD_LOCK\" SET \"LOCKED_AT\" = CURRENT_TIMESTAMP",))
+            for con in waiting
+        ]
+        try:
+            for wait in waits:
+                wait.start()
+            time.sleep(2)  # all 20 wait now
+            started = time.monotonic()
+            with pytest.raises(snowflake.connector.errors.ProgrammingError, match="exceeds the 20 statements limit") as full:
+                reader.execute("UPDATE \"STARLOAD_LOCK\" SET \"LOCKED_AT\" = CURRENT_TIMESTAMP")
+            assert full.value.errno == 625 and time.monotonic() - started < 2
+            assert f"locked table 'STARLOAD_LOCK' in transaction {transaction}" in str(full.value)
+            results = []
+            writer = threading.Thread(target=lambda: results.append(sink.write(stager.batch([{**order, "order_id": "2"}], start=1))))
+            writer.start()
+            time.sleep(2.5)  # its lock statement found the queue full, and again a second later
+            assert writer.is_alive()
+            reader.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction})")
+            for wait in waits:
+                wait.join(30)
+            writer.join(30)
+        finally:
+            for con in waiting:
+                con.close()
+        [result] = results
+        assert result.facts_inserted == 1 and result.lock_waited >= 2
     assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
 
 

@@ -251,6 +251,7 @@ def load_summary(stats: LoadStats, rejects_to: str) -> str:
             f"rejects went to: {rejects_to}",
             f"batches: {stats.batches}",
             f"statements: {stats.statements} ({stats.statements / stats.batches if stats.batches else 0:.0f} per batch)",
+            f"star's lock: waited {stats.lock_waited:.1f} s, held {stats.lock_held:.1f} s",
             f"dimension rows inserted: {stats.dimension_rows_inserted}",
             f"dimension rows updated: {stats.dimension_rows_updated}",
             *(

@@ -118,6 +118,9 @@ class LoadStats:
     conflicts: int = 0
     batches: int = 0
     statements: int = 0
+    #: Seconds the writes waited for the star's lock, and held it (see :class:`~starload.sinks.base.WriteResult`).
+    lock_waited: float = 0.0
+    lock_held: float = 0.0
     dimension_rows_inserted: int = 0
     dimension_rows_updated: int = 0
     #: Per topic, messages in written batches (the loader starts each of its topics at 0).
@@ -200,6 +203,8 @@ class LoadStats:
         self.conflicts += result.conflicts
         self.batches += 1
         self.statements += result.statements
+        self.lock_waited += result.lock_waited
+        self.lock_held += result.lock_held
         self.dimension_rows_inserted += result.dimension_rows_inserted
         self.dimension_rows_updated += result.dimension_rows_updated
 
@@ -549,8 +554,9 @@ class StarLoader:
                 since = time.monotonic() - self.stats.last_commit
                 span = self.stats.last_commit - (self.stats.first_assignment or self.stats.started)
                 log.info(
-                    "stopping after %d messages; last commit %.3f s ago, %.3f s after the first assignment",
-                    self.stats.consumed, since, span,
+                    "stopping after %d messages; last commit %.3f s ago, %.3f s after the first assignment; "
+                    "waited %.3f s for the star's lock, held it %.3f s",
+                    self.stats.consumed, since, span, self.stats.lock_waited, self.stats.lock_held,
                 )  # fmt: skip
         finally:
             self._loop_at = None

@@ -106,6 +106,12 @@ class LoaderMetrics:
                 self.rejects.labels(topic, reason)
         self.conflicts = Counter("starload_conflicts_total", "Rejects repeating a loaded grain value with other content", registry=r)
         self.lag = Gauge("starload_consumer_lag", "Messages behind the partition's end (as last fetched)", ["topic", "partition"], registry=r)
+        self.lock_wait_seconds = Histogram(
+            "starload_lock_wait_seconds", "Seconds one batch's write waited for the star's lock", buckets=_SECONDS, registry=r
+        )
+        self.lock_held_seconds = Histogram(
+            "starload_lock_held_seconds", "Seconds one batch's write held the star's lock, to the end of COMMIT", buckets=_SECONDS, registry=r
+        )
         self.write_seconds = Histogram("starload_batch_write_seconds", "Seconds to write and commit one batch", buckets=_SECONDS, registry=r)
         self.map_seconds = Histogram("starload_batch_map_seconds", "Seconds to decode and type one batch", buckets=_SECONDS, registry=r)
         self.batch_rows = Histogram("starload_batch_rows", "Messages per batch", buckets=_ROWS, registry=r)
@@ -125,6 +131,8 @@ class LoaderMetrics:
         self.facts_updated.inc(result.facts_updated)
         self.duplicates.inc(result.duplicates)
         self.conflicts.inc(result.conflicts)
+        self.lock_wait_seconds.observe(result.lock_waited)
+        self.lock_held_seconds.observe(result.lock_held)
         rejects = batch.rejects
         for topic, reason in zip(rejects.column("KAFKA_TOPIC").to_pylist(), rejects.column("REASON").to_pylist(), strict=True):
             self.rejects.labels(topic, reason_class(reason)).inc()

@@ -26,7 +26,11 @@ instead. Each rule names the Snowflake documentation page it comes from:
 * **Locks** (Transactions, "Resource locking"; parameter LOCK_TIMEOUT, default 43200 s):
   UPDATE, DELETE and MERGE lock their table until the transaction ends, and wait for
   another transaction's lock up to the session's ``LOCK_TIMEOUT``, then fail with
-  000625. A transaction whose client vanished keeps its locks (it is "detached")
+  000625. At most 20 statements wait for one table's lock: the 21st fails at once with
+  000625 ("the number of waiters for this lock exceeds the 20 statements limit"; the
+  limit is not in the reference pages, its error is: Snowflake knowledge base, "Error:
+  Statement … was aborted because the number of waiters for this lock exceeds the 20
+  statements limit"). A transaction whose client vanished keeps its locks (it is "detached")
   until ``SYSTEM$ABORT_TRANSACTION(<id>)``. A session closed by its client rolls
   back its open transaction. ``BEGIN NAME n`` names a transaction, and ``SHOW
   TRANSACTIONS`` lists the open ones (id, user, session, name, started_on, state, scope).
@@ -77,6 +81,8 @@ STRICT_ERRNO = 990001
 LOCK_ERRNO = 625
 #: Snowflake's default LOCK_TIMEOUT, in seconds.
 DEFAULT_LOCK_TIMEOUT = 43200
+#: Statements that may wait for one table's lock at once; the next fails at once with 000625.
+LOCK_WAITERS_LIMIT = 20
 
 
 class RuleViolation(Exception):
@@ -120,6 +126,8 @@ class StrictSnowflake:
         self.sessions: dict[str, Session] = {}
         #: (database, schema, table) → the session token holding its lock
         self.locks: dict[tuple[str, str, str], str] = {}
+        #: (database, schema, table) → statements waiting for its lock now
+        self.waiters: Counter[tuple[str, str, str]] = Counter()
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         #: Held by a CREATE while it runs, and by a query of INFORMATION_SCHEMA (see the module docstring).
@@ -325,20 +333,39 @@ class StrictSnowflake:
                     raise RuleViolation(msg)
 
     async def _lock(self, session: Session, table: tuple[str, str, str]) -> None:
-        """Take the lock of ``table`` for an UPDATE, DELETE or MERGE, waiting up to the session's LOCK_TIMEOUT."""
+        """Take the lock of ``table`` for an UPDATE, DELETE or MERGE, waiting up to the session's LOCK_TIMEOUT.
+
+        At most LOCK_WAITERS_LIMIT statements wait for one lock; one more fails at once.
+        """
+        if self.locks.get(table) in (None, session.token):
+            self.locks[table] = session.token
+            return
+        if self.waiters[table] >= LOCK_WAITERS_LIMIT:
+            raise RuleViolation(
+                f"{self._held(table)} Your statement was aborted because the number of waiters for this lock exceeds "
+                f"the {LOCK_WAITERS_LIMIT} statements limit.",
+                LOCK_ERRNO, "57014",
+            )  # fmt: skip
         deadline = time.monotonic() + session.lock_timeout
-        while (holder := self.locks.get(table)) not in (None, session.token):
-            if time.monotonic() >= deadline:
-                owner = next((s for s in self.sessions.values() if s.token == holder), None)
-                transaction = owner.transaction if owner is not None else 0
-                msg = (
-                    f"Statement has locked table '{table[2]}' in transaction {transaction} and this lock has not yet "
-                    f"been released. Your statement was aborted because it waited longer than LOCK_TIMEOUT "
-                    f"({session.lock_timeout:g} s)."
-                )
-                raise RuleViolation(msg, LOCK_ERRNO, "57014")
-            await asyncio.sleep(0.02)
+        self.waiters[table] += 1
+        try:
+            while self.locks.get(table) not in (None, session.token):
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"{self._held(table)} Your statement was aborted because it waited longer than LOCK_TIMEOUT "
+                        f"({session.lock_timeout:g} s)."
+                    )
+                    raise RuleViolation(msg, LOCK_ERRNO, "57014")
+                await asyncio.sleep(0.02)
+        finally:
+            self.waiters[table] -= 1
         self.locks[table] = session.token
+
+    def _held(self, table: tuple[str, str, str]) -> str:
+        """Snowflake's first sentence of a 000625 error: who holds the lock of ``table``."""
+        owner = next((s for s in self.sessions.values() if s.token == self.locks.get(table)), None)
+        transaction = owner.transaction if owner is not None else 0
+        return f"Statement has locked table '{table[2]}' in transaction {transaction} and this lock has not yet been released."
 
     def _release(self, session: Session) -> None:
         for table in [t for t, holder in self.locks.items() if holder == session.token]:

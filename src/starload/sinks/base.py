@@ -329,6 +329,9 @@ class WriteResult:
     dimension_rows_updated: int = 0
     statements: int = 0
     conflicts: int = 0
+    #: Seconds the write waited for the star's lock (over its tries), and held it (from taking it to the end of COMMIT).
+    lock_waited: float = 0.0
+    lock_held: float = 0.0
 
 
 class Sink(abc.ABC):

@@ -29,7 +29,9 @@ them through a local endpoint that enforces these rules, see
 * ``LOCK_TIMEOUT`` and ``STATEMENT_TIMEOUT_IN_SECONDS`` are set for the session
   (sink options ``lock_timeout``, default 10 s, and ``statement_timeout``, default
   900 s; Snowflake's defaults are 12 hours and 2 days), so no statement waits
-  unbounded; a statement timeout is transient and logged with what it waited for.
+  unbounded. A lock wait that fails at once because 20 statements already wait for
+  that lock (Snowflake's limit, 000625) is handled as a lock wait: tried again a
+  second later; a statement timeout is transient and logged with what it waited for.
   The connector's own retries of a request are bounded by ``network_timeout``
   (default ``statement_timeout`` + 60 s; unbounded in the connector by default).
 * **A killed loader's transaction** stays open, holding the star's lock, until
@@ -550,7 +552,7 @@ class SnowflakeSink(SQLSink):
         finally:
             mapper.close()
         self._guarded(self._make_staging, StagingLayout.of(batch_parts(empty)))
-        self._statements = 0
+        self._forget_counts()
 
     def _upload(self, parts: Mapping[str, pa.Table]) -> None:
         """PUT ``parts`` of the current batch as one Parquet file and COPY it into the staging table; check both."""
@@ -632,7 +634,9 @@ class SnowflakeSink(SQLSink):
                     if self.waits.stopping.is_set() and not aborted:
                         raise self.waits.stopped(wait) from exc
                     if not aborted:
-                        time.sleep(max(0.0, LOCK_RETRY_EVERY - (time.monotonic() - tried)))
+                        pause = max(0.0, LOCK_RETRY_EVERY - (time.monotonic() - tried))
+                        time.sleep(pause)
+                        self._lock_waited += pause  # a wait for the lock too (see WriteResult.lock_waited)
         finally:
             self._lock_wait = None
             lock_wait.end()
@@ -825,11 +829,15 @@ class SnowflakeSink(SQLSink):
             table = re.search(r"locked table '([^']+)'", detail)
             found = re.search(r"in transaction (\d+)", detail)
             holder = found[1] if found else "(unknown)"
+            waited = (
+                "found its queue full (Snowflake lets at most 20 statements wait for one lock)"
+                if "statements limit" in detail
+                else f"waited (lock_timeout {self.lock_timeout} s)"
+            )
             text = (
-                f"Snowflake: waited for a lock on {table[1] if table else 'a table'} held by transaction "
-                f"{holder} (lock_timeout {self.lock_timeout} s). If it belongs to a loader that was killed, "
-                f"Snowflake aborts it after about four hours idle; SELECT SYSTEM$ABORT_TRANSACTION({holder}) "
-                f"frees it now. {detail}"
+                f"Snowflake: a statement {waited} for a lock on {table[1] if table else 'a table'} held by transaction "
+                f"{holder}. If it belongs to a loader that was killed, Snowflake aborts it after about four hours idle; "
+                f"SELECT SYSTEM$ABORT_TRANSACTION({holder}) frees it now. {detail}"
             )
             return LockWaitError(text, int(found[1]) if found else None, table[1] if table else None)
         transient = (

@@ -914,6 +914,9 @@ class SQLSink(Sink):
         #: Statements sent since prepare or the last committed write, conflict lookup
         #: included (reported in the WriteResult); reading stored offsets is not counted.
         self._statements = 0
+        #: Seconds this sink waited for the star's lock, and held it, since the last write returned (see WriteResult).
+        self._lock_waited = 0.0
+        self._lock_held = 0.0
         #: Whether prepare() has run (the star's tables exist).
         self._created = False
 
@@ -1004,7 +1007,7 @@ class SQLSink(Sink):
         if not drift.recorded_as(schema, found):  # else recorded already, its unknown members with it
             self._locked(lambda: self._settle(schema, new=new))
         self._created = True
-        self._statements = 0
+        self._forget_counts()
 
     def _settle(self, schema: StarSchema, *, new: bool) -> None:
         """Under the star's lock: add the unknown members, check the star again, and record its spec when it is new or unrecorded.
@@ -1084,7 +1087,7 @@ class SQLSink(Sink):
                     self._transaction("rollback")
             raise
         self._created = False
-        self._statements = 0
+        self._forget_counts()
         return steps
 
     def migrate(self, schema: StarSchema) -> None:
@@ -1111,7 +1114,7 @@ class SQLSink(Sink):
             for statement in statements:
                 self._guarded(self._execute, statement)
         self._locked(finish)
-        self._statements = 0
+        self._forget_counts()
 
     def violations(self, schema: StarSchema) -> list[str]:
         """Each of :meth:`StarSQL.invariants` that some row breaks: what, how often, an example; after the drift check (:meth:`verify`)."""
@@ -1152,7 +1155,7 @@ class SQLSink(Sink):
             self._guarded(self._execute, sql.insert_offset_rows(len(parts)), rows)
 
         self._locked(apply)
-        self._statements = 0
+        self._forget_counts()
 
     def find_conflicts(self, batch: StagedBatch) -> pa.Table:
         sql = self._prepared()
@@ -1225,6 +1228,7 @@ class SQLSink(Sink):
 
             self._locked(apply, batch)
             statements, self._statements = self._statements, 0
+            (waited, held), self._lock_waited, self._lock_held = (self._lock_waited, self._lock_held), 0.0, 0.0
         finally:
             self._release_batch(staged)
         return WriteResult(
@@ -1238,6 +1242,8 @@ class SQLSink(Sink):
             dimension_rows_updated=counts["updated"],
             statements=statements,
             conflicts=batch.conflicts,
+            lock_waited=waited,
+            lock_held=held,
         )
 
     def _locked(self, apply: Callable[[], object], batch: StagedBatch | None = None) -> None:
@@ -1250,10 +1256,14 @@ class SQLSink(Sink):
         sql = self._prepared()
         self._token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
         self._guarded(self._transaction, "begin")
+        asked = taken = time.monotonic()
         try:
-            asked = time.monotonic()
-            locked = self._rowcount(self._guarded(self._execute, sql.lock(), [self._token]))
-            log.debug("%s: took the star's lock in %.3f s", type(self).__name__, time.monotonic() - asked)
+            try:
+                locked = self._rowcount(self._guarded(self._execute, sql.lock(), [self._token]))
+            finally:
+                taken = time.monotonic()
+                self._lock_waited += taken - asked
+            log.debug("%s: took the star's lock in %.3f s", type(self).__name__, taken - asked)
             if locked < 1:
                 msg = (
                     f"{LOCK_TABLE} has no row, so writers to this star cannot take turns; restore it: "
@@ -1263,9 +1273,13 @@ class SQLSink(Sink):
             apply()
         except BaseException:
             self._rollback_quietly()
+            self._lock_held += time.monotonic() - taken
             raise
         try:
-            self._guarded(self._transaction, "commit")
+            try:
+                self._guarded(self._transaction, "commit")
+            finally:
+                self._lock_held += time.monotonic() - taken
         except SinkError as exc:
             self._rollback_quietly()
             if batch is None:
@@ -1274,6 +1288,11 @@ class SQLSink(Sink):
                 msg = f"COMMIT failed and the stored offsets show the batch did not commit; it is written again: {exc}"
                 raise TransientSinkError(msg) from exc
             log.warning("%s: COMMIT failed (%s), but the stored offsets show the batch committed", type(self).__name__, exc)
+
+    def _forget_counts(self) -> None:
+        """Start the counts a write reports afresh (after a transaction that is not a batch's)."""
+        self._statements = 0
+        self._lock_waited = self._lock_held = 0.0
 
     def _committed(self, batch: StagedBatch) -> bool:
         """After a failed COMMIT (and a ROLLBACK, or a new session): whether the stored offsets are the batch's."""
