@@ -12,16 +12,25 @@ committed), so start-up and the idle wait at the end are not counted; the group'
 join and any rebalance while the loaders come up are. Every run checks that
 FACT_ORDERS holds exactly ``--count`` rows.
 
+The profile of each run, to show what caps the figure: the CPU seconds of the loaders
+(all of them) and of the local endpoint (one process: fakesnow and DuckDB run every
+statement in it), the requests, and from the endpoint, how long statements waited for
+the star's lock (``STARLOAD_LOCK``) and how long transactions held it. With a held lock
+for most of the span, the write path is what caps; with the endpoint's CPU near the
+span (one core), the endpoint is.
+
 Needs ``starload[test]`` (the connector and fakesnow) and ``starload[local]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -34,8 +43,14 @@ from starload.testing import LocalSnowflake, snowflake_environment
 IDLE_SECONDS = 3
 
 
-def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.Namespace) -> tuple[float, int, int]:
-    """Load a fresh topic with ``loaders`` loaders; (seconds from first assignment to last commit, facts, requests)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a running process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.Namespace) -> tuple[float, int, dict[str, float]]:
+    """Load a fresh topic with ``loaders`` loaders; (seconds from first assignment to last commit, facts, profile)."""
     topic = f"scale-{loaders}"
     produce(bootstrap, topic, ORDERS_GENERATOR, args.count, seed=1, partitions=args.partitions)
     settings = endpoint.fresh_schema(f"scale{loaders}")
@@ -60,6 +75,8 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
                     commits.append(now - float(found.group(1)))
 
     endpoint.reset()
+    assert endpoint.process is not None
+    endpoint_cpu = cpu_seconds(endpoint.process.pid)
     processes = [
         subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(loaders)
@@ -67,16 +84,27 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
     readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in processes]
     for reader in readers:
         reader.start()
+    loaders_cpu = 0.0
     for process in processes:
-        if process.wait(timeout=1800) != 0:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        loaders_cpu += usage.ru_utime + usage.ru_stime
+        if process.returncode != 0:
             msg = f"a loader exited with {process.returncode}"
             raise RuntimeError(msg)
     for reader in readers:
         reader.join()
-    requests = endpoint.stats().get("all", 0)
+    stats = endpoint.stats()
+    profile = {
+        "loaders_cpu": loaders_cpu,
+        "endpoint_cpu": cpu_seconds(endpoint.process.pid) - endpoint_cpu,
+        "requests": stats.get("all", 0),
+        "lock_waited": stats.get("lock_wait_ms:STARLOAD_LOCK", 0) / 1000,
+        "lock_held": stats.get("lock_held_ms:STARLOAD_LOCK", 0) / 1000,
+    }
     with endpoint.connect(settings) as con:
         [(facts,)] = con.cursor().execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
-    return max(commits) - min(assigned), int(facts), requests
+    return max(commits) - min(assigned), int(facts), profile
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,16 +116,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loaders", default="1,2,3", help="loader counts to run, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
     console = Console()
-    table = Table("loaders", "orders", "seconds", "orders/s", "× one loader", "requests", title="scale-out")
+    table = Table(
+        "loaders", "orders", "seconds", "orders/s", "× one loader", "requests", "lock held s", "lock waits s",
+        "loaders' CPU s", "endpoint CPU s", title="scale-out",
+    )  # fmt: skip
     with LocalBroker() as broker, LocalSnowflake(latency_ms=args.latency_ms) as endpoint:
         first: float | None = None
         for loaders in (int(k) for k in args.loaders.split(",")):
-            seconds, facts, requests = run(broker.bootstrap_servers, endpoint, loaders, args)
+            seconds, facts, profile = run(broker.bootstrap_servers, endpoint, loaders, args)
             check = "OK" if facts == args.count else f"MISMATCH: {facts:,} facts"
             rate = args.count / seconds
             first = first or rate
             console.print(f"{loaders} loader(s): {seconds:.2f} s from first assignment to last commit, {check}")
-            table.add_row(str(loaders), f"{facts:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / first:.2f}", f"{requests:,}")
+            table.add_row(
+                str(loaders), f"{facts:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / first:.2f}", f"{profile['requests']:,.0f}",
+                f"{profile['lock_held']:.1f}", f"{profile['lock_waited']:.1f}", f"{profile['loaders_cpu']:.1f}",
+                f"{profile['endpoint_cpu']:.1f}",
+            )  # fmt: skip
     console.print(table)
     console.print(
         f"count {args.count:,} · partitions {args.partitions} · batch rows {args.batch_rows:,} · "

@@ -24,7 +24,7 @@ from starload.exceptions import TransientSinkError
 from starload.sinks.base import natural_key_column
 from starload.sinks.snowflake import SnowflakeSink
 from starload.spec import Dimension, Fact, Field, StarSchema, String, Timestamp
-from starload.testing import Stager, as_instant, sample_orders
+from starload.testing import LocalSnowflake, Stager, as_instant, sample_orders
 
 
 @pytest.fixture
@@ -98,6 +98,37 @@ def test_ddl_commits_the_open_transaction(snowflake_settings, reader):
     reader.execute("ROLLBACK")  # nothing left to roll back: the CREATE committed the insert
     assert reader.execute("SELECT N FROM K").fetchall() == [(1,)]
 
+
+
+def test_a_multi_statement_request_runs_its_statements_in_turn_one_answer_each(snowflake_settings, reader):
+    reader.execute("CREATE TABLE M (N NUMBER, S VARCHAR)")
+    reader.execute("BEGIN NAME STARLOAD_M; INSERT INTO M VALUES (1, 'a;b'), (2, 'c'); UPDATE M SET N = 3 WHERE N = 1; COMMIT", num_statements=4)
+    counts = [reader.rowcount]
+    while reader.nextset():
+        counts.append(reader.rowcount)
+    assert counts[1:3] == [2, 1]  # each statement's own answer: rows inserted, rows updated
+    assert reader.execute("SELECT N, S FROM M ORDER BY N").fetchall() == [(2, "c"), (3, "a;b")]
+    assert not open_transactions(reader)
+    with pytest.raises(snowflake.connector.errors.ProgrammingError, match="did not match the desired statement count 3"):
+        reader.execute("SELECT 1; SELECT 2", num_statements=3)
+    with (
+        snowflake.connector.connect(**snowflake_settings, paramstyle="qmark") as binding,
+        pytest.raises(snowflake.connector.errors.ProgrammingError, match="Bind variables are not supported"),
+    ):
+        binding.cursor().execute("SELECT ?; SELECT 2", [1], num_statements=2)
+
+
+def test_a_failed_statement_ends_its_multi_statement_request_and_its_transaction_stays_open(snowflake_settings, reader):
+    reader.execute("CREATE TABLE M2 (N NUMBER)")
+    reader.execute("INSERT INTO M2 VALUES (1)")
+    with pytest.raises(snowflake.connector.errors.ProgrammingError, match="NOWHERE"):
+        reader.execute("BEGIN; UPDATE M2 SET N = 2; SELECT * FROM NOWHERE; UPDATE M2 SET N = 3; COMMIT", num_statements=5)
+    with snowflake.connector.connect(**snowflake_settings, session_parameters={"LOCK_TIMEOUT": 1}) as other:
+        assert len(open_transactions(other.cursor())) == 1  # neither the last UPDATE nor the COMMIT ran
+        with pytest.raises(snowflake.connector.errors.ProgrammingError, match="locked table 'M2'"):
+            other.cursor().execute("UPDATE M2 SET N = 4")  # the open transaction holds M2's lock
+    reader.execute("ROLLBACK")  # (DuckDB, under the endpoint, refuses anything else in a failed transaction)
+    assert reader.execute("SELECT N FROM M2").fetchall() == [(1,)]
 
 
 def test_a_table_is_never_seen_without_its_text_lengths(snowflake_settings, reader):
@@ -276,10 +307,11 @@ def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_set
         assert outcome == [None]
         assert time.monotonic() - freed < 3  # tried again at once, not after a backoff
         assert sink.waits.current(at_least=0) is None
-        # The write reports its wait for the star's lock (over its tries), and how long it then held it.
+        # The write reports its wait for the star's lock (its tries that failed on a lock wait, and the pauses), and the
+        # request that took it as held (its own wait, up to a lock_timeout, is inside it).
         [result] = results
-        assert freed - asked - 1 <= result.lock_waited <= time.monotonic() - asked
-        assert 0 < result.lock_held < result.lock_waited
+        assert freed - asked - 1.5 <= result.lock_waited <= time.monotonic() - asked
+        assert 0 < result.lock_held < 1.5 + 1
     assert "aborted transaction" not in caplog.text
     assert f"SELECT SYSTEM$ABORT_TRANSACTION({transaction}) frees it" in caplog.text
     assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
@@ -324,6 +356,27 @@ def test_a_full_lock_queue_fails_a_statement_at_once_and_the_writer_tries_again(
         [result] = results
         assert result.facts_inserted == 1 and result.lock_waited >= 2
     assert reader.execute('SELECT count(*) FROM "FACT_ORDERS"').fetchall() == [(2,)]
+
+
+def test_the_star_lock_is_held_for_one_request_never_across_round_trips(stager):
+    """A batch's transaction, BEGIN to COMMIT, is one request: at 300 ms a round trip the star's lock is held for less
+    than one (a transaction sent a statement at a time held it across ten), and a fenced batch's offsets still move."""
+    orders = sample_orders(30)
+    with LocalSnowflake(latency_ms=300) as endpoint:
+        settings = endpoint.fresh_schema("held")
+        with SnowflakeSink(**settings) as sink:
+            sink.prepare(ORDERS_SCHEMA)
+            endpoint.reset()
+            stored: dict[int, int | None] = {0: None}
+            for start in (0, 10, 20):
+                batch = stager.batch(orders[start : start + 10], start=start).fenced({stager.topic: stored})
+                result = sink.write(batch)
+                assert (result.facts_inserted, result.dimension_rows_inserted > 0) == (10, True)
+                stored = {0: start + 10}
+            assert sink.stored_offsets(stager.group, stager.topic) == {0: 30}
+        stats = endpoint.stats()
+    assert stats["multi"] == 3
+    assert stats["lock_held_ms:STARLOAD_LOCK"] / 3 < 300, stats
 
 
 def test_a_stopping_loader_gives_up_a_wait_that_has_no_end_of_its_own(snowflake_settings, stager, holder, reader):

@@ -23,6 +23,15 @@ instead. Each rule names the Snowflake documentation page it comes from:
   as declared): fakesnow records a VARCHAR's length in a second statement after
   the table exists, so a query of INFORMATION_SCHEMA in between saw the column
   unsized. Here such queries wait while a CREATE runs.
+* **Multi-statement requests** (SQL API, "Submitting multiple SQL statements in a
+  single request"; the connector's ``execute(..., num_statements=N)``): the statements
+  run in turn as if each were sent alone, explicit transactions included; the count
+  must match (000008), no value may be bound in them, and the answer lists each
+  statement's query id, whose result the client fetches (``GET /queries/<id>/result``).
+  A statement that fails ends the request with its error; the ones after it do not
+  run, and a transaction the request began stays open until the client ends it (the
+  documentation does not say; a client that rolls back after any failed request is
+  right either way).
 * **Locks** (Transactions, "Resource locking"; parameter LOCK_TIMEOUT, default 43200 s):
   UPDATE, DELETE and MERGE lock their table until the transaction ends, and wait for
   another transaction's lock up to the session's ``LOCK_TIMEOUT``, then fail with
@@ -48,7 +57,10 @@ REGEX: ``error`` fails them with that error, ``error_after`` runs them and then
 answers with that error (a lost answer, e.g. of a COMMIT), ``delay`` holds them S
 seconds before they run, ``lose_file`` loses their staged files before a COPY.
 ``POST /starload/stats`` returns the request counts (``held``: statements a ``delay``
-fault started holding); ``POST /starload/reset`` clears counts and faults.
+fault started holding; ``multi``: multi-statement requests) and, per table, the
+milliseconds statements waited for its lock (``lock_wait_ms:<table>``) and
+transactions held it (``lock_held_ms:<table>``); ``POST /starload/reset`` clears
+counts and faults.
 """
 
 from __future__ import annotations
@@ -128,8 +140,12 @@ class StrictSnowflake:
         self.locks: dict[tuple[str, str, str], str] = {}
         #: (database, schema, table) → statements waiting for its lock now
         self.waiters: Counter[tuple[str, str, str]] = Counter()
+        #: (database, schema, table) → when its holder took its lock
+        self.taken: dict[tuple[str, str, str], float] = {}
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
+        #: query id → the answer of a statement of a multi-statement request, until the client fetches it
+        self.results: dict[str, dict[str, Any]] = {}
         #: Held by a CREATE while it runs, and by a query of INFORMATION_SCHEMA (see the module docstring).
         self._catalog = asyncio.Lock()
 
@@ -150,6 +166,8 @@ class StrictSnowflake:
         elif path == "/queries/v1/query-request":
             self.requests["queries"] += 1
             await self._query(scope, receive, send)
+        elif path.startswith("/queries/") and path.endswith("/result"):
+            await self._result(scope, receive, send)
         elif path == "/session" and b"delete=" in scope.get("query_string", b""):
             await self._logout(scope, receive, send)
         else:
@@ -187,12 +205,64 @@ class StrictSnowflake:
         await self.app(scope, receive, send)
 
     async def _query(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from sqlglot import exp
-
         body = await _read(receive)
         session = self.sessions.get(_token(scope))
         request = json.loads(_decoded(scope, body))
-        sql = request.get("sqlText", "")
+        count = (request.get("parameters") or {}).get("MULTI_STATEMENT_COUNT")
+        if count is not None and int(count) != 1:
+            self.requests["multi"] += 1
+            await _respond(send, await self._statements(scope, session, request, int(count), receive))
+            return
+        status, response = await self._statement(scope, session, request, receive)
+        await _respond_raw(send, status, response)
+
+    async def _statements(
+        self, scope: Scope, session: Session | None, request: dict[str, Any], count: int, receive: Receive
+    ) -> dict[str, Any]:
+        """A multi-statement request: each statement in turn, as if sent alone; the answer lists their query ids.
+
+        The statements after one that fails do not run, and the request answers with its
+        error; a transaction the request opened stays open (the client ends it).
+        """
+        statements = _split(request.get("sqlText", ""))
+        if count and len(statements) != count:
+            message = f"Actual statement count {len(statements)} did not match the desired statement count {count}."
+            return _error(RuleViolation(message, 8, "0A000"))
+        if request.get("bindings"):
+            # SQL API, "Submitting multiple SQL statements in a single request": no variable binding.
+            return _error(RuleViolation("Bind variables are not supported in a multi-statement request.", 2049, "0A000"))
+        parameters = {k: v for k, v in (request.get("parameters") or {}).items() if k != "MULTI_STATEMENT_COUNT"}
+        ids = []
+        for sql in statements:
+            _, response = await self._statement(scope, session, {**request, "sqlText": sql, "parameters": parameters}, receive)
+            answer = json.loads(response)
+            if not answer.get("success"):
+                return answer
+            ids.append(answer["data"]["queryId"])
+            self.results[ids[-1]] = answer
+        return {
+            "data": {
+                "resultIds": ",".join(ids),
+                "queryId": f"multi-{ids[0] if ids else time.time_ns()}",
+                "rowtype": [{"name": "multiple statement execution", "type": "text", "nullable": False}],
+                "rowset": [["Multiple statements executed successfully."]],
+                "queryResultFormat": "json",
+                "total": 1,
+            },
+            "success": True,
+        }
+
+    async def _result(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /queries/<id>/result``: the answer of one statement of a multi-statement request (once)."""
+        await _read(receive)
+        answer = self.results.pop(scope["path"].split("/")[2], None)
+        await _respond(send, answer or _error(RuleViolation("no result for that query id", 709, "02000")))
+
+    async def _statement(self, scope: Scope, session: Session | None, request: dict[str, Any], receive: Receive) -> tuple[int, bytes]:
+        """Run one statement through the rules and fakesnow; the HTTP status and body to answer with."""
+        from sqlglot import exp
+
+        sql = original = request.get("sqlText", "")
         try:
             statement = _parse(sql)
             fault = self._fault(sql)
@@ -205,11 +275,8 @@ class StrictSnowflake:
             if session is not None:
                 sql = await self._apply_rules(session, statement, sql, lose_files=action == "lose_file")
         except RuleViolation as violation:
-            await _respond(send, _error(violation))
-            return
-        if sql != request.get("sqlText"):
-            request["sqlText"] = sql
-            body = _encoded(scope, json.dumps(request).encode())
+            return 200, json.dumps(_error(violation)).encode()
+        body = _encoded(scope, json.dumps({**request, "sqlText": sql} if sql != original else request).encode())
         if isinstance(statement, exp.Create) or "INFORMATION_SCHEMA" in sql.upper():
             async with self._catalog:
                 status, response = await self._forward(scope, body, receive)
@@ -219,9 +286,8 @@ class StrictSnowflake:
             self._after(session, statement, sql, json.loads(response) if response else {})
         if fault is not None and action == "error_after":
             # The statement ran; its answer is lost on the way back.
-            await _respond(send, _error(RuleViolation(fault.message, fault.errno, "08000")))
-            return
-        await _respond_raw(send, status, response)
+            return 200, json.dumps(_error(RuleViolation(fault.message, fault.errno, "08000"))).encode()
+        return status, response
 
     async def _forward(self, scope: Scope, body: bytes, receive: Receive) -> tuple[int, bytes]:
         """Run the request on fakesnow; its status and body."""
@@ -337,8 +403,10 @@ class StrictSnowflake:
 
         At most LOCK_WAITERS_LIMIT statements wait for one lock; one more fails at once.
         """
-        if self.locks.get(table) in (None, session.token):
-            self.locks[table] = session.token
+        if self.locks.get(table) == session.token:
+            return
+        if table not in self.locks:
+            self._take(session, table)
             return
         if self.waiters[table] >= LOCK_WAITERS_LIMIT:
             raise RuleViolation(
@@ -346,7 +414,8 @@ class StrictSnowflake:
                 f"the {LOCK_WAITERS_LIMIT} statements limit.",
                 LOCK_ERRNO, "57014",
             )  # fmt: skip
-        deadline = time.monotonic() + session.lock_timeout
+        asked = time.monotonic()
+        deadline = asked + session.lock_timeout
         self.waiters[table] += 1
         try:
             while self.locks.get(table) not in (None, session.token):
@@ -359,7 +428,12 @@ class StrictSnowflake:
                 await asyncio.sleep(0.02)
         finally:
             self.waiters[table] -= 1
+            self.requests[f"lock_wait_ms:{table[2]}"] += round((time.monotonic() - asked) * 1000)
+        self._take(session, table)
+
+    def _take(self, session: Session, table: tuple[str, str, str]) -> None:
         self.locks[table] = session.token
+        self.taken[table] = time.monotonic()
 
     def _held(self, table: tuple[str, str, str]) -> str:
         """Snowflake's first sentence of a 000625 error: who holds the lock of ``table``."""
@@ -370,6 +444,7 @@ class StrictSnowflake:
     def _release(self, session: Session) -> None:
         for table in [t for t, holder in self.locks.items() if holder == session.token]:
             del self.locks[table]
+            self.requests[f"lock_held_ms:{table[2]}"] += round((time.monotonic() - self.taken.pop(table)) * 1000)
 
     def _end_transaction(self, session: Session) -> None:
         session.transaction = None
@@ -412,6 +487,19 @@ def _parse(sql: str) -> Any:
         return sqlglot.parse_one(sql, read="snowflake")
     except (ParseError, ValueError):
         return None  # fakesnow answers with its own error
+
+
+def _split(sql: str) -> list[str]:
+    """The statements of a multi-statement request's text (split at the semicolons between them)."""
+    from sqlglot.tokens import Tokenizer, TokenType
+
+    statements, start = [], 0
+    for token in Tokenizer(dialect="snowflake").tokenize(sql):
+        if token.token_type == TokenType.SEMICOLON:
+            statements.append(sql[start : token.start])
+            start = token.end + 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if s.strip()]
 
 
 def _copy_options(statement: Any) -> tuple[dict[str, Any], bool]:

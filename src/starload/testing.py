@@ -1533,7 +1533,7 @@ class LocalSnowflake(LocalEndpoint):
         self._control("faults", [fault])
 
     def stats(self) -> dict[str, int]:
-        """Requests served since start or :meth:`reset`: ``all`` and ``queries``."""
+        """Requests served since start or :meth:`reset` (``all``, ``queries``, ``multi``), and lock times (module docstring)."""
         return dict(self._control("stats")["requests"])
 
     def reset(self) -> None:

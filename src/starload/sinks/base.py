@@ -25,8 +25,8 @@ warehouse exactly-once even when the loader is killed at any instant.
 **The fence.** The engine sets ``batch.expected_offsets``: per partition, the
 NEXT_OFFSET this loader believes is stored (None: no row yet). A sink must apply the
 batch only if every partition's stored offset is exactly that, checked inside the
-transaction after taking the star's write lock, and otherwise roll back and raise
-:class:`~starload.exceptions.OffsetsMovedError`. Another loader that took the
+transaction after taking the star's write lock, and otherwise write nothing of it
+(roll back, or commit nothing) and raise :class:`~starload.exceptions.OffsetsMovedError`. Another loader that took the
 partitions over (a rebalance, or this one frozen past its session timeout) has then
 written them; the engine resumes from what is stored. A batch without
 ``expected_offsets`` (written by hand, not by the engine) is not fenced.
@@ -330,6 +330,8 @@ class WriteResult:
     statements: int = 0
     conflicts: int = 0
     #: Seconds the write waited for the star's lock (over its tries), and held it (from taking it to the end of COMMIT).
+    #: A sink that sends the locked transaction as one request cannot tell that request's own wait from its run:
+    #: it counts as held (the Snowflake sink); the tries that failed on a lock wait, and the pauses, count as waited.
     lock_waited: float = 0.0
     lock_held: float = 0.0
 

@@ -6,12 +6,14 @@ ONE Parquet file, ``PUT`` to the internal stage ``STARLOAD_STAGE`` and ``COPY``-
 into one temporary staging table of this session's; then the shared set-based plan
 of :class:`~starload.sinks.sql.SQLSink` runs in one transaction, each statement
 reading its part of the staging table. The conflict lookup and the write read the
-same staged rows, so a batch costs 13 statements whatever its size: PUT, COPY, the
-conflict lookup, BEGIN, the star's lock (see :mod:`starload.sinks.sql`), two per
-dimension, dates, facts, rejects (when there are any), offsets, COMMIT (and on the
-sink's second session, a heartbeat before BEGIN unless one was sent in the last
-``heartbeat`` seconds, see below). The staging table is made when the sink is
-prepared, not by the first batch.
+same staged rows, so a batch costs 15 statements whatever its size: PUT, COPY, the
+conflict lookup, then ONE multi-statement request: BEGIN, the star's lock (see
+:mod:`starload.sinks.sql`), the fence, two per dimension, dates, facts, rejects (when
+there are any), offsets (two), COMMIT; the star's lock is held while Snowflake runs
+that request, never across a round trip. The row counts of its statements are
+fetched after the COMMIT, side by side (and on the sink's second session, a heartbeat
+goes before the request unless one was sent in the last ``heartbeat`` seconds, see
+below). The staging table is made when the sink is prepared, not by the first batch.
 
 Snowflake's own semantics, each checked against its documentation (the tests run
 them through a local endpoint that enforces these rules, see
@@ -89,6 +91,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,7 +104,7 @@ from starload.hookspecs import hookimpl
 from starload.identity import quote
 from starload.mapping import Mapper
 from starload.sinks.base import LOCK_TABLE, SinkType, StagedBatch, WriteResult, seconds_option
-from starload.sinks.sql import Dialect, SQLSink, Step, batch_parts
+from starload.sinks.sql import COUNTERS, Dialect, SQLSink, Step, batch_parts
 from starload.spec import StarSchema
 from starload.waiting import Wait
 
@@ -337,6 +340,16 @@ def _statement_failed(exc: BaseException) -> bool:
     return isinstance(exc, errors.ProgrammingError)
 
 
+def _unknown_counts(batch: StagedBatch, why: str) -> dict[str, int]:
+    """The counts of a committed batch whose row counts are unknown (``why``): its messages count as loaded."""
+    log.warning(
+        "the row counts of a committed batch are unknown, %s: its messages are counted as loaded (duplicates among "
+        "them too), its dimension rows not at all",
+        why,
+    )
+    return {**dict.fromkeys(COUNTERS, 0), "messages": batch.counted_rows()}
+
+
 def _moved_conflicts(held: StagedBatch, batch: StagedBatch) -> bool:
     """Whether ``batch`` is ``held`` with conflicting facts moved to the rejects (:meth:`StagedBatch.with_conflicts`)."""
     return (
@@ -460,7 +473,8 @@ class SnowflakeSink(SQLSink):
             connection.close()
 
     def _run(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        waiting = self._lock_wait if self._sql is not None and statement == self._sql.lock() else None
+        locking = self._sql is not None and self._sql.token and statement == self._sql.lock()
+        waiting = self._lock_wait if locking else None
         cursor = self._connection.cursor()
         try:
             if waiting is not None:
@@ -580,17 +594,100 @@ class SnowflakeSink(SQLSink):
     def _release_batch(self, staged: dict[str, str]) -> None:
         """Staged rows stay for the write that follows the conflict lookup; later batches never read them."""
 
+    def _begin(self) -> str:
+        """Beat (unless a beat is fresh), start beating for the transaction about to begin; its BEGIN statement."""
+        self._beat(fresh=self.heartbeat)
+        self._start_beating()
+        return f"BEGIN NAME {TRANSACTION_NAME}_{self.loader_id}"
+
     def _transaction(self, action: str) -> None:
         if action == "begin":
-            self._beat(fresh=self.heartbeat)
-            self._execute(f"BEGIN NAME {TRANSACTION_NAME}_{self.loader_id}")
-            self._start_beating()
+            begin = self._begin()
+            try:
+                self._execute(begin)
+            except BaseException:
+                self._stop_beating()
+                raise
             return
         try:
             self._execute(action.upper())
         finally:
             # After the answer, not before: a slow COMMIT is still a live loader's.
             self._stop_beating()
+
+    def _write_batch(self, batch: StagedBatch, staged: dict[str, str]) -> dict[str, int]:
+        """The batch's whole transaction in ONE multi-statement request, BEGIN to COMMIT: the star's lock is held only while Snowflake runs it.
+
+        No question is asked inside it (see :meth:`SQLSink._apply_batch`); the fence makes
+        a batch whose offsets moved commit nothing. The row counts are fetched after the
+        COMMIT, outside the lock, together. A request that fails is rolled back; one whose
+        answer was lost is resolved by the stored offsets, its counts then unknown.
+        """
+        sql = self._new_token()
+        plan: list[tuple[str, str]] = [("", ""), ("locked", sql.lock())]
+        self._apply_batch(batch, staged, lambda counter, statement: plan.append((counter, statement)), None)
+        plan.append(("", "COMMIT"))
+        waiting = self._lock_wait
+        sent = time.monotonic()
+        try:
+            plan[0] = ("", self._begin())
+            if waiting is not None:
+                # Shown (after a few seconds) while the request waits, most likely for the star's lock.
+                waiting.begin("the star's lock", star=True)
+            ids = self._guarded(self._send_whole, [statement for _, statement in plan])
+            if waiting is not None:
+                waiting.taken()
+        except SinkError as exc:
+            # A try that failed on a lock wait waited; the request that ran held the lock (its own wait included).
+            if isinstance(exc, LockWaitError):
+                self._lock_waited += time.monotonic() - sent
+            else:
+                self._lock_held += time.monotonic() - sent
+            self._rollback_quietly()  # a failed statement leaves the transaction open
+            if isinstance(exc, LockWaitError):
+                raise
+            self._resolve_commit(batch, exc)  # which statement failed is not told: the COMMIT may have run
+            return _unknown_counts(batch, "its answer was lost")
+        finally:
+            self._stop_beating()
+        self._lock_held += time.monotonic() - sent
+        counted = [(counter, qid) for (counter, _), qid in zip(plan, ids, strict=True) if counter]
+        try:
+            rowcounts = self._guarded(self._rowcounts, [qid for _, qid in counted])
+        except TransientSinkError as exc:
+            return _unknown_counts(batch, f"they could not be fetched ({exc})")
+        counts = dict.fromkeys((*COUNTERS, "locked"), 0)
+        for (counter, _), rows in zip(counted, rowcounts, strict=True):
+            counts[counter] += rows
+        self._check_lock(counts.pop("locked"))
+        self._check_offsets(batch, counts)  # after the COMMIT: a batch that may not commit wrote nothing (the fence)
+        return counts
+
+    def _send_whole(self, statements: Sequence[str]) -> list[str]:
+        """Send ``statements`` as one multi-statement request (no bound values in it); each one's query id.
+
+        The ids are the connector's ``multi_statement_savedIds`` (the answer's ``resultIds``).
+        """
+        self._statements += len(statements)
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(";\n".join(statements), num_statements=len(statements))
+            return list(cursor.multi_statement_savedIds)
+        finally:
+            cursor.close()
+
+    def _rowcounts(self, ids: Sequence[str]) -> list[int]:
+        """The row counts of statements already run (by query id), fetched side by side."""
+
+        def rowcount(qid: str) -> int:
+            cursor = self._connection.cursor()
+            try:
+                return int(cursor.query_result(qid).rowcount or 0)
+            finally:
+                cursor.close()
+
+        with ThreadPoolExecutor(min(8, max(1, len(ids))), thread_name_prefix="starload-counts") as pool:
+            return list(pool.map(rowcount, ids))
 
     # -- several loaders: the heartbeat, and the lock waits ----------------------
     def write(self, batch: StagedBatch) -> WriteResult:

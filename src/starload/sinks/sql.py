@@ -4,8 +4,12 @@ A :class:`Dialect` holds what differs between warehouses (type names, how a
 surrogate key gets its value); :class:`StarSQL` builds every statement from the
 spec; :class:`SQLSink` runs one batch as one transaction, so the DuckDB and
 Snowflake sinks execute the same set-based plan and differ only in how a staged
-Arrow table reaches the warehouse. Identifiers are validated by the spec and always
-quoted; values only ever arrive as staged tables or bound parameters.
+Arrow table reaches the warehouse, and in how the transaction is sent: DuckDB a
+statement at a time, Snowflake in one request (:meth:`SQLSink._apply_batch` makes the
+statements for both). Identifiers are validated by the spec and always quoted; values
+only ever arrive as staged tables or bound parameters, but for the transaction's own
+lock token (:func:`lock_token`, checked against :data:`TOKEN`), which is written into
+the text because a multi-statement request binds nothing.
 
 Upserts are an UPDATE … FROM followed by an INSERT of the members not there yet
 rather than a MERGE: the same semantics, the counts of updated and inserted rows for free, and
@@ -20,7 +24,8 @@ sees what the writers before it committed (Snowflake: "Transactions", resource
 locking and READ COMMITTED isolation). Nothing relies on INSERTs or UPDATEs that
 match no row taking a lock, nor on UNIQUE or PRIMARY KEY (Snowflake enforces
 neither). Every write of the batch is guarded by the transaction's own lock token
-(:meth:`StarSQL.holding`), and the offsets are fenced last, just before COMMIT (see
+(:meth:`StarSQL.holding`); the offsets are fenced right after the lock
+(:meth:`StarSQL.fence`, which voids the token when they moved) and advanced last (see
 :mod:`starload.sinks.base`). The fact insert takes one member per natural key even if
 a dimension held two.
 """
@@ -32,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -185,12 +191,31 @@ class Step:
     params: tuple[Any, ...] = ()
 
 
+#: What a lock token is made of (:func:`lock_token`): it is written into SQL text, so nothing else may be in it.
+TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+#: Appended to the token by :meth:`StarSQL.fence` when the offsets moved.
+MOVED = "/moved"
+
+
+#: What :meth:`SQLSink._apply_batch` counts: dimension rows updated and inserted, fact rows, rows that each stand
+#: for a message (:meth:`StagedBatch.counted_rows`; fact rows too), rows of latest facts updated, the fence's
+#: mark (1: the offsets moved) and stored offsets advanced.
+COUNTERS = ("updated", "inserted", "facts", "messages", "changed", "moved", "advanced")
+
+
+def lock_token(holder: str) -> str:
+    """A new write transaction's token: the holder (host:pid, other characters as ``_``) and 12 random hex digits."""
+    return f"{re.sub(r'[^A-Za-z0-9._:-]', '_', holder)[:180]}:{uuid.uuid4().hex[:12]}"
+
+
 @attrs.frozen
 class StarSQL:
-    """Every statement a SQL sink runs for one schema in one dialect."""
+    """Every statement a SQL sink runs for one schema in one dialect, in one transaction (its ``token``, see :meth:`lock`)."""
 
     schema: StarSchema
     dialect: Dialect
+    #: The write transaction's own lock token (:func:`lock_token`); the one value written into SQL text.
+    token: str = ""
 
     # ---- DDL -----------------------------------------------------------------
     def star_tables(self) -> list[TableDef]:
@@ -323,7 +348,7 @@ class StarSQL:
         return f"SELECT SPEC FROM {quote(STARS_TABLE)} WHERE STAR = {self.dialect.placeholder}"
 
     def record(self) -> list[str]:
-        """Forget the star's recorded spec, then record this one (parameters: the name and the token, then the row and the token)."""
+        """Forget the star's recorded spec, then record this one (parameters: the name, then the row)."""
         p = self.dialect.placeholder
         return [
             f"DELETE FROM {quote(STARS_TABLE)} WHERE STAR = {p} AND {self.holding()}",
@@ -339,22 +364,42 @@ class StarSQL:
         """The INSERTs of each optional dimension's unknown member (run under the lock by :meth:`SQLSink.prepare`)."""
         return [self._unknown_member(dim) for dim in self.schema.dimensions if self.schema.is_optional(dim)]
 
-    def lock(self) -> str:
-        """The first statement of every write transaction: it serialises the writers of the star.
+    def _token(self) -> str:
+        if not TOKEN.fullmatch(self.token):
+            msg = f"not a lock token: {self.token!r}"
+            raise ValueError(msg)
+        return f"'{self.token}'"
 
-        One bound parameter: the transaction's own token, which :meth:`holding` checks.
-        """
-        p = self.dialect.placeholder
-        return f"UPDATE {quote(LOCK_TABLE)} SET LOCKED_BY = {p}, LOCKED_AT = CURRENT_TIMESTAMP"
+    def lock(self) -> str:
+        """The first statement of every write transaction: it serialises the writers of the star, and sets :attr:`token`."""
+        return f"UPDATE {quote(LOCK_TABLE)} SET LOCKED_BY = {self._token()}, LOCKED_AT = CURRENT_TIMESTAMP"
 
     def holding(self) -> str:
-        """A condition true only in the transaction whose :meth:`lock` set the token bound to it (one parameter).
+        """A condition true only in the transaction whose :meth:`lock` set :attr:`token`, and that :meth:`fence` let on.
 
         Every write of a batch carries it. If Snowflake aborts a loader's transaction
         while the loader is frozen (another loader found it stale), the loader's next
         statements run outside it, in autocommit: with this condition they change nothing.
         """
-        return f"EXISTS (SELECT 1 FROM {quote(LOCK_TABLE)} WHERE LOCKED_BY = {self.dialect.placeholder})"
+        return f"EXISTS (SELECT 1 FROM {quote(LOCK_TABLE)} WHERE LOCKED_BY = {self._token()})"
+
+    def fence(self, staged: str) -> str:
+        """Right after :meth:`lock`: unless every staged partition's stored offset is its EXPECTED_OFFSET, mark the token moved.
+
+        Its row count is 1 when the offsets moved (another loader wrote them): every
+        write after it, :meth:`holding` no more, then changes nothing, so the batch
+        commits nothing even when its COMMIT is in the same request.
+        """
+        table, offsets = quote(LOCK_TABLE), quote(OFFSETS_TABLE)
+        on = " AND ".join(f"o.{c} = s.{c}" for c in ("GROUP_ID", "TOPIC", "KAFKA_PARTITION"))
+        moved = (
+            "CASE WHEN s.EXPECTED_OFFSET IS NULL THEN o.GROUP_ID IS NOT NULL "
+            "ELSE o.NEXT_OFFSET IS NULL OR o.NEXT_OFFSET <> s.EXPECTED_OFFSET END"
+        )
+        return (
+            f"UPDATE {table} SET LOCKED_BY = {self._token()[:-1]}{MOVED}' WHERE LOCKED_BY = {self._token()} "
+            f"AND EXISTS (SELECT 1 FROM {staged} AS s LEFT JOIN {offsets} AS o ON {on} WHERE {moved})"
+        )
 
     @staticmethod
     def _unknown_member(dim: Dimension) -> str:
@@ -907,10 +952,8 @@ class SQLSink(Sink):
 
     def __init__(self) -> None:
         self._sql: StarSQL | None = None
-        #: Who holds the star's lock, as STARLOAD_LOCK.LOCKED_BY shows it (host:pid), and the
-        #: token of the current write transaction (host:pid:random; see StarSQL.holding).
+        #: Who writes, as the start of each transaction's token shows it in STARLOAD_LOCK.LOCKED_BY (host:pid).
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._token = self._holder
         #: Statements sent since prepare or the last committed write, conflict lookup
         #: included (reported in the WriteResult); reading stored offsets is not counted.
         self._statements = 0
@@ -1030,9 +1073,9 @@ class SQLSink(Sink):
 
     def _record(self, schema: StarSchema) -> None:
         delete, insert = self._prepared().record()
-        self._guarded(self._execute, delete, [schema.name, self._token])
+        self._guarded(self._execute, delete, [schema.name])
         row = [schema.name, drift.fingerprint(schema), drift.spec_json(schema), VERSION.decode()]
-        self._guarded(self._execute, insert, [*row, self._token])
+        self._guarded(self._execute, insert, row)
 
     def migration(self, schema: StarSchema) -> tuple[list[Difference], list[str]]:
         sql = self._bind(schema)
@@ -1165,68 +1208,17 @@ class SQLSink(Sink):
             for fact in batch.schema.all_facts:
                 if batch.facts[fact.table].num_rows and not fact.changing:  # a latest fact has no conflicts
                     part = staged[f"FACT_{fact.table}"]
-                    loaded = self._any_loaded(fact, part)
+                    loaded = self._any_loaded(fact, part, self._count)
                     rows.append(self._guarded(self._execute, sql.find_conflicts(fact, part, loaded=loaded)))
         finally:
             self._release_batch(staged)
         return conflict_table(*rows)
 
     def write(self, batch: StagedBatch) -> WriteResult:
-        sql = self._prepared()
+        self._prepared()
         staged = self._guarded(self._stage_batch, batch)
         try:
-            # "messages": rows that each stand for a message (see StagedBatch.counted_rows), also fact rows.
-            # "changed": rows of latest facts updated.
-            counts = dict.fromkeys(("updated", "inserted", "facts", "messages", "changed"), 0)
-
-            def run(counter: str, statement: str) -> None:
-                rows = self._guarded(self._execute, statement, [self._token])
-                if counter:
-                    counts[counter] += self._rowcount(rows)
-
-            def apply() -> None:
-                # Asked inside the transaction, so the statements see what the question saw.
-                facts = [f for f in batch.schema.all_facts if batch.facts[f.table].num_rows]
-                loaded = {f.table: self._any_loaded(f, staged[f"FACT_{f.table}"]) for f in facts}
-                for dim in batch.schema.dimensions:
-                    if not batch.dimensions[dim.name].num_rows:
-                        continue
-                    members = staged[f"DIM_{dim.name}"]
-                    if not dim.keeps_history:
-                        run("updated", sql.update_dimension(dim, members))
-                        run("inserted", sql.insert_dimension(dim, members))
-                        continue
-                    run("", sql.insert_observations(dim, staged[f"HISTORY_{dim.name}"], loaded=any(loaded.values()) or batch.records > 0 or not facts))
-                    [(late, *_), *_] = self._guarded(self._execute, sql.late_members(dim, members))
-                    run("updated", sql.update_versions(dim, members))
-                    run("inserted", sql.insert_versions(dim, members))
-                    if int(late):
-                        for fact in batch.schema.all_facts:
-                            if dim.name in fact.dimensions:
-                                run("", sql.repoint_facts(fact, dim, members))
-                        run("", sql.drop_collapsed(dim))
-                if batch.dates is not None and batch.dates.num_rows:
-                    run("inserted", sql.insert_dates(staged["DATES"]))
-                for fact in facts:
-                    part, feed = staged[f"FACT_{fact.table}"], batch.schema.feed_of(fact)
-                    if fact.changing:  # every message is loaded (StagedBatch.counted_rows): its event is folded into its row
-                        if loaded[fact.table]:
-                            run("changed", sql.update_facts(fact, part))
-                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
-                    elif feed.counting_fact() is not fact:
-                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
-                    elif feed.array_of(fact) is None:
-                        run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
-                    else:
-                        run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="first"))
-                        run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="rest"))
-                if batch.rejects.num_rows:
-                    run("", sql.insert_rejects(staged["REJECTS"]))
-                # Last: the fence also finds a transaction aborted under this loader's feet
-                # (its statements then ran outside it, and changed nothing; see StarSQL.holding).
-                self._advance_offsets(batch, staged["OFFSETS"])
-
-            self._locked(apply, batch)
+            counts = self._write_batch(batch, staged)
             statements, self._statements = self._statements, 0
             (waited, held), self._lock_waited, self._lock_held = (self._lock_waited, self._lock_held), 0.0, 0.0
         finally:
@@ -1246,6 +1238,96 @@ class SQLSink(Sink):
             lock_held=held,
         )
 
+    def _write_batch(self, batch: StagedBatch, staged: dict[str, str]) -> dict[str, int]:
+        """Run the batch's transaction (:meth:`_apply_batch` under the star's lock) a statement at a time; its counts.
+
+        A subclass may send it in fewer requests; the statements and their order are the same.
+        """
+        counts = dict.fromkeys(COUNTERS, 0)
+
+        def run(counter: str, statement: str) -> None:
+            rows = self._guarded(self._execute, statement)
+            if counter:
+                counts[counter] += self._rowcount(rows)
+
+        def apply() -> None:
+            self._apply_batch(batch, staged, run, self._count)
+            self._check_offsets(batch, counts)  # before COMMIT: a batch that may not commit is rolled back
+
+        self._locked(apply, batch)
+        return counts
+
+    def _apply_batch(
+        self, batch: StagedBatch, staged: dict[str, str], run: Callable[[str, str], None], ask: Callable[[str], int] | None
+    ) -> None:
+        """Every statement of the batch's transaction after the star's lock, in order: ``run(counter, statement)``.
+
+        ``ask(query)`` answers a count inside the transaction, so the statements after it
+        see what it saw; ``None``: nothing may be asked (the transaction is sent whole), so
+        the statements a question could skip all run. Each is correct either way.
+        ``counter``: the :data:`COUNTERS` its row count adds to ("": none).
+        """
+        sql = self._prepared()
+        partitions = sum(len(parts) for parts in batch.next_offsets.values())
+        if partitions and batch.expected_offsets is not None:
+            run("moved", sql.fence(staged["OFFSETS"]))
+        facts = [f for f in batch.schema.all_facts if batch.facts[f.table].num_rows]
+        loaded = {f.table: self._any_loaded(f, staged[f"FACT_{f.table}"], ask) for f in facts}
+        for dim in batch.schema.dimensions:
+            if not batch.dimensions[dim.name].num_rows:
+                continue
+            members = staged[f"DIM_{dim.name}"]
+            if not dim.keeps_history:
+                run("updated", sql.update_dimension(dim, members))
+                run("inserted", sql.insert_dimension(dim, members))
+                continue
+            run("", sql.insert_observations(dim, staged[f"HISTORY_{dim.name}"], loaded=any(loaded.values()) or batch.records > 0 or not facts))
+            late = ask is None or ask(sql.late_members(dim, members)) > 0
+            run("updated", sql.update_versions(dim, members))
+            run("inserted", sql.insert_versions(dim, members))
+            if late:  # re-pointing facts, and dropping collapsed versions, change nothing when no member is late
+                for fact in batch.schema.all_facts:
+                    if dim.name in fact.dimensions:
+                        run("", sql.repoint_facts(fact, dim, members))
+                run("", sql.drop_collapsed(dim))
+        if batch.dates is not None and batch.dates.num_rows:
+            run("inserted", sql.insert_dates(staged["DATES"]))
+        for fact in facts:
+            part, feed = staged[f"FACT_{fact.table}"], batch.schema.feed_of(fact)
+            if fact.changing:  # every message is loaded (StagedBatch.counted_rows): its event is folded into its row
+                if loaded[fact.table]:
+                    run("changed", sql.update_facts(fact, part))
+                run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+            elif feed.counting_fact() is not fact:
+                run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+            elif feed.array_of(fact) is None:
+                run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table]))
+            else:
+                run("messages", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="first"))
+                run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="rest"))
+        if batch.rejects.num_rows:
+            run("", sql.insert_rejects(staged["REJECTS"]))
+        if partitions:
+            # Last: with the fence, this also finds a transaction aborted under this loader's feet
+            # (its statements then ran outside it, and changed nothing; see StarSQL.holding).
+            fenced = batch.expected_offsets is not None
+            run("advanced", sql.update_offsets(staged["OFFSETS"], fenced=fenced))
+            run("advanced", sql.insert_offsets(staged["OFFSETS"], fenced=fenced))
+
+    @staticmethod
+    def _check_offsets(batch: StagedBatch, counts: Mapping[str, int]) -> None:
+        """Raise :class:`OffsetsMovedError` when a fenced batch's offsets were not where expected (it wrote nothing then)."""
+        partitions = sum(len(parts) for parts in batch.next_offsets.values())
+        if batch.expected_offsets is None or not partitions:
+            return
+        if counts["moved"] or counts["advanced"] != partitions:
+            shown = "; ".join(f"{t!r} {dict(sorted(parts.items()))}" for t, parts in sorted(batch.expected_offsets.items()))
+            msg = (
+                f"the offsets stored for group {batch.group!r} are not where this loader left them "
+                f"(expected {shown}): another loader wrote them, or this loader's transaction was aborted"
+            )
+            raise OffsetsMovedError(msg)
+
     def _locked(self, apply: Callable[[], object], batch: StagedBatch | None = None) -> None:
         """Run ``apply`` in one transaction that first takes the star's lock (:meth:`StarSQL.lock`); commit.
 
@@ -1253,23 +1335,17 @@ class SQLSink(Sink):
         ``batch``, that is decided by reading the stored offsets (see :meth:`_committed`),
         never assumed either way.
         """
-        sql = self._prepared()
-        self._token = f"{self._holder}:{uuid.uuid4().hex[:12]}"
+        sql = self._new_token()
         self._guarded(self._transaction, "begin")
         asked = taken = time.monotonic()
         try:
             try:
-                locked = self._rowcount(self._guarded(self._execute, sql.lock(), [self._token]))
+                locked = self._rowcount(self._guarded(self._execute, sql.lock()))
             finally:
                 taken = time.monotonic()
                 self._lock_waited += taken - asked
             log.debug("%s: took the star's lock in %.3f s", type(self).__name__, taken - asked)
-            if locked < 1:
-                msg = (
-                    f"{LOCK_TABLE} has no row, so writers to this star cannot take turns; restore it: "
-                    f"INSERT INTO {LOCK_TABLE} (LOCKED_BY) VALUES ('')"
-                )
-                raise TerminalSinkError(msg)
+            self._check_lock(locked)
             apply()
         except BaseException:
             self._rollback_quietly()
@@ -1284,10 +1360,36 @@ class SQLSink(Sink):
             self._rollback_quietly()
             if batch is None:
                 raise
-            if not self._committed(batch):
-                msg = f"COMMIT failed and the stored offsets show the batch did not commit; it is written again: {exc}"
-                raise TransientSinkError(msg) from exc
+            self._resolve_commit(batch, exc)
+
+    def _new_token(self) -> StarSQL:
+        """The statements of a new write transaction: with a token of its own (:func:`lock_token`)."""
+        self._sql = attrs.evolve(self._prepared(), token=lock_token(self._holder))
+        return self._sql
+
+    @staticmethod
+    def _check_lock(locked: int) -> None:
+        """Raise when the lock statement found no row to lock (writers could not take turns)."""
+        if locked < 1:
+            msg = (
+                f"{LOCK_TABLE} has no row, so writers to this star cannot take turns; restore it: "
+                f"INSERT INTO {LOCK_TABLE} (LOCKED_BY) VALUES ('')"
+            )
+            raise TerminalSinkError(msg)
+
+    def _resolve_commit(self, batch: StagedBatch, exc: SinkError) -> None:
+        """After a request holding the COMMIT failed (and a rollback): return when the stored offsets show it committed.
+
+        Else raise: a transient error as one saying the batch is written again; a
+        statement the warehouse refused (terminal) as it is, since it would be refused again.
+        """
+        if self._committed(batch):
             log.warning("%s: COMMIT failed (%s), but the stored offsets show the batch committed", type(self).__name__, exc)
+            return
+        if isinstance(exc, TerminalSinkError):
+            raise exc
+        msg = f"COMMIT failed and the stored offsets show the batch did not commit; it is written again: {exc}"
+        raise TransientSinkError(msg) from exc
 
     def _forget_counts(self) -> None:
         """Start the counts a write reports afresh (after a transaction that is not a batch's)."""
@@ -1303,38 +1405,20 @@ class SQLSink(Sink):
             return False
         return all(stored[t].get(p) == o for t, parts in batch.next_offsets.items() for p, o in parts.items())
 
-    def _advance_offsets(self, batch: StagedBatch, staged: str) -> None:
-        """Store ``batch.next_offsets``; when the batch is fenced, raise :class:`OffsetsMovedError` unless every partition was where expected."""
-        partitions = sum(len(parts) for parts in batch.next_offsets.values())
-        if not partitions:
-            return
-        sql = self._prepared()
-        fenced = batch.expected_offsets is not None
-        expected = batch.expected_offsets or {}
-        advanced = 0
-        # A fenced batch that expects no stored offset at all (new partitions) has nothing to update.
-        if not fenced or any(o is not None for parts in expected.values() for o in parts.values()):
-            advanced = self._rowcount(self._guarded(self._execute, sql.update_offsets(staged, fenced=fenced), [self._token]))
-        if advanced < partitions:
-            inserted = self._guarded(self._execute, sql.insert_offsets(staged, fenced=fenced), [self._token])
-            advanced += self._rowcount(inserted)
-        if fenced and advanced != partitions:
-            shown = "; ".join(f"{t!r} {dict(sorted(parts.items()))}" for t, parts in sorted(expected.items()))
-            msg = (
-                f"the offsets stored for group {batch.group!r} are not where this loader left them "
-                f"(expected {shown}): another loader wrote them, or this loader's transaction was aborted"
-            )
-            raise OffsetsMovedError(msg)
+    def _count(self, query: str) -> int:
+        """The one value of a query's first row (a count)."""
+        [(count, *_), *_] = self._guarded(self._execute, query)
+        return int(count)
 
-    def _any_loaded(self, fact: Fact, staged: str) -> bool:
-        """Whether ``fact``'s table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`).
+    def _any_loaded(self, fact: Fact, staged: str, ask: Callable[[str], int] | None) -> bool:
+        """Whether ``fact``'s table may hold a grain value of ``staged`` (:meth:`StarSQL.any_loaded`), asked with ``ask``.
 
-        Without :attr:`probes_loaded`, always True: the statements then check every row.
+        Without :attr:`probes_loaded`, or when nothing may be asked (``ask`` None: a
+        transaction sent whole), always True: the statements then check every row.
         """
         if not self.probes_loaded:
             return True
-        [(count, *_), *_] = self._guarded(self._execute, self._prepared().any_loaded(fact, staged))
-        return int(count) > 0
+        return ask is None or ask(self._prepared().any_loaded(fact, staged)) > 0
 
     def _prepared(self) -> StarSQL:
         if self._sql is None:
