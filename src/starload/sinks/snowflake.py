@@ -41,7 +41,7 @@ them through a local endpoint that enforces these rules, see
   holder from a slow one; a heartbeat can. Every sink has a loader id and names each
   transaction it begins ``STARLOAD_<id>``. While (and only while) one is open, it
   records that it is alive in ``STARLOAD_LOADERS`` (LOADER, HOLDER host:pid,
-  BEAT_AT = the warehouse's ``CURRENT_TIMESTAMP``): just before BEGIN, then every
+  BEAT_AT = the warehouse's ``CURRENT_TIMESTAMP``): as BEGIN is sent, then every
   ``heartbeat`` seconds (default 5), from a second session of its own, so a long
   statement or a held request of the write never delays a beat; an idle loader
   sends nothing (it keeps no warehouse awake). A transaction (a write, prepare, an
@@ -157,6 +157,8 @@ STARLOAD_TRANSACTION = re.compile(rf"{TRANSACTION_NAME}(?:_([0-9A-F]{{16}}))?", 
 BEAT_FAILURE_LOG_EVERY = 30.0
 #: Seconds a beat's session may spend on one statement, and its connector on one request.
 BEAT_TIMEOUT = 30
+#: Row counts of a batch's statements fetched at once, after its COMMIT (one round trip for a star of up to 6 dimensions).
+COUNT_FETCHES = 16
 #: Seconds at least between two tries at a lock (a lock wait can fail at once: too many waiters).
 LOCK_RETRY_EVERY = 1.0
 T = TypeVar("T")
@@ -595,8 +597,11 @@ class SnowflakeSink(SQLSink):
         """Staged rows stay for the write that follows the conflict lookup; later batches never read them."""
 
     def _begin(self) -> str:
-        """Beat (unless a beat is fresh), start beating for the transaction about to begin; its BEGIN statement."""
-        self._beat(fresh=self.heartbeat)
+        """Start beating for the transaction about to begin (at once, unless a beat is fresh); its BEGIN statement.
+
+        The first beat goes from the beating thread, side by side with the transaction's
+        first request: a waiter looks at the beats only after a ``lock_timeout`` wait.
+        """
         self._start_beating()
         return f"BEGIN NAME {TRANSACTION_NAME}_{self.loader_id}"
 
@@ -686,7 +691,7 @@ class SnowflakeSink(SQLSink):
             finally:
                 cursor.close()
 
-        with ThreadPoolExecutor(min(8, max(1, len(ids))), thread_name_prefix="starload-counts") as pool:
+        with ThreadPoolExecutor(min(COUNT_FETCHES, max(1, len(ids))), thread_name_prefix="starload-counts") as pool:
             return list(pool.map(rowcount, ids))
 
     # -- several loaders: the heartbeat, and the lock waits ----------------------
@@ -894,6 +899,7 @@ class SnowflakeSink(SQLSink):
         stop = self._beating = threading.Event()
 
         def beat() -> None:
+            self._beat(fresh=self.heartbeat, stop=stop)
             while not stop.wait(self.heartbeat):
                 self._beat(stop=stop)
 
