@@ -14,7 +14,7 @@ logging.getLogger("starload").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:  # type checkers see the names; at run time each is imported when first used (PEP 562)
     from starload.broker import LocalBroker
-    from starload.engine import LoadStats, StarLoader
+    from starload.engine import StarLoader
     from starload.exceptions import (
         ConsumerGroupError,
         OffsetsMovedError,
@@ -59,12 +59,13 @@ if TYPE_CHECKING:  # type checkers see the names; at run time each is imported w
         Timestamp,
         Updates,
     )
+    from starload.stats import LoadStats
 
 #: Where each public name lives; ``import starload`` itself imports nothing heavy, so the
 #: ``starload`` program can catch signals before the engine, Kafka and Arrow are loaded.
 _HOMES = {
     "LocalBroker": "starload.broker",
-    "LoadStats": "starload.engine",
+    "LoadStats": "starload.stats",
     "StarLoader": "starload.engine",
     "OffsetsMovedError": "starload.exceptions",
     "RejectGuardError": "starload.exceptions",

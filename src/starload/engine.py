@@ -30,30 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import gc
 import itertools
 import logging
 import queue
 import random
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
-import attrs
-import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from starload.deadletter import DeadLetters, Headers
 from starload.exceptions import (
     ConsumerGroupError,
     OffsetsMovedError,
-    RejectGuardError,
     SinkError,
     StarloadError,
     StartupError,
@@ -62,6 +58,8 @@ from starload.exceptions import (
 )
 from starload.formats import Decoding
 from starload.formats.registry import URL_ENV, RegistryUnreachable, SchemaRegistry
+from starload.gathering import GatheredBatch, OutOfRange, collection_paused
+from starload.guard import DEFAULT_MAX_REJECT_RATIO, GUARD_WINDOW, RejectGuard
 from starload.kafka import (
     connection_settings,
     consumer_config,
@@ -71,12 +69,13 @@ from starload.kafka import (
     unreachable,
     watermarks,
 )
-from starload.mapping import RAW_SCHEMA, Mapper
+from starload.mapping import Mapper
 from starload.metrics import LoaderMetrics
 from starload.offsets import POLICIES, foreign, reset_targets, resolution
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
-from starload.waiting import Wait, Waits
+from starload.stats import LoadStats
+from starload.waiting import Waits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,125 +87,6 @@ T = TypeVar("T")
 DEFAULT_BATCH_ROWS = 125_000
 #: Seconds without progress after which :meth:`StarLoader.health` reports the loader unhealthy.
 DEFAULT_HEALTH_TIMEOUT = 120.0
-#: The reject guard (see StarLoader): more than this share of rejects among the last
-#: GUARD_WINDOW messages or more stops the loader.
-DEFAULT_MAX_REJECT_RATIO = 0.9
-#: Messages the reject guard judges at least (fewer only when the topic holds fewer). At
-#: 100, a loader with the wrong spec or topic (every message rejected) is told from bad
-#: data with a wide margin: with one bad message in ten, 91 or more rejects among 100
-#: happen with a probability below 1e-80; and a new star waits for no more than 100
-#: messages before its first write.
-GUARD_WINDOW = 100
-
-
-@attrs.define
-class LoadStats:
-    """Running counters of a load; every consumed message is loaded, a duplicate, a record (of a dimension topic), a tombstone or a reject.
-
-    ``conflicts`` counts the rejects that repeat a loaded grain value with different content.
-    """
-
-    consumed: int = 0
-    #: Messages whose facts were loaded (new grain values).
-    loaded: int = 0
-    #: Fact rows inserted, over every fact (a message with an array may make several).
-    facts_loaded: int = 0
-    duplicates: int = 0
-    records: int = 0
-    tombstones: int = 0
-    rejected: int = 0
-    conflicts: int = 0
-    batches: int = 0
-    statements: int = 0
-    #: Seconds the writes waited for the star's lock, and held it (see :class:`~starload.sinks.base.WriteResult`).
-    lock_waited: float = 0.0
-    lock_held: float = 0.0
-    dimension_rows_inserted: int = 0
-    dimension_rows_updated: int = 0
-    #: Per topic, messages in written batches (the loader starts each of its topics at 0).
-    consumed_by_topic: dict[str, int] = attrs.field(factory=dict)
-    #: Per topic, rejects among them.
-    rejected_by_topic: dict[str, int] = attrs.field(factory=dict)
-    #: Per topic, conflicts among the rejects.
-    conflicts_by_topic: dict[str, int] = attrs.field(factory=dict)
-    #: Fact rows updated by later events (facts with ``changes: latest``).
-    facts_updated: int = 0
-    #: What the loader warned about (once each), for the summary.
-    warnings: list[str] = attrs.field(factory=list)
-    #: Messages behind the end over the assigned partitions; None while unknown.
-    lag: int | None = None
-    #: Partitions assigned now; None until the group first answers (0: none, or a rebalance).
-    partitions: int | None = None
-    #: Whether the load has ended.
-    stopped: bool = False
-    #: What the loader has waited for, for seconds now (a lock, readers, the warehouse), and since when; None: nothing.
-    waiting: Wait | None = None
-    started: float = attrs.field(factory=time.monotonic)
-    first_assignment: float | None = None
-    #: Since when the loader has had no assignment, not even an empty one (from start-up, or a revoke); None: it has one.
-    unassigned_since: float | None = None
-    #: When the sink last committed a batch (``time.monotonic()``).
-    last_commit: float | None = None
-    #: (time, consumed) readings of the last RATE_WINDOW seconds, for :attr:`recent_rate`.
-    _readings: deque[tuple[float, int]] = attrs.field(factory=deque, repr=False)
-
-    #: Seconds the :attr:`recent_rate` looks back.
-    RATE_WINDOW = 5.0
-
-    @property
-    def seconds(self) -> float:
-        """Seconds since the first partition assignment (since start before that)."""
-        return time.monotonic() - (self.first_assignment or self.started)
-
-    @property
-    def rate(self) -> float:
-        """Consumed messages per second since the first partition assignment."""
-        return self.consumed / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def throughput(self) -> float:
-        """Consumed messages per second from the first partition assignment to the last commit (0 before one)."""
-        if self.first_assignment is None or self.last_commit is None or self.last_commit <= self.first_assignment:
-            return 0.0
-        return self.consumed / (self.last_commit - self.first_assignment)
-
-    @property
-    def recent_rate(self) -> float:
-        """Consumed messages per second over the last :attr:`RATE_WINDOW` seconds (as of the last :meth:`sample`)."""
-        if len(self._readings) < 2:
-            return 0.0
-        (t0, c0), (t1, c1) = self._readings[0], self._readings[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-
-    def sample(self) -> None:
-        """Take a reading for :attr:`recent_rate`; the loader does, at every progress tick."""
-        now = time.monotonic()
-        self._readings.append((now, self.consumed))
-        while len(self._readings) > 2 and now - self._readings[1][0] >= self.RATE_WINDOW:
-            self._readings.popleft()
-
-    def add(self, result: WriteResult, batch: StagedBatch) -> None:
-        """Count a written batch (``result``: what the sink wrote of it)."""
-        self.consumed += batch.messages
-        for topic, rejects in batch.rejects_by_topic().items():
-            self.consumed_by_topic[topic] = self.consumed_by_topic.get(topic, 0) + batch.consumed.get(topic, 0)
-            self.rejected_by_topic[topic] = self.rejected_by_topic.get(topic, 0) + rejects
-        self.loaded += batch.fact_messages - result.duplicates
-        self.facts_loaded += result.facts_inserted
-        self.facts_updated += result.facts_updated
-        for topic, conflicts in batch.conflicts_by_topic.items():
-            self.conflicts_by_topic[topic] = self.conflicts_by_topic.get(topic, 0) + conflicts
-        self.duplicates += result.duplicates
-        self.records += result.records
-        self.tombstones += result.tombstones
-        self.rejected += result.rejects
-        self.conflicts += result.conflicts
-        self.batches += 1
-        self.statements += result.statements
-        self.lock_waited += result.lock_waited
-        self.lock_held += result.lock_held
-        self.dimension_rows_inserted += result.dimension_rows_inserted
-        self.dimension_rows_updated += result.dimension_rows_updated
 
 
 def _decoding(schema: StarSchema, registry: Mapping[str, str] | None, waits: Waits, topic: str | None) -> Decoding | None:
@@ -223,94 +103,6 @@ def _decoding(schema: StarSchema, registry: Mapping[str, str] | None, waits: Wai
         msg = f"topic {framed[0]} is in a Schema Registry's wire format: give the registry's URL (--schema-registry URL, or {URL_ENV})"
         raise StartupError(msg)
     return Decoding(SchemaRegistry(registry, waits=waits))
-
-
-@attrs.define
-class _Batch:
-    """Messages gathered for the next write, in arrival order, as Arrow columns.
-
-    Each fetched list is turned into columns at once and the ``Message`` objects are
-    dropped: holding tens of thousands of them until the batch is mapped would make
-    every garbage collection walk them. Error events are left out (and logged).
-    """
-
-    #: Per topic, the columns of :data:`~starload.mapping.RAW_SCHEMA`, as chunks.
-    columns: dict[str, list[list[pa.Array]]] = attrs.field(factory=dict)
-    #: Original headers of the messages that have any, by (topic, partition, offset), for dead letters.
-    headers: dict[tuple[str, int, int], Headers] = attrs.field(factory=dict)
-    count: int = 0
-    opened: float = 0.0
-
-    def add(self, messages: list[Message]) -> None:
-        if any(map(Message.error, messages)):
-            messages = _without_errors(messages)
-        if not messages:
-            return
-        if not self.count:
-            self.opened = time.monotonic()
-        topics = list(map(Message.topic, messages))
-        if topics.count(topics[0]) == len(topics):
-            self._add(topics[0], messages)
-        else:
-            by_topic: dict[str, list[Message]] = {}
-            for topic, message in zip(topics, messages):
-                by_topic.setdefault(topic, []).append(message)
-            for topic, some in by_topic.items():
-                self._add(topic, some)
-        self.count += len(messages)
-
-    def _add(self, topic: str, messages: list[Message]) -> None:
-        partitions = list(map(Message.partition, messages))
-        offsets = list(map(Message.offset, messages))
-        extracted = (partitions, offsets, list(map(Message.key, messages)), list(map(Message.value, messages)))
-        columns = self.columns.setdefault(topic, [[] for _ in RAW_SCHEMA])
-        for chunks, values, field in zip(columns, extracted, RAW_SCHEMA):
-            chunks.append(pa.array(values, field.type))
-        headers = list(map(Message.headers, messages))
-        if any(headers):
-            self.headers.update(((topic, p, o), h) for p, o, h in zip(partitions, offsets, headers) if h)
-
-    def raw(self) -> dict[str, pa.Table]:
-        """Per topic, the raw table the mapper reads (:data:`~starload.mapping.RAW_SCHEMA`)."""
-        return {
-            topic: pa.Table.from_arrays([pa.chunked_array(c, f.type) for c, f in zip(columns, RAW_SCHEMA)], schema=RAW_SCHEMA)
-            for topic, columns in self.columns.items()
-        }
-
-
-@contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector, if it runs, for the duration of the block."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-class _OutOfRange(Exception):
-    """The broker said a partition's position is out of range (see :mod:`starload.offsets`)."""
-
-    def __init__(self, message: Message) -> None:
-        super().__init__(message.error().str())
-        self.topic: str = message.topic()
-        self.partition: int = message.partition()
-
-
-def _without_errors(messages: list[Message]) -> list[Message]:
-    """``messages`` without consumer error events, which are logged (fatal ones raise, and so does :class:`_OutOfRange`)."""
-    for m in messages:
-        error = m.error()
-        if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            if error.code() == KafkaError._AUTO_OFFSET_RESET:
-                raise _OutOfRange(m)
-            log.warning("consumer event: %s", error)
-    return [m for m in messages if m.error() is None]
 
 
 def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
@@ -332,7 +124,6 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
 
 def _coordinates(batch: StagedBatch) -> str:
     """Where ``batch``'s messages are: ``orders[0] 120-499, orders[1] 98-311`` (topic, partition, first and last offset)."""
-    import pyarrow.compute as pc  # here: only an error needs it
 
     found = []
     for topic, raw in sorted(batch.raw.items()):
@@ -423,7 +214,6 @@ class StarLoader:
         self.progress = progress
         self.progress_interval = progress_interval
         self.max_backoff = max_backoff
-        self.max_reject_ratio = max_reject_ratio
         self.startup_timeout = startup_timeout
         self.on_offset_mismatch = on_offset_mismatch
         self.health_timeout = health_timeout
@@ -447,7 +237,7 @@ class StarLoader:
         self._write_failed = threading.Event()
         self._consumer: Consumer | None = None
         self._pending: deque[Future[tuple[WriteResult, StagedBatch]]] = deque()
-        self._batch = _Batch()
+        self._batch = GatheredBatch()
         self._last_message = 0.0
         self._paused = False
         self._assigned = False
@@ -457,10 +247,7 @@ class StarLoader:
         self._expected: dict[str, dict[int, int | None]] = {}
         #: Whether the sink has been prepared (the writer does it before the first write).
         self._prepared = False
-        #: Per topic, (consumed, rejects) of the last batches written, just enough to cover GUARD_WINDOW of its messages.
-        self._recent: dict[str, deque[tuple[int, int]]] = {}
-        #: Topics :meth:`_advise_on_conflicts` warned about.
-        self._advised: set[str] = set()
+        self._guard = RejectGuard(max_reject_ratio)
         #: Whether no offset is stored for any assigned partition (a new star for this
         #: group and its topics) and nothing has been written since: the first batch is then
         #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
@@ -597,11 +384,11 @@ class StarLoader:
         are all freed (by reference counting) once the batch holds their values.
         """
         room = max(1, min(self._batch_limit() - self._batch.count, 10_000))
-        with _collection_paused():
+        with collection_paused():
             messages = consumer.consume(num_messages=room, timeout=0.1)
             try:
                 self._batch.add(messages)
-            except _OutOfRange as event:
+            except OutOfRange as event:
                 self._out_of_range(consumer, event)
             return bool(messages)
 
@@ -612,7 +399,7 @@ class StarLoader:
         self._pending.append(self._write_thread.submit(self._write, staged, alone=self._judging_first()))
         if self._work_since is None:
             self._work_since = time.monotonic()
-        self._batch = _Batch()
+        self._batch = GatheredBatch()
         if self._paused:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
@@ -680,7 +467,7 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, gathered: _Batch) -> tuple[StagedBatch, dict[tuple[str, int, int], Headers]]:
+    def _stage(self, gathered: GatheredBatch) -> tuple[StagedBatch, dict[tuple[str, int, int], Headers]]:
         mapper = self._mappers.get()
         started = time.monotonic()
         try:
@@ -713,7 +500,7 @@ class StarLoader:
         self, staged: Future[tuple[StagedBatch, dict[tuple[str, int, int], Headers]]], *, alone: bool
     ) -> tuple[WriteResult, StagedBatch]:
         mapped, headers = staged.result()
-        self._guard_rejects(mapped, alone=alone)
+        self._guard.check(mapped, alone=alone, created=self._prepared)
         mapped = mapped.fenced(self._expected, self._topic_ids)
         with contextlib.ExitStack() as failing:  # once an attempt failed, the loader waits for the warehouse
             return self._write_retrying(mapped, headers, failing)
@@ -735,7 +522,7 @@ class StarLoader:
                 for topic, offsets in batch.next_offsets.items():
                     self._expected.setdefault(topic, {}).update(offsets)
                 self._new_star = False
-                self._remember(batch)
+                self._guard.remember(batch)
                 self.metrics.write_seconds.observe(self.stats.last_commit - started)
                 log.debug(
                     "wrote a batch of %d messages in %.3f s (%d statements)",
@@ -769,42 +556,6 @@ class StarLoader:
             )
             raise SinkError(" ".join(msg.split())) from exc
 
-    def _guard_rejects(self, batch: StagedBatch, *, alone: bool) -> None:
-        """Stop before writing or dead-lettering ``batch`` when the last GUARD_WINDOW messages of a topic are nearly all rejects.
-
-        Each topic is judged on its own (a topic of rejects is not hidden by a busy healthy
-        one): its window is its messages in this batch and in as many batches written before
-        it as it takes to cover GUARD_WINDOW of them; ``alone`` (a new star's first batch):
-        its messages in this batch only, judged whatever their number.
-        """
-        if self.max_reject_ratio >= 1 or not batch.rejects.num_rows:
-            return  # a batch without rejects is never refused, whatever came before it
-        for topic, rejects in batch.rejects_by_topic().items():
-            if not rejects:
-                continue
-            consumed, batches = batch.consumed[topic], 1
-            for earlier in reversed(self._recent.get(topic, ()) if not alone else ()):
-                if consumed >= GUARD_WINDOW:
-                    break
-                consumed, rejects, batches = consumed + earlier[0], rejects + earlier[1], batches + 1
-            if (consumed >= GUARD_WINDOW or alone) and rejects > self.max_reject_ratio * consumed:
-                self._refuse(batch, topic, consumed, rejects, batches)
-
-    def _refuse(self, batch: StagedBatch, topic: str, consumed: int, rejects: int, batches: int) -> NoReturn:
-        """Raise the reject guard's error: ``rejects`` of ``topic``'s last ``consumed`` messages, over ``batches`` batches."""
-        reasons = batch.rejects.filter(pc.equal(batch.rejects.column("KAFKA_TOPIC"), topic)).column("REASON")
-        reason, times = Counter(reasons.to_pylist()).most_common(1)[0]
-        judged = "of a batch" if batches == 1 else f"of the last {batches} batches"
-        created = "" if self._prepared else ", and nothing was created in the warehouse"
-        msg = (
-            f"{rejects:,} of the {consumed:,} messages {judged} from {topic!r} are rejects "
-            f"({rejects / consumed:.0%}, over --max-reject-ratio {self.max_reject_ratio:g}); most common reason "
-            f"({times:,}×): {reason!r}. A misconfigured loader (wrong --topic or --spec?) rather than "
-            f"bad data: nothing of the last batch was written or dead-lettered, its offsets are unchanged{created}. "
-            "Fix the configuration, or raise --max-reject-ratio (1 turns the guard off)"
-        )
-        raise RejectGuardError(msg)
-
     def _prepare_sink(self) -> None:
         """Prepare the sink (make the star's tables) once, just before it is first written to.
 
@@ -813,14 +564,6 @@ class StarLoader:
         if not self._prepared:
             self.sink.prepare(self.schema)
             self._prepared = True
-
-    def _remember(self, batch: StagedBatch) -> None:
-        """Keep a written batch's counts per topic for the guard, and only as many batches as cover GUARD_WINDOW messages."""
-        for topic, rejects in batch.rejects_by_topic().items():
-            recent = self._recent.setdefault(topic, deque())
-            recent.append((batch.consumed.get(topic, 0), rejects))
-            while len(recent) > 1 and sum(c for c, _ in recent) - recent[0][0] >= GUARD_WINDOW:
-                recent.popleft()
 
     def _finish_oldest(self, *, resume: bool = True) -> None:
         """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).
@@ -835,7 +578,7 @@ class StarLoader:
             while self._pending:
                 with contextlib.suppress(SinkError):
                     self._pending.popleft().result()
-            self._batch = _Batch()
+            self._batch = GatheredBatch()
             self._write_failed.clear()
             self._work_since = None
             log.warning("%s; dropped the %d batches in flight, resuming from the stored offsets", exc, dropped)
@@ -854,24 +597,11 @@ class StarLoader:
                 log.debug("Kafka commit (a hint only) failed: %s", exc)
 
     def _advise_on_conflicts(self, topic: str) -> None:
-        """Warn once when most of ``topic``'s messages so far (GUARD_WINDOW or more) were conflicts: its facts likely change.
-
-        A warning, not a stop: each conflict is kept whole among the rejects (and the
-        dead-letter topic), so nothing is lost, and a loader with healthy topics keeps
-        loading them; the warning names the option that loads such events.
-        """
+        """Warn once when most of ``topic``'s messages so far were conflicts (:meth:`RejectGuard.advice_on_conflicts`)."""
         conflicts, consumed = self.stats.conflicts_by_topic.get(topic, 0), self.stats.consumed_by_topic.get(topic, 0)
-        if topic in self._advised or consumed < GUARD_WINDOW or 2 * conflicts <= consumed:
-            return
-        self._advised.add(topic)
-        facts = ", ".join(f.table for f in self.schema.feed(topic).facts if not f.changing)
-        msg = (
-            f"{conflicts:,} of the {consumed:,} messages from {topic!r} so far were conflicts (a grain value loaded before, "
-            f"with other content: rejected, the first version kept); if its events change their rows, declare "
-            f"changes: latest on {facts} (docs/changing-facts.md)"
-        )
-        log.warning(msg)
-        self.stats.warnings.append(msg)
+        if (advice := self._guard.advice_on_conflicts(self.schema, topic, conflicts, consumed)) is not None:
+            log.warning(advice)
+            self.stats.warnings.append(advice)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         positions = self._seek_stored(consumer, partitions)
@@ -915,7 +645,7 @@ class StarLoader:
         self._new_star = bool(partitions) and not any_stored and self.stats.batches == 0
         return positions
 
-    def _out_of_range(self, consumer: Consumer, event: _OutOfRange) -> None:
+    def _out_of_range(self, consumer: Consumer, event: OutOfRange) -> None:
         """The broker said a partition's position is out of range: apply the policy, then resume from the stored offsets."""
         topic, partition = event.topic, event.partition
         marks = watermarks(consumer, topic, [partition], self.startup_timeout)
@@ -928,7 +658,7 @@ class StarLoader:
         )
         while self._pending:  # what was read before the gap is written first
             self._finish_oldest(resume=False)
-        self._batch = _Batch()
+        self._batch = GatheredBatch()
         self._mismatched(consumer, topic, [partition], problem, marks)
         self._seek_stored(consumer, consumer.assignment())
 
@@ -954,7 +684,7 @@ class StarLoader:
         # every partition restarts from the offsets stored in the sink.
         while self._pending:
             self._finish_oldest(resume=False)
-        self._batch = _Batch()
+        self._batch = GatheredBatch()
         consumer.unassign()
         self._assigned = False
         self.stats.unassigned_since = time.monotonic()

@@ -54,8 +54,8 @@ import pytest
 import yaml
 
 from starload.broker import LocalBroker, free_port, stop_process
-from starload.engine import LoadStats, StarLoader
 from starload.drift import fingerprint
+from starload.engine import StarLoader
 from starload.exceptions import OffsetsMovedError, SinkError, SpecDriftError
 from starload.generators.orders import ORDERS_GENERATOR, ORDERS_HISTORY_SCHEMA, ORDERS_SCHEMA
 from starload.generators.shop import CUSTOMERS_TOPIC, ORDERS_TOPIC, PAYMENTS_TOPIC, SHOP_SCHEMA
@@ -64,6 +64,7 @@ from starload.mapping import Mapper, raw_batch
 from starload.sinks.base import OFFSETS_TABLE, REJECTS_TABLE, STARS_TABLE, Sink, StagedBatch, WriteResult
 from starload.sinks.duckdb import DuckDBSink
 from starload.spec import Check, Decimal, Dimension, Fact, Field, Integer, Measure, StarSchema, String, Timestamp
+from starload.stats import LoadStats
 
 #: The fixed "now" of generated test orders, so that a seed gives the same orders every run.
 NOW = "2024-06-01T12:00:00+00:00"
@@ -1122,7 +1123,8 @@ class SinkBehaviour:
         event is a duplicate or a conflict. A sink that loads no changing facts
         (``loads_changing_facts = False``) must refuse the star at prepare.
         """
-        from starload.generators.bookshop import BOOKSHOP_PROGRESS_GENERATOR, STATUS_TOPIC, BOOKSHOP_PROGRESS_SCHEMA as SCHEMA
+        from starload.generators.bookshop import BOOKSHOP_PROGRESS_GENERATOR, STATUS_TOPIC
+        from starload.generators.bookshop import BOOKSHOP_PROGRESS_SCHEMA as SCHEMA
 
         sink = make_sink()
         if not self.loads_changing_facts:
@@ -1164,7 +1166,8 @@ class SinkBehaviour:
         order repeated with a changed line is a conflict: rejected whole, in both facts.
         A sink that loads no arrays (``loads_arrays = False``) must refuse the star at prepare.
         """
-        from starload.generators.bookshop import BOOKSHOP_GENERATOR, BOOKSHOP_SCHEMA, ORDERS_TOPIC as TOPIC
+        from starload.generators.bookshop import BOOKSHOP_GENERATOR, BOOKSHOP_SCHEMA
+        from starload.generators.bookshop import ORDERS_TOPIC as TOPIC
 
         sink = make_sink()
         if not self.loads_arrays:
