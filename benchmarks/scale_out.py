@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0, help="held per request by the endpoint (default 100)")
     parser.add_argument("--loaders", default="1,2,3", help="loader counts to run, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=160)
     table = Table(
         "loaders", "orders", "seconds", "orders/s", "× one loader", "requests", "lock held s", "lock waits s",
         "loaders' CPU s", "endpoint CPU s", title="scale-out",
