@@ -28,10 +28,10 @@ instead. Each rule names the Snowflake documentation page it comes from:
   run in turn as if each were sent alone, explicit transactions included; the count
   must match (000008), no value may be bound in them, and the answer lists each
   statement's query id, whose result the client fetches (``GET /queries/<id>/result``).
-  A statement that fails ends the request with its error; the ones after it do not
-  run, and a transaction the request began stays open until the client ends it (the
-  documentation does not say; a client that rolls back after any failed request is
-  right either way).
+  A statement that fails ends the request with its error and the ones after it do not
+  run (the documentation does not say; a client that rolls back after any failed
+  request is right either way); a transaction the request began stays open until the
+  client ends it, as after any failed statement (Transactions, "Statement rollback").
 * **Locks** (Transactions, "Resource locking"; parameter LOCK_TIMEOUT, default 43200 s):
   UPDATE, DELETE and MERGE lock their table until the transaction ends, and wait for
   another transaction's lock up to the session's ``LOCK_TIMEOUT``, then fail with
