@@ -93,6 +93,8 @@ STRICT_ERRNO = 990001
 LOCK_ERRNO = 625
 #: Snowflake's default LOCK_TIMEOUT, in seconds.
 DEFAULT_LOCK_TIMEOUT = 43200
+#: Answers of statements of multi-statement requests kept for the client to fetch.
+KEPT_RESULTS = 10_000
 #: Statements that may wait for one table's lock at once; the next fails at once with 000625.
 LOCK_WAITERS_LIMIT = 20
 
@@ -240,6 +242,8 @@ class StrictSnowflake:
                 return answer
             ids.append(answer["data"]["queryId"])
             self.results[ids[-1]] = answer
+            if len(self.results) > KEPT_RESULTS:  # answers never fetched (a BEGIN's, a COMMIT's) go, oldest first
+                del self.results[next(iter(self.results))]
         return {
             "data": {
                 "resultIds": ",".join(ids),
