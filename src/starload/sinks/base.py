@@ -188,6 +188,11 @@ class StagedBatch:
         return sum(self.consumed.values())
 
     @property
+    def partitions(self) -> int:
+        """(topic, partition)s whose offsets the batch advances."""
+        return sum(len(parts) for parts in self.next_offsets.values())
+
+    @property
     def records(self) -> int:
         """Valid messages of dimension topics, over every topic."""
         return sum(self.records_by_topic.values())

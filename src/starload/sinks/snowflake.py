@@ -12,7 +12,7 @@ conflict lookup, then ONE multi-statement request: BEGIN, the star's lock (see
 there are any), offsets (two), COMMIT; the star's lock is held while Snowflake runs
 that request, never across a round trip. The row counts of its statements are
 fetched after the COMMIT, side by side (and on the sink's second session, a heartbeat
-goes before the request unless one was sent in the last ``heartbeat`` seconds, see
+goes beside the request unless one was sent in the last ``heartbeat`` seconds, see
 below). The staging table is made when the sink is prepared, not by the first batch.
 
 Snowflake's own semantics, each checked against its documentation (the tests run
@@ -596,20 +596,16 @@ class SnowflakeSink(SQLSink):
     def _release_batch(self, staged: dict[str, str]) -> None:
         """Staged rows stay for the write that follows the conflict lookup; later batches never read them."""
 
+    @property
     def _begin(self) -> str:
-        """Start beating for the transaction about to begin (at once, unless a beat is fresh); its BEGIN statement.
-
-        The first beat goes from the beating thread, side by side with the transaction's
-        first request: a waiter looks at the beats only after a ``lock_timeout`` wait.
-        """
-        self._start_beating()
+        """The BEGIN of this loader's transactions: named, for :meth:`_judge`."""
         return f"BEGIN NAME {TRANSACTION_NAME}_{self.loader_id}"
 
     def _transaction(self, action: str) -> None:
         if action == "begin":
-            begin = self._begin()
+            self._start_beating()
             try:
-                self._execute(begin)
+                self._execute(self._begin)
             except BaseException:
                 self._stop_beating()
                 raise
@@ -629,13 +625,13 @@ class SnowflakeSink(SQLSink):
         answer was lost is resolved by the stored offsets, its counts then unknown.
         """
         sql = self._new_token()
-        plan: list[tuple[str, str]] = [("", ""), ("locked", sql.lock())]
+        plan: list[tuple[str, str]] = [("", self._begin), ("locked", sql.lock())]
         self._apply_batch(batch, staged, lambda counter, statement: plan.append((counter, statement)), None)
         plan.append(("", "COMMIT"))
         waiting = self._lock_wait
         sent = time.monotonic()
+        self._start_beating()
         try:
-            plan[0] = ("", self._begin())
             if waiting is not None:
                 # Shown (after a few seconds) while the request waits, most likely for the star's lock.
                 waiting.begin("the star's lock", star=True)
@@ -643,14 +639,13 @@ class SnowflakeSink(SQLSink):
             if waiting is not None:
                 waiting.taken()
         except SinkError as exc:
+            elapsed = time.monotonic() - sent
+            self._rollback_quietly()  # a failed statement leaves the transaction open
             # A try that failed on a lock wait waited; the request that ran held the lock (its own wait included).
             if isinstance(exc, LockWaitError):
-                self._lock_waited += time.monotonic() - sent
-            else:
-                self._lock_held += time.monotonic() - sent
-            self._rollback_quietly()  # a failed statement leaves the transaction open
-            if isinstance(exc, LockWaitError):
+                self._lock_waited += elapsed
                 raise
+            self._lock_held += elapsed
             self._resolve_commit(batch, exc)  # which statement failed is not told: the COMMIT may have run
             return _unknown_counts(batch, "its answer was lost")
         finally:
@@ -894,7 +889,11 @@ class SnowflakeSink(SQLSink):
             self._beat_guard.release()
 
     def _start_beating(self) -> None:
-        """Beat every ``heartbeat`` seconds until the transaction begun now ends (a daemon thread)."""
+        """Beat at once (unless a beat is fresh), then every ``heartbeat`` seconds until the transaction begun now ends.
+
+        From a daemon thread, so the first beat goes side by side with the transaction's
+        first request: a waiter looks at the beats only after a ``lock_timeout`` wait.
+        """
         self._stop_beating()
         stop = self._beating = threading.Event()
 

@@ -364,11 +364,12 @@ class StarSQL:
         """The INSERTs of each optional dimension's unknown member (run under the lock by :meth:`SQLSink.prepare`)."""
         return [self._unknown_member(dim) for dim in self.schema.dimensions if self.schema.is_optional(dim)]
 
-    def _token(self) -> str:
+    def _token(self, suffix: str = "") -> str:
+        """The token as an SQL literal (checked against :data:`TOKEN`), with ``suffix`` (:data:`MOVED`) after it."""
         if not TOKEN.fullmatch(self.token):
             msg = f"not a lock token: {self.token!r}"
             raise ValueError(msg)
-        return f"'{self.token}'"
+        return f"'{self.token}{suffix}'"
 
     def lock(self) -> str:
         """The first statement of every write transaction: it serialises the writers of the star, and sets :attr:`token`."""
@@ -397,7 +398,7 @@ class StarSQL:
             "ELSE o.NEXT_OFFSET IS NULL OR o.NEXT_OFFSET <> s.EXPECTED_OFFSET END"
         )
         return (
-            f"UPDATE {table} SET LOCKED_BY = {self._token()[:-1]}{MOVED}' WHERE LOCKED_BY = {self._token()} "
+            f"UPDATE {table} SET LOCKED_BY = {self._token(MOVED)} WHERE LOCKED_BY = {self._token()} "
             f"AND EXISTS (SELECT 1 FROM {staged} AS s LEFT JOIN {offsets} AS o ON {on} WHERE {moved})"
         )
 
@@ -1219,8 +1220,8 @@ class SQLSink(Sink):
         staged = self._guarded(self._stage_batch, batch)
         try:
             counts = self._write_batch(batch, staged)
-            statements, self._statements = self._statements, 0
-            (waited, held), self._lock_waited, self._lock_held = (self._lock_waited, self._lock_held), 0.0, 0.0
+            statements, waited, held = self._statements, self._lock_waited, self._lock_held
+            self._forget_counts()
         finally:
             self._release_batch(staged)
         return WriteResult(
@@ -1268,8 +1269,7 @@ class SQLSink(Sink):
         ``counter``: the :data:`COUNTERS` its row count adds to ("": none).
         """
         sql = self._prepared()
-        partitions = sum(len(parts) for parts in batch.next_offsets.values())
-        if partitions and batch.expected_offsets is not None:
+        if batch.partitions and batch.expected_offsets is not None:
             run("moved", sql.fence(staged["OFFSETS"]))
         facts = [f for f in batch.schema.all_facts if batch.facts[f.table].num_rows]
         loaded = {f.table: self._any_loaded(f, staged[f"FACT_{f.table}"], ask) for f in facts}
@@ -1307,7 +1307,7 @@ class SQLSink(Sink):
                 run("facts", sql.insert_facts(fact, part, loaded=loaded[fact.table], elements="rest"))
         if batch.rejects.num_rows:
             run("", sql.insert_rejects(staged["REJECTS"]))
-        if partitions:
+        if batch.partitions:
             # Last: with the fence, this also finds a transaction aborted under this loader's feet
             # (its statements then ran outside it, and changed nothing; see StarSQL.holding).
             fenced = batch.expected_offsets is not None
@@ -1317,10 +1317,9 @@ class SQLSink(Sink):
     @staticmethod
     def _check_offsets(batch: StagedBatch, counts: Mapping[str, int]) -> None:
         """Raise :class:`OffsetsMovedError` when a fenced batch's offsets were not where expected (it wrote nothing then)."""
-        partitions = sum(len(parts) for parts in batch.next_offsets.values())
-        if batch.expected_offsets is None or not partitions:
+        if batch.expected_offsets is None or not batch.partitions:
             return
-        if counts["moved"] or counts["advanced"] != partitions:
+        if counts["moved"] or counts["advanced"] != batch.partitions:
             shown = "; ".join(f"{t!r} {dict(sorted(parts.items()))}" for t, parts in sorted(batch.expected_offsets.items()))
             msg = (
                 f"the offsets stored for group {batch.group!r} are not where this loader left them "
