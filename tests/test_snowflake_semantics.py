@@ -359,10 +359,13 @@ def test_a_full_lock_queue_fails_a_statement_at_once_and_the_writer_tries_again(
 
 
 def test_the_star_lock_is_held_for_one_request_never_across_round_trips(stager):
-    """A batch's transaction, BEGIN to COMMIT, is one request: at 300 ms a round trip the star's lock is held for less
-    than one (a transaction sent a statement at a time held it across ten), and a fenced batch's offsets still move."""
+    """A batch's transaction, BEGIN to COMMIT, is one request: its session sends no request while it holds the star's
+    lock (a transaction sent a statement at a time sent about ten), and a fenced batch's offsets still move.
+
+    Counted by the endpoint, not timed: a bound on the milliseconds held failed once on a busy machine.
+    """
     orders = sample_orders(30)
-    with LocalSnowflake(latency_ms=300) as endpoint:
+    with LocalSnowflake() as endpoint:
         settings = endpoint.fresh_schema("held")
         with SnowflakeSink(**settings) as sink:
             sink.prepare(ORDERS_SCHEMA)
@@ -376,7 +379,7 @@ def test_the_star_lock_is_held_for_one_request_never_across_round_trips(stager):
             assert sink.stored_offsets(stager.group, stager.topic) == {0: 30}
         stats = endpoint.stats()
     assert stats["multi"] == 3
-    assert stats["lock_held_ms:STARLOAD_LOCK"] / 3 < 300, stats
+    assert stats.get("sent_holding:STARLOAD_LOCK", 0) == 0, stats
 
 
 def test_a_stopping_loader_gives_up_a_wait_that_has_no_end_of_its_own(snowflake_settings, stager, holder, reader):

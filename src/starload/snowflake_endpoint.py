@@ -58,9 +58,10 @@ answers with that error (a lost answer, e.g. of a COMMIT), ``delay`` holds them 
 seconds before they run, ``lose_file`` loses their staged files before a COPY.
 ``POST /starload/stats`` returns the request counts (``held``: statements a ``delay``
 fault started holding; ``multi``: multi-statement requests) and, per table, the
-milliseconds statements waited for its lock (``lock_wait_ms:<table>``) and
-transactions held it (``lock_held_ms:<table>``); ``POST /starload/reset`` clears
-counts and faults.
+milliseconds statements waited for its lock (``lock_wait_ms:<table>``),
+transactions held it (``lock_held_ms:<table>``), and the requests a session sent
+while it held it (``sent_holding:<table>``); ``POST /starload/reset`` clears counts
+and faults.
 """
 
 from __future__ import annotations
@@ -210,6 +211,10 @@ class StrictSnowflake:
         body = await _read(receive)
         session = self.sessions.get(_token(scope))
         request = json.loads(_decoded(scope, body))
+        if session is not None:
+            for table, holder in self.locks.items():
+                if holder == session.token:  # a round trip while holding a lock: every waiter waits for it too
+                    self.requests[f"sent_holding:{table[2]}"] += 1
         count = (request.get("parameters") or {}).get("MULTI_STATEMENT_COUNT")
         if count is not None and int(count) != 1:
             self.requests["multi"] += 1
