@@ -87,7 +87,7 @@ def test_a_reader_holding_the_file_makes_the_loader_wait_and_retry_not_lose(loca
             ORDERS_SCHEMA, sink, bootstrap_servers=local_broker.bootstrap_servers, topic=topic, group="g",
             dlq_topic=None, batch_rows=500,
         )  # fmt: skip
-        with caplog.at_level(logging.WARNING, logger="starload.engine"):
+        with caplog.at_level(logging.WARNING, logger="starload"):
             running = threading.Thread(target=loader.run, kwargs={"until_idle": 8})
             running.start()
             deadline = time.monotonic() + 30

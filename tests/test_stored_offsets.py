@@ -159,9 +159,9 @@ def out_of_range_once(monkeypatch) -> None:
     OFFSET_STORED instead: with no offset committed in Kafka, librdkafka raises the same
     ``_AUTO_OFFSET_RESET`` event. From then on everything is real.
     """
-    from starload import engine
+    from starload import positions as assigning
 
-    real = engine.seek_positions
+    real = assigning.seek_positions
     calls = []
 
     def first_out_of_range(partitions, offsets):
@@ -172,7 +172,7 @@ def out_of_range_once(monkeypatch) -> None:
                 tp.offset = OFFSET_STORED
         return positions
 
-    monkeypatch.setattr(engine, "seek_positions", first_out_of_range)
+    monkeypatch.setattr(assigning, "seek_positions", first_out_of_range)
 
 
 def test_a_position_the_broker_calls_out_of_range_stops_the_loader(cluster, tmp_path, out_of_range_once):

@@ -39,12 +39,13 @@ from starload import logs, plugins
 from starload.broker import LocalBroker, free_port, port_is_free
 from starload.drafting import debezium_rows, draft
 from starload.drift import fingerprint
-from starload.engine import DEFAULT_BATCH_ROWS, DEFAULT_HEALTH_TIMEOUT, StarLoader, loader_topics
+from starload.engine import DEFAULT_BATCH_ROWS, StarLoader, loader_topics
 from starload.exceptions import SpecDriftError, StarloadError, StoredOffsetsError
 from starload.formats import Decoding
 from starload.formats.framing import unframed
 from starload.formats.registry import URL_ENV, USER_INFO_ENV, SchemaRegistry, registry_settings
 from starload.guard import DEFAULT_MAX_REJECT_RATIO
+from starload.health import DEFAULT_HEALTH_TIMEOUT
 from starload.identity import VERSION
 from starload.kafka import consumer_config, sample_values
 from starload.metrics import MetricsServer

@@ -30,63 +30,42 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import itertools
 import logging
 import queue
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from starload.deadletter import DeadLetters, Headers
-from starload.exceptions import (
-    ConsumerGroupError,
-    OffsetsMovedError,
-    SinkError,
-    StarloadError,
-    StartupError,
-    StoredOffsetsError,
-    TransientSinkError,
-)
+from starload.batch_writer import BatchWriter, Mapped
+from starload.deadletter import DeadLetters
+from starload.exceptions import ConsumerGroupError, OffsetsMovedError, SinkError, StarloadError, StartupError
 from starload.formats import Decoding
 from starload.formats.registry import URL_ENV, RegistryUnreachable, SchemaRegistry
 from starload.gathering import GatheredBatch, OutOfRange, collection_paused
 from starload.guard import DEFAULT_MAX_REJECT_RATIO, GUARD_WINDOW, RejectGuard
-from starload.kafka import (
-    connection_settings,
-    consumer_config,
-    partitions_of,
-    seek_positions,
-    topic_id,
-    unreachable,
-    watermarks,
-)
+from starload.health import DEFAULT_HEALTH_TIMEOUT, Health
+from starload.kafka import connection_settings, consumer_config, partition_lag, partitions_of, unreachable
 from starload.mapping import Mapper
 from starload.metrics import LoaderMetrics
-from starload.offsets import POLICIES, foreign, reset_targets, resolution
+from starload.offsets import POLICIES
+from starload.positions import Fence, StoredPositions
 from starload.sinks.base import Sink, StagedBatch, WriteResult
 from starload.spec import StarSchema
 from starload.stats import LoadStats
 from starload.waiting import Waits
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Messages per batch unless told otherwise. Each batch pays fixed work (query planning,
 #: a dozen statements, the grain-hash look-ups, a DuckDB commit): loading 1M orders into DuckDB
 #: with 125,000-row batches took about 30 % less CPU than with 50,000-row ones (peak RSS
 #: about 750 MiB instead of 600). ``batch_seconds`` still bounds the latency of a slow stream.
 DEFAULT_BATCH_ROWS = 125_000
-#: Seconds without progress after which :meth:`StarLoader.health` reports the loader unhealthy.
-DEFAULT_HEALTH_TIMEOUT = 120.0
 
 
 def _decoding(schema: StarSchema, registry: Mapping[str, str] | None, waits: Waits, topic: str | None) -> Decoding | None:
@@ -120,17 +99,6 @@ def loader_topics(schema: StarSchema, topic: str | None) -> tuple[str, ...]:
         msg = f"star {schema.name!r} has a fact that names no topic: give the topic it reads (--topic)"
         raise StarloadError(msg)
     return (topic, *(f.topic for f in schema.feeds() if f.topic is not None))
-
-
-def _coordinates(batch: StagedBatch) -> str:
-    """Where ``batch``'s messages are: ``orders[0] 120-499, orders[1] 98-311`` (topic, partition, first and last offset)."""
-
-    found = []
-    for topic, raw in sorted(batch.raw.items()):
-        for partition in sorted(set(raw.column("KAFKA_PARTITION").to_pylist())):
-            offsets = raw.filter(pc.equal(raw.column("KAFKA_PARTITION"), partition)).column("KAFKA_OFFSET")
-            found.append(f"{topic}[{partition}] {pc.min(offsets).as_py()}-{pc.max(offsets).as_py()}")
-    return ", ".join(found) or "no messages"
 
 
 def _missing_topics(absent: list[str], listed: set[str], servers: str) -> str:
@@ -213,41 +181,32 @@ class StarLoader:
         self.config = consumer_config(bootstrap_servers, group, consumer_overrides)
         self.progress = progress
         self.progress_interval = progress_interval
-        self.max_backoff = max_backoff
         self.startup_timeout = startup_timeout
-        self.on_offset_mismatch = on_offset_mismatch
-        self.health_timeout = health_timeout
         self.metrics = LoaderMetrics(self.topics)
-        #: For health(): when the consume loop last turned (None: not running), and since when work has waited
-        #: for the sink without a commit (None: none waits).
-        self._loop_at: float | None = None
-        self._work_since: float | None = None
+        self._health = Health(health_timeout)
         #: ``""`` means ``<topic>.dlq`` for each topic; ``None`` disables the dead-letter topics.
         route = {t: f"{t}.dlq" if dlq_topic == "" else dlq_topic for t in self.topics} if dlq_topic is not None else {}
         connection = connection_settings(self.config)
         self._dead_letters = DeadLetters(bootstrap_servers, route, connection) if route else None
         #: The dead-letter topics (none: disabled).
         self.dlq_topics: list[str] = self._dead_letters.topics if self._dead_letters else []
-        #: Asks the topics' IDs; made by run() once the broker answered (a client connects as soon as it is made).
-        self._admin: AdminClient | None = None
-        #: Per topic, its ID at the last assignment (None: the broker gives none), stored with the offsets.
-        self._topic_ids: dict[str, str | None] = {}
         self.stats = LoadStats(consumed_by_topic=dict.fromkeys(self.topics, 0), rejected_by_topic=dict.fromkeys(self.topics, 0))
         self._stop = threading.Event()
-        self._write_failed = threading.Event()
+        self._guard = RejectGuard(max_reject_ratio)
+        fence = Fence()
+        self._writer = BatchWriter(
+            schema, sink, guard=self._guard, fence=fence, dead_letters=self._dead_letters,
+            stats=self.stats, metrics=self.metrics, stop=self._stop, max_backoff=max_backoff,
+        )  # fmt: skip
+        self._positions = StoredPositions(
+            sink, group, fence=fence, on_offset_mismatch=on_offset_mismatch, timeout=startup_timeout, prepare=self._writer.prepare
+        )
         self._consumer: Consumer | None = None
         self._pending: deque[Future[tuple[WriteResult, StagedBatch]]] = deque()
         self._batch = GatheredBatch()
         self._last_message = 0.0
         self._paused = False
         self._assigned = False
-        #: Per topic, per assigned partition, the offset stored in the sink after the last
-        #: batch this loader wrote (None: none stored). Read and advanced by the writer
-        #: thread; reset by the main thread only when no write is in flight.
-        self._expected: dict[str, dict[int, int | None]] = {}
-        #: Whether the sink has been prepared (the writer does it before the first write).
-        self._prepared = False
-        self._guard = RejectGuard(max_reject_ratio)
         #: Whether no offset is stored for any assigned partition (a new star for this
         #: group and its topics) and nothing has been written since: the first batch is then
         #: gathered to GUARD_WINDOW messages and judged alone (see the class docstring).
@@ -289,7 +248,7 @@ class StarLoader:
             except RegistryUnreachable as exc:
                 raise StartupError(f"{exc}; check --schema-registry ({URL_ENV}) and that the registry runs") from None
         self._await_topic()
-        self._admin = AdminClient(connection_settings(self.config))
+        self._positions.connect(connection_settings(self.config))
         if self._dead_letters is not None:
             self._dead_letters.ensure_topic()
         for _ in range(self.MAPPERS):
@@ -302,7 +261,7 @@ class StarLoader:
             consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
             while not self._stop.is_set():
                 fetched = self._fetch(consumer)
-                now = self._loop_at = time.monotonic()
+                now = self._health.loop_at = time.monotonic()
                 if fetched or self._paused or not self._assigned:
                     self._last_message = now
                 while self._pending and self._pending[0].done():
@@ -346,7 +305,7 @@ class StarLoader:
                     self.stats.consumed, since, span, self.stats.lock_waited, self.stats.lock_held,
                 )  # fmt: skip
         finally:
-            self._loop_at = None
+            self._health.loop_at = None
             self._map_threads.shutdown(wait=True)
             self._write_thread.shutdown(wait=True)
             # Only left when a batch failed: what follows it was not written, by design.
@@ -396,9 +355,9 @@ class StarLoader:
         """Hand the gathered batch to the pipeline (map, then write) and start gathering the next."""
         assert self._consumer is not None
         staged = self._map_threads.submit(self._stage, self._batch)
-        self._pending.append(self._write_thread.submit(self._write, staged, alone=self._judging_first()))
-        if self._work_since is None:
-            self._work_since = time.monotonic()
+        self._pending.append(self._write_thread.submit(self._writer.write, staged, alone=self._judging_first()))
+        if self._health.work_since is None:
+            self._health.work_since = time.monotonic()
         self._batch = GatheredBatch()
         if self._paused:
             self._consumer.resume(self._consumer.assignment())
@@ -467,7 +426,7 @@ class StarLoader:
             return 0.0
         return now - max(self.stats.first_assignment, self._last_message)
 
-    def _stage(self, gathered: GatheredBatch) -> tuple[StagedBatch, dict[tuple[str, int, int], Headers]]:
+    def _stage(self, gathered: GatheredBatch) -> Mapped:
         mapper = self._mappers.get()
         started = time.monotonic()
         try:
@@ -478,92 +437,6 @@ class StarLoader:
             self.metrics.map_seconds.observe(seconds)
             self.metrics.batch_rows.observe(gathered.count)
             log.debug("mapped a batch of %d messages in %.3f s", gathered.count, seconds)
-
-    def _write(self, staged: Future[tuple[StagedBatch, dict[tuple[str, int, int], Headers]]], *, alone: bool) -> tuple[WriteResult, StagedBatch]:
-        """Resolve conflicts, send the batch's dead letters, then write it; retry transient errors.
-
-        The whole batch is retried: a failed write committed nothing. While the writer
-        waits, the main thread keeps polling (the group membership stays alive) and
-        pauses consumption once the next batches are gathered.
-        """
-        if self._write_failed.is_set():
-            # An earlier batch failed: writing this one would advance the offsets past it.
-            msg = "not written: an earlier batch failed"
-            raise SinkError(msg)
-        try:
-            return self._write_in_order(staged, alone=alone)
-        except BaseException:
-            self._write_failed.set()
-            raise
-
-    def _write_in_order(
-        self, staged: Future[tuple[StagedBatch, dict[tuple[str, int, int], Headers]]], *, alone: bool
-    ) -> tuple[WriteResult, StagedBatch]:
-        mapped, headers = staged.result()
-        self._guard.check(mapped, alone=alone, created=self._prepared)
-        mapped = mapped.fenced(self._expected, self._topic_ids)
-        with contextlib.ExitStack() as failing:  # once an attempt failed, the loader waits for the warehouse
-            return self._write_retrying(mapped, headers, failing)
-
-    def _write_retrying(
-        self, mapped: StagedBatch, headers: dict[tuple[str, int, int], Headers], failing: contextlib.ExitStack
-    ) -> tuple[WriteResult, StagedBatch]:
-        wait = None
-        for attempt in itertools.count():
-            try:
-                self._sink_call(mapped, self._prepare_sink)
-                # Grain values loaded earlier with other content become rejects too.
-                batch = mapped.with_conflicts(self._sink_call(mapped, self.sink.find_conflicts, mapped))
-                if self._dead_letters is not None and batch.rejects.num_rows:
-                    self._dead_letters.send(batch.rejects, headers)
-                started = time.monotonic()
-                result = self._sink_call(batch, self.sink.write, batch)
-                self.stats.last_commit = time.monotonic()
-                for topic, offsets in batch.next_offsets.items():
-                    self._expected.setdefault(topic, {}).update(offsets)
-                self._new_star = False
-                self._guard.remember(batch)
-                self.metrics.write_seconds.observe(self.stats.last_commit - started)
-                log.debug(
-                    "wrote a batch of %d messages in %.3f s (%d statements)",
-                    batch.messages, self.stats.last_commit - started, result.statements,
-                )  # fmt: skip
-                self.metrics.committed(batch, result)
-                break
-            except TransientSinkError as exc:
-                self.metrics.retries.inc()
-                delay = min(self.max_backoff, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
-                log.warning("sink write failed (attempt %d), retrying in %.1f s: %s", attempt + 1, delay, exc)
-                if wait is None:
-                    wait = failing.enter_context(self.sink.waits.on(""))
-                wait.what = f"{self.sink.location()} to take a batch ({attempt + 1} failed attempts; last: {exc})"
-                if self._stop.wait(delay):
-                    raise
-        return result, batch
-
-    def _sink_call(self, batch: StagedBatch, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)`` of the sink for ``batch``; an error that is no :class:`StarloadError` (a plugin's ``OSError``)
-        becomes a :class:`SinkError` of one line naming the sink, the batch and the error (its traceback logged at debug level)."""
-        try:
-            return call(*args)
-        except StarloadError:
-            raise
-        except Exception as exc:
-            log.debug("the sink's error, whole:", exc_info=True)
-            msg = (
-                f"{self.sink.location()}: the {type(self.sink).__name__} sink failed on a batch of {batch.messages:,} messages "
-                f"({_coordinates(batch)}): {type(exc).__name__}: {exc}"
-            )
-            raise SinkError(" ".join(msg.split())) from exc
-
-    def _prepare_sink(self) -> None:
-        """Prepare the sink (make the star's tables) once, just before it is first written to.
-
-        Only then: a loader stopped before (the reject guard, a missing topic) creates nothing.
-        """
-        if not self._prepared:
-            self.sink.prepare(self.schema)
-            self._prepared = True
 
     def _finish_oldest(self, *, resume: bool = True) -> None:
         """Wait for the oldest batch in flight; count it and commit its offsets to Kafka (a hint).
@@ -579,16 +452,16 @@ class StarLoader:
                 with contextlib.suppress(SinkError):
                     self._pending.popleft().result()
             self._batch = GatheredBatch()
-            self._write_failed.clear()
-            self._work_since = None
+            self._writer.forgive()
+            self._health.work_since = None
             log.warning("%s; dropped the %d batches in flight, resuming from the stored offsets", exc, dropped)
             if resume and self._assigned and self._consumer is not None:
-                self._seek_stored(self._consumer, self._consumer.assignment())
+                self._seek(self._consumer, self._consumer.assignment())
             return
         self.stats.add(result, batch)
         for topic in batch.conflicts_by_topic:
             self._advise_on_conflicts(topic)
-        self._work_since = time.monotonic() if self._pending else None
+        self._health.work_since = time.monotonic() if self._pending else None
         if batch.next_offsets and self._consumer is not None:
             offsets = [TopicPartition(t, p, o) for t, parts in batch.next_offsets.items() for p, o in parts.items()]
             try:
@@ -604,7 +477,7 @@ class StarLoader:
             self.stats.warnings.append(advice)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        positions = self._seek_stored(consumer, partitions)
+        positions = self._seek(consumer, partitions)
         several = len(self.topics) > 1
         log.info("assigned %s", ", ".join(f"{tp.topic + ' ' if several else ''}{tp.partition}@{tp.offset}" for tp in positions))
         self._assigned = True
@@ -614,70 +487,20 @@ class StarLoader:
         if self.stats.first_assignment is None:
             self.stats.first_assignment = time.monotonic()
 
-    def _seek_stored(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Assign ``partitions`` at the offsets stored in the sink, which the next batches are fenced on.
-
-        First each topic's ID now is compared with the one stored with each offset;
-        offsets stored for another ID go to the ``on_offset_mismatch`` policy.
-        """
-        assert self._admin is not None, "made by run()"
-        positions, self._expected, any_stored = [], {}, False
-        for topic in sorted({tp.topic for tp in partitions}):
-            mine = [tp for tp in partitions if tp.topic == topic]
-            self._topic_ids[topic] = now = topic_id(self._admin, topic, self.startup_timeout)
-            stale = foreign(self.sink.stored_topic_ids(self.group, topic), now, [tp.partition for tp in mine])
-            if stale:
-                problem = (
-                    f"the offsets stored for topic {topic!r} (group {self.group!r}) at partitions "
-                    f"{', '.join(map(str, stale))} were written for topic ID {next(iter(stale.values()))}, and the topic's "
-                    f"ID is now {now}: it was deleted and re-created, or this is another cluster"
-                )
-                self._mismatched(consumer, topic, list(stale), problem)
-            stored = self.sink.stored_offsets(self.group, topic)
-            positions += seek_positions(mine, stored)
-            self._expected[topic] = {tp.partition: stored.get(tp.partition) for tp in mine}
-            any_stored = any_stored or bool(stored)
-        consumer.assign(positions)
-        # librdkafka keeps a partition's pause flag across a rebalance: one paused while
-        # the writer was behind would stay paused for good.
-        consumer.resume(positions)
+    def _seek(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Assign ``partitions`` at the offsets stored in the sink (:meth:`StoredPositions.seek`); the positions."""
+        positions, any_stored = self._positions.seek(consumer, partitions)
         self._paused = False
         self._new_star = bool(partitions) and not any_stored and self.stats.batches == 0
         return positions
 
     def _out_of_range(self, consumer: Consumer, event: OutOfRange) -> None:
-        """The broker said a partition's position is out of range: apply the policy, then resume from the stored offsets."""
-        topic, partition = event.topic, event.partition
-        marks = watermarks(consumer, topic, [partition], self.startup_timeout)
-        low, high = marks[partition]
-        position = self._expected.get(topic, {}).get(partition)
-        problem = (
-            f"the broker says the position of partition {partition} of topic {topic!r} (group {self.group!r}; "
-            f"stored offset {position}) is out of range: it now holds offsets {low} to {high}. Retention deleted "
-            f"messages the loader never read, or the partition was truncated or re-created ({event})"
-        )
-        while self._pending:  # what was read before the gap is written first
+        """The broker said a partition's position is out of range: write what was read before the gap, apply the policy, resume from the stored offsets."""
+        while self._pending:
             self._finish_oldest(resume=False)
         self._batch = GatheredBatch()
-        self._mismatched(consumer, topic, [partition], problem, marks)
-        self._seek_stored(consumer, consumer.assignment())
-
-    def _mismatched(
-        self, consumer: Consumer, topic: str, partitions: list[int], problem: str, marks: Mapping[int, tuple[int, int]] | None = None
-    ) -> None:
-        """Apply ``on_offset_mismatch`` to stored offsets that do not belong to ``topic``: raise, or reset them in the sink.
-
-        ``marks``: the partitions' watermarks when the caller has asked for them already.
-        """
-        if self.on_offset_mismatch == "stop":
-            msg = f"{problem}. Nothing more was loaded from them; {resolution(topic, self.group)}"
-            raise StoredOffsetsError(msg)
-        if marks is None:
-            marks = watermarks(consumer, topic, partitions, self.startup_timeout)
-        targets = reset_targets(marks, self.on_offset_mismatch)
-        self._prepare_sink()
-        self.sink.reset_offsets(self.group, topic, targets, self._topic_ids.get(topic))
-        log.warning("%s; reset the stored offsets to %s (--on-offset-mismatch %s)", problem, targets, self.on_offset_mismatch)
+        self._positions.out_of_range(consumer, event)
+        self._seek(consumer, consumer.assignment())
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish the write in flight and drop what was gathered: after the rebalance
@@ -693,58 +516,17 @@ class StarLoader:
         self.metrics.set_lag({})
 
     def _lag(self) -> int | None:
-        """Messages behind the high watermark over the assignment; None until known for every partition.
-
-        Sets the per-partition lag metric for the partitions whose lag is known.
-        """
-        consumer = self._consumer
-        if consumer is None or not self._assigned:
+        """Messages behind the high watermark over the assignment (None until known for every partition); sets the lag metric."""
+        if self._consumer is None or not self._assigned or (lag := partition_lag(self._consumer)) is None:
             return None
-        try:
-            lag = {}
-            positions = consumer.position(consumer.assignment())
-            for tp in positions:
-                # Cached: the high watermark of the last fetch response, no broker round trip.
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-                position = tp.offset if tp.offset >= 0 else low
-                if high >= 0 and position >= 0:
-                    lag[(tp.topic, tp.partition)] = max(0, high - position)
-        except KafkaException:
-            return None
-        self.metrics.set_lag(lag)
-        return sum(lag.values()) if len(lag) == len(positions) else None
+        known = {tp: n for tp, n in lag.items() if n is not None}
+        self.metrics.set_lag(known)
+        return sum(known.values()) if len(known) == len(lag) else None
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Whether the loader is alive and making progress, and its state (for ``/healthz``).
+        """Whether the loader is alive and making progress, and its state (for ``/healthz``; :class:`~starload.health.Health`).
 
-        Unhealthy when it is not running, when its consume loop has not turned for
-        ``health_timeout`` seconds, when it has had no partition assignment for that
-        long (an empty assignment counts: the group answered, the loader is a standby),
-        or when batches have waited that long for the sink without a commit. The state
-        says what the loader is waiting for, and since when (``waiting_for``,
+        The state says what the loader is waiting for, and since when (``waiting_for``,
         ``waiting_since``; see :mod:`starload.waiting`).
         """
-        now, bound = time.monotonic(), self.health_timeout
-        problem = None
-        if self._loop_at is None:
-            problem = "not running"
-        elif now - self._loop_at > bound:
-            problem = f"the consume loop has not turned for {now - self._loop_at:.0f} s"
-        elif (since := self.stats.unassigned_since) is not None and now - since > bound:
-            problem = f"no partition assignment from group {self.group!r} for {now - since:.0f} s"
-        elif self._work_since is not None and now - self._work_since > bound:
-            problem = f"{len(self._pending)} batches have waited {now - self._work_since:.0f} s for the sink without a commit"
-        waiting = self.sink.waits.current()
-        if problem is not None and waiting is not None:
-            problem += f"; waiting for {waiting.describe()}"
-        last = self.stats.last_commit
-        state = {
-            "status": "unhealthy" if problem else "ok",
-            "problem": problem,
-            "assigned_partitions": self.stats.partitions,
-            "batches_in_flight": len(self._pending),
-            "seconds_since_last_commit": None if last is None else round(now - last, 3),
-            "waiting_for": None if waiting is None else waiting.what,
-            "waiting_since": None if waiting is None else datetime.fromtimestamp(waiting.since, UTC).isoformat(),
-        }
-        return problem is None, state
+        return self._health.judge(self.stats, group=self.group, in_flight=len(self._pending), waiting=self.sink.waits.current())

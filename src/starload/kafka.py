@@ -148,6 +148,22 @@ def watermarks(client: Consumer, topic: str, partitions: Iterable[int], timeout:
     return {p: client.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in partitions}
 
 
+def partition_lag(consumer: Consumer) -> dict[tuple[str, int], int | None] | None:
+    """Per assigned partition (topic, partition), messages behind its high watermark (None: not known yet); None when the consumer cannot say.
+
+    Uses the high watermark of the last fetch response: no broker round trip.
+    """
+    try:
+        lag: dict[tuple[str, int], int | None] = {}
+        for tp in consumer.position(consumer.assignment()):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            position = tp.offset if tp.offset >= 0 else low
+            lag[(tp.topic, tp.partition)] = max(0, high - position) if high >= 0 and position >= 0 else None
+    except KafkaException:
+        return None
+    return lag
+
+
 def seek_positions(partitions: list[TopicPartition], stored: Mapping[int, int]) -> list[TopicPartition]:
     """``partitions`` positioned at the sink's stored offsets (the beginning when none)."""
     return [TopicPartition(tp.topic, tp.partition, stored.get(tp.partition, OFFSET_BEGINNING)) for tp in partitions]
