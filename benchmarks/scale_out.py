@@ -5,19 +5,28 @@
 
 For each number of loaders k: a fresh topic of ``--count`` seeded orders over
 ``--partitions`` partitions and a fresh schema; k ``starload load --sink snowflake``
-processes in one consumer group, started together, each until idle. The figure is
-``--count`` over the span from the first "assigned" log line of any of them to the
-last commit of any of them (each logs how long before it stopped it last
-committed), so start-up and the idle wait at the end are not counted; the group's
-join and any rebalance while the loaders come up are. Every run checks that
-FACT_ORDERS holds exactly ``--count`` rows.
+processes in one consumer group, started together and run as a service is (no
+``--until-idle``: a loader that ran out of messages would leave the group, and the
+rebalance would hold up the others' last batches), stopped with SIGTERM once
+FACT_ORDERS holds ``--count`` rows. The figure is the throughput from the first
+stored offset to the last (issue #37's measure): the orders after the first commit
+(``--count`` less the first batch, which holds ``--batch-rows`` as the topic is
+written before the loaders start) over the span from the first commit of any loader
+to the last commit of any (each logs, as it stops, when it first and last committed).
+The span from the first assignment is printed too: it adds the loaders' first batch
+and preparing the sink (the star's tables, made or checked by each loader). Every run
+checks that FACT_ORDERS holds exactly ``--count`` rows.
 
-The profile of each run, to show what caps the figure: the CPU seconds of the loaders
+The profile of each run, to show what caps the figure: how long after the first
+loader's first assignment the last loader had its first, the CPU seconds of the loaders
 (all of them) and of the local endpoint (one process: fakesnow and DuckDB run every
-statement in it), the requests, and from the endpoint, how long statements waited for
-the star's lock (``STARLOAD_LOCK``) and how long transactions held it. With a held lock
-for most of the span, the write path is what caps; with the endpoint's CPU near the
-span (one core), the endpoint is.
+statement in it), the requests and the milliseconds the endpoint took to answer one
+(the latency held and the waits for the star's lock left out: what grows with more
+loaders is time queued in the endpoint), and from the endpoint, how long statements
+waited for the star's lock (``STARLOAD_LOCK``) and how long transactions held it.
+With a held lock for most of the span, the write path is what caps; with the
+endpoint's CPU near the span (one core), or its answers slowing as loaders are added,
+the endpoint is.
 
 Needs ``starload[test]`` (the connector and fakesnow) and ``starload[local]``.
 """
@@ -26,21 +35,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from snowflake.connector.errors import ProgrammingError
 from throughput import LAST_COMMIT
 
 from starload import ORDERS_GENERATOR, LocalBroker
 from starload.producing import produce
 from starload.testing import LocalSnowflake, snowflake_environment
 
-IDLE_SECONDS = 3
+#: In a loader's stop line, when it first committed.
+FIRST_COMMIT = re.compile(r"after the first assignment \(the first ([0-9.]+) s after it\)")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,8 +63,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.Namespace) -> tuple[float, int, dict[str, float]]:
-    """Load a fresh topic with ``loaders`` loaders; (seconds from first assignment to last commit, facts, profile)."""
+def run(
+    bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.Namespace
+) -> tuple[dict[str, float], int, dict[str, float]]:
+    """Load a fresh topic with ``loaders`` loaders; (seconds to the last commit from the first assignment and from the
+    first commit, facts, profile)."""
     topic = f"scale-{loaders}"
     produce(bootstrap, topic, ORDERS_GENERATOR, args.count, seed=1, partitions=args.partitions)
     settings = endpoint.fresh_schema(f"scale{loaders}")
@@ -58,10 +75,9 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
     command = [
         sys.executable, "-m", "starload.cli", "load", "--bootstrap-servers", bootstrap, "--topic", topic, "--schema", "orders",
         "--group", topic, "--sink", "snowflake", "--batch-rows", str(args.batch_rows),
-        "--until-idle", str(IDLE_SECONDS),
     ]  # fmt: skip
-    assigned: list[float] = []
-    commits: list[float] = []
+    assigned: dict[int, float] = {}  # per loader's PID, its first assignment
+    commits: list[tuple[float, float]] = []  # per loader, (first commit, last commit)
     lock = threading.Lock()
 
     def follow(process: subprocess.Popen[str]) -> None:
@@ -70,9 +86,11 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
             now = time.monotonic()
             with lock:
                 if "starload.engine: assigned" in line:
-                    assigned.append(now)
+                    assigned.setdefault(process.pid, now)
                 elif found := LAST_COMMIT.search(line):
-                    commits.append(now - float(found.group(1)))
+                    last = now - float(found.group(1))
+                    first = last - float(found.group(2)) + float(FIRST_COMMIT.search(line).group(1))
+                    commits.append((first, last))
 
     endpoint.reset()
     assert endpoint.process is not None
@@ -84,6 +102,14 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
     readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in processes]
     for reader in readers:
         reader.start()
+    with endpoint.connect(settings) as con:  # the loaders run as a service would, until stopped once the star is whole
+        while facts(con) < args.count:
+            if any(p.poll() is not None for p in processes):
+                msg = "a loader exited before the star was whole"
+                raise RuntimeError(msg)
+            time.sleep(1)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
     loaders_cpu = 0.0
     for process in processes:
         _, status, usage = os.wait4(process.pid, 0)
@@ -101,10 +127,22 @@ def run(bootstrap: str, endpoint: LocalSnowflake, loaders: int, args: argparse.N
         "requests": stats.get("all", 0),
         "lock_waited": stats.get("lock_wait_ms:STARLOAD_LOCK", 0) / 1000,
         "lock_held": stats.get("lock_held_ms:STARLOAD_LOCK", 0) / 1000,
+        "serving": (stats.get("served_ms", 0) - stats.get("lock_wait_ms:STARLOAD_LOCK", 0)) / 1000,
+        "joined": max(assigned.values()) - min(assigned.values()),
     }
+    last = max(c[1] for c in commits)
+    spans = {"assigned": last - min(assigned.values()), "committed": last - min(c[0] for c in commits)}
     with endpoint.connect(settings) as con:
-        [(facts,)] = con.cursor().execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
-    return max(commits) - min(assigned), int(facts), profile
+        return spans, facts(con), profile
+
+
+def facts(con: Any) -> int:
+    """Rows in FACT_ORDERS (0 before the first loader made it)."""
+    try:
+        [(count,)] = con.cursor().execute("SELECT count(*) FROM FACT_ORDERS").fetchall()
+    except ProgrammingError:  # the table is made with the first write
+        return 0
+    return int(count)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,21 +153,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0, help="held per request by the endpoint (default 100)")
     parser.add_argument("--loaders", default="1,2,3", help="loader counts to run, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
-    console = Console(width=160)
+    console = Console(width=190)
     table = Table(
-        "loaders", "orders", "seconds", "orders/s", "× one loader", "requests", "lock held s", "lock waits s",
-        "loaders' CPU s", "endpoint CPU s", title="scale-out",
+        "loaders", "orders", "s from assignment", "s from 1st commit", "orders/s", "× one loader", "last joined s",
+        "requests", "ms a request", "lock held s", "lock waits s", "loaders' CPU s", "endpoint CPU s", title="scale-out",
     )  # fmt: skip
     with LocalBroker() as broker, LocalSnowflake(latency_ms=args.latency_ms) as endpoint:
         first: float | None = None
         for loaders in (int(k) for k in args.loaders.split(",")):
-            seconds, facts, profile = run(broker.bootstrap_servers, endpoint, loaders, args)
+            spans, facts, profile = run(broker.bootstrap_servers, endpoint, loaders, args)
             check = "OK" if facts == args.count else f"MISMATCH: {facts:,} facts"
-            rate = args.count / seconds
+            rate = (args.count - args.batch_rows) / spans["committed"]  # the first commit's batch is before the span
             first = first or rate
-            console.print(f"{loaders} loader(s): {seconds:.2f} s from first assignment to last commit, {check}")
+            console.print(f"{loaders} loader(s): {spans['assigned']:.2f} s from first assignment to last commit, {check}")
             table.add_row(
-                str(loaders), f"{facts:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate / first:.2f}", f"{profile['requests']:,.0f}",
+                str(loaders), f"{facts:,}", f"{spans['assigned']:.2f}", f"{spans['committed']:.2f}", f"{rate:,.0f}",
+                f"{rate / first:.2f}", f"{profile['joined']:.1f}",
+                f"{profile['requests']:,.0f}", f"{1000 * profile['serving'] / max(profile['requests'], 1):.0f}",
                 f"{profile['lock_held']:.1f}", f"{profile['lock_waited']:.1f}", f"{profile['loaders_cpu']:.1f}",
                 f"{profile['endpoint_cpu']:.1f}",
             )  # fmt: skip

@@ -126,6 +126,10 @@ def test_json_log_lines_and_the_summary(local_broker, tmp_path):
     lines = [json.loads(line) for line in done.stderr.strip().splitlines()]
     assert all(set(line) == {"time", "level", "logger", "message"} for line in lines), lines
     assert any(line["message"].startswith("assigned 0@") and line["logger"] == "starload.engine" for line in lines)
+    # The stop line says when the loader first and last committed (benchmarks/scale_out.py measures from the first).
+    [stop] = [line["message"] for line in lines if line["message"].startswith("stopping after 203 messages")]
+    found = re.search(r"last commit [\d.]+ s ago, ([\d.]+) s after the first assignment \(the first ([\d.]+) s after it\)", stop)
+    assert found and 0 < float(found.group(2)) <= float(found.group(1)), stop
     summary = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert summary["consumed"] == "203" and summary["rejected"] == "3"
     assert summary["rejects went to"] == f"table STARLOAD_REJECTS of DuckDB file {str(tmp_path / 's.duckdb')!r} and topic '{topic}.dlq'"

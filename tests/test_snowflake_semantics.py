@@ -497,3 +497,18 @@ def test_money_survives_the_parquet_round_trip(sink, stager, reader):
     [(price, total)] = reader.execute('SELECT CAST("UNIT_PRICE" AS VARCHAR), CAST("TOTAL_AMOUNT" AS VARCHAR) FROM "FACT_ORDERS"').fetchall()
     assert (Decimal(price), Decimal(total)) == (Decimal("12345678901234.99"), Decimal("37037036703704.97"))
 
+
+
+def test_the_endpoint_counts_the_time_it_took_to_answer_without_the_latency_it_holds():
+    """``served_ms`` (benchmarks/scale_out.py's "ms a request") leaves out the round trip the endpoint holds each request."""
+    with LocalSnowflake(latency_ms=500) as endpoint:
+        settings = endpoint.fresh_schema("served")
+        with endpoint.connect(settings) as con:
+            endpoint.reset()
+            began = time.monotonic()
+            for _ in range(3):
+                con.cursor().execute("SELECT 1").fetchall()
+            elapsed = time.monotonic() - began
+        stats = endpoint.stats()
+    assert stats["queries"] == 3 and elapsed >= 1.5
+    assert 0 < stats["served_ms"] < 1500, stats

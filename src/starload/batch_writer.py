@@ -124,6 +124,7 @@ class BatchWriter:
                 started = time.monotonic()
                 result = self._sink_call(batch, self.sink.write, batch)
                 self.stats.last_commit = time.monotonic()
+                self.stats.first_commit = self.stats.first_commit or self.stats.last_commit
                 self.fence.moved_by(batch)
                 self.guard.remember(batch)
                 self.metrics.write_seconds.observe(self.stats.last_commit - started)

@@ -296,13 +296,14 @@ class StarLoader:
                 self._submit()
             while self._pending:
                 self._finish_oldest()
-            if self.stats.last_commit is not None:
+            if self.stats.last_commit is not None and self.stats.first_commit is not None:
                 since = time.monotonic() - self.stats.last_commit
-                span = self.stats.last_commit - (self.stats.first_assignment or self.stats.started)
+                assigned = self.stats.first_assignment or self.stats.started
                 log.info(
-                    "stopping after %d messages; last commit %.3f s ago, %.3f s after the first assignment; "
-                    "waited %.3f s for the star's lock, held it %.3f s",
-                    self.stats.consumed, since, span, self.stats.lock_waited, self.stats.lock_held,
+                    "stopping after %d messages; last commit %.3f s ago, %.3f s after the first assignment "
+                    "(the first %.3f s after it); waited %.3f s for the star's lock, held it %.3f s",
+                    self.stats.consumed, since, self.stats.last_commit - assigned, self.stats.first_commit - assigned,
+                    self.stats.lock_waited, self.stats.lock_held,
                 )  # fmt: skip
         finally:
             self._health.loop_at = None

@@ -57,7 +57,9 @@ REGEX: ``error`` fails them with that error, ``error_after`` runs them and then
 answers with that error (a lost answer, e.g. of a COMMIT), ``delay`` holds them S
 seconds before they run, ``lose_file`` loses their staged files before a COPY.
 ``POST /starload/stats`` returns the request counts (``held``: statements a ``delay``
-fault started holding; ``multi``: multi-statement requests) and, per table, the
+fault started holding; ``multi``: multi-statement requests), ``served_ms`` (the
+milliseconds requests took to answer, the ``latency`` held before not counted: with
+several clients, time they queued in this one process too) and, per table, the
 milliseconds statements waited for its lock (``lock_wait_ms:<table>``),
 transactions held it (``lock_held_ms:<table>``), and the requests a session sent
 while it held it (``sent_holding:<table>``); ``POST /starload/reset`` clears counts
@@ -164,6 +166,13 @@ class StrictSnowflake:
         self.requests["all"] += 1
         if self.latency:
             await asyncio.sleep(self.latency)
+        began = time.monotonic()
+        try:
+            await self._serve(path, scope, receive, send)
+        finally:
+            self.requests["served_ms"] += round((time.monotonic() - began) * 1000)
+
+    async def _serve(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         if path == "/session/v1/login-request":
             await self._login(scope, receive, send)
         elif path == "/queries/v1/query-request":

@@ -57,7 +57,8 @@ class LoadStats:
     first_assignment: float | None = None
     #: Since when the loader has had no assignment, not even an empty one (from start-up, or a revoke); None: it has one.
     unassigned_since: float | None = None
-    #: When the sink last committed a batch (``time.monotonic()``).
+    #: When the sink first and last committed a batch (``time.monotonic()``).
+    first_commit: float | None = None
     last_commit: float | None = None
     #: (time, consumed) readings of the last RATE_WINDOW seconds, for :attr:`recent_rate`.
     _readings: deque[tuple[float, int]] = attrs.field(factory=deque, repr=False)
