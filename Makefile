@@ -37,6 +37,8 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/order_lines.py
 	$(BIN)/python benchmarks/changing_facts.py
 	$(BIN)/python benchmarks/wire_formats.py
+	$(BIN)/python benchmarks/scale_out.py
+	$(BIN)/python benchmarks/scale_out.py --latency-ms 400
 
 # The documentation site at http://127.0.0.1:8000, rebuilt as the pages change.
 docs: $(VENV)/.test
