@@ -299,6 +299,7 @@ def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_set
             assert writer.is_alive() and time.monotonic() < deadline, (outcome, wait)
             time.sleep(0.05)
         assert wait.what == f"the star's lock, held by transaction {transaction} (unnamed), not a starload loader's"
+        seen = time.monotonic()  # waiting for the lock from now on (what came before, staging and the lookup, is not)
         time.sleep(3)  # three lock waits more: still waiting, the holder left alone
         assert writer.is_alive() and transaction in open_transactions(reader)
         reader.execute(f"SELECT SYSTEM$ABORT_TRANSACTION({transaction})")
@@ -308,9 +309,9 @@ def test_a_holder_that_is_not_a_loader_is_waited_for_never_aborted(snowflake_set
         assert time.monotonic() - freed < 3  # tried again at once, not after a backoff
         assert sink.waits.current(at_least=0) is None
         # The write reports its wait for the star's lock (its tries that failed on a lock wait, and the pauses), and the
-        # request that took it as held (its own wait, up to a lock_timeout, is inside it).
+        # request that took it as held (its own wait, up to a lock_timeout of 1 s, is inside it, plus its start).
         [result] = results
-        assert freed - asked - 1.5 <= result.lock_waited <= time.monotonic() - asked
+        assert freed - seen - 1.5 <= result.lock_waited <= time.monotonic() - asked
         assert 0 < result.lock_held < 1.5 + 1
     assert "aborted transaction" not in caplog.text
     assert f"SELECT SYSTEM$ABORT_TRANSACTION({transaction}) frees it" in caplog.text

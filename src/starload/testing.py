@@ -33,6 +33,7 @@ that resume and never go backwards, rejects, rollback, set-based statements)::
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import socket
@@ -171,8 +172,11 @@ class ReaderProbe:
     """A reader of a DuckDB file in a thread: every ``every`` seconds, a plain read-only connect, a count, a close.
 
     It is what a person or a dashboard does while a loader runs (no retries within a
-    try). :attr:`waits` are the spans from each try that failed after a success (or
-    the first try) to the next try that got in: how long a reader waited for its turn.
+    try). The tries keep to a fixed schedule (one at each multiple of ``every`` from the
+    start; a try that overruns its slot takes the next free one), so a wait is a whole
+    number of tries, whatever a try costs on a busy machine. :attr:`waits` are the spans
+    from each try that failed after a success (or the first try) to the next try that
+    got in: how long a reader waited for its turn.
     """
 
     def __init__(self, path: str, every: float = 1.0, table: str = "FACT_ORDERS") -> None:
@@ -193,10 +197,14 @@ class ReaderProbe:
     def _run(self) -> None:
         import duckdb
 
-        while not self._stop.wait(self.every):
+        start, slot = time.monotonic(), 0
+        while True:
+            slot = max(slot + 1, math.ceil((time.monotonic() - start) / self.every))
+            tried = start + slot * self.every
+            if self._stop.wait(max(0.0, tried - time.monotonic())):
+                return
             if not os.path.exists(self.path):
                 continue
-            tried = time.monotonic()
             try:
                 with contextlib.closing(duckdb.connect(self.path, read_only=True)) as con:
                     with contextlib.suppress(duckdb.CatalogException):  # in, before the first batch made the table
@@ -212,10 +220,10 @@ class ReaderProbe:
             if not got_in:
                 failed_since = at if failed_since is None else failed_since
             elif failed_since is not None:
-                spans.append(at - failed_since)
+                spans.append(round(at - failed_since, 6))  # whole tries: rounded off, float sums of ``every`` are not
                 failed_since = None
         if failed_since is not None:  # still shut out at the end
-            spans.append(self.tries[-1][0] - failed_since + self.every)
+            spans.append(round(self.tries[-1][0] - failed_since + self.every, 6))
         return spans
 
     def summary(self) -> str:
