@@ -149,6 +149,15 @@ def test_values_that_are_no_records_of_their_schema_are_rejects_saying_why(local
     assert batch.rejects.column("MESSAGE_VALUE").to_pylist() == values  # the bytes as they came, for the dead letters
 
 
+def test_a_date_or_timestamp_beyond_the_years_python_holds_is_a_reject_not_a_crash(local_schema_registry):
+    at = {"type": "long", "logicalType": "timestamp-micros"}
+    schema = {"type": "record", "name": "O", "fields": [{"name": "order_id", "type": "string"}, {"name": "order_timestamp", "type": at}]}
+    good = register(local_schema_registry, schema)
+    values = [framed(good, avro(schema, {"order_id": "O1", "order_timestamp": micros})) for micros in (2**62, -(2**62))]
+    batch = mapper(local_schema_registry, AVRO_ORDERS).stage(raw_batch(values), topic="orders", group="g")
+    assert batch.rejects.column("REASON").to_pylist() == [f"schema id {good}: not an Avro record of its schema: date value out of range"] * 2
+
+
 def test_a_writer_type_that_cannot_become_the_declared_type_is_a_reject_naming_both(local_schema_registry):
     fields = {s: (t, True) for s, t in AVRO_ORDERS.feeds()[0].source_fields().items()}
     schema = schema_for(fields, "order")

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from starload.formats.avro import SEMANTIC, _kind, _named, _names
+from starload.formats.avro import SEMANTIC, named, type_names, writer_kind
 from starload.mapping import ISO_TIMESTAMP
 from starload.spec import Format
 
@@ -116,12 +116,12 @@ def _leaves(record: Any, prefix: tuple[str, ...], found: dict[tuple[str, ...], _
 
 def _avro_leaves(schema: Any, names: dict[str, Any], prefix: tuple[str, ...], found: dict[tuple[str, ...], str], arrays: set[str]) -> None:
     """The leaf paths of an Avro record schema with the declared type each gets."""
-    node = _named(schema, names)
+    node = named(schema, names)
     if isinstance(node, dict) and node.get("type") == "record" and node.get("connect.name") not in SEMANTIC:
         for field in node["fields"]:
             _avro_leaves(field["type"], names, (*prefix, field["name"]), found, arrays)
         return
-    kind = _kind(node)
+    kind = writer_kind(node)
     if kind == "array":
         arrays.add(".".join(prefix))
         return
@@ -171,9 +171,9 @@ def draft(
     if writer_schema is not None:
         typed: dict[tuple[str, ...], str] = {}
         root = writer_schema
-        names = _names(writer_schema)
+        names = type_names(writer_schema)
         if envelope:
-            root = next(f["type"] for f in _named(root, names)["fields"] if f["name"] == "after")
+            root = next(f["type"] for f in named(root, names)["fields"] if f["name"] == "after")
         _avro_leaves(root, names, (), typed, arrays)
         types = typed
     always = {p for p in types if p in leaves and leaves[p].present == len(records)}

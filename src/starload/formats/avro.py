@@ -148,7 +148,8 @@ class AvroReader:
         buffer = io.BytesIO(payload)
         try:
             record = fastavro.schemaless_reader(buffer, self._parsed, None)
-        except (EOFError, ValueError, IndexError, KeyError, UnicodeDecodeError, TypeError) as exc:
+        except (EOFError, ValueError, IndexError, KeyError, UnicodeDecodeError, TypeError, OverflowError) as exc:
+            # OverflowError: a date or timestamp beyond the years Python holds ("date value out of range")
             raise ValueError(f"not an Avro record of its schema: {exc}") from None
         if buffer.tell() != len(payload):
             raise ValueError(f"not an Avro record of its schema: {len(payload) - buffer.tell()} bytes after the record")
@@ -159,9 +160,9 @@ class AvroReader:
 
         ``within``: the keys leading to the row the paths start at (Debezium's ``after``).
         """
-        root, names = self.writer, _names(self.writer)
+        root, names = self.writer, type_names(self.writer)
         for key in within:
-            root = _field(_named(root, names), key)
+            root = _field(named(root, names), key)
             if root is None:
                 return [f"{'.'.join(within)}: not in the writer schema"]
         found = []
@@ -172,7 +173,7 @@ class AvroReader:
         return found
 
 
-def _named(schema: Any, names: dict[str, Any]) -> Any:
+def named(schema: Any, names: dict[str, Any]) -> Any:
     """A type as defined: a union with null its other branch, a reference by name the named type (records may refer to an earlier one)."""
     schema = _branch(schema)
     return _branch(names.get(schema, schema)) if isinstance(schema, str) else schema
@@ -193,12 +194,12 @@ def _field(record: Any, key: str) -> Any:
     return None
 
 
-def _kind(schema: Any) -> str:
+def writer_kind(schema: Any) -> str:
     """What a writer type is called in the type table: its logical type, else its Avro type."""
     if isinstance(schema, dict):
-        return str(schema.get("logicalType") or _kind(schema.get("type")))
+        return str(schema.get("logicalType") or writer_kind(schema.get("type")))
     if isinstance(schema, list):
-        return "union of " + " and ".join(_kind(b) for b in schema)
+        return "union of " + " and ".join(writer_kind(b) for b in schema)
     return str(schema)
 
 
@@ -209,10 +210,10 @@ def _shown(schema: Any) -> str:
             return str(schema["connect.name"])
         if schema.get("logicalType") == "decimal":
             return f"decimal({schema.get('precision')},{schema.get('scale', 0)})"
-    return _kind(schema)
+    return writer_kind(schema)
 
 
-def _names(schema: Any) -> dict[str, Any]:
+def type_names(schema: Any) -> dict[str, Any]:
     """The named types defined in ``schema``, by name and by full name."""
     names: dict[str, Any] = {}
     for node in _nodes(schema):
@@ -227,23 +228,23 @@ def _path_problem(root: Any, keys: tuple[str, ...], declared: ColumnType, names:
     if keys[-1].endswith(POSITION_MARK):  # an element's position is a number whatever the array holds
         return None
     for n, key in enumerate(keys):
-        node = _named(node, names)
+        node = named(node, names)
         if isinstance(node, dict) and node.get("type") == "map":
             node = node["values"]
             continue
         name = key.removesuffix(ARRAY_MARK)
-        if _kind(node) != "record":
+        if writer_kind(node) != "record":
             return f"{'.'.join(keys[:n]) or 'the record'}: the writer type {_shown(node)} has no field {name!r}"
         field = _field(node, name)
         if field is None:
             return None  # absent: read as missing, as a JSON message without the key
-        node = _named(field, names)
+        node = named(field, names)
         if key.endswith(ARRAY_MARK):
             if not (isinstance(node, dict) and node.get("type") == "array"):
                 return f"{'.'.join(keys[: n + 1])}: the writer type {_shown(node)} is not an array"
             node = node["items"]
-    node = _named(node, names)
-    kinds = {_kind(b) for b in node if b != "null"} if isinstance(node, list) else {_kind(node)}
+    node = named(node, names)
+    kinds = {writer_kind(b) for b in node if b != "null"} if isinstance(node, list) else {writer_kind(node)}
     if kinds <= accepted(declared):
         return None
     return f"{'.'.join(keys)}: the writer type {_shown(node)} cannot become {type_spelling(declared)}"
