@@ -16,6 +16,10 @@ minified JSON, so whitespace, key order and unmapped fields do not count), its r
 messages of the same grain value (by partition, offset) and the fingerprint and
 coordinates of the first of them; the sink loads only the first, and
 :meth:`~starload.sinks.base.Sink.find_conflicts` tells duplicates from conflicts.
+
+A batch of flat Avro records decoded at once (:mod:`starload.formats.columnar`) is read
+from its typed columns instead of JSON text: the same values, fingerprints and reasons,
+with no text to parse and no type to check.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import attrs
 import duckdb
 import pyarrow as pa
 
-from starload.formats import Decoding
+from starload.formats import RECORD_COLUMN, Decoding
+from starload.formats.columnar import columnar_feed
 from starload.identity import quote
 from starload.sinks.base import ELEMENT_COLUMN, StagedBatch, natural_key_column
 from starload.spec import (
@@ -344,9 +349,18 @@ def _json_kind(j: str) -> str:
 
 
 def _field_steps(
-    feed: Feed, items: Mapping[Source, ColumnType], paths: Mapping[Source, tuple[str, ...]], index: Mapping[Source, int]
+    feed: Feed,
+    items: Mapping[Source, ColumnType],
+    paths: Mapping[Source, tuple[str, ...]],
+    index: Mapping[Source, int],
+    *,
+    columnar: bool = False,
 ) -> tuple[list[str], list[str], list[str], list[str]]:
-    """The (texts, candidates, values, problems) columns that read and type ``items`` from ``_sl_j{i}`` (see :func:`_typed_value`)."""
+    """The (texts, candidates, values, problems) columns that read and type ``items`` from ``_sl_j{i}`` (see :func:`_typed_value`).
+
+    ``columnar``: read from the typed record instead (:func:`_columnar_value`): no
+    candidates, the values come first and the texts are made from them.
+    """
     # What a delete must still carry: its row's key (the dimension's natural key, or the fact's grain).
     own = feed.dimension
     natural_sources = {f.source for f in feed.fields_of(own) if f.column in {k.column for k in own.natural_key}} if own else set()
@@ -355,9 +369,14 @@ def _field_steps(
     for name, column_type in items.items():
         i, shown = index[name], source_name(name)
         j, v = f"_sl_j{i}", f"_sl_v{i}"
-        texts.append(f"{_text(j)} AS _sl_s{i}")
-        columns, value, wrong_type = _typed_value(column_type, paths[name], i)
-        candidates += columns
+        if columnar:
+            value, text = _columnar_value(column_type, _extract(RECORD_COLUMN, (shown,)), v)
+            texts.append(f"{text} AS {j}")
+            wrong_type = None  # the writer type is the declared type's: a value is NULL only where its text is
+        else:
+            texts.append(f"{_text(j)} AS _sl_s{i}")
+            columns, value, wrong_type = _typed_value(column_type, paths[name], i)
+            candidates += columns
         values.append(f"{value} AS {v}")
         when_missing = _literal(f"{shown}: missing") if feed.is_required(name) else "NULL"
         if feed.envelope is not None and name not in natural_sources:
@@ -365,12 +384,32 @@ def _field_steps(
             when_missing = f"CASE WHEN _sl_op = 'd' THEN NULL ELSE {when_missing} END"
         check = _check_problem(shown, column_type, feed.check_of(name), v)
         got = f"CASE left({j}, 1) WHEN '{{' THEN ', got an object' WHEN '[' THEN ', got an array' ELSE '' END"
-        problems.append(
-            f"CASE WHEN {j} IS NULL THEN {when_missing} "
-            f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} "
-            f"{'ELSE ' + check if check else ''} END"
-        )
+        wrong = f"WHEN {v} IS NULL THEN {_literal(f'{shown}: {wrong_type}')} || {got} " if wrong_type else ""
+        problems.append(f"CASE WHEN {j} IS NULL THEN {when_missing} {wrong}{'ELSE ' + check if check else ''} END")
     return texts, candidates, values, problems
+
+
+def _columnar_value(column_type: ColumnType, field: str, v: str) -> tuple[str, str]:
+    """(typed value, text) of a field of the typed record (:mod:`starload.formats.columnar`), its value ``field``.
+
+    The value is the field's (a double's only when finite: the per-message path writes NaN
+    and infinities as null). The text, made from the value (column ``v``), is the field's
+    minified JSON text as the per-message path's ``_sl_j`` holds it, so that a message's
+    fingerprint is the same whichever path decoded it: a string, number or boolean as
+    DuckDB writes JSON, a date ``"YYYY-MM-DD"``, a timestamp
+    ``"YYYY-MM-DDTHH:MM:SS[.ffffff]Z"`` (as orjson writes it), a decimal its digits (its
+    fingerprint is its value's).
+    """
+    if isinstance(column_type, Double):
+        return f"CASE WHEN isfinite({field}) THEN {field} END", f"CAST(to_json({v}) AS VARCHAR)"
+    if isinstance(column_type, Decimal):
+        return field, f"CAST({v} AS VARCHAR)"
+    if isinstance(column_type, Date):
+        return field, f"'\"' || strftime({v}, '%Y-%m-%d') || '\"'"
+    if isinstance(column_type, Timestamp):
+        fraction = f"CASE WHEN epoch_us({v}) % 1000000 <> 0 THEN strftime({v}, '.%f') ELSE '' END"
+        return field, f"'\"' || strftime({v}, '%Y-%m-%dT%H:%M:%S') || {fraction} || 'Z\"'"
+    return field, f"CAST(to_json({v}) AS VARCHAR)"
 
 
 def _measure_name(f: int, m: int) -> str:
@@ -429,6 +468,8 @@ class FeedSQL:
     feed: Feed
     raw: str
     parse: tuple[str, ...]
+    #: The statement filling the same table from a batch decoded at once (:data:`~starload.formats.RECORD_COLUMN`); empty when the feed is never.
+    columnar: tuple[str, ...]
     observations: dict[str, str]
     dates: str | None
     facts: dict[str, tuple[str, str, str]]
@@ -454,6 +495,7 @@ class FeedSQL:
         problems = _object_problems({**paths, **{a: a for a in arrays}}, {**index, **array_index})
         texts, candidates, values, field_problems = _field_steps(feed, outer, paths, index)
         problems += field_problems
+        measure_problems: list[str] = []
         for a, m in array_index.items():
             j = f"_sl_j{m}"
             problems.append(
@@ -464,9 +506,10 @@ class FeedSQL:
         measures = []
         for f, fact in enumerate(feed.facts):
             if array_of_fact[fact.table] is None:
-                columns, measure_problems = _measure_steps(fact, f, index)
+                columns, found = _measure_steps(fact, f, index)
                 measures += columns
-                problems += measure_problems
+                measure_problems += found
+        problems += measure_problems
         if feed.event_time is not None:
             event = f"_sl_v{index[feed.event_time.source]}"
         else:  # the envelope's ts_ms
@@ -482,7 +525,6 @@ class FeedSQL:
             hashes = f"{_utc_date(event)} AS {_DATE}, " + hashes
         pointers = [_literal(_pointer(path)) for path in paths.values()] + [_literal(_pointer(a)) for a in arrays]
         columns = [f"NULLIF(CAST(_sl_json[{k + 1}] AS VARCHAR), 'null') AS _sl_j{i}" for k, i in enumerate([*(index[x] for x in outer), *array_index.values()])]
-        fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
         if feed.envelope is None:
             message_problem = (
                 "WHEN NOT _sl_object THEN CASE WHEN json_valid(_sl_text) THEN 'not a JSON object' ELSE 'not valid JSON' END "
@@ -494,26 +536,44 @@ class FeedSQL:
         tombstone = "WHEN MESSAGE_VALUE IS NULL THEN NULL " if feed.envelope is not None else ""
         kept = [f"_sl_v{index[x]}" for x in outer] + [f"_sl_j{m}" for m in array_index.values()]
         kept += [_measure_name(f, m) for f, fact in enumerate(feed.facts) if array_of_fact[fact.table] is None for m in range(len(fact.measures))]
-        parse = f"""
-CREATE OR REPLACE TEMP TABLE {messages if arrays else parsed} AS
-WITH {_message_text(feed, raw)}, objects AS (
-    SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
-    FROM text
-), {_pipeline("objects", pointers, columns, texts, candidates, values, measures)}, checked AS (
+
+        def checked(whens: str, problems: list[str]) -> str:
+            """The CTE that keeps a message's values, fingerprint and event time, and its reject reason: ``whens``, else ``problems``."""
+            fields_problem = f"NULLIF(concat_ws('; ', {', '.join(problems)}), '')" if problems else "NULL"
+            return f"""checked AS (
     SELECT KAFKA_PARTITION, KAFKA_OFFSET, {", ".join(kept)},
         {hashes}
         {event} AS {_EVENT},{" _sl_op," if feed.envelope is not None else ""}
         CASE
             {tombstone}WHEN MESSAGE_VALUE IS NULL OR octet_length(MESSAGE_VALUE) = 0 THEN 'empty message'
-            WHEN _sl_decode_problem IS NOT NULL THEN _sl_decode_problem
-            WHEN _sl_message IS NULL THEN 'not UTF-8 text'
-            {message_problem}
+            {whens}
             ELSE {fields_problem}
         END AS {_REASON}
     FROM typed
-)
+)"""
+
+        parse = f"""
+CREATE OR REPLACE TEMP TABLE {messages if arrays else parsed} AS
+WITH {_message_text(feed, raw)}, objects AS (
+    SELECT *, starts_with(_sl_text, '{{') OR starts_with(ltrim(_sl_text, {_literal(_JSON_SPACE)}), '{{') AS _sl_object
+    FROM text
+), {_pipeline("objects", pointers, columns, texts, candidates, values, measures)}, {checked(
+    "WHEN _sl_decode_problem IS NOT NULL THEN _sl_decode_problem WHEN _sl_message IS NULL THEN 'not UTF-8 text' " + message_problem, problems
+)}
 SELECT * FROM checked
 """
+        columnar: tuple[str, ...] = ()
+        if columnar_feed(feed):  # one statement from the typed record (no arrays, no envelope): no text to parse, no type to check
+            texts, _, values, field_problems = _field_steps(feed, outer, paths, index, columnar=True)
+            columnar = (
+                f"""
+CREATE OR REPLACE TEMP TABLE {parsed} AS
+WITH "values" AS (SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE{"".join(", " + v for v in values)} FROM {raw}),
+texts AS (SELECT *{"".join(", " + t for t in texts)} FROM "values"), typed AS (SELECT *{"".join(", " + m for m in measures)} FROM texts),
+{checked("", field_problems + measure_problems)}
+SELECT * FROM checked
+""",
+            )
         statements = [parse]
         elements = {a: f"{_PARSED}{n}_elements{k}" for k, a in enumerate(arrays)}
         for k, a in enumerate(arrays):
@@ -620,7 +680,7 @@ FROM {rows}
 WINDOW first_seen AS (PARTITION BY {grain} ORDER BY KAFKA_PARTITION, KAFKA_OFFSET)
 """
             facts[fact.table] = (unique_grain, facts_unique, facts_ranked)
-        return cls(feed, raw, tuple(statements), observations, dates, facts, rejects, offsets, tombstones)
+        return cls(feed, raw, tuple(statements), columnar, observations, dates, facts, rejects, offsets, tombstones)
 
     @staticmethod
     def _latest_rows(
@@ -868,7 +928,7 @@ class Mapper:
                 if sql.feed.format.framed:
                     raw = self.decoding.decode(sql.feed, raw)
                 con.register(sql.raw, raw)
-                for statement in sql.parse:
+                for statement in sql.columnar if RECORD_COLUMN in raw.column_names else sql.parse:
                     con.execute(statement)
                 for table, (unique_grain, facts_unique, facts_ranked) in sql.facts.items():
                     ((unique,),) = con.execute(unique_grain).fetchall()

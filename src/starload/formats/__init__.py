@@ -1,4 +1,4 @@
-"""Wire formats: a topic's raw message values, decoded into the JSON text the mapping reads.
+"""Wire formats: a topic's raw message values, decoded into the JSON text or the typed columns the mapping reads.
 
 The mapping reads every format the same way: the record as JSON text
 (:mod:`starload.mapping`). A ``json`` topic's values are that text already, and the
@@ -9,6 +9,10 @@ spec's paths are checked against it once, and the values become two columns besi
 raw ones, ``MESSAGE_TEXT`` (the record as JSON text) and ``DECODE_PROBLEM`` (why a value
 is not a record of its topic's format: a reject's reason). The raw bytes stay as they
 came, for the rejects and the dead-letter topic.
+
+A batch of flat Avro records is decoded at once instead, where that gives the same star
+(:mod:`starload.formats.columnar`): one column beside the raw ones, ``MESSAGE_RECORD``,
+a struct of the spec's fields already of their declared types.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import pyarrow as pa
 
 from starload.exceptions import StarloadError
 from starload.formats.avro import AvroReader
-from starload.formats.framing import unframed
+from starload.formats.columnar import ColumnarAvro, columnar_feed
+from starload.formats.framing import HEADER, MAGIC, unframed
 from starload.formats.protobuf import ProtobufReader
 from starload.formats.registry import SchemaRegistry
 from starload.spec import Feed, Format
 
 #: The columns a decoded table has beyond :data:`~starload.mapping.RAW_SCHEMA`'s.
 DECODED_FIELDS = (pa.field("MESSAGE_TEXT", pa.string()), pa.field("DECODE_PROBLEM", pa.string()))
+#: The column a batch decoded at once has instead (see :mod:`starload.formats.columnar`): the spec's fields, typed.
+RECORD_COLUMN = "MESSAGE_RECORD"
 #: The registry's name of each framed format's schemas (its ``schemaType``; absent means Avro).
 SCHEMA_TYPES = {Format.AVRO: "AVRO", Format.PROTOBUF: "PROTOBUF", Format.JSON_SCHEMA: "JSON"}
 
@@ -72,10 +79,17 @@ class Decoding:
         self.registry = registry
         self._readers: dict[tuple[Format, int], Reader | str] = {}
         self._problems: dict[tuple[str | None, int], str | None] = {}
+        self._columnar: dict[tuple[str | None, int], ColumnarAvro | None] = {}
         self._guard = threading.Lock()
 
     def decode(self, feed: Feed, raw: pa.Table) -> pa.Table:
-        """``raw`` (:data:`~starload.mapping.RAW_SCHEMA`) with :data:`DECODED_FIELDS` added, its values read as ``feed.format``."""
+        """``raw`` (:data:`~starload.mapping.RAW_SCHEMA`) with its values read as ``feed.format``.
+
+        Added: :data:`RECORD_COLUMN` when the batch was decoded at once, else :data:`DECODED_FIELDS`.
+        """
+        record = self._record(feed, raw) if columnar_feed(feed) else None
+        if record is not None:
+            return raw.append_column(RECORD_COLUMN, record)
         texts: list[str | None] = []
         problems: list[str | None] = []
         usable: dict[int, Reader | str] = {}  # per schema id of the batch, looked up once: its reader, or why none reads it
@@ -86,6 +100,26 @@ class Decoding:
         for field, values in zip(DECODED_FIELDS, (texts, problems)):
             raw = raw.append_column(field, pa.array(values, field.type))
         return raw
+
+    def _record(self, feed: Feed, raw: pa.Table) -> pa.StructArray | None:
+        """The spec's fields of the whole batch at once, or None: it is decoded per message (see :mod:`starload.formats.columnar`)."""
+        values = raw.column("MESSAGE_VALUE")
+        first = values[0].as_py() if len(values) else None
+        if not first or len(first) < HEADER or first[0] != MAGIC:
+            return None
+        schema_id = int.from_bytes(first[1:HEADER], "big")
+        reader = self._usable(feed, schema_id)
+        if not isinstance(reader, AvroReader):
+            return None
+        key = (feed.topic, schema_id)
+        with self._guard:
+            known = key in self._columnar
+            columnar = self._columnar.get(key)
+        if not known:
+            columnar = ColumnarAvro.of(schema_id, reader.writer, feed.source_fields())
+            with self._guard:
+                self._columnar[key] = columnar
+        return None if columnar is None else columnar.record(values)
 
     def _one(self, feed: Feed, value: bytes | None, usable: dict[int, Reader | str]) -> tuple[str | None, str | None]:
         if not value:
