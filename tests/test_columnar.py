@@ -1,16 +1,14 @@
 """Avro batches decoded at once into typed columns (:mod:`starload.formats.columnar`) load what per-message decoding loads.
 
-The columnar path is taken or not per batch (a corrupt datum, a second schema id or a
-value out of range sends the whole batch per message), so the star would depend on how
-the messages were batched if the two paths ever differed: the property below compares
-them on generated flat schemas, values and corruptions, message by message, fingerprints
-and reject reasons included.
+The columnar path is taken or not per batch (a corrupt datum, a schema it does not read
+or a value out of range sends the whole batch per message), so the star would depend on
+how the messages were batched if the two paths ever differed: the property below compares
+them on generated flat schemas (one or two in a batch), values and corruptions, message by
+message, fingerprints and reject reasons included.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -18,7 +16,7 @@ from decimal import Decimal as D
 from itertools import islice
 from unittest import mock
 
-import fastavro
+import pyarrow as pa
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import HealthCheck, event, given, settings
@@ -113,9 +111,8 @@ def values_of(kind) -> st.SearchStrategy:
     if isinstance(kind, dict):
         logical = kind.get("logicalType")
         if logical == "decimal":
-            digits = "9" * (kind["precision"] - kind["scale"]) or "0"
-            bound = D(f"{digits}.{'9' * kind['scale']}")  # the largest value of the precision (text: exact beyond 28 digits)
-            return st.decimals(min_value=-bound, max_value=bound, places=kind["scale"], allow_nan=False, allow_infinity=False)
+            largest = 10 ** kind["precision"] - 1  # unscaled; a decimal made from text is exact beyond 28 digits
+            return st.integers(-largest, largest).map(lambda unscaled: D(f"{unscaled}E-{kind['scale']}"))
         if logical == "timestamp-micros":
             return st.one_of(IN_YEARS_MICROS, IN_YEARS_MICROS, IN_YEARS_MICROS, st.integers(-(2**62), 2**62))
         if logical == "timestamp-millis":
@@ -139,8 +136,8 @@ def values_of(kind) -> st.SearchStrategy:
 
 
 @st.composite
-def batches(draw) -> tuple[dict, list[bytes | None], int]:
-    """(a flat writer schema, its framed-to-be records, some corrupted, as bytes; a batch size)."""
+def writer_schemas(draw) -> tuple[dict, dict, dict]:
+    """(the writer type of each field, a flat writer schema of them, a strategy of each field's values)."""
     kinds = {name: draw(st.sampled_from(choices)) for name, choices in WRITER_TYPES.items()}
     if kinds["at"] == "string":  # an ISO time as text: the per-message path's only
         values = {"at": st.integers(0, 10**6).map(lambda s: f"2025-01-01T00:00:{s % 60:02d}Z")}
@@ -148,13 +145,19 @@ def batches(draw) -> tuple[dict, list[bytes | None], int]:
         values = {"at": values_of(kinds["at"])}
     values |= {name: values_of(kind) for name, kind in kinds.items() if kind is not None and name != "at"}
     fields = [{"name": name, "type": kind} for name, kind in kinds.items() if kind is not None]
-    schema = {"type": "record", "name": "T", "namespace": "columnar", "fields": fields}
-    parsed = fastavro.parse_schema(schema)
+    return kinds, {"type": "record", "name": "T", "namespace": "columnar", "fields": fields}, values
+
+
+@st.composite
+def batches(draw) -> tuple[list[dict], list[tuple[int, bytes]], int]:
+    """(one or two flat writer schemas; records, each (the number of its schema, its bytes), some corrupted; a batch size)."""
+    schemas = [draw(writer_schemas()) for _ in range(draw(st.integers(1, 2)))]
     records = []
-    for record in draw(st.lists(st.fixed_dictionaries(values), min_size=1, max_size=10)):
-        out = io.BytesIO()
-        fastavro.schemaless_writer(out, parsed, record)
-        datum = out.getvalue()
+    for _ in range(draw(st.integers(1, 10))):
+        version = draw(st.integers(0, len(schemas) - 1))
+        kinds, schema, values = schemas[version]
+        record = draw(st.fixed_dictionaries(values))
+        datum = avro(schema, record)
         harm = draw(st.sampled_from(["none"] * 16 + ["truncated", "bytes after", "garbage", "invalid UTF-8"]))
         if harm == "truncated" and datum:
             datum = datum[:-1]
@@ -163,11 +166,9 @@ def batches(draw) -> tuple[dict, list[bytes | None], int]:
         elif harm == "garbage":
             datum = draw(st.binary(min_size=1, max_size=40))
         elif harm == "invalid UTF-8" and kinds["note"] == "string":
-            out = io.BytesIO()
-            fastavro.schemaless_writer(out, parsed, {**record, "note": "\x01\x02"})
-            datum = out.getvalue().replace(b"\x04\x01\x02", b"\x04\xff\xfe")
-        records.append(datum)
-    return schema, records, draw(st.integers(1, 8))
+            datum = avro(schema, {**record, "note": "\x01\x02"}).replace(b"\x04\x01\x02", b"\x04\xff\xfe")
+        records.append((version, datum))
+    return [schema for _, schema, _ in schemas], records, draw(st.integers(1, 8))
 
 
 def load(registry_url: str, messages: list, batch_size: int) -> tuple[dict, list]:
@@ -180,9 +181,9 @@ def load(registry_url: str, messages: list, batch_size: int) -> tuple[dict, list
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(drawn=batches())
 def test_a_batch_decoded_at_once_loads_what_decoding_each_message_loads(local_schema_registry, drawn):
-    schema, records, batch_size = drawn
-    schema_id = register(local_schema_registry, schema)
-    messages = [("t", 0, n, framed(schema_id, record)) for n, record in enumerate(records)]
+    schemas, records, batch_size = drawn
+    ids = [register(local_schema_registry, schema) for schema in schemas]
+    messages = [("t", 0, n, framed(ids[version], record)) for n, (version, record) in enumerate(records)]
     record = ColumnarAvro.record
     taken = []
     with mock.patch.object(ColumnarAvro, "record", lambda self, values: taken.append(record(self, values)) or taken[-1]):
@@ -226,17 +227,17 @@ def test_a_batch_of_flat_avro_records_is_decoded_at_once_and_a_corrupt_one_is_de
     ],
 )
 def test_a_schema_the_columnar_path_would_not_read_exactly_is_decoded_per_message(reason, schema):
-    assert ColumnarAvro.of(1, schema, STAR.feeds()[0].source_fields()) is None, reason
+    assert ColumnarAvro.of(schema, STAR.feeds()[0].source_fields()) is None, reason
 
 
 def test_a_flat_schema_of_the_declared_kinds_is_read_in_columns():
     schema = {"type": "record", "name": "T", "fields": [{"name": "n", "type": "long"}, {"name": "at", "type": MICROS}, {"name": "extra", "type": "bytes"}]}
-    columnar = ColumnarAvro.of(1, schema, STAR.feeds()[0].source_fields())
-    assert columnar is not None
-    assert columnar.reads["n"][0] == "n" and columnar.reads["d"][0] is None  # d is absent: missing, as a JSON message without the key
-    record = columnar.record(raw_batch([framed(1, avro(schema, {"n": 7, "at": 1_700_000_000_000_000, "extra": b"\x00"}))]).column("MESSAGE_VALUE"))
+    decoder = ColumnarAvro.of(schema, STAR.feeds()[0].source_fields())
+    assert decoder is not None
+    assert decoder.reads["n"][0] == "n" and decoder.reads["d"][0] is None  # d is absent: missing, as a JSON message without the key
+    record = decoder.record(pa.array([framed(1, avro(schema, {"n": 7, "at": 1_700_000_000_000_000, "extra": b"\x00"}))], pa.binary()))
     assert record.to_pylist()[0]["n"] == 7 and record.to_pylist()[0]["d"] is None
-    assert json.dumps(record.type.field("at").type.tz) == '"UTC"'
+    assert record.type.field("at").type.tz == "UTC"
 
 
 def test_without_rugo_avro_is_decoded_per_message_and_the_log_says_how_to_speed_it_up(local_schema_registry, monkeypatch, caplog):
@@ -252,3 +253,14 @@ def test_without_rugo_avro_is_decoded_per_message_and_the_log_says_how_to_speed_
     assert [r.getMessage() for r in caplog.records if "rugo" in r.getMessage()] == [
         "rugo is not installed: Avro is decoded one message at a time, about 3 times slower (pip install 'starload[rugo]')"
     ]
+
+
+def test_a_batch_of_two_schema_versions_is_decoded_a_version_at_a_time_and_kept_in_order(local_schema_registry):
+    v1 = {"type": "record", "name": "T", "fields": [{"name": "n", "type": "long"}, {"name": "at", "type": MICROS}]}
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "note", "type": ["null", "string"], "default": None}]}
+    ids = [register(local_schema_registry, v1), register(local_schema_registry, v2)]
+    values = [framed(ids[n % 3 == 0], avro(v2 if n % 3 == 0 else v1, {"n": n, "at": n, "note": f"v2 {n}"})) for n in range(10)]
+    decoded = Decoding(SchemaRegistry({"url": local_schema_registry.url})).decode(STAR.feeds()[0], raw_batch(values))
+    assert RECORD_COLUMN in decoded.column_names
+    records = decoded.column(RECORD_COLUMN).to_pylist()
+    assert [(r["n"], r["note"]) for r in records] == [(n, f"v2 {n}" if n % 3 == 0 else None) for n in range(10)]

@@ -24,8 +24,8 @@ import pyarrow as pa
 
 from starload.exceptions import StarloadError
 from starload.formats.avro import AvroReader
-from starload.formats.columnar import ColumnarAvro, columnar_feed
-from starload.formats.framing import HEADER, MAGIC, unframed
+from starload.formats.columnar import ColumnarAvro, by_schema, columnar_feed, in_order
+from starload.formats.framing import unframed
 from starload.formats.protobuf import ProtobufReader
 from starload.formats.registry import SchemaRegistry
 from starload.spec import Feed, Format
@@ -103,23 +103,34 @@ class Decoding:
 
     def _record(self, feed: Feed, raw: pa.Table) -> pa.StructArray | None:
         """The spec's fields of the whole batch at once, or None: it is decoded per message (see :mod:`starload.formats.columnar`)."""
-        values = raw.column("MESSAGE_VALUE")
-        first = values[0].as_py() if len(values) else None
-        if not first or len(first) < HEADER or first[0] != MAGIC:
+        values = raw.column("MESSAGE_VALUE").combine_chunks()
+        groups = by_schema(values)
+        if groups is None:
             return None
-        schema_id = int.from_bytes(first[1:HEADER], "big")
+        parts = []
+        for schema_id, positions in groups:
+            decoder = self._columnar_decoder(feed, schema_id)
+            record = None if decoder is None else decoder.record(values if positions is None else values.take(positions))
+            if record is None:
+                return None
+            if positions is None:
+                return record
+            parts.append((positions, record))
+        return in_order(parts)
+
+    def _columnar_decoder(self, feed: Feed, schema_id: int) -> ColumnarAvro | None:
+        """The columnar decoder of ``schema_id``'s records for ``feed`` (None: its batches are decoded per message)."""
         reader = self._usable(feed, schema_id)
         if not isinstance(reader, AvroReader):
             return None
         key = (feed.topic, schema_id)
         with self._guard:
-            known = key in self._columnar
-            columnar = self._columnar.get(key)
-        if not known:
-            columnar = ColumnarAvro.of(schema_id, reader.writer, feed.source_fields())
-            with self._guard:
-                self._columnar[key] = columnar
-        return None if columnar is None else columnar.record(values)
+            if key in self._columnar:
+                return self._columnar[key]
+        decoder = ColumnarAvro.of(reader.writer, feed.source_fields())
+        with self._guard:
+            self._columnar[key] = decoder
+        return decoder
 
     def _one(self, feed: Feed, value: bytes | None, usable: dict[int, Reader | str]) -> tuple[str | None, str | None]:
         if not value:

@@ -13,8 +13,8 @@ decoded per message otherwise (which also names each bad message's problem):
 - Every path the spec reads is a top-level field whose writer type is of the declared
   type's own kind (:data:`SAME_KIND`; a decimal whose digits fit the declared one's), or
   is absent from the schema (missing, as in a JSON message without the key).
-- Every value of the batch is framed with that one schema id, and rugo reads every one.
-  Each datum goes in its own block of an in-memory container, so a datum that does not
+- Every value of the batch is framed (a batch of several schema ids is decoded a schema at
+  a time, then put back in order), and rugo reads every one. Each datum goes in its own block of an in-memory container, so a datum that does not
   fill its block exactly (truncated, bytes after it) fails the batch instead of shifting
   the next one. Every string is valid UTF-8 (rugo does not check it), and every date and
   timestamp the spec reads lies in the years 1 to 9999.
@@ -28,7 +28,7 @@ import copy
 import datetime as dt
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starload.formats.avro import named, type_names, writer_kind
-from starload.formats.framing import HEADER, framed
+from starload.formats.framing import HEADER, MAGIC
 from starload.spec import (
     Boolean,
     ColumnType,
@@ -181,14 +181,12 @@ def _flat_fields(writer: Any) -> dict[str, Any] | None:
 class ColumnarAvro:
     """Decodes batches of one writer schema's records into the columns of the spec's ``fields`` (see :meth:`of`)."""
 
-    #: The frame every value of a batch starts with (the magic byte and the schema id).
-    frame: bytes
     header: bytes
     #: Per source field (by :func:`~starload.spec.source_name`): the writer's field holding it (None: absent) and the column's Arrow type.
     reads: dict[str, tuple[str | None, pa.DataType]]
 
     @classmethod
-    def of(cls, schema_id: int, writer: dict[str, Any], fields: Mapping[Source, ColumnType]) -> ColumnarAvro | None:
+    def of(cls, writer: dict[str, Any], fields: Mapping[Source, ColumnType]) -> ColumnarAvro | None:
         """The decoder of ``writer``'s (prepared: :func:`~starload.formats.avro.prepared`) records, or None when it would not read them exactly."""
         flat = _flat_fields(writer)
         if flat is None:
@@ -205,18 +203,11 @@ class ColumnarAvro:
             if kind is not None and isinstance(declared, Decimal) and not _fits(kind, declared):
                 return None
             reads[source_name(source)] = (None if kind is None else key, column)
-        return cls(framed(schema_id, b""), _container_header(writer), reads)
+        return cls(_container_header(writer), reads)
 
-    def record(self, values: pa.Array | pa.ChunkedArray) -> pa.StructArray | None:
-        """The spec's fields of the framed ``values`` as one struct column, or None: this batch is decoded per message."""
-        if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks()
-        if not len(values) or values.null_count:
-            return None
-        lengths = pc.binary_length(values)
-        if pc.min(lengths).as_py() < HEADER or not pc.all(pc.equal(pc.binary_slice(values, 0, HEADER), self.frame)).as_py():
-            return None
-        table = self._decoded(values, pc.subtract(lengths, HEADER))
+    def record(self, values: pa.Array) -> pa.StructArray | None:
+        """The spec's fields of ``values`` (each framed with this schema's id: :func:`by_schema`) as one struct column, or None: they are decoded per message."""
+        table = self._decoded(values, pc.subtract(pc.binary_length(values), HEADER))
         if table is None:
             return None
         columns = []
@@ -250,6 +241,25 @@ class ColumnarAvro:
         except (RuntimeError, ValueError, pa.ArrowException):  # a datum rugo cannot read: decoded per message, which names it
             return None
         return table if table.num_rows == len(values) else None
+
+
+def by_schema(values: pa.Array) -> list[tuple[int, pa.Array | None]] | None:
+    """Per schema id the framed ``values`` are written with, the positions of its values (None: all); None when a value is not framed."""
+    if not len(values) or values.null_count or pc.min(pc.binary_length(values)).as_py() < HEADER:
+        return None
+    frames = pc.binary_slice(values, 0, HEADER)
+    distinct = pc.unique(frames).to_pylist()
+    if any(frame[0] != MAGIC for frame in distinct):
+        return None
+    if len(distinct) == 1:
+        return [(int.from_bytes(distinct[0][1:], "big"), None)]
+    return [(int.from_bytes(frame[1:], "big"), pc.indices_nonzero(pc.equal(frames, frame))) for frame in distinct]
+
+
+def in_order(parts: Sequence[tuple[pa.Array, pa.StructArray]]) -> pa.StructArray:
+    """The records of several schemas' values (each with the positions of its values) in the batch's order."""
+    positions = pa.concat_arrays([p for p, _ in parts])
+    return pa.concat_arrays([r for _, r in parts]).take(pc.sort_indices(positions))
 
 
 def _fits(kind: dict[str, Any], declared: Decimal) -> bool:
