@@ -1,4 +1,4 @@
-"""A batch of Avro records of one writer schema, decoded at once into the typed columns the mapping reads.
+"""A batch of Avro records, decoded at once into the typed columns the mapping reads.
 
 The per-message path (:class:`~starload.formats.avro.AvroReader`) decodes each record
 with fastavro and writes it as JSON text, which the mapping then parses. This path
@@ -13,11 +13,12 @@ decoded per message otherwise (which also names each bad message's problem):
 - Every path the spec reads is a top-level field whose writer type is of the declared
   type's own kind (:data:`SAME_KIND`; a decimal whose digits fit the declared one's), or
   is absent from the schema (missing, as in a JSON message without the key).
-- Every value of the batch is framed (a batch of several schema ids is decoded a schema at
-  a time, then put back in order), and rugo reads every one. Each datum goes in its own block of an in-memory container, so a datum that does not
-  fill its block exactly (truncated, bytes after it) fails the batch instead of shifting
-  the next one. Every string is valid UTF-8 (rugo does not check it), and every date and
-  timestamp the spec reads lies in the years 1 to 9999.
+- Every value of the batch is framed (a batch of several schema ids is decoded a schema
+  at a time, then put back in order), and rugo reads every one. Each datum goes in its
+  own block of an in-memory container, so a datum that does not fill its block exactly
+  (truncated, bytes after it) fails the batch instead of shifting the next one. Every
+  string is valid UTF-8 (rugo does not check it), and every date and timestamp the spec
+  reads lies in the years 1 to 9999.
 
 Why rugo, and what it refuses, is in docs/wire-formats.md.
 """
