@@ -40,17 +40,17 @@ from starload.spec import (
     CHANGE_SOURCE,
     DELETES_POSITION,
     Boolean,
-    Feed,
     Check,
     ColumnType,
     Date,
     Decimal,
     Double,
+    Fact,
+    Feed,
     Integer,
     Source,
     StarSchema,
     String,
-    Fact,
     Timestamp,
     array_of,
     element_path,
@@ -564,13 +564,13 @@ SELECT * FROM checked
 """
         columnar: tuple[str, ...] = ()
         if columnar_feed(feed):  # one statement from the typed record (no arrays, no envelope): no text to parse, no type to check
-            texts, _, values, field_problems = _field_steps(feed, outer, paths, index, columnar=True)
+            typed_texts, _, typed_values, typed_problems = _field_steps(feed, outer, paths, index, columnar=True)
             columnar = (
                 f"""
 CREATE OR REPLACE TEMP TABLE {parsed} AS
-WITH "values" AS (SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE{"".join(", " + v for v in values)} FROM {raw}),
-texts AS (SELECT *{"".join(", " + t for t in texts)} FROM "values"), typed AS (SELECT *{"".join(", " + m for m in measures)} FROM texts),
-{checked("", field_problems + measure_problems)}
+WITH "values" AS (SELECT KAFKA_PARTITION, KAFKA_OFFSET, MESSAGE_VALUE{"".join(", " + v for v in typed_values)} FROM {raw}),
+texts AS (SELECT *{"".join(", " + t for t in typed_texts)} FROM "values"), typed AS (SELECT *{"".join(", " + m for m in measures)} FROM texts),
+{checked("", typed_problems + measure_problems)}
 SELECT * FROM checked
 """,
             )
