@@ -18,7 +18,8 @@ a struct of the spec's fields already of their declared types.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -34,6 +35,7 @@ from starload.spec import Feed, Format
 DECODED_FIELDS = (pa.field("MESSAGE_TEXT", pa.string()), pa.field("DECODE_PROBLEM", pa.string()))
 #: The column a batch decoded at once has instead (see :mod:`starload.formats.columnar`): the spec's fields, typed.
 RECORD_COLUMN = "MESSAGE_RECORD"
+T = TypeVar("T")
 #: The registry's name of each framed format's schemas (its ``schemaType``; absent means Avro).
 SCHEMA_TYPES = {Format.AVRO: "AVRO", Format.PROTOBUF: "PROTOBUF", Format.JSON_SCHEMA: "JSON"}
 
@@ -123,14 +125,7 @@ class Decoding:
         reader = self._usable(feed, schema_id)
         if not isinstance(reader, AvroReader):
             return None
-        key = (feed.topic, schema_id)
-        with self._guard:
-            if key in self._columnar:
-                return self._columnar[key]
-        decoder = ColumnarAvro.of(reader.writer, feed.source_fields())
-        with self._guard:
-            self._columnar[key] = decoder
-        return decoder
+        return self._memo(self._columnar, (feed.topic, schema_id), lambda: ColumnarAvro.of(reader.writer, feed.source_fields()))
 
     def _one(self, feed: Feed, value: bytes | None, usable: dict[int, Reader | str]) -> tuple[str | None, str | None]:
         if not value:
@@ -159,36 +154,35 @@ class Decoding:
 
     def reader(self, kind: Format, schema_id: int) -> Reader | str:
         """The reader of ``schema_id``'s records, or why there is none (the registry holds no such id, or a schema of another format)."""
-        key = (kind, schema_id)
-        with self._guard:
-            found = self._readers.get(key)
-        if found is not None:
-            return found
+        return self._memo(self._readers, (kind, schema_id), lambda: self._fetched(kind, schema_id))
+
+    def _fetched(self, kind: Format, schema_id: int) -> Reader | str:
         if self.registry is None:
             msg = f"a value of a {kind.value} topic came, and no Schema Registry was given to read its schema id {schema_id} from"
             raise StarloadError(msg)
         schema = self.registry.schema(schema_id, serialized=kind is Format.PROTOBUF)
         if schema is None:
-            found = f"schema id {schema_id} is not in the Schema Registry at {self.registry.url}"
-        elif (schema.schema_type or "AVRO") != SCHEMA_TYPES[kind]:
-            found = f"schema id {schema_id} is a {schema.schema_type} schema; the spec reads the topic as {kind.value}"
-        else:
-            try:
-                found = READERS[kind](schema.schema_str)
-            except ValueError as exc:  # a schema that cannot be read: neither can its messages
-                found = f"schema id {schema_id} cannot be read: {exc}"
-        with self._guard:
-            self._readers[key] = found
-        return found
+            return f"schema id {schema_id} is not in the Schema Registry at {self.registry.url}"
+        if (schema.schema_type or "AVRO") != SCHEMA_TYPES[kind]:
+            return f"schema id {schema_id} is a {schema.schema_type} schema; the spec reads the topic as {kind.value}"
+        try:
+            return READERS[kind](schema.schema_str)
+        except ValueError as exc:  # a schema that cannot be read: neither can its messages
+            return f"schema id {schema_id} cannot be read: {exc}"
 
     def _problem(self, feed: Feed, schema_id: int, reader: Reader) -> str | None:
-        key = (feed.topic, schema_id)
+        def found() -> str | None:
+            within = ("after",) if feed.envelope is not None else ()
+            problems = reader.problems(feed.source_fields(), within=within)
+            return f"schema id {schema_id}: " + "; ".join(problems) if problems else None
+
+        return self._memo(self._problems, (feed.topic, schema_id), found)
+
+    def _memo(self, table: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
+        """``table[key]``, made by ``make()`` when first asked for (outside the lock: it may wait for the registry)."""
         with self._guard:
-            if key in self._problems:
-                return self._problems[key]
-        within = ("after",) if feed.envelope is not None else ()
-        found = reader.problems(feed.source_fields(), within=within)
-        problem = f"schema id {schema_id}: " + "; ".join(found) if found else None
+            if key in table:
+                return table[key]
+        made = make()
         with self._guard:
-            self._problems[key] = problem
-        return problem
+            return table.setdefault(key, made)

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from starload.formats.avro import named, type_names, writer_kind
-from starload.formats.framing import HEADER, MAGIC
+from starload.formats.framing import HEADER, unframed
 from starload.spec import (
     Boolean,
     ColumnType,
@@ -220,7 +220,7 @@ class ColumnarAvro:
             if not _in_years(column):
                 return None
             columns.append(column.cast(column_type))
-        return pa.StructArray.from_arrays(columns, names=list(self.reads)) if columns else None
+        return pa.StructArray.from_arrays(columns, names=list(self.reads))
 
     def _decoded(self, values: pa.Array, sizes: pa.Array) -> pa.Table | None:
         """Every datum of ``values`` (framed; ``sizes``: each without its frame) decoded by rugo, or None when it cannot read them all."""
@@ -250,11 +250,13 @@ def by_schema(values: pa.Array) -> list[tuple[int, pa.Array | None]] | None:
         return None
     frames = pc.binary_slice(values, 0, HEADER)
     distinct = pc.unique(frames).to_pylist()
-    if any(frame[0] != MAGIC for frame in distinct):
+    try:
+        ids = [unframed(frame)[0] for frame in distinct]
+    except ValueError:  # a value without the magic byte
         return None
     if len(distinct) == 1:
-        return [(int.from_bytes(distinct[0][1:], "big"), None)]
-    return [(int.from_bytes(frame[1:], "big"), pc.indices_nonzero(pc.equal(frames, frame))) for frame in distinct]
+        return [(ids[0], None)]
+    return [(schema_id, pc.indices_nonzero(pc.equal(frames, frame))) for schema_id, frame in zip(ids, distinct, strict=True)]
 
 
 def in_order(parts: Sequence[tuple[pa.Array, pa.StructArray]]) -> pa.StructArray:
